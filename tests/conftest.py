@@ -1,0 +1,44 @@
+"""
+Shared test fixtures.
+
+pytest-twisted never checks for a dirty reactor, so every test here is checked:
+a test that leaves a DelayedCall, a connection or a listening port behind fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import pytest_twisted
+from twisted.internet import task
+
+
+def _leftovers(reactor: object, readers0: set[object], writers0: set[object]) -> list[str]:
+    calls = [
+        repr(c)
+        for c in reactor.getDelayedCalls()  # type: ignore[attr-defined]
+        if c.active()
+    ]
+    selectables = (
+        set(reactor.getReaders()) - readers0  # type: ignore[attr-defined]
+    ) | (set(reactor.getWriters()) - writers0)  # type: ignore[attr-defined]
+    return calls + [repr(s) for s in selectables]
+
+
+@pytest.fixture(autouse=True)
+def cleanReactor() -> Iterator[None]:
+    """Fail a test that leaves delayed calls, connections or ports behind."""
+    from twisted.internet import reactor  # noqa: TID251 - the one global reactor
+
+    readers0 = set(reactor.getReaders())  # type: ignore[attr-defined]
+    writers0 = set(reactor.getWriters())  # type: ignore[attr-defined]
+    yield
+    # Closing a connection takes a few reactor turns: give them a bounded moment.
+    left: list[str] = []
+    for _ in range(100):
+        left = _leftovers(reactor, readers0, writers0)
+        if not left:
+            return
+        pytest_twisted.blockon(task.deferLater(reactor, 0.01, lambda: None))
+    pytest.fail("test left the reactor dirty:\n  " + "\n  ".join(left))

@@ -1,0 +1,142 @@
+"""
+The validated configuration: plain frozen values, built by the loader.
+
+Every other part of twisted-proxy reads these and nothing else; the names follow
+the TOML vocabulary (one to one with Apache mod_proxy's directives).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+ServerTokens = Literal["prod", "full", "none"]
+ViaMode = Literal["off", "on", "full", "block"]
+BalancerMethod = Literal["byrequests", "roundrobin"]
+
+
+@dataclass(frozen=True)
+class HeaderDirectives:
+    """``Header set``/``unset`` (or ``RequestHeader``): set wins over the original."""
+
+    set: tuple[tuple[str, str], ...] = ()
+    unset: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """The ``[proxy]`` table: defaults for the whole server."""
+
+    server_name: str = "localhost"
+    server_tokens: ServerTokens = "prod"
+    preserve_host: bool = False
+    forwarded_headers: bool = True
+    trusted_proxies: tuple[Network, ...] = ()
+    via: ViaMode = "off"
+    timeout: float = 60.0
+    connect_timeout: float = 5.0
+    header_timeout: float = 20.0
+    idle_timeout: float = 75.0
+    max_header_bytes: int = 65536
+    max_body_bytes: int = 0
+    access_log: str | None = "-"
+    access_log_format: str = "combined"
+    compress: tuple[str, ...] = ()
+    response_headers: HeaderDirectives = field(default_factory=HeaderDirectives)
+    # Upstream keep-alive pool (Apache's keepalive / max / ttl worker options).
+    keepalive: bool = True
+    pool_size: int = 16
+    pool_ttl: float = 60.0
+    # SIGTERM: how long requests in flight may take to finish before being cut.
+    shutdown_grace: float = 30.0
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One ``[[listen]]`` entry: a Twisted server endpoint string."""
+
+    endpoint: str
+
+
+@dataclass(frozen=True)
+class Target:
+    """
+    A parsed ``to =`` URL.
+
+    ``scheme`` is ``http``/``https``/``ws``/``wss`` for a direct backend, or
+    ``balancer`` (then ``host`` is the balancer's name). ``path`` is the raw
+    path prefix, always ending in ``/`` when the URL did.
+    """
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    path: str
+
+
+@dataclass(frozen=True)
+class Route:
+    """One ``[[route]]``: a host/path match and what answers it."""
+
+    path: str
+    host: str | None = None
+    to: Target | None = None
+    handler: str | None = None
+    reverse: tuple[str, ...] = ()
+    cookie_domain: tuple[tuple[str, str], ...] = ()
+    cookie_path: tuple[tuple[str, str], ...] = ()
+    preserve_host: bool | None = None
+    timeout: float | None = None
+    allow: tuple[Network, ...] = ()
+    deny: tuple[Network, ...] = ()
+    request_headers: HeaderDirectives = field(default_factory=HeaderDirectives)
+    # Where in the file this route was defined, for error and log messages.
+    index: int = 0
+
+
+@dataclass(frozen=True)
+class Member:
+    """One ``[[balancer.NAME.member]]``."""
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    route: str | None = None
+    weight: int = 1
+    standby: bool = False
+    disabled: bool = False
+
+    @property
+    def name(self) -> str:
+        """The worker name Apache logs as ``BALANCER_WORKER_NAME``."""
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Balancer:
+    """One ``[balancer.NAME]`` table."""
+
+    name: str
+    method: BalancerMethod = "byrequests"
+    members: tuple[Member, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated file."""
+
+    proxy: ProxySettings = field(default_factory=ProxySettings)
+    listen: tuple[Listener, ...] = ()
+    routes: tuple[Route, ...] = ()
+    balancers: tuple[tuple[str, Balancer], ...] = ()
+    # The file it came from (None when built in code).
+    source: str | None = None
+
+    def balancer(self, name: str) -> Balancer:
+        """Return the balancer called C{name}; the loader ensured it exists."""
+        return dict(self.balancers)[name]
