@@ -96,6 +96,9 @@ class Route:
     request_headers: HeaderDirectives = field(default_factory=HeaderDirectives)
     # Where in the file this route was defined, for error and log messages.
     index: int = 0
+    # ``websocket = false`` stops an http(s) route from carrying WebSocket
+    # upgrades; a ws:// or wss:// route always carries them.
+    websocket: bool = True
 
 
 @dataclass(frozen=True)
