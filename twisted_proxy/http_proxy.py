@@ -1,0 +1,608 @@
+"""
+The HTTP reverse proxy: a twisted.web resource that relays each request to a
+backend (ProxyPass) and rewrites what comes back (ProxyPassReverse).
+
+The decisions (headers, redirects, routes, ACLs, compression) are made by the
+pure modules; this one moves bytes between a L{StreamingRequest} and an
+L{UpstreamConnection}, with each side the producer the other pauses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectingCancelledError, TimeoutError
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+
+from twisted_proxy.acl import AccessList
+from twisted_proxy.balancer import IBalancer, MemberState
+from twisted_proxy.compress import GzipStream, compressedHeaders, shouldCompress
+from twisted_proxy.config.model import ProxySettings, Route, Target
+from twisted_proxy.headers import ClientInfo, RequestHeaderRewriter
+from twisted_proxy.reverse import ReverseRewriter
+from twisted_proxy.routing import upstreamTarget
+from twisted_proxy.site import IStreamingResource, StreamingRequest, errorHeaders
+from twisted_proxy.upstream.connection import (
+    FAIL_CONNECT,
+    FAIL_TIMEOUT,
+    Address,
+    UpstreamConnection,
+    UpstreamPool,
+)
+from twisted_proxy.upstream.parser import Headers
+
+_log = Logger()
+
+# A request body is kept for a retry on a fresh connection while it is small.
+_REPLAY_LIMIT = 65536
+# Body bytes held while the backend connection is being made, before the
+# client is paused.
+_PENDING_LIMIT = 262144
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_WIRE_SCHEME = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
+
+
+def parseTarget(url: str) -> Target:
+    """Parse a backend URL (C{http://host:port/path}) into a L{Target}."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = parts.hostname or ""
+    if scheme == "balancer":
+        return Target(url=url, scheme=scheme, host=host, port=0, path=parts.path or "/")
+    if scheme not in _DEFAULT_PORTS or not host:
+        raise ValueError(f"not a backend URL: {url!r}")
+    port = parts.port or _DEFAULT_PORTS[scheme]
+    return Target(url=url, scheme=scheme, host=host, port=port, path=parts.path or "/")
+
+
+def hostHeader(scheme: str, host: str, port: int) -> bytes:
+    """The C{Host} value for a backend: port left out when it is the default."""
+    if ":" in host:
+        host = f"[{host}]"
+    if port == _DEFAULT_PORTS.get(scheme):
+        return host.encode("idna")
+    return f"{host}:{port}".encode("idna")
+
+
+@dataclass
+class ProxyContext:
+    """What every route's exchanges share: the pool, the balancer, the settings."""
+
+    settings: ProxySettings
+    reactor: Any
+    pool: UpstreamPool
+    balancer: IBalancer | None = None
+
+    @classmethod
+    def create(
+        cls, settings: ProxySettings, reactor: Any, balancer: IBalancer | None = None
+    ) -> ProxyContext:
+        """A context with its own upstream pool, configured from C{settings}."""
+        pool = UpstreamPool(
+            reactor,
+            reactor,
+            connectTimeout=settings.connect_timeout,
+            maxIdle=settings.pool_size,
+            idleTTL=settings.pool_ttl,
+            keepalive=settings.keepalive,
+        )
+        return cls(settings=settings, reactor=reactor, pool=pool, balancer=balancer)
+
+    @property
+    def compressTypes(self) -> tuple[bytes, ...]:
+        """The media types to gzip, as bytes."""
+        return tuple(t.lower().encode() for t in self.settings.compress)
+
+
+class _RoutePlan:
+    """What one route needs per request, worked out once."""
+
+    def __init__(self, route: Route, settings: ProxySettings, frontPath: str) -> None:
+        assert route.to is not None
+        target = route.to
+        self.route = route
+        self.target = target
+        self.frontPath = frontPath
+        self.targetPath = target.path
+        self.timeout = route.timeout if route.timeout is not None else settings.timeout
+        self.acl = AccessList(route.allow, route.deny)
+        self.label = f"route {route.host or '*'}{route.path}"
+        if target.scheme == "balancer":
+            self.address: Address | None = None
+            upstreamHost = b""
+        else:
+            self.address = (_WIRE_SCHEME[target.scheme], target.host, target.port)
+            upstreamHost = hostHeader(target.scheme, target.host, target.port)
+        self.requestRewriter = RequestHeaderRewriter(settings, route, upstreamHost)
+        prefixes = [] if target.scheme == "balancer" else [target.url]
+        self.reverseRewriter = ReverseRewriter(
+            [*prefixes, *route.reverse],
+            frontPath,
+            route.cookie_domain,
+            route.cookie_path,
+        )
+
+
+@implementer(IStreamingResource)
+class ReverseProxyResource(Resource):
+    """
+    Relay requests under this resource to a backend or a balancer.
+
+    Mount it anywhere in a twisted.web tree (``root.putChild(b"app", ...)``):
+    what follows the mount point is appended to the target's path, byte for
+    byte. With L{StreamingRequest} as the Site's request factory, bodies stream
+    both ways; with twisted.web's own request the upload is buffered first.
+
+    :param target: a backend URL (``"http://127.0.0.1:3000/"``) or a L{Route}.
+    :param context: shared pool/balancer/settings; one of its own if omitted.
+    :param reactor: used to build the context when C{context} is omitted.
+    """
+
+    isLeaf = True
+    streaming = True
+
+    def __init__(
+        self,
+        target: str | Route,
+        context: ProxyContext | None = None,
+        *,
+        reactor: Any = None,
+        settings: ProxySettings | None = None,
+        mountedAtRoute: bool = False,
+    ) -> None:
+        super().__init__()
+        if isinstance(target, str):
+            route = Route(path="/", to=parseTarget(target))
+        else:
+            route = target
+        if context is None:
+            if reactor is None:
+                from twisted.internet import reactor as globalReactor  # noqa: TID251
+
+                reactor = globalReactor
+            context = ProxyContext.create(settings or ProxySettings(), reactor)
+        self.route = route
+        self.context = context
+        self._mountedAtRoute = mountedAtRoute
+        self._plans: dict[str, _RoutePlan] = {}
+        if mountedAtRoute:
+            self._plans[route.path] = _RoutePlan(route, context.settings, route.path)
+
+    # -- IResource / IStreamingResource --
+
+    def render(self, request: Any) -> Any:
+        """Relay a request whose body twisted.web has already read."""
+        body = b""
+        content = getattr(request, "content", None)
+        if content is not None:
+            content.seek(0)
+            body = content.read()
+        exchange = self._begin(request, buffered=body)
+        if exchange is not None:
+            exchange.bodyEnd()
+        return NOT_DONE_YET
+
+    def startStream(self, request: StreamingRequest) -> ProxyExchange | None:
+        """Relay a request whose body is still arriving."""
+        return self._begin(request, buffered=None)
+
+    # -- the relay --
+
+    def _plan(self, request: Any) -> _RoutePlan:
+        if self._mountedAtRoute:
+            return self._plans[self.route.path]
+        depth = len(request.prepath)
+        segments = request.path.split(b"/")[1 : 1 + depth]
+        front = ("/" + "/".join(s.decode("latin-1") for s in segments)).rstrip("/")
+        front += "/"
+        plan = self._plans.get(front)
+        if plan is None:
+            plan = self._plans[front] = _RoutePlan(
+                self.route, self.context.settings, front
+            )
+        return plan
+
+    def _begin(self, request: Any, buffered: bytes | None) -> ProxyExchange | None:
+        plan = self._plan(request)
+        address = _clientAddress(request)
+        if not plan.acl.permits(address):
+            _log.info("{label}: {client} refused by allow/deny", label=plan.label, client=address)
+            _respondError(request, 403, "forbidden")
+            return None
+        member: MemberState | None = None
+        if plan.address is None:
+            balancer = self.context.balancer
+            name = plan.target.host
+            member = balancer.pick(name) if balancer is not None else None
+            if member is None:
+                _log.error(
+                    "{label}: no usable member in balancer {name}",
+                    label=plan.label,
+                    name=name,
+                )
+                _respondError(request, 503, "no backend available")
+                return None
+            m = member.member
+            wireAddress: Address = (_WIRE_SCHEME[m.scheme], m.host, m.port)
+            upstreamHost: bytes | None = hostHeader(m.scheme, m.host, m.port)
+            env = getattr(request, "logEnv", None)
+            if env is not None:
+                env["BALANCER_NAME"] = f"balancer://{name}"
+                env["BALANCER_WORKER_NAME"] = m.name
+        else:
+            wireAddress = plan.address
+            upstreamHost = None
+        exchange = ProxyExchange(
+            request, plan, self.context, wireAddress, member, upstreamHost, buffered
+        )
+        exchange.start()
+        return exchange
+
+
+def _clientAddress(request: Any) -> str:
+    address = request.getClientAddress()
+    return str(getattr(address, "host", "") or "")
+
+
+def _respondError(request: Any, status: int, message: str) -> None:
+    if isinstance(request, StreamingRequest):
+        request.respondError(status, message)
+        return
+    body = (message + "\n").encode()
+    request.setResponseCode(status)
+    for name, value in errorHeaders(None, len(body)):
+        request.responseHeaders.addRawHeader(name, value)
+    request.write(body)
+    request.finish()
+
+
+@implementer(IPushProducer)
+class _ClientReader:
+    """Pauses reading from the client while the backend cannot take more body."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self.paused = False
+
+    def pauseProducing(self) -> None:
+        if not self.paused:
+            self.paused = True
+            self._transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if self.paused:
+            self.paused = False
+            self._transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class ProxyExchange:
+    """One request relayed to one backend, with flow control both ways."""
+
+    def __init__(
+        self,
+        request: Any,
+        plan: _RoutePlan,
+        context: ProxyContext,
+        address: Address,
+        member: MemberState | None,
+        upstreamHost: bytes | None,
+        buffered: bytes | None,
+    ) -> None:
+        self._request = request
+        self._plan = plan
+        self._context = context
+        self._address = address
+        self._member = member
+        self._conn: UpstreamConnection | None = None
+        self._connecting: Deferred[UpstreamConnection] | None = None
+        self._pending: list[bytes] = []
+        self._pendingBytes = 0
+        self._replay: list[bytes] | None = []
+        self._replayBytes = 0
+        self._retried = False
+        self._responded = False
+        self._done = False
+        self._gzip: GzipStream | None = None
+        self._reader: _ClientReader | None = None
+        self._readerOn: Any = None
+        self.bytesFromBackend = 0
+        self._head, self._chunked, self._bodyEnded = self._buildHead(
+            upstreamHost, buffered
+        )
+        if buffered:
+            self._pending.append(buffered)
+            self._replay = [buffered] if len(buffered) <= _REPLAY_LIMIT else None
+
+    def _buildHead(
+        self, upstreamHost: bytes | None, buffered: bytes | None
+    ) -> tuple[bytes, bool, bool]:
+        request = self._request
+        plan = self._plan
+        raw = [(n, v) for n, vs in request.requestHeaders.getAllRawHeaders() for v in vs]
+        hosts = request.requestHeaders.getRawHeaders(b"host")
+        secure = request.isSecure()
+        client = ClientInfo(
+            address=_clientAddress(request),
+            scheme="https" if secure else "http",
+            port=getattr(request.getHost(), "port", 0),
+            host=hosts[0] if hosts else None,
+        )
+        chunked = False
+        length: int | None = None
+        for name, value in raw:
+            lower = name.lower()
+            if lower == b"content-length":
+                length = int(value)
+            elif lower == b"transfer-encoding":
+                chunked = True
+        headers = plan.requestRewriter.rewrite(
+            raw, client, upstreamHost, clientVersion=request.clientproto
+        )
+        out = []
+        for name, value in headers:
+            lower = name.lower()
+            if lower == b"expect" or (lower == b"content-length" and buffered is not None):
+                continue
+            out.append(b"%s: %s\r\n" % (name, value))
+        if buffered is not None:
+            # twisted.web read (and de-chunked) the body already.
+            chunked = False
+            if buffered or length is not None:
+                out.append(b"Content-Length: %d\r\n" % len(buffered))
+            bodyEnded = True
+        elif chunked:
+            out.append(b"Transfer-Encoding: chunked\r\n")
+            bodyEnded = False
+        else:
+            bodyEnded = not length
+        target = upstreamTarget(plan.frontPath, plan.targetPath, request.uri)
+        head = b"%s %s HTTP/1.1\r\n%s\r\n" % (request.method, target, b"".join(out))
+        return head, chunked, bodyEnded
+
+    def start(self) -> None:
+        """Get a backend connection and send the request."""
+        if isinstance(self._request, StreamingRequest):
+            self._request.whenClientGone(self.clientGone)
+        else:
+            self._request.notifyFinish().addErrback(lambda _: self.clientGone())
+        self._connect(fresh=False)
+
+    def _connect(self, fresh: bool) -> None:
+        self._connecting = self._context.pool.acquire(
+            self._address, self._connected, self._connectFailed, fresh
+        )
+
+    def _connected(self, conn: UpstreamConnection, reused: bool) -> None:
+        self._connecting = None
+        if self._done:
+            conn.abort()
+            return
+        self._conn = conn
+        conn.sendRequest(
+            self._head,
+            self._request.method,
+            self,
+            self._plan.timeout,
+            self._chunked,
+            self._bodyEnded,
+        )
+        pending = self._pending
+        self._pending = []
+        self._pendingBytes = 0
+        for data in pending:
+            conn.writeBody(data)
+        if self._bodyEnded:
+            if self._chunked:
+                conn.finishBody()
+            self._stopUploadFlow()
+        else:
+            self._startUploadFlow(conn)
+
+    def _connectFailed(self, failure: Failure) -> None:
+        self._connecting = None
+        if self._done or failure.check(CancelledError, ConnectingCancelledError):
+            return
+        if failure.check(TimeoutError):
+            self._fail(FAIL_TIMEOUT, f"connect timed out ({failure.getErrorMessage()})")
+        else:
+            self._fail(FAIL_CONNECT, f"connect failed: {failure.getErrorMessage()}")
+
+    # -- the request body, as the client sends it --
+
+    def bodyData(self, data: bytes) -> None:
+        """Relay a piece of the request body."""
+        if self._done:
+            return
+        replay = self._replay
+        if replay is not None:
+            self._replayBytes += len(data)
+            if self._replayBytes > _REPLAY_LIMIT:
+                self._replay = None
+            else:
+                replay.append(data)
+        conn = self._conn
+        if conn is not None:
+            conn.writeBody(data)
+            return
+        self._pending.append(data)
+        self._pendingBytes += len(data)
+        if self._pendingBytes > _PENDING_LIMIT:
+            self._clientReader().pauseProducing()
+
+    def bodyEnd(self) -> None:
+        """The request body is complete."""
+        if self._bodyEnded:
+            return
+        self._bodyEnded = True
+        conn = self._conn
+        if conn is not None and not self._done:
+            conn.finishBody()
+        self._stopUploadFlow()
+
+    def abort(self) -> None:
+        """Drop the exchange (the request was refused mid-body)."""
+        if self._done:
+            return
+        self._finishWith(ok=True)
+
+    # -- the response, as the backend sends it (IResponseSink) --
+
+    def responseStarted(self, status: int, reason: bytes, headers: Headers) -> None:
+        request = self._request
+        if self._done:
+            return
+        self._responded = True
+        plan = self._plan
+        secure = request.isSecure()
+        hosts = request.requestHeaders.getRawHeaders(b"host")
+        frontHost = hosts[0] if hosts else self._context.settings.server_name.encode()
+        headers = plan.reverseRewriter.rewriteResponseHeaders(
+            headers, "https" if secure else "http", frontHost
+        )
+        rewriter = getattr(request.channel.site, "responseRewriter", None)
+        if rewriter is not None:
+            headers = rewriter.rewrite(headers, clientVersion=request.clientproto)
+        types = self._context.compressTypes
+        if types:
+            accept = request.requestHeaders.getRawHeaders(b"accept-encoding")
+            if shouldCompress(
+                types, request.method, status, accept[0] if accept else None, headers
+            ):
+                headers = compressedHeaders(headers)
+                self._gzip = GzipStream()
+        request.setResponseCode(status, reason or None)
+        responseHeaders = request.responseHeaders
+        for name, value in headers:
+            responseHeaders.addRawHeader(name, value)
+        if self._conn is not None:
+            request.registerProducer(self._conn, True)
+        # Send the head now: a stream (SSE) may not have a body byte for a while.
+        request.write(b"")
+
+    def responseData(self, data: bytes) -> None:
+        if self._done:
+            return
+        self.bytesFromBackend += len(data)
+        if self._gzip is not None:
+            data = self._gzip.compress(data)
+        self._request.write(data)
+
+    def responseFinished(self) -> None:
+        if self._done:
+            return
+        request = self._request
+        if self._gzip is not None:
+            request.write(self._gzip.finish())
+        self._finishWith(ok=True)
+        if isinstance(request, StreamingRequest):
+            request.finishResponse()
+        else:
+            request.finish()
+
+    def responseFailed(self, kind: str, detail: str, retryable: bool) -> None:
+        if self._done:
+            return
+        self._conn = None
+        if retryable and not self._retried and self._replay is not None:
+            # A pooled connection the backend had just closed: once more, fresh.
+            self._retried = True
+            self._unregisterResponseProducer()
+            self._stopUploadFlow()
+            self._pending = list(self._replay)
+            self._connect(fresh=True)
+            return
+        self._fail(kind, detail)
+
+    # -- endings --
+
+    def clientGone(self) -> None:
+        """The client disconnected: drop the backend request, never reuse it."""
+        if self._done:
+            return
+        conn = self._conn
+        self._finishWith(ok=True)
+        if conn is not None:
+            conn.abort()
+        _log.info(
+            "{label}: client went away before the response ended",
+            label=self._plan.label,
+        )
+
+    def _fail(self, kind: str, detail: str) -> None:
+        request = self._request
+        memberName = self._member.name if self._member is not None else None
+        _log.error(
+            "{label} member {member}: {detail}",
+            label=self._plan.label,
+            member=memberName or "{}://{}:{}".format(*self._address),
+            detail=detail,
+        )
+        self._finishWith(ok=False, failure=kind)
+        if self._responded:
+            # Part of the response is out: the client must see it cut short.
+            request.abortConnection() if isinstance(
+                request, StreamingRequest
+            ) else request.channel.transport.abortConnection()
+            return
+        if kind == FAIL_TIMEOUT:
+            _respondError(request, 504, "backend did not answer in time")
+        else:
+            _respondError(request, 502, "backend unavailable")
+
+    def _finishWith(self, ok: bool, failure: str | None = None) -> None:
+        self._done = True
+        self._unregisterResponseProducer()
+        self._stopUploadFlow()
+        if self._connecting is not None:
+            connecting, self._connecting = self._connecting, None
+            connecting.cancel()
+        if isinstance(self._request, StreamingRequest):
+            self._request.whenClientGone(None)
+        balancer = self._context.balancer
+        if self._member is not None and balancer is not None:
+            balancer.release(
+                self._member,
+                ok,
+                bytesIn=self._request.bytesIn
+                if isinstance(self._request, StreamingRequest)
+                else 0,
+                bytesOut=self.bytesFromBackend,
+                failure=failure,
+            )
+            self._member = None
+
+    def _unregisterResponseProducer(self) -> None:
+        request = self._request
+        if request.producer is not None and request.channel is not None:
+            request.unregisterProducer()
+
+    def _clientReader(self) -> _ClientReader:
+        if self._reader is None:
+            self._reader = _ClientReader(self._request.channel.transport)
+        return self._reader
+
+    def _startUploadFlow(self, conn: UpstreamConnection) -> None:
+        reader = self._clientReader()
+        conn.transport.registerProducer(reader, True)
+        self._readerOn = conn.transport
+        reader.resumeProducing()
+
+    def _stopUploadFlow(self) -> None:
+        if self._readerOn is not None:
+            transport, self._readerOn = self._readerOn, None
+            if getattr(transport, "producer", None) is self._reader:
+                transport.unregisterProducer()
+        if self._reader is not None and not self._request.clientGone:
+            self._reader.resumeProducing()
