@@ -1,0 +1,552 @@
+"""
+Tests for L{twisted_proxy.reverse}: ProxyPassReverse and its cookie forms,
+with plain values.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from twisted_proxy.config.model import Balancer, Member, Route, Target
+from twisted_proxy.reverse import ReverseRewriter, routePrefixes
+
+FRONT = b"api.example.test"
+
+Headers = list[tuple[bytes, bytes]]
+
+
+def rewriter(*prefixes: str, front: str = "/api/users/") -> ReverseRewriter:
+    """A rewriter for C{prefixes} onto C{front}."""
+    return ReverseRewriter(prefixes, front)
+
+
+def location(r: ReverseRewriter, value: bytes, scheme: str = "https") -> bytes:
+    """Rewrite one Location value as seen by a client of C{FRONT}."""
+    return r.rewriteLocation(value, scheme, FRONT)
+
+
+# -- absolute URLs ---------------------------------------------------------------------
+
+
+def test_locationUnderRootTarget() -> None:
+    """A backend URL under the target becomes the public URL, query kept."""
+    r = rewriter("http://127.0.0.1:3000/")
+    assert (
+        location(r, b"http://127.0.0.1:3000/login?x=1")
+        == b"https://api.example.test/api/users/login?x=1"
+    )
+
+
+def test_locationTargetItself() -> None:
+    """The target URL itself maps to the route's path."""
+    r = rewriter("http://127.0.0.1:3000/")
+    assert (
+        location(r, b"http://127.0.0.1:3000/") == b"https://api.example.test/api/users/"
+    )
+
+
+def test_locationEmptyPath() -> None:
+    """A URL with no path is the root path."""
+    r = rewriter("http://127.0.0.1:3000/")
+    assert (
+        location(r, b"http://127.0.0.1:3000") == b"https://api.example.test/api/users/"
+    )
+    assert (
+        location(r, b"http://127.0.0.1:3000?a=b")
+        == b"https://api.example.test/api/users/?a=b"
+    )
+
+
+def test_locationFrontScheme() -> None:
+    """The client's scheme, not the backend's, is used."""
+    r = rewriter("https://backend/")
+    assert location(r, b"https://backend/x", scheme="http") == (
+        b"http://api.example.test/api/users/x"
+    )
+
+
+def test_locationFrontHostWithPort() -> None:
+    """The front host is used as given, port included."""
+    r = rewriter("http://backend/")
+    assert r.rewriteLocation(b"http://backend/x", "https", b"h:8443") == (
+        b"https://h:8443/api/users/x"
+    )
+
+
+def test_locationRestByteForByte() -> None:
+    """Everything after the prefix is kept byte for byte."""
+    r = rewriter("http://backend/")
+    rest = b"a%2Fb/%E2%82%AC;p=1?next=http://backend/x&y=%20#frag/ment"
+    assert location(r, b"http://backend/" + rest) == (
+        b"https://api.example.test/api/users/" + rest
+    )
+
+
+@pytest.mark.parametrize(
+    ("prefix", "value"),
+    [
+        ("http://backend:80/", b"http://backend/x"),
+        ("http://backend/", b"http://backend:80/x"),
+        ("https://backend:443/", b"https://backend/x"),
+        ("https://backend/", b"https://backend:443/x"),
+        ("http://backend:3000/", b"http://backend:3000/x"),
+    ],
+)
+def test_locationPortNormalised(prefix: str, value: bytes) -> None:
+    """Default ports match their absence, both ways."""
+    assert location(rewriter(prefix), value) == b"https://api.example.test/api/users/x"
+
+
+@pytest.mark.parametrize(
+    ("prefix", "value"),
+    [
+        ("http://backend:3000/", b"http://backend:3001/x"),
+        ("http://backend:3000/", b"http://backend/x"),
+        ("http://backend/", b"http://backend:8080/x"),
+        ("http://backend/", b"https://backend/x"),
+        ("https://backend/", b"http://backend:443/x"),
+        ("http://backend/", b"http://backend.other/x"),
+        ("http://backend/", b"http://other/x"),
+    ],
+)
+def test_locationOtherOriginUnchanged(prefix: str, value: bytes) -> None:
+    """A different port, scheme or host is left alone."""
+    assert location(rewriter(prefix), value) is value
+
+
+def test_locationSchemeAndHostCaseInsensitive() -> None:
+    """Scheme and host compare case-insensitively."""
+    r = rewriter("HTTP://Backend.Internal/")
+    assert location(r, b"http://BACKEND.internal/X") == (
+        b"https://api.example.test/api/users/X"
+    )
+
+
+def test_locationPathCaseSensitive() -> None:
+    """The path compares case-sensitively."""
+    r = rewriter("http://backend/app/")
+    value = b"http://backend/APP/x"
+    assert location(r, value) is value
+
+
+def test_locationUnderTargetPath() -> None:
+    """A target path prefix is replaced by the route path."""
+    r = rewriter("http://backend/app/")
+    assert location(r, b"http://backend/app/x/y") == (
+        b"https://api.example.test/api/users/x/y"
+    )
+
+
+def test_locationOutsideTargetPath() -> None:
+    """A backend URL outside the target's path is left alone."""
+    r = rewriter("http://backend/app/")
+    value = b"http://backend/other/x"
+    assert location(r, value) is value
+
+
+def test_locationSegmentBoundary() -> None:
+    """A prefix path matches whole segments: /app does not match /apple."""
+    r = rewriter("http://backend/app")
+    value = b"http://backend/apple"
+    assert location(r, value) is value
+
+
+def test_locationPrefixWithoutSlashExact() -> None:
+    """A prefix without a trailing slash matches its exact URL and below."""
+    r = rewriter("http://backend/app")
+    assert location(r, b"http://backend/app") == b"https://api.example.test/api/users/"
+    assert location(r, b"http://backend/app/x") == (
+        b"https://api.example.test/api/users/x"
+    )
+
+
+def test_locationHostOnlyPrefix() -> None:
+    """A prefix with no path at all matches the bare URL and everything below."""
+    r = rewriter("http://users.internal")
+    assert location(r, b"http://users.internal") == (
+        b"https://api.example.test/api/users/"
+    )
+    assert location(r, b"http://users.internal/a") == (
+        b"https://api.example.test/api/users/a"
+    )
+
+
+def test_locationDirectoryWithoutSlash() -> None:
+    """The target directory named without its slash maps to the route likewise."""
+    r = rewriter("http://backend/app/")
+    assert location(r, b"http://backend/app") == b"https://api.example.test/api/users"
+    assert location(r, b"http://backend/app?q") == (
+        b"https://api.example.test/api/users?q"
+    )
+
+
+def test_locationFrontPathWithoutSlash() -> None:
+    """A route path without a trailing slash never gains or loses one."""
+    r = rewriter("http://backend/", front="/api")
+    assert location(r, b"http://backend/x") == b"https://api.example.test/api/x"
+    assert location(r, b"http://backend/") == b"https://api.example.test/api"
+
+
+def test_locationRootFront() -> None:
+    """A route on / maps the target path to the root."""
+    r = rewriter("http://backend/app/", front="/")
+    assert location(r, b"http://backend/app/x") == b"https://api.example.test/x"
+    assert location(r, b"http://backend/app") == b"https://api.example.test/"
+
+
+def test_locationLongestPrefixWins() -> None:
+    """Among prefixes of one origin the longest matching path wins."""
+    r = ReverseRewriter(["http://backend/", "http://backend/app/"], "/front/")
+    assert location(r, b"http://backend/app/x") == b"https://api.example.test/front/x"
+    assert location(r, b"http://backend/other") == (
+        b"https://api.example.test/front/other"
+    )
+
+
+def test_locationReverseList() -> None:
+    """Each extra reverse URL is recognised as well as the target."""
+    r = rewriter("http://127.0.0.1:3000/", "http://users.internal/", "https://u2/v/")
+    assert location(r, b"http://users.internal/a") == (
+        b"https://api.example.test/api/users/a"
+    )
+    assert location(r, b"https://u2/v/b") == b"https://api.example.test/api/users/b"
+    assert location(r, b"http://127.0.0.1:3000/c") == (
+        b"https://api.example.test/api/users/c"
+    )
+
+
+def test_locationIPv6() -> None:
+    """Bracketed IPv6 hosts are compared without their brackets."""
+    r = rewriter("http://[::1]:3000/")
+    assert (
+        location(r, b"http://[::1]:3000/x") == b"https://api.example.test/api/users/x"
+    )
+    value = b"http://[::2]:3000/x"
+    assert location(r, value) is value
+
+
+def test_locationWebSocketTarget() -> None:
+    """A ws:// target also recognises http:// URLs of the same origin."""
+    r = rewriter("ws://127.0.0.1:8081/ws/", front="/ws/")
+    assert (
+        location(r, b"http://127.0.0.1:8081/ws/x") == b"https://api.example.test/ws/x"
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"",
+        b"login",
+        b"?x=1",
+        b"#top",
+        b"//127.0.0.1:3000/x",
+        b"http://user@127.0.0.1:3000/x",
+        b"http://127.0.0.1:abc/x",
+        b"http://[::1/x",
+        b"ftp://127.0.0.1:3000/x",
+        b"mailto:a@b",
+        b"://127.0.0.1:3000/",
+    ],
+)
+def test_locationUnrecognisedUnchanged(value: bytes) -> None:
+    """Values that are not backend URLs are returned as the same object."""
+    assert location(rewriter("http://127.0.0.1:3000/"), value) is value
+
+
+def test_balancerPrefixIgnored() -> None:
+    """A balancer:// prefix is never matched itself."""
+    r = rewriter("balancer://web/")
+    value = b"balancer://web/x"
+    assert location(r, value) is value
+    assert not r.active
+
+
+# -- relative locations ---------------------------------------------------------
+
+
+def test_relativeUnderRootTarget() -> None:
+    """An absolute path from a backend at / moves under the route path."""
+    r = rewriter("http://127.0.0.1:3000/")
+    assert location(r, b"/login") == b"/api/users/login"
+    assert location(r, b"/login?next=/x#f") == b"/api/users/login?next=/x#f"
+    assert location(r, b"/") == b"/api/users/"
+
+
+def test_relativeUnderTargetPath() -> None:
+    """An absolute path under the target's path has that path swapped."""
+    r = rewriter("http://backend/app/")
+    assert location(r, b"/app/login") == b"/api/users/login"
+
+
+def test_relativeOutsideTargetPath() -> None:
+    """An absolute path outside every target path is left alone."""
+    r = rewriter("http://backend/app/")
+    value = b"/other/login"
+    assert location(r, value) is value
+
+
+def test_relativeSamePathUnchanged() -> None:
+    """When target and route share the path, absolute paths are left alone."""
+    r = rewriter("http://backend/api/users/")
+    value = b"/api/users/login"
+    assert location(r, value) is value
+
+
+def test_relativeUsesReversePaths() -> None:
+    """Paths of reverse URLs count too, the longest first."""
+    r = rewriter("http://backend/app/", "http://users.internal/app/v2/")
+    assert location(r, b"/app/v2/x") == b"/api/users/x"
+    assert location(r, b"/app/y") == b"/api/users/y"
+
+
+# -- cookies ---------------------------------------------------------------
+
+
+def cookies(
+    domains: tuple[tuple[str, str], ...] = (), paths: tuple[tuple[str, str], ...] = ()
+) -> ReverseRewriter:
+    """A rewriter with only cookie mappings."""
+    return ReverseRewriter((), "/api/users/", domains, paths)
+
+
+DOMAIN = (("users.internal", "api.example.test"),)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (b"a=1; Domain=users.internal", b"a=1; Domain=api.example.test"),
+        (b"a=1; domain=users.internal", b"a=1; domain=api.example.test"),
+        (b"a=1; DOMAIN=Users.Internal", b"a=1; DOMAIN=api.example.test"),
+        (b"a=1; Domain=.users.internal", b"a=1; Domain=api.example.test"),
+        (
+            b"a=1;Domain = users.internal ;Secure",
+            b"a=1;Domain = api.example.test ;Secure",
+        ),
+        (
+            b"a=1; Path=/; Domain=users.internal; HttpOnly; SameSite=Lax",
+            b"a=1; Path=/; Domain=api.example.test; HttpOnly; SameSite=Lax",
+        ),
+    ],
+)
+def test_cookieDomainMapped(value: bytes, expected: bytes) -> None:
+    """Domain is mapped case-insensitively, dot tolerated, the rest kept."""
+    assert cookies(DOMAIN).rewriteSetCookie(value) == expected
+
+
+def test_cookieDomainMappingWithDot() -> None:
+    """A mapping key written with a leading dot matches too."""
+    r = cookies(((".users.internal", "api.example.test"),))
+    assert r.rewriteSetCookie(b"a=1; Domain=users.internal") == (
+        b"a=1; Domain=api.example.test"
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"a=1; Domain=sub.users.internal",
+        b"a=1; Domain=users.internal.evil",
+        b"a=1; Domain=other",
+        b"Domain=users.internal",
+        b"a=Domain=users.internal; Secure",
+        b"a=1; Secure; HttpOnly",
+        b"a=1; Expires=Wed, 21 Oct 2015 07:28:00 GMT",
+    ],
+)
+def test_cookieDomainUnchanged(value: bytes) -> None:
+    """Other domains, the cookie's own name=value, and other attributes stay."""
+    assert cookies(DOMAIN).rewriteSetCookie(value) is value
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (b"a=1; Path=/", b"a=1; Path=/api/users/"),
+        (b"a=1; path=/x", b"a=1; path=/api/users/x"),
+        (b"a=1; Path=/x/y; Secure", b"a=1; Path=/api/users/x/y; Secure"),
+    ],
+)
+def test_cookiePathMapped(value: bytes, expected: bytes) -> None:
+    """A Path under the internal prefix is moved under the public one."""
+    assert cookies(paths=(("/", "/api/users/"),)).rewriteSetCookie(value) == expected
+
+
+def test_cookiePathLongestWins() -> None:
+    """The longest matching internal path prefix is the one replaced."""
+    r = cookies(paths=(("/", "/a/"), ("/static/", "/s/")))
+    assert r.rewriteSetCookie(b"a=1; Path=/static/img") == b"a=1; Path=/s/img"
+    assert r.rewriteSetCookie(b"a=1; Path=/static") == b"a=1; Path=/s"
+    assert r.rewriteSetCookie(b"a=1; Path=/x") == b"a=1; Path=/a/x"
+
+
+def test_cookiePathExactWithoutSlash() -> None:
+    """An exact internal path maps to the exact public path, slash as written."""
+    r = cookies(paths=(("/", "/api/users"),))
+    assert r.rewriteSetCookie(b"a=1; Path=/") == b"a=1; Path=/api/users"
+    assert r.rewriteSetCookie(b"a=1; Path=/x") == b"a=1; Path=/api/users/x"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"a=1; Path=/apple", b"a=1; Path=/other", b"a=1; Path=", b"Path=/app"],
+)
+def test_cookiePathUnchanged(value: bytes) -> None:
+    """Paths outside the mapping, empty paths and cookie names stay."""
+    assert cookies(paths=(("/app", "/x"),)).rewriteSetCookie(value) is value
+
+
+def test_cookieDomainAndPath() -> None:
+    """Domain and Path are both rewritten in one cookie."""
+    r = cookies(DOMAIN, (("/", "/api/users/"),))
+    assert r.rewriteSetCookie(b"sid=abc; Domain=users.internal; Path=/; Secure") == (
+        b"sid=abc; Domain=api.example.test; Path=/api/users/; Secure"
+    )
+
+
+def test_cookieWithoutMappings() -> None:
+    """With no cookie mappings Set-Cookie values are returned untouched."""
+    value = b"a=1; Domain=users.internal; Path=/"
+    assert rewriter("http://backend/").rewriteSetCookie(value) is value
+
+
+# -- whole header lists ----------------------------------------------------------------
+
+
+def fullRewriter() -> ReverseRewriter:
+    """A rewriter with prefixes and both cookie mappings."""
+    return ReverseRewriter(
+        ["http://127.0.0.1:3000/", "http://users.internal/"],
+        "/api/users/",
+        DOMAIN,
+        (("/", "/api/users/"),),
+    )
+
+
+def test_responseHeadersRewritten() -> None:
+    """Location, Content-Location, URI and each Set-Cookie are rewritten in place."""
+    headers = [
+        (b"location", b"http://127.0.0.1:3000/a"),
+        (b"Content-Type", b"text/html"),
+        (b"Set-Cookie", b"a=1; Path=/"),
+        (b"Content-Location", b"http://users.internal/b"),
+        (b"set-cookie", b"b=2; Domain=users.internal"),
+        (b"URI", b"/c"),
+        (b"SET-COOKIE", b"c=3"),
+        (b"Link", b"<http://127.0.0.1:3000/d>"),
+    ]
+    out = fullRewriter().rewriteResponseHeaders(headers, "https", FRONT)
+    assert out == [
+        (b"location", b"https://api.example.test/api/users/a"),
+        (b"Content-Type", b"text/html"),
+        (b"Set-Cookie", b"a=1; Path=/api/users/"),
+        (b"Content-Location", b"https://api.example.test/api/users/b"),
+        (b"set-cookie", b"b=2; Domain=api.example.test"),
+        (b"URI", b"/api/users/c"),
+        (b"SET-COOKIE", b"c=3"),
+        (b"Link", b"<http://127.0.0.1:3000/d>"),
+    ]
+    assert headers[0] == (b"location", b"http://127.0.0.1:3000/a")
+
+
+def test_responseHeadersUnchangedReturnsInput() -> None:
+    """When nothing needs rewriting the same list comes back."""
+    headers = [
+        (b"Location", b"https://elsewhere.test/"),
+        (b"Set-Cookie", b"a=1"),
+        (b"Content-Type", b"text/html"),
+    ]
+    assert fullRewriter().rewriteResponseHeaders(headers, "https", FRONT) is headers
+
+
+def test_inactiveRewriter() -> None:
+    """A rewriter with nothing to map is inactive and returns its input."""
+    r = ReverseRewriter((), "/api/users/")
+    headers = [(b"Location", b"http://127.0.0.1:3000/")]
+    assert not r.active
+    assert r.rewriteResponseHeaders(headers, "https", FRONT) is headers
+
+
+def test_activeRewriter() -> None:
+    """A rewriter with a prefix or a cookie mapping is active."""
+    assert rewriter("http://backend/").active
+    assert cookies(DOMAIN).active
+    assert cookies(paths=(("/", "/a/"),)).active
+
+
+def test_cookieOnlyRewriterLeavesLocation() -> None:
+    """A cookie-only rewriter leaves Location headers alone."""
+    headers = [(b"Location", b"/login"), (b"Set-Cookie", b"a=1; Path=/")]
+    out = cookies(paths=(("/", "/a/"),)).rewriteResponseHeaders(headers, "https", FRONT)
+    assert out == [(b"Location", b"/login"), (b"Set-Cookie", b"a=1; Path=/a/")]
+
+
+# -- building from a route -----------------------------------------------------------
+
+
+def test_routePrefixesDirect() -> None:
+    """A direct route's prefixes are its target URL then its reverse URLs."""
+    route = Route(
+        path="/api/users/",
+        to=Target("http://127.0.0.1:3000/", "http", "127.0.0.1", 3000, "/"),
+        reverse=("http://users.internal/",),
+    )
+    assert routePrefixes(route) == ("http://127.0.0.1:3000/", "http://users.internal/")
+
+
+def test_routePrefixesBalancer() -> None:
+    """A balancer route's prefixes are each member URL joined with the target path."""
+    route = Route(
+        path="/shop/",
+        to=Target("balancer://web/app/", "balancer", "web", 0, "/app/"),
+        reverse=("http://shop.internal/",),
+    )
+    balancer = Balancer(
+        name="web",
+        members=(
+            Member("http://127.0.0.1:9001", "http", "127.0.0.1", 9001),
+            Member("http://127.0.0.1:9002/", "http", "127.0.0.1", 9002),
+        ),
+    )
+    assert routePrefixes(route, balancer) == (
+        "http://127.0.0.1:9001/app/",
+        "http://127.0.0.1:9002/app/",
+        "http://shop.internal/",
+    )
+    assert routePrefixes(route) == ("http://shop.internal/",)
+
+
+def test_routePrefixesHandler() -> None:
+    """A handler route without a target has only its reverse URLs."""
+    assert routePrefixes(Route(path="/status", handler="status")) == ()
+
+
+def test_fromRoute() -> None:
+    """fromRoute wires the route's path, prefixes and cookie mappings."""
+    route = Route(
+        path="/api/users/",
+        to=Target("http://127.0.0.1:3000/", "http", "127.0.0.1", 3000, "/"),
+        cookie_domain=DOMAIN,
+        cookie_path=(("/", "/api/users/"),),
+    )
+    r = ReverseRewriter.fromRoute(route)
+    assert location(r, b"http://127.0.0.1:3000/x") == (
+        b"https://api.example.test/api/users/x"
+    )
+    assert r.rewriteSetCookie(b"a=1; Domain=users.internal; Path=/") == (
+        b"a=1; Domain=api.example.test; Path=/api/users/"
+    )
+
+
+def test_fromRouteBalancer() -> None:
+    """fromRoute on a balancer route recognises its members' URLs."""
+    route = Route(
+        path="/",
+        to=Target("balancer://web/", "balancer", "web", 0, "/"),
+    )
+    balancer = Balancer(
+        name="web", members=(Member("http://10.0.0.1:9001", "http", "10.0.0.1", 9001),)
+    )
+    r = ReverseRewriter.fromRoute(route, balancer)
+    assert location(r, b"http://10.0.0.1:9001/x") == b"https://api.example.test/x"
