@@ -1,0 +1,56 @@
+"""
+The root resource of a proxy site: picks the route for each request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+
+from twisted_proxy.config.model import Config
+from twisted_proxy.http_proxy import ProxyContext, ProxyExchange, ReverseProxyResource
+from twisted_proxy.routing import RouteTable
+from twisted_proxy.site import IStreamingResource, StreamingRequest
+
+
+@implementer(IStreamingResource)
+class RouterResource(Resource):
+    """Dispatch by host and longest path prefix to one resource per route."""
+
+    isLeaf = True
+    streaming = True
+
+    def __init__(self, config: Config, context: ProxyContext) -> None:
+        super().__init__()
+        self._table = RouteTable(config.routes)
+        self._resources = {
+            route.index: ReverseProxyResource(route, context, mountedAtRoute=True)
+            for route in config.routes
+            if route.to is not None
+        }
+
+    def _resourceFor(self, request: Any) -> ReverseProxyResource | None:
+        hosts = request.requestHeaders.getRawHeaders(b"host")
+        route = self._table.match(hosts[0] if hosts else None, request.path)
+        if route is None:
+            return None
+        return self._resources.get(route.index)
+
+    def startStream(self, request: StreamingRequest) -> ProxyExchange | None:
+        """Route a request whose body is still arriving."""
+        resource = self._resourceFor(request)
+        if resource is None:
+            request.respondError(404, "no route for this request")
+            return None
+        return resource.startStream(request)
+
+    def render(self, request: Any) -> Any:
+        """Route a request that has no body (or whose body is already in)."""
+        resource = self._resourceFor(request)
+        if resource is None:
+            request.respondError(404, "no route for this request")
+            return NOT_DONE_YET
+        return resource.render(request)
