@@ -1,0 +1,617 @@
+"""``python -m bench``: twisted-proxy against Twisted's own proxy, then memory.
+
+1. Throughput and latency: a fast backend (L{bench.backend}) and wrk share CPU 1;
+   each proxy in turn runs alone on CPU 0 (twisted-proxy under twistd, then
+   ``twisted.web.proxy.ReverseProxyResource`` from L{bench.twisted_builtin}), gets a
+   short warm-up, then C{wrk -t1 -c50 --latency}. The backend is also measured
+   directly, as the ceiling any proxy could reach here.
+2. Streaming memory: a 1 GiB upload to a backend that reads slowly, and a 1 GiB
+   download by a client that reads slowly (L{bench.bigpeers}), through the proxy;
+   the proxy's peak RSS shows whether it buffers or pushes back.
+
+A summary is printed and written to ``bench/results/latest.json``; each child's
+output goes to ``bench/results/logs/``. Every child is stopped at the end, also on
+error or Ctrl-C. All traffic is on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import http.client
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench import backend
+from bench._procs import (
+    ROOT,
+    Child,
+    ChildError,
+    Children,
+    RSSSampler,
+    cpuSeconds,
+    freePort,
+    pinning,
+    statusKb,
+    waitForListener,
+    waitForPortFile,
+)
+from bench.wrk import WrkError, WrkResult, ensureWrk, parseWrk, wrkCommand
+
+RESULTS = ROOT / "bench" / "results"
+PROXY_CPU = 0
+LOAD_CPU = 1
+GIB = 1 << 30
+MIB = 1 << 20
+RPS_TARGET = 2.5
+RSS_TARGET_MB = 100.0
+TWISTED_PROXY = "twisted-proxy"
+BUILTIN = "twisted.web.proxy"
+
+
+def twistd() -> Path:
+    """The twistd of the environment the benchmark runs in."""
+    beside = Path(sys.executable).with_name("twistd")
+    return beside if beside.exists() else ROOT / ".venv" / "bin" / "twistd"
+
+
+def twistedProxyConfig(port: int, backendPort: int) -> str:
+    """The TOML configuration twisted-proxy is benchmarked with."""
+    return (
+        "[proxy]\n"
+        "access_log = false\n"
+        "\n"
+        "[[listen]]\n"
+        f'endpoint = "tcp:{port}:interface=127.0.0.1"\n'
+        "\n"
+        "[[route]]\n"
+        'path = "/"\n'
+        f'to = "http://127.0.0.1:{backendPort}/"\n'
+    )
+
+
+def twistedProxyCommand(workDir: Path, port: int, backendPort: int) -> list[str]:
+    """Write a config into C{workDir}; the command that runs twisted-proxy with it.
+
+    This is the one place to change if the way twisted-proxy is started changes.
+    """
+    config = workDir / f"twisted-proxy-{port}.toml"
+    config.write_text(twistedProxyConfig(port, backendPort))
+    return [str(twistd()), "-n", "--pidfile=", "proxy", "--config", str(config)]
+
+
+def builtinProxyCommand(workDir: Path, port: int, backendPort: int) -> list[str]:
+    """The command that runs Twisted's own proxy (L{bench.twisted_builtin})."""
+    return [
+        sys.executable,
+        "-m",
+        "bench.twisted_builtin",
+        "--port",
+        str(port),
+        "--backend-port",
+        str(backendPort),
+        "--lifetime",
+        "900",
+    ]
+
+
+PROXIES: dict[str, Callable[[Path, int, int], list[str]]] = {
+    TWISTED_PROXY: twistedProxyCommand,
+    BUILTIN: builtinProxyCommand,
+}
+
+
+@dataclass
+class Settings:
+    """How long and how hard to run each part."""
+
+    quick: bool
+    seconds: float
+    warmup: float
+    baselineSeconds: float
+    connections: int
+    transferBytes: int
+    rateMB: float
+    targets: list[str]
+    streamTargets: list[str]
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """Turn SIGTERM/SIGHUP into an exception so every child gets stopped."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _mb(kb: int | None) -> float | None:
+    """C{kB} from /proc (KiB) in MB (10^6 bytes)."""
+    return None if kb is None else kb * 1024 / 1e6
+
+
+def _checkProxy(port: int) -> str | None:
+    """Fetch C{/} through a proxy once; C{None} if the backend's answer came back."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        body = response.read()
+    except (OSError, http.client.HTTPException) as e:
+        return f"GET / failed: {e!r}"
+    finally:
+        connection.close()
+    if response.status != 200 or body != backend.BODY:
+        return f"GET / answered {response.status} with {body[:100]!r}"
+    return None
+
+
+class Bench:
+    """Runs the parts of the benchmark and collects their results."""
+
+    def __init__(self, settings: Settings, children: Children, workDir: Path) -> None:
+        self._s = settings
+        self._children = children
+        self._workDir = workDir
+        self._wrk = ""
+
+    def _log(self, message: str) -> None:
+        """Say what is happening now."""
+        print(f"bench: {message}", flush=True)
+
+    def _startPortFileServer(self, name: str, argv: list[str]) -> tuple[Child, int]:
+        """Start one of our own servers on the load CPU; return it and its port."""
+        portFile = self._workDir / f"{name}.port"
+        portFile.unlink(missing_ok=True)
+        child = self._children.start(
+            name, [*argv, "--port-file", str(portFile)], cpu=LOAD_CPU
+        )
+        return child, waitForPortFile(child, portFile)
+
+    def _startProxy(self, name: str, backendPort: int, tag: str) -> tuple[Child, int]:
+        """Start a proxy on the proxy CPU and wait until it accepts connections."""
+        port = freePort()
+        argv = PROXIES[name](self._workDir, port, backendPort)
+        logName = f"{name.replace('.', '_')}-{tag}"
+        child = self._children.start(logName, argv, cpu=PROXY_CPU, cwd=self._workDir)
+        waitForListener(child, port)
+        return child, port
+
+    def _runWrk(self, name: str, port: int, seconds: float) -> WrkResult:
+        """One wrk run against 127.0.0.1:C{port} from the load CPU."""
+        argv = wrkCommand(self._wrk, port, seconds, self._s.connections)
+        code, output = self._children.run(name, argv, LOAD_CPU, seconds + 30)
+        if code != 0:
+            raise WrkError(f"wrk exited with {code}:\n{output[-1500:]}")
+        return parseWrk(output)
+
+    def throughput(self) -> dict[str, Any]:
+        """Backend alone, then each proxy: wrk figures, CPU use and peak RSS."""
+        s = self._s
+        self._wrk = ensureWrk()
+        rows: dict[str, Any] = {}
+        backendChild, backendPort = self._startPortFileServer(
+            "backend", [sys.executable, "-m", "bench.backend", "--lifetime", "900"]
+        )
+        try:
+            self._log(f"backend direct: wrk {s.baselineSeconds:.0f} s")
+            direct = self._runWrk("wrk-backend", backendPort, s.baselineSeconds)
+            rows["backend direct"] = {"wrk": direct.asDict()}
+            for name in s.targets:
+                rows[name] = self._proxyThroughput(name, backendPort)
+        finally:
+            self._children.stop(backendChild)
+        return rows
+
+    def _proxyThroughput(self, name: str, backendPort: int) -> dict[str, Any]:
+        """Warm up and measure one proxy in front of the fast backend."""
+        s = self._s
+        self._log(f"{name}: starting")
+        try:
+            child, port = self._startProxy(name, backendPort, "throughput")
+        except ChildError as e:
+            self._log(f"{name}: did not start; skipped")
+            return {"error": str(e)}
+        try:
+            problem = _checkProxy(port)
+            if problem:
+                self._log(f"{name}: wrong answer; skipped ({problem})")
+                return {"error": problem, "log": child.tail()}
+            idleKb = statusKb(child.pid, "VmRSS")
+            self._log(f"{name}: warm-up {s.warmup:.0f} s, then wrk {s.seconds:.0f} s")
+            self._runWrk(f"wrk-{name}-warmup", port, s.warmup)
+            cpuBefore = cpuSeconds(child.pid)
+            began = time.monotonic()
+            result = self._runWrk(f"wrk-{name}", port, s.seconds)
+            elapsed = time.monotonic() - began
+            cpuAfter = cpuSeconds(child.pid)
+            peakKb = statusKb(child.pid, "VmHWM")
+            if not child.alive():
+                return {"error": f"{name} died during the run:\n{child.tail()}"}
+        except (ChildError, WrkError) as e:
+            return {"error": str(e), "log": child.tail()}
+        finally:
+            self._children.stop(child)
+        row: dict[str, Any] = {
+            "wrk": result.asDict(),
+            "rss_idle_mb": _mb(idleKb),
+            "rss_peak_mb": _mb(peakKb),
+        }
+        if cpuBefore is not None and cpuAfter is not None:
+            cpu = cpuAfter - cpuBefore
+            row["proxy_cpu_share"] = cpu / elapsed
+            if result.requests:
+                row["proxy_cpu_us_per_request"] = cpu / result.requests * 1e6
+        return row
+
+    def streaming(self) -> dict[str, Any]:
+        """For each streaming target, one big upload and one big download."""
+        results: dict[str, Any] = {}
+        for name in self._s.streamTargets:
+            results[name] = {
+                direction: self._transfer(name, direction)
+                for direction in ("up", "down")
+            }
+        return results
+
+    def _transfer(self, name: str, direction: str) -> dict[str, Any]:
+        """Move one big body through a fresh proxy process; its peak RSS and speed."""
+        s = self._s
+        size = s.transferBytes
+        timeout = size / (s.rateMB * 1e6) * 4 + 30
+        self._log(
+            f"{name}: {size // MIB} MiB {direction}, slow side at {s.rateMB:.0f} MB/s"
+        )
+        server, serverPort = self._startPortFileServer(
+            f"bigpeers-serve-{direction}",
+            [
+                sys.executable,
+                "-m",
+                "bench.bigpeers",
+                "serve",
+                "--size",
+                str(size),
+                "--rate",
+                str(s.rateMB),
+                "--lifetime",
+                str(timeout + 60),
+            ],
+        )
+        try:
+            try:
+                proxy, port = self._startProxy(name, serverPort, f"stream-{direction}")
+            except ChildError as e:
+                self._log(f"{name}: did not start; skipped")
+                return {"error": str(e)}
+            try:
+                return self._transferThrough(proxy, port, direction, size, timeout)
+            finally:
+                self._children.stop(proxy)
+        finally:
+            self._children.stop(server)
+
+    def _transferThrough(
+        self, proxy: Child, port: int, direction: str, size: int, timeout: float
+    ) -> dict[str, Any]:
+        """Run the client for one transfer while sampling the proxy's memory."""
+        resultFile = self._workDir / f"transfer-{proxy.name}.json"
+        resultFile.unlink(missing_ok=True)
+        command = "upload" if direction == "up" else "download"
+        argv = [
+            sys.executable,
+            "-m",
+            "bench.bigpeers",
+            command,
+            "--port",
+            str(port),
+            "--size",
+            str(size),
+            "--result-file",
+            str(resultFile),
+            "--timeout",
+            str(timeout),
+        ]
+        if direction == "down":
+            argv += ["--rate", str(self._s.rateMB)]
+        idleKb = statusKb(proxy.pid, "VmRSS")
+        with RSSSampler(proxy.pid) as sampler:
+            try:
+                self._children.run(f"bigpeers-{command}", argv, LOAD_CPU, timeout + 15)
+            except ChildError as e:
+                return {"error": str(e), "log": proxy.tail()}
+        peakKb = statusKb(proxy.pid, "VmHWM")
+        try:
+            result: dict[str, Any] = json.loads(resultFile.read_text())
+        except (OSError, ValueError) as e:
+            result = {"error": f"no result from the client: {e!r}", "bytes_ok": False}
+        result["rss_idle_mb"] = _mb(idleKb)
+        result["rss_peak_mb"] = _mb(peakKb)
+        result["rss_peak_sampled_mb"] = _mb(sampler.peakKb)
+        if not proxy.alive():
+            result["error"] = f"proxy died:\n{proxy.tail()}"
+        return result
+
+
+def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    """Format a figure that may be missing."""
+    return "-" if value is None else format(value, spec) + suffix
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    """C{a / b} when both are known."""
+    return a / b if a is not None and b else None
+
+
+def summarise(report: dict[str, Any]) -> str:
+    """The human-readable summary of a whole run."""
+    s = report["settings"]
+    lines = [
+        "",
+        "=" * 78,
+        f"twisted-proxy benchmark ({'quick' if s['quick'] else 'full'}) "
+        f"{report['started']}  commit {_shortCommit(report['commit'])}",
+        f"pinning: {report['pinning']}",
+        "=" * 78,
+        "",
+        f"Throughput: wrk -t1 -c{s['connections']} --latency, {s['seconds']:.0f} s "
+        f"after a {s['warmup']:.0f} s warm-up (backend direct: {s['baseline']:.0f} s)",
+        "",
+        f"  {'':<20}{'req/s':>10}{'p50':>10}{'p99':>10}{'peak RSS':>11}"
+        f"{'CPU/req':>10}{'CPU':>6}{'errors':>8}",
+    ]
+    rows = report["throughput"]
+    for name, row in rows.items():
+        if "error" in row:
+            first = row["error"].splitlines()[0] if row["error"] else "error"
+            lines.append(f"  {name:<20}{'failed: ' + first[:56]}")
+            continue
+        w = row["wrk"]
+        lines.append(
+            f"  {name:<20}{w['requestsPerSecond']:>10,.0f}"
+            f"{_fmt(w['p50Ms'], '.2f', ' ms'):>10}{_fmt(w['p99Ms'], '.2f', ' ms'):>10}"
+            f"{_fmt(row.get('rss_peak_mb'), '.1f', ' MB'):>11}"
+            f"{_fmt(row.get('proxy_cpu_us_per_request'), '.0f', ' µs'):>10}"
+            f"{_fmt(row.get('proxy_cpu_share'), '.0%'):>6}{w['errors']:>8}"
+        )
+    ratios = report.get("ratios")
+    if ratios:
+        cells = [
+            _fmt(ratios[key], ".2f", "x")
+            for key in ("rps", "p50", "p99", "rss_peak", "cpu_per_request")
+        ]
+        lines.append(
+            f"  {'ratio tp/builtin':<20}{cells[0]:>10}{cells[1]:>10}{cells[2]:>10}"
+            f"{cells[3]:>11}{cells[4]:>10}"
+        )
+        verdict = "PASS" if ratios["rps"] and ratios["rps"] >= RPS_TARGET else "FAIL"
+        lines.append(f"  req/s target >= {RPS_TARGET}x the built-in proxy: {verdict}")
+    lines.append(
+        "  (CPU/req and CPU: the proxy process's CPU time per request and its share "
+        "of one core)"
+    )
+    streaming = report.get("streaming") or {}
+    rssTarget = f"< {RSS_TARGET_MB:.0f} MB"
+    for name, transfers in streaming.items():
+        lines += [
+            "",
+            f"Streaming through {name}: {s['transfer_bytes'] // MIB} MiB each way, "
+            f"slow side reading at {s['rate_mb']:.0f} MB/s",
+            "",
+            f"  {'':<6}{'received / expected':>26}{'bytes':>7}{'CRC':>5}"
+            f"{'MB/s':>8}{'peak RSS':>11}{rssTarget:>9}",
+        ]
+        for direction, t in transfers.items():
+            if "rss_peak_mb" not in t and "error" in t:
+                first = t["error"].splitlines()[0] if t["error"] else "error"
+                lines.append(f"  {direction:<6}failed: {first[:64]}")
+                continue
+            peak = t.get("rss_peak_mb")
+            verdict = (
+                "-" if peak is None else "PASS" if peak < RSS_TARGET_MB else "FAIL"
+            )
+            received = t.get("received", -1)
+            lines.append(
+                f"  {direction:<6}{received:>13,} / {t['size']:<11,}"
+                f"{'ok' if t.get('bytes_ok') else 'BAD':>7}"
+                f"{'ok' if t.get('crc_ok') else 'BAD':>5}"
+                f"{_fmt(t.get('mb_per_s'), '.0f'):>8}"
+                f"{_fmt(peak, '.1f', ' MB'):>11}{verdict:>9}"
+            )
+            if "error" in t:
+                lines.append(f"        error: {t['error'].splitlines()[0][:64]}")
+    lines += ["", f"JSON: {report['json_path']}", f"logs: {report['log_dir']}", ""]
+    return "\n".join(lines)
+
+
+def _ratios(rows: dict[str, Any]) -> dict[str, float | None] | None:
+    """twisted-proxy's figures over the built-in proxy's, where both ran."""
+    ours, theirs = rows.get(TWISTED_PROXY), rows.get(BUILTIN)
+    if not ours or not theirs or "error" in ours or "error" in theirs:
+        return None
+    return {
+        "rps": _ratio(
+            ours["wrk"]["requestsPerSecond"], theirs["wrk"]["requestsPerSecond"]
+        ),
+        "p50": _ratio(ours["wrk"]["p50Ms"], theirs["wrk"]["p50Ms"]),
+        "p99": _ratio(ours["wrk"]["p99Ms"], theirs["wrk"]["p99Ms"]),
+        "rss_peak": _ratio(ours.get("rss_peak_mb"), theirs.get("rss_peak_mb")),
+        "cpu_per_request": _ratio(
+            ours.get("proxy_cpu_us_per_request"),
+            theirs.get("proxy_cpu_us_per_request"),
+        ),
+    }
+
+
+def _shortCommit(commit: str) -> str:
+    """A commit id shortened for display, keeping a C{+dirty} mark."""
+    head, plus, mark = commit.partition("+")
+    return head[:10] + plus + mark
+
+
+def _verdicts(report: dict[str, Any]) -> dict[str, bool | None]:
+    """Whether each target was met (C{None} where it was not measured)."""
+    ratios = report.get("ratios") or {}
+    rps = ratios.get("rps")
+    verdicts: dict[str, bool | None] = {
+        f"rps_ratio_at_least_{RPS_TARGET}": None if rps is None else rps >= RPS_TARGET
+    }
+    streaming = (report.get("streaming") or {}).get(TWISTED_PROXY) or {}
+    for direction in ("up", "down"):
+        t = streaming.get(direction) or {}
+        peak = t.get("rss_peak_mb")
+        verdicts[f"stream_{direction}_rss_below_{RSS_TARGET_MB:.0f}mb"] = (
+            None if peak is None else peak < RSS_TARGET_MB
+        )
+        verdicts[f"stream_{direction}_bytes_ok"] = (
+            None if not t else bool(t.get("bytes_ok") and t.get("crc_ok"))
+        )
+    return verdicts
+
+
+def _commit() -> str:
+    """The commit the benchmark ran on, marked if the tree has changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "") if head else "unknown"
+
+
+def _parseArgs(argv: list[str] | None) -> Settings:
+    """The settings from the command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="3 s wrk runs and 256 MiB transfers instead of 10 s and 1 GiB",
+    )
+    parser.add_argument("--seconds", type=float, help="wrk measuring run length")
+    parser.add_argument("--warmup", type=float, help="wrk warm-up run length")
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--transfer-mib", type=int, help="size of each big body")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=250.0,
+        help="MB/s at which the slow side reads (default 250)",
+    )
+    parser.add_argument(
+        "--targets",
+        default=f"{TWISTED_PROXY},{BUILTIN}",
+        help="proxies for the throughput part, comma-separated (or 'none')",
+    )
+    parser.add_argument(
+        "--stream-targets",
+        default=f"{TWISTED_PROXY},{BUILTIN}",
+        help="proxies for the streaming part, comma-separated (or 'none')",
+    )
+    args = parser.parse_args(argv)
+
+    def names(value: str) -> list[str]:
+        chosen = [n.strip() for n in value.split(",") if n.strip() not in ("", "none")]
+        for n in chosen:
+            if n not in PROXIES:
+                parser.error(f"unknown proxy {n!r}; choose from {', '.join(PROXIES)}")
+        return chosen
+
+    quick = bool(args.quick)
+    return Settings(
+        quick=quick,
+        seconds=args.seconds or (3.0 if quick else 10.0),
+        warmup=args.warmup or (1.0 if quick else 2.0),
+        baselineSeconds=3.0 if quick else 5.0,
+        connections=args.connections,
+        transferBytes=(args.transfer_mib or (256 if quick else 1024)) * MIB,
+        rateMB=args.rate,
+        targets=names(args.targets),
+        streamTargets=names(args.stream_targets),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; print and save the summary."""
+    settings = _parseArgs(argv)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
+    pin, why = pinning()
+    logDir = RESULTS / "logs"
+    jsonPath = RESULTS / "latest.json"
+    report: dict[str, Any] = {
+        "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "commit": _commit(),
+        "settings": {
+            "quick": settings.quick,
+            "seconds": settings.seconds,
+            "warmup": settings.warmup,
+            "baseline": settings.baselineSeconds,
+            "connections": settings.connections,
+            "transfer_bytes": settings.transferBytes,
+            "rate_mb": settings.rateMB,
+            "targets": settings.targets,
+            "stream_targets": settings.streamTargets,
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "pinning": (
+            f"proxy on CPU {PROXY_CPU}; wrk, backend and peers on CPU {LOAD_CPU}"
+            if pin
+            else f"none ({why})"
+        ),
+        "json_path": str(jsonPath),
+        "log_dir": str(logDir),
+    }
+    began = time.monotonic()
+    code = 0
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="twisted-proxy-bench-") as tmp,
+            Children(logDir, pin) as children,
+        ):
+            bench = Bench(settings, children, Path(tmp))
+            report["throughput"] = bench.throughput() if settings.targets else {}
+            report["ratios"] = _ratios(report["throughput"])
+            report["streaming"] = bench.streaming()
+    except KeyboardInterrupt:
+        print("\nbench: interrupted; every child process has been stopped")
+        return 130
+    except (WrkError, ChildError) as e:
+        print(f"bench: failed: {e}", file=sys.stderr)
+        report["error"] = str(e)
+        code = 1
+    report["seconds"] = time.monotonic() - began
+    report["verdicts"] = _verdicts(report)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    jsonPath.write_text(json.dumps(report, indent=2) + "\n")
+    if "throughput" in report:
+        print(summarise(report))
+    print(f"bench: done in {report['seconds']:.0f} s")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
