@@ -1,0 +1,497 @@
+"""
+Access logging: Apache ``LogFormat`` strings compiled once, and a buffered writer.
+
+Formatting is pure (a L{LogRecord} in, one line out) and cheap: the format is
+parsed once into a template and a list of small functions, and ``%t`` is cached
+per second. Writing is buffered so a busy proxy does not make a system call
+per request; the periodic flush belongs to whoever owns the writer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+__all__ = [
+    "BufferedLogWriter",
+    "HeaderLookup",
+    "LogRecord",
+    "compileFormat",
+    "escapeLogItem",
+    "openLogTarget",
+]
+
+HeaderLookup = Callable[[bytes], "bytes | None"]
+"""
+Returns the first value of a header, given its lowercase name, or C{None}.
+
+A plain C{dict} of lowercase names works through its C{get} method.
+"""
+
+
+def _noHeaders(name: bytes) -> bytes | None:
+    """Find no header at all: the default lookup."""
+    return None
+
+
+@dataclass(slots=True)
+class LogRecord:
+    """Everything an access-log line can show about one finished request."""
+
+    remoteHost: str
+    remoteUser: str | None
+    requestTime: float
+    """Epoch seconds when the request started."""
+    method: bytes
+    target: bytes
+    """The request-target as received: raw path and optional ``?query``."""
+    protocol: bytes
+    status: int
+    bodyBytes: int
+    """Response body bytes sent."""
+    bytesOut: int
+    """Everything sent, headers included."""
+    bytesIn: int
+    """Everything received, headers included."""
+    duration: float
+    """Seconds from the start of the request to the end of the response."""
+    requestHeaders: HeaderLookup = _noHeaders
+    responseHeaders: HeaderLookup = _noHeaders
+    env: dict[str, str] = field(default_factory=dict)
+    """Variables for ``%{NAME}e``: ``BALANCER_NAME``, ``BALANCER_WORKER_NAME``..."""
+    serverName: str = "-"
+    """The canonical server name, for ``%v``."""
+
+
+NAMED_FORMATS = {
+    "common": '%h %l %u %t "%r" %>s %b',
+    "combined": '%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i"',
+}
+
+# Apache's ap_escape_logitem: quotes and backslashes get a backslash, a few
+# controls their C escape, anything else outside printable ASCII becomes \xhh.
+_ESCAPES = {c: f"\\x{c:02x}" for c in range(256)}
+_ESCAPES.update({c: chr(c) for c in range(0x20, 0x7F)})
+_ESCAPES.update({0x08: "\\b", 0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x0B: "\\v"})
+_ESCAPES.update({0x22: '\\"', 0x5C: "\\\\"})
+_UNSAFE = re.compile(rb"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+
+
+def _escapeMatch(match: re.Match[bytes]) -> bytes:
+    """Return the escape for one unsafe byte, for L{re.sub}."""
+    return _ESCAPES[match.group()[0]].encode("ascii")
+
+
+def escapeLogItem(value: bytes | str) -> str:
+    """Escape a value for a log line as Apache does: ``\\"``, ``\\\\``, ``\\xhh``."""
+    raw = value.encode("utf-8") if isinstance(value, str) else value
+    if _UNSAFE.search(raw) is None:
+        return raw.decode("ascii")
+    return _UNSAFE.sub(_escapeMatch, raw).decode("ascii")
+
+
+_MONTHS = (
+    "Jan",
+    "Feb",
+    "Mar",
+    "Apr",
+    "May",
+    "Jun",
+    "Jul",
+    "Aug",
+    "Sep",
+    "Oct",
+    "Nov",
+    "Dec",
+)
+
+
+def _offset(tm: time.struct_time, colon: bool) -> str:
+    """Return the UTC offset of a local time as ``-0700`` (or ``-07:00``)."""
+    gmtoff = tm.tm_gmtoff
+    sign = "-" if gmtoff < 0 else "+"
+    hours, minutes = divmod(abs(gmtoff) // 60, 60)
+    return (
+        f"{sign}{hours:02d}:{minutes:02d}"
+        if colon
+        else f"{sign}{hours:02d}{minutes:02d}"
+    )
+
+
+class _PerSecond:
+    """
+    Cache a time rendering per whole second.
+
+    Lines are written when requests end, not in the order they started, so a
+    few recent seconds are kept rather than just the last one.
+    """
+
+    __slots__ = ("_cache", "_render")
+
+    def __init__(self, render: Callable[[int], str]) -> None:
+        self._render = render
+        self._cache: dict[int, str] = {}
+
+    def __call__(self, when: float) -> str:
+        second = int(when)
+        text = self._cache.get(second)
+        if text is None:
+            if len(self._cache) >= 64:
+                self._cache.clear()
+            text = self._cache[second] = self._render(second)
+        return text
+
+
+def _apacheTime(second: int) -> str:
+    """Render a second as Apache's ``%t``: ``[10/Oct/2000:13:55:36 -0700]``."""
+    tm = time.localtime(second)
+    return (
+        f"[{tm.tm_mday:02d}/{_MONTHS[tm.tm_mon - 1]}/{tm.tm_year:04d}:"
+        f"{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d} {_offset(tm, False)}]"
+    )
+
+
+def _isoTimeParts(second: int) -> str:
+    """Render a second as local ISO 8601 with a ``{}`` where the milliseconds go."""
+    tm = time.localtime(second)
+    return (
+        f"{tm.tm_year:04d}-{tm.tm_mon:02d}-{tm.tm_mday:02d}T"
+        f"{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d}.{{:03d}}{_offset(tm, True)}"
+    )
+
+
+_apacheTimeCache = _PerSecond(_apacheTime)
+_isoTimeCache = _PerSecond(_isoTimeParts)
+
+
+def _strftimeRenderer(fmt: str) -> Callable[[int], str]:
+    """Return a renderer of a second, in local time, through C{strftime}."""
+    return lambda second: time.strftime(fmt, time.localtime(second))
+
+
+Part = Callable[[LogRecord], str]
+
+
+def _dash(value: int) -> str:
+    """Render a byte count as Apache's ``%b`` does: ``-`` for none."""
+    return str(value) if value else "-"
+
+
+def _headerPart(lookup: Callable[[LogRecord], HeaderLookup], name: str) -> Part:
+    """Return a part rendering one header, or ``-`` when it is absent."""
+    key = name.lower().encode("ascii")
+
+    def part(record: LogRecord) -> str:
+        value = lookup(record)(key)
+        return "-" if value is None else escapeLogItem(value)
+
+    return part
+
+
+def _envPart(name: str) -> Part:
+    """Return a part rendering one environment variable, or ``-``."""
+
+    def part(record: LogRecord) -> str:
+        value = record.env.get(name)
+        return "-" if value is None else escapeLogItem(value)
+
+    return part
+
+
+def _timePart(arg: str | None) -> Part:
+    """Return a part for ``%t`` or ``%{format}t``."""
+    if arg is None:
+        return lambda r: _apacheTimeCache(r.requestTime)
+    useEnd = False
+    if arg.startswith("begin:"):
+        arg = arg[6:]
+    elif arg.startswith("end:"):
+        arg, useEnd = arg[4:], True
+
+    def when(r: LogRecord) -> float:
+        return r.requestTime + r.duration if useEnd else r.requestTime
+
+    if arg == "sec":
+        return lambda r: str(int(when(r)))
+    if arg == "msec":
+        return lambda r: str(int(when(r) * 1000))
+    if arg == "usec":
+        return lambda r: str(int(when(r) * 1000000))
+    if arg == "msec_frac":
+        return lambda r: f"{int(when(r) * 1000) % 1000:03d}"
+    if arg == "usec_frac":
+        return lambda r: f"{int(when(r) * 1000000) % 1000000:06d}"
+    cache = _PerSecond(_strftimeRenderer(arg))
+    return lambda r: cache(when(r))
+
+
+def _durationPart(arg: str | None) -> Part:
+    """Return a part for ``%T`` or ``%{UNIT}T``."""
+    if arg in (None, "s"):
+        return lambda r: str(int(r.duration))
+    if arg == "ms":
+        return lambda r: str(int(r.duration * 1000))
+    if arg == "us":
+        return lambda r: str(int(r.duration * 1000000))
+    raise ValueError(f"unknown unit {arg!r} in log format directive %{{{arg}}}T")
+
+
+def _path(record: LogRecord) -> str:
+    """Render ``%U``: the request path without its query."""
+    return escapeLogItem(record.target.split(b"?", 1)[0])
+
+
+def _query(record: LogRecord) -> str:
+    """Render ``%q``: ``?query``, or nothing."""
+    index = record.target.find(b"?")
+    return "" if index < 0 else escapeLogItem(record.target[index:])
+
+
+def _requestLine(record: LogRecord) -> str:
+    """Render ``%r``: the first line of the request."""
+    return escapeLogItem(b"%s %s %s" % (record.method, record.target, record.protocol))
+
+
+def _user(record: LogRecord) -> str:
+    """Render ``%u``: the authenticated user, or ``-``."""
+    user = record.remoteUser
+    if user is None:
+        return "-"
+    return escapeLogItem(user) if user else '""'
+
+
+_SIMPLE: dict[str, Part] = {
+    "h": lambda r: r.remoteHost,
+    "a": lambda r: r.remoteHost,
+    "l": lambda r: "-",
+    "u": _user,
+    "r": _requestLine,
+    "s": lambda r: str(r.status),
+    "b": lambda r: _dash(r.bodyBytes),
+    "B": lambda r: str(r.bodyBytes),
+    "O": lambda r: str(r.bytesOut),
+    "I": lambda r: str(r.bytesIn),
+    "S": lambda r: str(r.bytesIn + r.bytesOut),
+    "D": lambda r: str(int(r.duration * 1000000)),
+    "m": lambda r: escapeLogItem(r.method),
+    "U": _path,
+    "q": _query,
+    "H": lambda r: escapeLogItem(r.protocol),
+    "v": lambda r: escapeLogItem(r.serverName),
+    "V": lambda r: escapeLogItem(r.serverName),
+}
+
+# %{c}a (the peer rather than the client), %{...}h and friends take an argument
+# that changes nothing here: no DNS lookups, no PROXY-protocol peer split.
+_ARGUMENT_IGNORED = frozenset("ah")
+
+
+def _directivePart(letter: str, arg: str | None) -> Part:
+    """Return the part for one directive letter and its optional ``{argument}``."""
+    if letter == "i":
+        if not arg:
+            raise ValueError("log format directive %i needs a header name: %{Name}i")
+        return _headerPart(lambda r: r.requestHeaders, arg)
+    if letter == "o":
+        if not arg:
+            raise ValueError("log format directive %o needs a header name: %{Name}o")
+        return _headerPart(lambda r: r.responseHeaders, arg)
+    if letter == "e":
+        if not arg:
+            raise ValueError("log format directive %e needs a variable: %{NAME}e")
+        return _envPart(arg)
+    if letter == "t":
+        return _timePart(arg)
+    if letter == "T":
+        return _durationPart(arg)
+    if letter in _SIMPLE and (arg is None or letter in _ARGUMENT_IGNORED):
+        return _SIMPLE[letter]
+    shown = f"%{{{arg}}}{letter}" if arg is not None else f"%{letter}"
+    raise ValueError(f"unknown log format directive {shown}")
+
+
+def _conditional(part: Part, statuses: frozenset[int], negate: bool) -> Part:
+    """Show a part only for some statuses, else ``-`` (Apache's ``%400,501{..}i``)."""
+
+    def conditional(record: LogRecord) -> str:
+        if (record.status in statuses) != negate:
+            return part(record)
+        return "-"
+
+    return conditional
+
+
+_DIRECTIVE = re.compile(
+    r"%([<>]?)(!?)([0-9,]*)([<>]?)(?:\{([^}]*)\})?([<>]?)(.?)", re.S
+)
+
+
+def _compileApache(fmt: str) -> Part:
+    """Compile an Apache ``LogFormat`` string into one formatting function."""
+    template: list[str] = []
+    parts: list[Part] = []
+    position = 0
+    for match in _DIRECTIVE.finditer(fmt):
+        template.append(
+            fmt[position : match.start()].replace("{", "{{").replace("}", "}}")
+        )
+        position = match.end()
+        _, negate, codes, _, arg, _, letter = match.groups()
+        if match.group(0) == "%%":
+            template.append("%")
+            continue
+        if not letter:
+            raise ValueError(
+                f"log format ends in an incomplete directive {match.group(0)!r}"
+            )
+        part = _directivePart(letter, arg)
+        if codes:
+            try:
+                statuses = frozenset(int(code) for code in codes.split(",") if code)
+            except ValueError:
+                raise ValueError(
+                    f"bad status list in log format {match.group(0)!r}"
+                ) from None
+            part = _conditional(part, statuses, bool(negate))
+        elif negate:
+            raise ValueError(
+                f"'!' without status codes in log format {match.group(0)!r}"
+            )
+        template.append("{}")
+        parts.append(part)
+    template.append(fmt[position:].replace("{", "{{").replace("}", "}}"))
+    render = "".join(template).format
+    frozen = tuple(parts)
+    if not frozen:
+        constant = render()
+        return lambda record: constant
+
+    def formatLine(record: LogRecord) -> str:
+        return render(*[part(record) for part in frozen])
+
+    return formatLine
+
+
+def _text(value: bytes | None) -> str | None:
+    """Decode header bytes for JSON, keeping undecodable bytes visible."""
+    return None if value is None else value.decode("utf-8", "backslashreplace")
+
+
+def _formatJSON(record: LogRecord) -> str:
+    """Render one request as a JSON object on one line."""
+    when = record.requestTime
+    millis = int(when * 1000) % 1000
+    return json.dumps(
+        {
+            "time": _isoTimeCache(when).format(millis),
+            "remote": record.remoteHost,
+            "user": record.remoteUser,
+            "method": _text(record.method),
+            "uri": _text(record.target),
+            "protocol": _text(record.protocol),
+            "status": record.status,
+            "bytes": record.bodyBytes,
+            "bytes_in": record.bytesIn,
+            "bytes_out": record.bytesOut,
+            "duration_ms": round(record.duration * 1000, 3),
+            "referer": _text(record.requestHeaders(b"referer")),
+            "user_agent": _text(record.requestHeaders(b"user-agent")),
+            "worker": record.env.get("BALANCER_WORKER_NAME"),
+        },
+        separators=(",", ":"),
+    )
+
+
+def compileFormat(fmt: str) -> Callable[[LogRecord], str]:
+    """
+    Compile an access-log format once; return the per-request line formatter.
+
+    C{fmt} is ``"common"``, ``"combined"``, ``"json"`` or an Apache ``LogFormat``
+    string. The line has no trailing newline.
+
+    :raise ValueError: naming the directive, for a format that cannot be used.
+    """
+    if fmt == "json":
+        return _formatJSON
+    return _compileApache(NAMED_FORMATS.get(fmt, fmt))
+
+
+class BufferedLogWriter:
+    """
+    Collect log lines and hand them to C{write} in large chunks.
+
+    A chunk is written when the buffer exceeds C{maxBytes} characters, and on
+    L{flush}, which the owner calls periodically. After L{close} every line is
+    written through at once.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[str], object],
+        flush: Callable[[], object] | None = None,
+        maxBytes: int = 65536,
+    ) -> None:
+        self._write = write
+        self._flush = flush
+        self._maxBytes = maxBytes
+        self._buffer: list[str] = []
+        self._size = 0
+
+    def log(self, line: str) -> None:
+        """Add one line (a newline is appended)."""
+        self._buffer.append(line)
+        self._buffer.append("\n")
+        self._size += len(line) + 1
+        if self._size > self._maxBytes:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Write out everything buffered, in one call."""
+        if not self._buffer:
+            return
+        chunk = "".join(self._buffer)
+        # Forget the lines first: a failing write must not make the buffer grow forever.
+        self._buffer = []
+        self._size = 0
+        self._write(chunk)
+
+    def flush(self) -> None:
+        """Write out everything buffered and flush the target."""
+        self._drain()
+        if self._flush is not None:
+            self._flush()
+
+    def close(self) -> None:
+        """Flush, and write every later line through at once."""
+        self._maxBytes = -1
+        self.flush()
+
+
+def openLogTarget(
+    path: str | None,
+) -> tuple[Callable[[str], object], Callable[[], object]] | None:
+    """
+    Open an ``access_log`` destination; return its C{(write, flush)}, or C{None}.
+
+    ``"-"`` is standard output (the real one when twistd has redirected
+    C{sys.stdout} into its log), a path is opened for appending with a large
+    buffer, and C{None} means no access log.
+    """
+    if path is None:
+        return None
+    if path == "-":
+        from twisted.logger import LoggingFile
+
+        stream = sys.stdout
+        if isinstance(stream, LoggingFile) and sys.__stdout__ is not None:
+            stream = sys.__stdout__
+        return stream.write, stream.flush
+    # Open for the life of the process: the writer only ever flushes it.
+    target = open(  # noqa: SIM115
+        path, "a", buffering=1 << 16, encoding="utf-8", errors="backslashreplace"
+    )
+    return target.write, target.flush
