@@ -1,0 +1,43 @@
+"""
+The configuration: the TOML vocabulary, read and validated into plain values.
+
+L{load} reads a file, L{loadString} validates text; both raise L{ConfigError}
+listing every problem at once. The model classes are what the rest of
+twisted-proxy reads.
+"""
+
+from __future__ import annotations
+
+from .loader import ConfigError, load, loadString
+from .model import (
+    Balancer,
+    BalancerMethod,
+    Config,
+    HeaderDirectives,
+    Listener,
+    Member,
+    Network,
+    ProxySettings,
+    Route,
+    ServerTokens,
+    Target,
+    ViaMode,
+)
+
+__all__ = [
+    "Balancer",
+    "BalancerMethod",
+    "Config",
+    "ConfigError",
+    "HeaderDirectives",
+    "Listener",
+    "Member",
+    "Network",
+    "ProxySettings",
+    "Route",
+    "ServerTokens",
+    "Target",
+    "ViaMode",
+    "load",
+    "loadString",
+]

@@ -1,0 +1,207 @@
+"""
+Tests for the C{twisted-proxy} command line: check, routes and run.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from twisted_proxy import __version__
+from twisted_proxy.cli import main
+
+VALID = """
+[proxy]
+timeout = 30
+
+[[listen]]
+endpoint = "tcp:8080:interface=127.0.0.1"
+
+[[route]]
+path = "/"
+to = "balancer://web/"
+
+[[route]]
+host = "api.example.test"
+path = "/api/users/"
+to = "http://127.0.0.1:3000/"
+preserve_host = true
+timeout = 10.5
+deny = ["192.0.2.0/24"]
+reverse = ["http://users.internal/"]
+
+[[route]]
+path = "/api/"
+to = "http://[::1]:3001/"
+allow = ["127.0.0.0/8", "::1"]
+websocket = false
+
+[[route]]
+host = "*.example.test"
+path = "/api/users/"
+to = "http://127.0.0.1:3002/"
+
+[balancer.web]
+[[balancer.web.member]]
+url = "http://127.0.0.1:9001"
+"""
+
+INVALID = """
+[proxy]
+tmeout = 3
+
+[[route]]
+path = "/"
+to = "balancer://nope/"
+"""
+
+
+def writeConfig(tmp_path: Path, text: str) -> str:
+    """Write C{text} as a config file and return its path."""
+    path = tmp_path / "site.toml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_checkValid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """check prints "FILE: ok" and exits 0 for a valid file."""
+    path = writeConfig(tmp_path, VALID)
+    assert main(["check", path]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"{path}: ok\n"
+    assert captured.err == ""
+
+
+def test_checkInvalid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """check prints every error, one per line, and exits 1."""
+    path = writeConfig(tmp_path, INVALID)
+    assert main(["check", path]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        f"{path}: proxy.tmeout: unknown key",
+        f'{path}: route[0].to: unknown balancer "nope"',
+    ]
+
+
+def test_checkSyntaxError(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """check reports a TOML syntax error with its line and exits 1."""
+    path = writeConfig(tmp_path, "[proxy\n")
+    assert main(["check", path]) == 1
+    assert capsys.readouterr().err.startswith(f"{path}: line 1, column ")
+
+
+def test_checkMissingFile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """check on a missing file reports it and exits 1."""
+    path = str(tmp_path / "nope.toml")
+    assert main(["check", path]) == 1
+    assert capsys.readouterr().err == (
+        f"{path}: cannot read the file: No such file or directory\n"
+    )
+
+
+def test_routesTable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """routes prints aligned columns, longest path first, with effective options."""
+    path = writeConfig(tmp_path, VALID)
+    assert main(["routes", path]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "HOST              PATH         TARGET                  OPTIONS",
+        "api.example.test  /api/users/  http://127.0.0.1:3000/  preserve_host=true "
+        "timeout=10.5 deny=192.0.2.0/24 reverse=http://users.internal/",
+        "*.example.test    /api/users/  http://127.0.0.1:3002/  preserve_host=false "
+        "timeout=30",
+        "*                 /api/        http://[::1]:3001/      preserve_host=false "
+        "timeout=30 websocket=false allow=127.0.0.0/8,::1/128",
+        "*                 /            balancer://web/         preserve_host=false "
+        "timeout=30",
+    ]
+
+
+def test_routesProxyDefaults(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """routes shows the [proxy] preserve_host and timeout a route inherits."""
+    path = writeConfig(
+        tmp_path,
+        '[proxy]\npreserve_host = true\n[[route]]\npath = "/"\nto = "http://h/"\n'
+        '[route.request_headers]\nset = { X-A = "1" }\nunset = ["X-B"]\n',
+    )
+    assert main(["routes", path]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == (
+        "*     /     http://h/  preserve_host=true timeout=60 set=X-A unset=X-B"
+    )
+
+
+def test_routesEmpty(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """routes on a file without routes prints only the header."""
+    path = writeConfig(tmp_path, "")
+    assert main(["routes", path]) == 0
+    assert capsys.readouterr().out == "HOST  PATH  TARGET  OPTIONS\n"
+
+
+def test_routesInvalid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """routes on an invalid file prints the errors and exits 1."""
+    path = writeConfig(tmp_path, INVALID)
+    assert main(["routes", path]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert len(captured.err.splitlines()) == 2
+
+
+def test_runInvokesTwistd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run hands over to twistd -n proxy --config FILE, then restores sys.argv."""
+    from twisted.scripts import twistd
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(twistd, "run", lambda: seen.append(list(sys.argv)))
+    before = list(sys.argv)
+    path = writeConfig(tmp_path, VALID)
+    assert main(["run", "--config", path]) == 0
+    assert seen == [["twistd", "-n", "--pidfile=", "proxy", "--config", path]]
+    assert sys.argv == before
+
+
+def test_runExitCode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run returns the exit code twistd exits with."""
+    from twisted.scripts import twistd
+
+    def exit() -> None:
+        raise SystemExit(3)
+
+    monkeypatch.setattr(twistd, "run", exit)
+    assert main(["run", "--config", writeConfig(tmp_path, VALID)]) == 3
+
+
+def test_runInvalidConfig(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """run refuses an invalid file with its errors and never starts twistd."""
+    from twisted.scripts import twistd
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(twistd, "run", lambda: seen.append(list(sys.argv)))
+    path = writeConfig(tmp_path, INVALID)
+    assert main(["run", "--config", path]) == 1
+    assert seen == []
+    assert f"{path}: proxy.tmeout: unknown key" in capsys.readouterr().err
+
+
+def test_runNeedsConfig(capsys: pytest.CaptureFixture[str]) -> None:
+    """run without --config is a usage error (exit 2)."""
+    assert main(["run"]) == 2
+    assert "--config" in capsys.readouterr().err
+
+
+def test_noCommand(capsys: pytest.CaptureFixture[str]) -> None:
+    """No subcommand is a usage error (exit 2)."""
+    assert main([]) == 2
+    assert "usage: twisted-proxy" in capsys.readouterr().err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """--version prints the version and exits 0."""
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"twisted-proxy {__version__}\n"

@@ -1,0 +1,1402 @@
+"""
+Tests for the configuration loader: TOML text in, a validated Config out, or
+every error at once, each naming the file, the key path and what was expected.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+
+from twisted_proxy.config import (
+    Balancer,
+    Config,
+    ConfigError,
+    HeaderDirectives,
+    Listener,
+    Member,
+    ProxySettings,
+    Route,
+    Target,
+    load,
+    loadString,
+)
+
+
+def errorsOf(text: str, source: str = "site.toml") -> list[str]:
+    """Load C{text}, expect a ConfigError, return its messages."""
+    with pytest.raises(ConfigError) as info:
+        loadString(text, source)
+    return info.value.errors
+
+
+def onlyRoute(text: str) -> Route:
+    """Load C{text} and return its single route."""
+    (route,) = loadString(text).routes
+    return route
+
+
+def targetOf(url: str) -> Target | None:
+    """The Target parsed from C{to = url} on a "/" route."""
+    return onlyRoute(f'[[route]]\npath = "/"\nto = "{url}"\n').to
+
+
+BALANCED = """
+[[route]]
+path = "/"
+to = "balancer://web/"
+
+[balancer.web]
+"""
+
+
+# -- defaults and the shape of the result --------------------------------------
+
+
+def test_emptyDocumentGivesDefaults() -> None:
+    """An empty file is valid and gives the documented defaults."""
+    assert loadString("") == Config()
+
+
+def test_proxyDefaults() -> None:
+    """Every [proxy] default matches CONFIG.md."""
+    proxy = loadString("[proxy]\n").proxy
+    assert proxy == ProxySettings(
+        server_name="localhost",
+        server_tokens="prod",
+        preserve_host=False,
+        forwarded_headers=True,
+        trusted_proxies=(),
+        via="off",
+        timeout=60.0,
+        connect_timeout=5.0,
+        header_timeout=20.0,
+        idle_timeout=75.0,
+        max_header_bytes=65536,
+        max_body_bytes=0,
+        access_log="-",
+        access_log_format="combined",
+        compress=(),
+        response_headers=HeaderDirectives(),
+        keepalive=True,
+        pool_size=16,
+        pool_ttl=60.0,
+        shutdown_grace=30.0,
+    )
+
+
+def test_pseudoSourceIsNotRecorded() -> None:
+    """Text loaded under a pseudo-name such as <string> has no Config.source."""
+    assert loadString("", "<string>").source is None
+
+
+def test_sourceIsRecorded() -> None:
+    """Text loaded under a file name records it as Config.source."""
+    assert loadString("", "conf/site.toml").source == "conf/site.toml"
+
+
+def test_routeDefaults() -> None:
+    """A route with only path and to takes the documented defaults."""
+    route = onlyRoute('[[route]]\npath = "/"\nto = "http://127.0.0.1:3000/"\n')
+    assert route == Route(
+        path="/",
+        to=Target("http://127.0.0.1:3000/", "http", "127.0.0.1", 3000, "/"),
+        index=0,
+    )
+    assert route.host is None
+    assert route.preserve_host is None
+    assert route.timeout is None
+    assert route.websocket is True
+
+
+# -- [proxy] --------------------------------------------------------------------
+
+
+def test_proxyAllKeys() -> None:
+    """Every [proxy] key is read into ProxySettings."""
+    proxy = loadString(
+        """
+        [proxy]
+        server_name = "proxy.example.test"
+        server_tokens = "full"
+        preserve_host = true
+        forwarded_headers = false
+        trusted_proxies = ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]
+        via = "block"
+        timeout = 30.5
+        connect_timeout = 1.5
+        header_timeout = 10.0
+        idle_timeout = 5.0
+        max_header_bytes = 1024
+        max_body_bytes = 1000000
+        access_log = "/var/log/proxy.log"
+        access_log_format = "%h %l %u %t \\"%r\\" %>s %b %D"
+        compress = ["text/html", "application/json"]
+        keepalive = false
+        pool_size = 4
+        pool_ttl = 10.0
+        shutdown_grace = 2.5
+        """
+    ).proxy
+    assert proxy == ProxySettings(
+        server_name="proxy.example.test",
+        server_tokens="full",
+        preserve_host=True,
+        forwarded_headers=False,
+        trusted_proxies=(
+            ipaddress.ip_network("10.0.0.0/8"),
+            ipaddress.ip_network("192.0.2.7/32"),
+            ipaddress.ip_network("2001:db8::/32"),
+        ),
+        via="block",
+        timeout=30.5,
+        connect_timeout=1.5,
+        header_timeout=10.0,
+        idle_timeout=5.0,
+        max_header_bytes=1024,
+        max_body_bytes=1000000,
+        access_log="/var/log/proxy.log",
+        access_log_format='%h %l %u %t "%r" %>s %b %D',
+        compress=("text/html", "application/json"),
+        keepalive=False,
+        pool_size=4,
+        pool_ttl=10.0,
+        shutdown_grace=2.5,
+    )
+
+
+def test_integersAcceptedForDurations() -> None:
+    """An integer number of seconds is read as a float."""
+    proxy = loadString("[proxy]\ntimeout = 10\npool_ttl = 3\n").proxy
+    assert proxy.timeout == 10.0
+    assert isinstance(proxy.timeout, float)
+    assert proxy.pool_ttl == 3.0
+
+
+@pytest.mark.parametrize("value", ["prod", "full", "none"])
+def test_serverTokensValues(value: str) -> None:
+    """Each documented server_tokens value is accepted."""
+    assert loadString(f'[proxy]\nserver_tokens = "{value}"\n').proxy.server_tokens == (
+        value
+    )
+
+
+@pytest.mark.parametrize("value", ["off", "on", "full", "block"])
+def test_viaValues(value: str) -> None:
+    """Each documented via value is accepted."""
+    assert loadString(f'[proxy]\nvia = "{value}"\n').proxy.via == value
+
+
+def test_trustedProxiesNonStrict() -> None:
+    """A CIDR with host bits set is accepted as its network."""
+    proxy = loadString('[proxy]\ntrusted_proxies = ["10.1.2.3/8"]\n').proxy
+    assert proxy.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"),)
+
+
+def test_accessLogFalse() -> None:
+    """access_log = false turns the access log off."""
+    assert loadString("[proxy]\naccess_log = false\n").proxy.access_log is None
+
+
+def test_accessLogStdout() -> None:
+    """access_log = "-" means standard output and is not treated as a path."""
+    proxy = loadString('[proxy]\naccess_log = "-"\n', "/srv/proxy/site.toml").proxy
+    assert proxy.access_log == "-"
+
+
+def test_accessLogRelativeToConfigFolder() -> None:
+    """A relative access_log path is resolved against the config file's folder."""
+    proxy = loadString(
+        '[proxy]\naccess_log = "logs/access.log"\n', "/srv/proxy/site.toml"
+    ).proxy
+    assert proxy.access_log == os.path.normpath("/srv/proxy/logs/access.log")
+
+
+def test_accessLogRelativeToRelativeSource() -> None:
+    """A relative source is resolved against the current directory first."""
+    proxy = loadString(
+        '[proxy]\naccess_log = "../access.log"\n', "conf/site.toml"
+    ).proxy
+    assert proxy.access_log == os.path.abspath("access.log")
+
+
+def test_accessLogAbsoluteKept() -> None:
+    """An absolute access_log path is kept as written."""
+    proxy = loadString(
+        '[proxy]\naccess_log = "/var/log/a.log"\n', "/srv/proxy/site.toml"
+    ).proxy
+    assert proxy.access_log == "/var/log/a.log"
+
+
+def test_accessLogFromStringRelativeToWorkingDirectory() -> None:
+    """Without a file name, relative paths resolve against the working directory."""
+    proxy = loadString('[proxy]\naccess_log = "a.log"\n').proxy
+    assert proxy.access_log == os.path.join(os.getcwd(), "a.log")
+
+
+def test_responseHeaders() -> None:
+    """[proxy.response_headers] set and unset keep the file's order."""
+    proxy = loadString(
+        """
+        [proxy.response_headers]
+        set = { "X-Frame-Options" = "DENY", "X-Content-Type-Options" = "nosniff" }
+        unset = ["X-Powered-By", "Server-Timing"]
+        """
+    ).proxy
+    assert proxy.response_headers == HeaderDirectives(
+        set=(("X-Frame-Options", "DENY"), ("X-Content-Type-Options", "nosniff")),
+        unset=("X-Powered-By", "Server-Timing"),
+    )
+
+
+def test_headerValueMayBeEmpty() -> None:
+    """A header may be set to the empty string."""
+    proxy = loadString('[proxy.response_headers]\nset = { "X-Empty" = "" }\n').proxy
+    assert proxy.response_headers.set == (("X-Empty", ""),)
+
+
+def test_proxyUnknownKey() -> None:
+    """A misspelt [proxy] key is reported as unknown, with its key path."""
+    assert errorsOf("[proxy]\ntmeout = 3\n") == ["site.toml: proxy.tmeout: unknown key"]
+
+
+def test_topLevelUnknownKey() -> None:
+    """A key outside the vocabulary at the top level is reported."""
+    assert errorsOf("[proxies]\n") == ["site.toml: proxies: unknown key"]
+
+
+def test_proxyNotATable() -> None:
+    """proxy must be a table."""
+    assert errorsOf("proxy = 3\n") == ["site.toml: proxy: expected a table, got 3"]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            'server_tokens = "minimal"',
+            'proxy.server_tokens: expected one of "prod", "full", "none", '
+            'got "minimal"',
+        ),
+        (
+            'via = "yes"',
+            'proxy.via: expected one of "off", "on", "full", "block", got "yes"',
+        ),
+        (
+            "via = true",
+            'proxy.via: expected one of "off", "on", "full", "block", got true',
+        ),
+        (
+            'preserve_host = "yes"',
+            'proxy.preserve_host: expected true or false, got "yes"',
+        ),
+        ("keepalive = 1", "proxy.keepalive: expected true or false, got 1"),
+        (
+            "timeout = 0",
+            "proxy.timeout: expected a positive number of seconds, got 0",
+        ),
+        (
+            "connect_timeout = -1.5",
+            "proxy.connect_timeout: expected a positive number of seconds, got -1.5",
+        ),
+        (
+            'header_timeout = "20"',
+            'proxy.header_timeout: expected a positive number of seconds, got "20"',
+        ),
+        (
+            "idle_timeout = inf",
+            "proxy.idle_timeout: expected a positive number of seconds, got inf",
+        ),
+        (
+            "pool_ttl = nan",
+            "proxy.pool_ttl: expected a positive number of seconds, got nan",
+        ),
+        (
+            "shutdown_grace = true",
+            "proxy.shutdown_grace: expected a positive number of seconds, got true",
+        ),
+        (
+            "max_header_bytes = 1023",
+            "proxy.max_header_bytes: expected an integer >= 1024, got 1023",
+        ),
+        (
+            "max_header_bytes = 2048.0",
+            "proxy.max_header_bytes: expected an integer >= 1024, got 2048.0",
+        ),
+        (
+            "max_body_bytes = -1",
+            "proxy.max_body_bytes: expected an integer >= 0, got -1",
+        ),
+        (
+            "max_body_bytes = false",
+            "proxy.max_body_bytes: expected an integer >= 0, got false",
+        ),
+        ("pool_size = 0", "proxy.pool_size: expected a positive integer, got 0"),
+        (
+            "access_log = true",
+            'proxy.access_log: expected "-", a file path or false, got true',
+        ),
+        (
+            'access_log = ""',
+            'proxy.access_log: expected "-", a file path or false, got ""',
+        ),
+        (
+            'access_log_format = ""',
+            'proxy.access_log_format: expected a non-empty string, got ""',
+        ),
+        (
+            'compress = "text/html"',
+            'proxy.compress: expected an array of strings, got "text/html"',
+        ),
+        (
+            'compress = ["text/html", 3]',
+            "proxy.compress[1]: expected a non-empty string, got 3",
+        ),
+        (
+            'trusted_proxies = ["10.0.0.0/8", "not-a-net"]',
+            "proxy.trusted_proxies[1]: expected a CIDR network or an address, "
+            'got "not-a-net"',
+        ),
+        (
+            'trusted_proxies = "10.0.0.0/8"',
+            "proxy.trusted_proxies: expected an array of CIDR networks or "
+            'addresses, got "10.0.0.0/8"',
+        ),
+        (
+            'server_name = "a b"',
+            'proxy.server_name: expected a host name, got "a b"',
+        ),
+        (
+            "response_headers = []",
+            "proxy.response_headers: expected a table, got an array",
+        ),
+    ],
+)
+def test_proxyValueErrors(line: str, message: str) -> None:
+    """Each wrong [proxy] value is reported with its key path and expectation."""
+    assert errorsOf(f"[proxy]\n{line}\n") == [f"site.toml: {message}"]
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        (
+            'set = { "Bad Name" = "x" }',
+            'proxy.response_headers.set."Bad Name": '
+            "expected a header name (an HTTP token)",
+        ),
+        (
+            'set = { "X-A" = 1 }',
+            "proxy.response_headers.set.X-A: expected a string, got 1",
+        ),
+        (
+            'set = { "X-A" = "a\\r\\nInjected: yes" }',
+            "proxy.response_headers.set.X-A: "
+            "expected a header value without line breaks",
+        ),
+        (
+            'set = { "X-A" = "1", "x-a" = "2" }',
+            'proxy.response_headers.set.x-a: same header as "X-A"',
+        ),
+        (
+            'set = "X-A: 1"',
+            'proxy.response_headers.set: expected a table, got "X-A: 1"',
+        ),
+        (
+            'unset = "X-Powered-By"',
+            "proxy.response_headers.unset: expected an array of header names, "
+            'got "X-Powered-By"',
+        ),
+        (
+            'unset = ["X-Powered-By", "no good"]',
+            'proxy.response_headers.unset[1]: expected a header name, got "no good"',
+        ),
+        (
+            'set = { "X-A" = "1" }\nunset = ["x-a"]',
+            'proxy.response_headers.unset[0]: "x-a" is also in set',
+        ),
+        ('add = { "X-A" = "1" }', "proxy.response_headers.add: unknown key"),
+    ],
+)
+def test_headerDirectiveErrors(table: str, message: str) -> None:
+    """Header set/unset tables check names, values and conflicts."""
+    assert errorsOf(f"[proxy.response_headers]\n{table}\n") == [f"site.toml: {message}"]
+
+
+# -- [[listen]] -----------------------------------------------------------------
+
+
+def test_listeners() -> None:
+    """Each [[listen]] endpoint string is kept, in order."""
+    config = loadString(
+        """
+        [[listen]]
+        endpoint = "tcp:8080:interface=127.0.0.1"
+        [[listen]]
+        endpoint = "unix:/run/proxy.sock"
+        [[listen]]
+        endpoint = "systemd:domain=INET:index=0"
+        """
+    )
+    assert config.listen == (
+        Listener("tcp:8080:interface=127.0.0.1"),
+        Listener("unix:/run/proxy.sock"),
+        Listener("systemd:domain=INET:index=0"),
+    )
+
+
+@pytest.mark.parametrize(
+    "key", ["tls", "connect", "protocol", "to", "redirect_https", "proxy_protocol"]
+)
+def test_listenLaterKeys(key: str) -> None:
+    """Listener features of later issues are "not supported yet", not unknown."""
+    text = f'[[listen]]\nendpoint = "tcp:8080"\n{key} = "x"\n'
+    assert errorsOf(text) == [f"site.toml: listen[0].{key}: not supported yet"]
+
+
+def test_listenTLSTableNotSupported() -> None:
+    """A [listen.tls] table is reported once, as not supported yet."""
+    text = '[[listen]]\nendpoint = "tcp:8443"\n[listen.tls]\ncertificate = "a.pem"\n'
+    assert errorsOf(text) == ["site.toml: listen[0].tls: not supported yet"]
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ('"8080"', '"8080"'),
+        ('"127.0.0.1:8080"', '"127.0.0.1:8080"'),
+        ('""', '""'),
+        ('"tcp:"', '"tcp:"'),
+        ("8080", "8080"),
+    ],
+)
+def test_listenBadEndpoint(value: str, shown: str) -> None:
+    """An endpoint without a type prefix such as tcp: is refused."""
+    assert errorsOf(f"[[listen]]\nendpoint = {value}\n") == [
+        "site.toml: listen[0].endpoint: expected a Twisted endpoint string like "
+        f'"tcp:8080:interface=127.0.0.1", got {shown}'
+    ]
+
+
+def test_listenMissingEndpoint() -> None:
+    """A [[listen]] without an endpoint is reported."""
+    assert errorsOf("[[listen]]\n") == [
+        "site.toml: listen[0].endpoint: missing, expected a Twisted endpoint string "
+        'like "tcp:8080"'
+    ]
+
+
+def test_listenDuplicateEndpoint() -> None:
+    """The same endpoint twice is refused: the second could never bind."""
+    text = '[[listen]]\nendpoint = "tcp:80"\n[[listen]]\nendpoint = "tcp:80"\n'
+    assert errorsOf(text) == [
+        "site.toml: listen[1].endpoint: same endpoint as listen[0]"
+    ]
+
+
+def test_listenNotAnArrayOfTables() -> None:
+    """[listen] written as a single table is refused with a hint."""
+    assert errorsOf('[listen]\nendpoint = "tcp:80"\n') == [
+        "site.toml: listen: expected an array of tables ([[listen]]), got a table"
+    ]
+
+
+def test_listenItemNotATable() -> None:
+    """listen = ["tcp:80"] names the offending item."""
+    assert errorsOf('listen = ["tcp:80"]\n') == [
+        'site.toml: listen[0]: expected a table, got "tcp:80"'
+    ]
+
+
+# -- [[route]] ------------------------------------------------------------------
+
+
+def test_routeAllKeys() -> None:
+    """Every [[route]] key is read into Route."""
+    route = onlyRoute(
+        """
+        [[route]]
+        host = "API.example.test"
+        path = "/api/users/"
+        to = "http://127.0.0.1:3000/"
+        reverse = ["http://users.internal/", "https://users.internal:8443/x/"]
+        cookie_domain = { "users.internal" = "api.example.test" }
+        cookie_path = { "/" = "/api/users/" }
+        preserve_host = true
+        timeout = 10
+        allow = ["10.0.0.0/8", "::1"]
+        deny = ["192.0.2.0/24"]
+        websocket = false
+        [route.request_headers]
+        set = { "X-Forwarded-Proto" = "https" }
+        unset = ["X-Debug"]
+        """
+    )
+    assert route == Route(
+        path="/api/users/",
+        host="api.example.test",
+        to=Target("http://127.0.0.1:3000/", "http", "127.0.0.1", 3000, "/"),
+        reverse=("http://users.internal/", "https://users.internal:8443/x/"),
+        cookie_domain=(("users.internal", "api.example.test"),),
+        cookie_path=(("/", "/api/users/"),),
+        preserve_host=True,
+        timeout=10.0,
+        allow=(
+            ipaddress.ip_network("10.0.0.0/8"),
+            ipaddress.ip_network("::1/128"),
+        ),
+        deny=(ipaddress.ip_network("192.0.2.0/24"),),
+        request_headers=HeaderDirectives(
+            set=(("X-Forwarded-Proto", "https"),), unset=("X-Debug",)
+        ),
+        index=0,
+        websocket=False,
+    )
+
+
+def test_routeIndexIsFilePosition() -> None:
+    """Route.index is the route's position in the file, and file order is kept."""
+    config = loadString(
+        """
+        [[route]]
+        path = "/"
+        to = "http://127.0.0.1:1/"
+        [[route]]
+        path = "/a/"
+        to = "http://127.0.0.1:2/"
+        [[route]]
+        path = "/a/b/"
+        to = "http://127.0.0.1:3/"
+        """
+    )
+    assert [(r.index, r.path) for r in config.routes] == [
+        (0, "/"),
+        (1, "/a/"),
+        (2, "/a/b/"),
+    ]
+
+
+def test_routeAllowSingleAddressesAndNonStrict() -> None:
+    """allow/deny take single addresses and CIDRs with host bits set."""
+    route = onlyRoute(
+        '[[route]]\npath = "/"\nto = "http://h/"\n'
+        'allow = ["127.0.0.1", "10.1.2.3/8", "::1/128"]\n'
+    )
+    assert route.allow == (
+        ipaddress.ip_network("127.0.0.1/32"),
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "http://127.0.0.1:3000/",
+            Target("http://127.0.0.1:3000/", "http", "127.0.0.1", 3000, "/"),
+        ),
+        (
+            "http://backend.internal",
+            Target("http://backend.internal", "http", "backend.internal", 80, "/"),
+        ),
+        (
+            "https://backend.internal/app/",
+            Target(
+                "https://backend.internal/app/",
+                "https",
+                "backend.internal",
+                443,
+                "/app/",
+            ),
+        ),
+        (
+            "ws://127.0.0.1/ws/",
+            Target("ws://127.0.0.1/ws/", "ws", "127.0.0.1", 80, "/ws/"),
+        ),
+        (
+            "wss://127.0.0.1/ws",
+            Target("wss://127.0.0.1/ws", "wss", "127.0.0.1", 443, "/ws"),
+        ),
+        (
+            "http://[::1]:8080/",
+            Target("http://[::1]:8080/", "http", "::1", 8080, "/"),
+        ),
+        (
+            "https://[2001:db8::1]/",
+            Target("https://[2001:db8::1]/", "https", "2001:db8::1", 443, "/"),
+        ),
+        (
+            "HTTP://Backend.Internal:81/X/",
+            Target(
+                "HTTP://Backend.Internal:81/X/", "http", "backend.internal", 81, "/X/"
+            ),
+        ),
+    ],
+)
+def test_targetParsing(url: str, expected: Target) -> None:
+    """A to URL is split into scheme, host, port (with defaults) and path."""
+    assert targetOf(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("balancer://web/", "/"),
+        ("balancer://web", "/"),
+        ("balancer://web/app/", "/app/"),
+    ],
+)
+def test_balancerTarget(url: str, path: str) -> None:
+    """A balancer:// target names the balancer as host, with port 0."""
+    config = loadString(
+        f'[[route]]\npath = "/"\nto = "{url}"\n'
+        '[[balancer.web.member]]\nurl = "http://127.0.0.1:9001"\n'
+    )
+    assert config.routes[0].to == Target(url, "balancer", "web", 0, path)
+
+
+def test_unknownBalancer() -> None:
+    """A balancer:// target must name a [balancer.NAME] in the file."""
+    text = '[[route]]\npath = "/"\nto = "balancer://nope/"\n'
+    assert errorsOf(text) == ['site.toml: route[0].to: unknown balancer "nope"']
+
+
+def test_invalidBalancerStillKnown() -> None:
+    """A route to a balancer that has its own errors reports only those."""
+    text = BALANCED + '[[balancer.web.member]]\nurl = "http://h"\nweight = 0\n'
+    assert errorsOf(text) == [
+        "site.toml: balancer.web.member[0].weight: expected a positive integer, got 0"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            '"ftp://files.internal/"',
+            "route[0].to: expected an http://, https://, ws://, wss:// or "
+            'balancer:// URL, got "ftp://files.internal/"',
+        ),
+        (
+            '"127.0.0.1:3000"',
+            "route[0].to: expected an http://, https://, ws://, wss:// or "
+            'balancer:// URL, got "127.0.0.1:3000"',
+        ),
+        (
+            '"http:///path"',
+            "route[0].to: expected an http://, https://, ws://, wss:// or "
+            'balancer:// URL, got "http:///path"',
+        ),
+        (
+            '"http://h:99999/"',
+            "route[0].to: expected an http://, https://, ws://, wss:// or "
+            'balancer:// URL, got "http://h:99999/"',
+        ),
+        (
+            '"http://h:0/"',
+            "route[0].to: expected an http://, https://, ws://, wss:// or "
+            'balancer:// URL, got "http://h:0/"',
+        ),
+        (
+            '"http://user:pw@h/"',
+            "route[0].to: expected an http://, https://, ws://, wss:// or "
+            'balancer:// URL, got "http://user:pw@h/"',
+        ),
+        (
+            '"http://[::1/"',
+            "route[0].to: expected an http://, https://, ws://, wss:// or "
+            'balancer:// URL, got "http://[::1/"',
+        ),
+        (
+            '"http://h/?a=1"',
+            'route[0].to: expected a URL without query or fragment, got "http://h/?a=1"',
+        ),
+        (
+            '"balancer:///"',
+            'route[0].to: expected a URL like "balancer://NAME/", got "balancer:///"',
+        ),
+        (
+            "3000",
+            "route[0].to: expected an http://, https://, ws://, wss:// or "
+            "balancer:// URL, got 3000",
+        ),
+    ],
+)
+def test_badTarget(value: str, message: str) -> None:
+    """A to value that is not a usable backend URL is refused."""
+    assert errorsOf(f'[[route]]\npath = "/"\nto = {value}\n') == [
+        f"site.toml: {message}"
+    ]
+
+
+def test_routeBothToAndHandler() -> None:
+    """A route needs exactly one of to and handler: both is an error."""
+    text = '[[route]]\npath = "/"\nto = "http://h/"\nhandler = "status"\n'
+    assert errorsOf(text) == [
+        'site.toml: route[0]: expected exactly one of "to" or "handler"',
+        'site.toml: route[0].handler: handler "status" is not supported yet',
+    ]
+
+
+def test_routeNeitherToNorHandler() -> None:
+    """A route needs exactly one of to and handler: neither is an error."""
+    assert errorsOf('[[route]]\npath = "/"\n') == [
+        'site.toml: route[0]: expected exactly one of "to" or "handler"'
+    ]
+
+
+@pytest.mark.parametrize("handler", ["balancer-manager", "status", "metrics"])
+def test_handlersNotSupportedYet(handler: str) -> None:
+    """The documented handlers are recognised but not supported yet."""
+    text = f'[[route]]\npath = "/x"\nhandler = "{handler}"\n'
+    assert errorsOf(text) == [
+        f'site.toml: route[0].handler: handler "{handler}" is not supported yet'
+    ]
+
+
+def test_unknownHandler() -> None:
+    """A handler outside the documented ones is refused with the choices."""
+    text = '[[route]]\npath = "/x"\nhandler = "phpinfo"\n'
+    assert errorsOf(text) == [
+        'site.toml: route[0].handler: expected one of "balancer-manager", '
+        '"status", "metrics", got "phpinfo"'
+    ]
+
+
+@pytest.mark.parametrize("path", ['"api/"', '""', '"/a b/"', '"/a?x=1"', "1"])
+def test_routeBadPath(path: str) -> None:
+    """A route path must start with "/" and be a plain URL path."""
+    errors = errorsOf(f'[[route]]\npath = {path}\nto = "http://h/"\n')
+    assert errors == [
+        f'site.toml: route[0].path: expected a path starting with "/", got {path}'
+    ]
+
+
+def test_routeMissingPath() -> None:
+    """A route without a path is reported."""
+    assert errorsOf('[[route]]\nto = "http://h/"\n') == [
+        'site.toml: route[0].path: missing, expected a path like "/app/"'
+    ]
+
+
+@pytest.mark.parametrize(
+    ("host", "stored"),
+    [
+        ("api.example.test", "api.example.test"),
+        ("*.Example.Test", "*.example.test"),
+        ("localhost", "localhost"),
+        ("127.0.0.1", "127.0.0.1"),
+        ("[::1]", "[::1]"),
+    ],
+)
+def test_routeHost(host: str, stored: str) -> None:
+    """A route host is an exact name or *.domain, stored lower-case."""
+    route = onlyRoute(f'[[route]]\nhost = "{host}"\npath = "/"\nto = "http://h/"\n')
+    assert route.host == stored
+
+
+@pytest.mark.parametrize(
+    "host", ["", "*", "a.*.test", "example.test:8080", "http://x", "a..b", "-a.test"]
+)
+def test_routeBadHost(host: str) -> None:
+    """A route host that is not a name or *.domain is refused."""
+    text = f'[[route]]\nhost = "{host}"\npath = "/"\nto = "http://h/"\n'
+    assert errorsOf(text) == [
+        f'site.toml: route[0].host: expected a host name or "*.domain", got "{host}"'
+    ]
+
+
+def test_routeDuplicate() -> None:
+    """Two routes with the same host and path are refused: one would be dead."""
+    text = (
+        '[[route]]\npath = "/a/"\nto = "http://h/"\n'
+        '[[route]]\nhost = "x.test"\npath = "/a/"\nto = "http://h/"\n'
+        '[[route]]\npath = "/a/"\nto = "http://i/"\n'
+    )
+    assert errorsOf(text) == ["site.toml: route[2]: same host and path as route[0]"]
+
+
+def test_websocketFalseOnWebSocketRoute() -> None:
+    """websocket = false contradicts a ws:// target."""
+    text = '[[route]]\npath = "/ws/"\nto = "ws://h/ws/"\nwebsocket = false\n'
+    assert errorsOf(text) == [
+        "site.toml: route[0].websocket: a ws:// route always carries WebSockets, "
+        "got false"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            'preserve_host = "on"',
+            'route[0].preserve_host: expected true or false, got "on"',
+        ),
+        (
+            "timeout = 0",
+            "route[0].timeout: expected a positive number of seconds, got 0",
+        ),
+        ('websocket = "no"', 'route[0].websocket: expected true or false, got "no"'),
+        (
+            'allow = ["127.0.0.1", "localhost"]',
+            'route[0].allow[1]: expected a CIDR network or an address, got "localhost"',
+        ),
+        (
+            'deny = ["10.0.0.0/33"]',
+            "route[0].deny[0]: expected a CIDR network or an address, "
+            'got "10.0.0.0/33"',
+        ),
+        (
+            'reverse = "http://x/"',
+            'route[0].reverse: expected an array of URLs, got "http://x/"',
+        ),
+        (
+            'reverse = ["http://x/", "ws://y/"]',
+            'route[0].reverse[1]: expected an http:// or https:// URL, got "ws://y/"',
+        ),
+        (
+            'cookie_domain = { "a.internal" = 1 }',
+            'route[0].cookie_domain."a.internal": expected a string, got 1',
+        ),
+        (
+            'cookie_path = ["/"]',
+            "route[0].cookie_path: expected a table, got an array",
+        ),
+        ("color = 1", "route[0].color: unknown key"),
+    ],
+)
+def test_routeValueErrors(line: str, message: str) -> None:
+    """Each wrong route value is reported with its key path and expectation."""
+    text = f'[[route]]\npath = "/"\nto = "http://h/"\n{line}\n'
+    assert errorsOf(text) == [f"site.toml: {message}"]
+
+
+def test_routeRequestHeaderErrors() -> None:
+    """[route.request_headers] is checked like the response headers."""
+    text = (
+        '[[route]]\npath = "/"\nto = "http://h/"\n'
+        '[route.request_headers]\nset = { "X Y" = "1" }\nunset = [1]\n'
+    )
+    assert errorsOf(text) == [
+        'site.toml: route[0].request_headers.set."X Y": '
+        "expected a header name (an HTTP token)",
+        "site.toml: route[0].request_headers.unset[0]: expected a header name, got 1",
+    ]
+
+
+def test_routeNotAnArrayOfTables() -> None:
+    """[route] written as a single table is refused with a hint."""
+    assert errorsOf('[route]\npath = "/"\n') == [
+        "site.toml: route: expected an array of tables ([[route]]), got a table"
+    ]
+
+
+# -- [balancer.NAME] ------------------------------------------------------------
+
+
+def test_balancer() -> None:
+    """A balancer and its members are read, ports defaulting by scheme."""
+    config = loadString(
+        BALANCED
+        + """
+        method = "roundrobin"
+        [[balancer.web.member]]
+        url = "http://127.0.0.1:9001"
+        route = "1"
+        weight = 3
+        [[balancer.web.member]]
+        url = "https://app2.internal"
+        route = "b-2"
+        disabled = true
+        [[balancer.web.member]]
+        url = "http://[::1]/"
+        standby = true
+        """
+    )
+    assert config.balancers == (
+        (
+            "web",
+            Balancer(
+                name="web",
+                method="roundrobin",
+                members=(
+                    Member(
+                        url="http://127.0.0.1:9001",
+                        scheme="http",
+                        host="127.0.0.1",
+                        port=9001,
+                        route="1",
+                        weight=3,
+                    ),
+                    Member(
+                        url="https://app2.internal",
+                        scheme="https",
+                        host="app2.internal",
+                        port=443,
+                        route="b-2",
+                        disabled=True,
+                    ),
+                    Member(
+                        url="http://[::1]/",
+                        scheme="http",
+                        host="::1",
+                        port=80,
+                        standby=True,
+                    ),
+                ),
+            ),
+        ),
+    )
+    assert config.balancer("web").members[0].name == "http://127.0.0.1:9001"
+    assert config.balancer("web").members[1].name == "https://app2.internal:443"
+
+
+def test_balancerDefaults() -> None:
+    """A balancer's method defaults to byrequests, a member's weight to 1."""
+    config = loadString(BALANCED + '[[balancer.web.member]]\nurl = "http://h"\n')
+    balancer = config.balancer("web")
+    assert balancer.method == "byrequests"
+    (member,) = balancer.members
+    assert (member.weight, member.standby, member.disabled, member.route) == (
+        1,
+        False,
+        False,
+        None,
+    )
+
+
+def test_balancersKeepFileOrder() -> None:
+    """Config.balancers lists the balancers in file order."""
+    config = loadString(
+        '[[balancer.b.member]]\nurl = "http://h:1"\n'
+        '[[balancer.a.member]]\nurl = "http://h:2"\n'
+    )
+    assert [name for name, _ in config.balancers] == ["b", "a"]
+
+
+@pytest.mark.parametrize("method", ["bytraffic", "bybusyness", "random2", "hash"])
+def test_balancerMethodsNotSupportedYet(method: str) -> None:
+    """The other documented methods are recognised but not supported yet."""
+    text = f'[balancer.web]\nmethod = "{method}"\n[[balancer.web.member]]\nurl = "http://h"\n'
+    assert errorsOf(text) == [
+        f'site.toml: balancer.web.method: method "{method}" is not supported yet'
+    ]
+
+
+def test_balancerUnknownMethod() -> None:
+    """An undocumented balancer method is refused with the choices."""
+    text = '[balancer.web]\nmethod = "fastest"\n[[balancer.web.member]]\nurl = "http://h"\n'
+    assert errorsOf(text) == [
+        'site.toml: balancer.web.method: expected one of "byrequests", '
+        '"roundrobin", got "fastest"'
+    ]
+
+
+@pytest.mark.parametrize(
+    "key", ["sticky", "health", "hash_key", "max_attempts", "fail_on_status", "retry"]
+)
+def test_balancerLaterKeys(key: str) -> None:
+    """Balancer features of later issues are "not supported yet"."""
+    text = f'[balancer.web]\n{key} = 1\n[[balancer.web.member]]\nurl = "http://h"\n'
+    assert errorsOf(text) == [f"site.toml: balancer.web.{key}: not supported yet"]
+
+
+@pytest.mark.parametrize("key", ["max_connections", "drain", "tier", "ignore_errors"])
+def test_memberLaterKeys(key: str) -> None:
+    """Member options of later issues are "not supported yet"."""
+    text = f'[[balancer.web.member]]\nurl = "http://h"\n{key} = 1\n'
+    assert errorsOf(text) == [
+        f"site.toml: balancer.web.member[0].{key}: not supported yet"
+    ]
+
+
+def test_balancerWithoutMembers() -> None:
+    """A balancer with no members is an error."""
+    assert errorsOf('[balancer.web]\nmethod = "byrequests"\n') == [
+        "site.toml: balancer.web: expected at least one [[balancer.web.member]]"
+    ]
+
+
+def test_balancerWithEmptyMemberArray() -> None:
+    """member = [] counts as no members."""
+    assert errorsOf("[balancer.web]\nmember = []\n") == [
+        "site.toml: balancer.web: expected at least one [[balancer.web.member]]"
+    ]
+
+
+def test_balancerNotATable() -> None:
+    """balancer.NAME must be a table."""
+    assert errorsOf("[balancer]\nweb = 1\n") == [
+        "site.toml: balancer.web: expected a table, got 1"
+    ]
+
+
+def test_balancerBadName() -> None:
+    """A balancer name must fit in a balancer:// URL."""
+    text = '[[balancer."my web".member]]\nurl = "http://h"\n'
+    assert errorsOf(text) == [
+        'site.toml: balancer."my web": expected a balancer name of letters, '
+        'digits, "-", "_" and "."'
+    ]
+
+
+def test_memberWeightExample() -> None:
+    """The example from the brief: a non-integer weight on the third member."""
+    text = (
+        '[[balancer.web.member]]\nurl = "http://h:1"\n'
+        '[[balancer.web.member]]\nurl = "http://h:2"\n'
+        '[[balancer.web.member]]\nurl = "http://h:3"\nweight = "x"\n'
+    )
+    assert errorsOf(text) == [
+        'site.toml: balancer.web.member[2].weight: expected a positive integer, got "x"'
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("weight = 0", "weight: expected a positive integer, got 0"),
+        ("weight = 1.5", "weight: expected a positive integer, got 1.5"),
+        ("weight = true", "weight: expected a positive integer, got true"),
+        ('standby = "yes"', 'standby: expected true or false, got "yes"'),
+        ("disabled = 0", "disabled: expected true or false, got 0"),
+        (
+            'route = "a.b"',
+            'route: expected a route id of letters, digits, "-" and "_", got "a.b"',
+        ),
+        (
+            "route = 1",
+            'route: expected a route id of letters, digits, "-" and "_", got 1',
+        ),
+        ("colour = 1", "colour: unknown key"),
+    ],
+)
+def test_memberValueErrors(line: str, message: str) -> None:
+    """Each wrong member value is reported with its key path and expectation."""
+    text = f'[[balancer.web.member]]\nurl = "http://h"\n{line}\n'
+    assert errorsOf(text) == [f"site.toml: balancer.web.member[0].{message}"]
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ('"tcp://127.0.0.1:5432"', "tcp:// members are not supported yet"),
+        ('"ajp://127.0.0.1:8009"', "ajp:// members are not supported yet"),
+        ('"http://h/app/"', "a path on a member URL is not supported yet"),
+        (
+            '"ftp://h"',
+            'expected an http:// or https:// URL, got "ftp://h"',
+        ),
+        ('"h:80"', 'expected an http:// or https:// URL, got "h:80"'),
+        ("80", "expected an http:// or https:// URL, got 80"),
+    ],
+)
+def test_memberBadURL(url: str, message: str) -> None:
+    """A member URL must be http(s) with a host and no path."""
+    assert errorsOf(f"[[balancer.web.member]]\nurl = {url}\n") == [
+        f"site.toml: balancer.web.member[0].url: {message}"
+    ]
+
+
+def test_memberMissingURL() -> None:
+    """A member without a url is reported."""
+    assert errorsOf('[[balancer.web.member]]\nroute = "1"\n') == [
+        "site.toml: balancer.web.member[0].url: missing, expected a URL like "
+        '"http://127.0.0.1:9001"'
+    ]
+
+
+def test_memberDuplicateRoute() -> None:
+    """Two members of one balancer may not share a route id."""
+    text = (
+        '[[balancer.web.member]]\nurl = "http://h:1"\nroute = "1"\n'
+        '[[balancer.web.member]]\nurl = "http://h:2"\nroute = "1"\n'
+    )
+    assert errorsOf(text) == [
+        'site.toml: balancer.web.member[1].route: duplicate route "1" (also member[0])'
+    ]
+
+
+def test_memberDuplicateURL() -> None:
+    """Two members of one balancer may not be the same worker."""
+    text = (
+        '[[balancer.web.member]]\nurl = "http://h"\n'
+        '[[balancer.web.member]]\nurl = "http://h:80/"\n'
+    )
+    assert errorsOf(text) == [
+        'site.toml: balancer.web.member[1].url: duplicate member "http://h:80" '
+        "(also member[0])"
+    ]
+
+
+def test_sameRouteIdInTwoBalancers() -> None:
+    """Route ids only need to be unique within one balancer."""
+    config = loadString(
+        '[[balancer.a.member]]\nurl = "http://h:1"\nroute = "1"\n'
+        '[[balancer.b.member]]\nurl = "http://h:2"\nroute = "1"\n'
+    )
+    assert [b.members[0].route for _, b in config.balancers] == ["1", "1"]
+
+
+# -- reporting ------------------------------------------------------------------
+
+
+def test_allErrorsReportedAtOnce() -> None:
+    """Validation goes on after the first error and reports every one."""
+    text = """
+        tls = true
+
+        [proxy]
+        tmeout = 3
+        via = "maybe"
+        max_body_bytes = -5
+
+        [[listen]]
+        endpoint = "8080"
+
+        [[listen]]
+        endpoint = "tcp:8443"
+        tls = { certificate = "a.pem" }
+
+        [[route]]
+        path = "api"
+        to = "balancer://nope/"
+
+        [[route]]
+        path = "/x"
+        handler = "status"
+
+        [balancer.web]
+        method = "hash"
+        [[balancer.web.member]]
+        url = "http://127.0.0.1:9001"
+        weight = "x"
+        """
+    errors = errorsOf(text)
+    assert errors == [
+        "site.toml: tls: unknown key",
+        "site.toml: proxy.tmeout: unknown key",
+        'site.toml: proxy.via: expected one of "off", "on", "full", "block", '
+        'got "maybe"',
+        "site.toml: proxy.max_body_bytes: expected an integer >= 0, got -5",
+        "site.toml: listen[0].endpoint: expected a Twisted endpoint string like "
+        '"tcp:8080:interface=127.0.0.1", got "8080"',
+        "site.toml: listen[1].tls: not supported yet",
+        'site.toml: route[0].path: expected a path starting with "/", got "api"',
+        'site.toml: route[0].to: unknown balancer "nope"',
+        'site.toml: route[1].handler: handler "status" is not supported yet',
+        'site.toml: balancer.web.method: method "hash" is not supported yet',
+        "site.toml: balancer.web.member[0].weight: "
+        'expected a positive integer, got "x"',
+    ]
+
+
+def test_configErrorStringListsErrors() -> None:
+    """str(ConfigError) lists every error, one per line."""
+    with pytest.raises(ConfigError) as info:
+        loadString("[proxy]\na = 1\nb = 2\n", "site.toml")
+    assert str(info.value) == (
+        "site.toml: proxy.a: unknown key\nsite.toml: proxy.b: unknown key"
+    )
+
+
+def test_configErrorPickles() -> None:
+    """A ConfigError survives pickling with its list of errors."""
+    error = pickle.loads(pickle.dumps(ConfigError(["a: b: c", "d: e: f"])))
+    assert error.errors == ["a: b: c", "d: e: f"]
+    assert str(error) == "a: b: c\nd: e: f"
+
+
+def test_defaultSourceNameInMessages() -> None:
+    """Without a source, messages name <string>."""
+    with pytest.raises(ConfigError) as info:
+        loadString("bogus = 1\n")
+    assert info.value.errors == ["<string>: bogus: unknown key"]
+
+
+def test_tomlSyntaxErrorNamesFileAndLine() -> None:
+    """A TOML syntax error becomes a ConfigError naming the file and line."""
+    text = '[proxy]\ntimeout = 3\nvia "off"\n'
+    assert errorsOf(text) == [
+        "site.toml: line 3, column 5: invalid TOML: "
+        "Expected '=' after a key in a key/value pair"
+    ]
+
+
+def test_tomlDuplicateTable() -> None:
+    """A table declared twice is a syntax error with its line."""
+    text = "[proxy]\ntimeout = 3\n[proxy]\n"
+    (error,) = errorsOf(text)
+    assert error.startswith("site.toml: line 3, column ")
+    assert "invalid TOML" in error
+
+
+def test_tomlErrorAtEndOfDocument() -> None:
+    """A value cut off at the end of the file reports the last line."""
+    assert errorsOf("[proxy]\ntimeout =") == [
+        "site.toml: line 2 (end of file): invalid TOML: Invalid value"
+    ]
+
+
+# -- files ----------------------------------------------------------------------
+
+
+def test_loadFile(tmp_path: Path) -> None:
+    """load() reads the file, records it as source, resolves paths beside it."""
+    path = tmp_path / "site.toml"
+    path.write_text(
+        '[proxy]\naccess_log = "logs/access.log"\n[[listen]]\nendpoint = "tcp:8080"\n',
+        encoding="utf-8",
+    )
+    config = load(str(path))
+    assert config.source == str(path)
+    assert config.proxy.access_log == str(tmp_path / "logs" / "access.log")
+    assert config.listen == (Listener("tcp:8080"),)
+
+
+def test_loadFileErrorsNameTheFile(tmp_path: Path) -> None:
+    """Errors from load() name the path it was given."""
+    path = tmp_path / "site.toml"
+    path.write_text("[proxy]\ntmeout = 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load(str(path))
+    assert info.value.errors == [f"{path}: proxy.tmeout: unknown key"]
+
+
+def test_loadMissingFile(tmp_path: Path) -> None:
+    """A file that cannot be read is a ConfigError, not an OSError."""
+    path = tmp_path / "missing.toml"
+    with pytest.raises(ConfigError) as info:
+        load(str(path))
+    assert info.value.errors == [
+        f"{path}: cannot read the file: No such file or directory"
+    ]
+
+
+def test_loadNotUTF8(tmp_path: Path) -> None:
+    """A file that is not UTF-8 is a ConfigError naming it."""
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'[proxy]\nserver_name = "caf\xe9"\n')
+    with pytest.raises(ConfigError) as info:
+        load(str(path))
+    assert info.value.errors == [f"{path}: not UTF-8 text: invalid continuation byte"]
+
+
+def test_loadCRLF(tmp_path: Path) -> None:
+    """A file with Windows line endings loads."""
+    path = tmp_path / "site.toml"
+    path.write_bytes(b'[[listen]]\r\nendpoint = "tcp:8080"\r\n')
+    assert load(str(path)).listen == (Listener("tcp:8080"),)
+
+
+# -- the CONFIG.md example ------------------------------------------------------
+
+FULL_EXAMPLE = """
+[proxy]
+server_name = "proxy.example.test"
+server_tokens = "prod"
+preserve_host = false
+forwarded_headers = true
+trusted_proxies = []
+via = "off"
+timeout = 60.0
+connect_timeout = 5.0
+header_timeout = 20.0
+idle_timeout = 75.0
+max_header_bytes = 65536
+max_body_bytes = 0
+access_log = "-"
+access_log_format = "combined"
+compress = ["text/html", "text/css", "application/json"]
+
+[proxy.response_headers]
+set = { "X-Content-Type-Options" = "nosniff" }
+unset = ["X-Powered-By"]
+
+[[listen]]
+endpoint = "tcp:8080:interface=127.0.0.1"
+
+[[route]]
+host = "api.example.test"
+path = "/api/users/"
+to = "http://127.0.0.1:3000/"
+reverse = ["http://users.internal/"]
+cookie_domain = { "users.internal" = "api.example.test" }
+cookie_path = { "/" = "/api/users/" }
+preserve_host = true
+timeout = 10.0
+deny = ["192.0.2.0/24"]
+[route.request_headers]
+set = { "X-Forwarded-Proto" = "https" }
+unset = ["X-Debug"]
+
+[[route]]
+path = "/ws/"
+to = "ws://127.0.0.1:8081/ws/"
+
+[[route]]
+path = "/"
+to = "balancer://web/"
+
+[balancer.web]
+method = "byrequests"
+
+[[balancer.web.member]]
+url = "http://127.0.0.1:9001"
+route = "1"
+weight = 1
+[[balancer.web.member]]
+url = "http://127.0.0.1:9002"
+route = "2"
+weight = 2
+[[balancer.web.member]]
+url = "http://127.0.0.1:9003"
+route = "3"
+standby = true
+"""
+
+
+def test_configExample() -> None:
+    """The CONFIG.md example, without the parts of later issues, loads whole."""
+    config = loadString(FULL_EXAMPLE, "/etc/twisted-proxy/site.toml")
+    assert config.source == "/etc/twisted-proxy/site.toml"
+    assert config.proxy.server_name == "proxy.example.test"
+    assert config.proxy.compress == ("text/html", "text/css", "application/json")
+    assert config.proxy.response_headers == HeaderDirectives(
+        set=(("X-Content-Type-Options", "nosniff"),), unset=("X-Powered-By",)
+    )
+    assert config.listen == (Listener("tcp:8080:interface=127.0.0.1"),)
+    users, ws, root = config.routes
+    assert users.host == "api.example.test"
+    assert users.to == Target("http://127.0.0.1:3000/", "http", "127.0.0.1", 3000, "/")
+    assert users.deny == (ipaddress.ip_network("192.0.2.0/24"),)
+    assert users.request_headers.unset == ("X-Debug",)
+    assert ws.to == Target("ws://127.0.0.1:8081/ws/", "ws", "127.0.0.1", 8081, "/ws/")
+    assert root.to == Target("balancer://web/", "balancer", "web", 0, "/")
+    assert [r.index for r in config.routes] == [0, 1, 2]
+    web = config.balancer("web")
+    assert [(m.port, m.route, m.weight, m.standby) for m in web.members] == [
+        (9001, "1", 1, False),
+        (9002, "2", 2, False),
+        (9003, "3", 1, True),
+    ]
+
+
+def test_configExampleUnsupportedParts() -> None:
+    """The later parts of the CONFIG.md example are each named, not silently used."""
+    text = FULL_EXAMPLE + (
+        '[balancer.web.sticky]\nname = "ROUTEID"\n'
+        '[balancer.web.health]\nuri = "/health"\n'
+        '[[route]]\npath = "/balancer-manager"\nhandler = "balancer-manager"\n'
+        'allow = ["127.0.0.0/8", "::1/128"]\n'
+    )
+    assert errorsOf(text) == [
+        'site.toml: route[3].handler: handler "balancer-manager" is not supported yet',
+        "site.toml: balancer.web.sticky: not supported yet",
+        "site.toml: balancer.web.health: not supported yet",
+    ]

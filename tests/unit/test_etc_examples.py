@@ -1,0 +1,33 @@
+"""
+Every shipped example under etc/ passes C{twisted-proxy check}.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from twisted_proxy.cli import main
+
+ETC = Path(__file__).resolve().parents[2] / "etc"
+EXAMPLES = sorted(ETC.glob("*.toml"))
+
+
+def test_examplesShipped() -> None:
+    """The demo config and the scenario examples are all present."""
+    names = {path.name for path in EXAMPLES}
+    assert {
+        "twisted-proxy.toml",
+        "scenario-1-basic.toml",
+        "scenario-2-cluster.toml",
+        "scenario-3-microservices.toml",
+        "scenario-6-hardening.toml",
+        "scenario-7-tuning.toml",
+    } <= names
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[path.name for path in EXAMPLES])
+def test_exampleChecks(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """twisted-proxy check accepts the example file."""
+    assert main(["check", str(path)]) == 0, capsys.readouterr().err

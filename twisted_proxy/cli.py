@@ -1,0 +1,171 @@
+"""
+The C{twisted-proxy} command: check a configuration, show its routes, run it.
+
+C{check FILE} works like C{nginx -t}; C{routes FILE} prints the route table in
+the order matching considers it; C{run --config FILE} is C{twistd -n proxy
+--config FILE} without the twistd incantation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from . import __version__
+from .config import Config, ConfigError, Route, load
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """
+    Run the C{twisted-proxy} command line with C{argv} (default: C{sys.argv}).
+
+    @return: the process exit code.
+    """
+    parser = _parser()
+    try:
+        options = parser.parse_args(argv)
+    except SystemExit as e:  # --help, or a usage error already printed
+        return e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+    if options.command == "check":
+        return _check(options.file, sys.stdout, sys.stderr)
+    if options.command == "routes":
+        return _routes(options.file, sys.stdout, sys.stderr)
+    return _run(options.config, sys.stderr)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="twisted-proxy",
+        description="A reverse proxy and load balancer on Twisted.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"twisted-proxy {__version__}"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    check = commands.add_parser(
+        "check",
+        help="validate a configuration file and report every error",
+        description="Validate FILE; print 'FILE: ok' or every error, one per line.",
+    )
+    check.add_argument("file", metavar="FILE")
+    routes = commands.add_parser(
+        "routes",
+        help="print the effective route table",
+        description="Print FILE's routes in the order matching considers them.",
+    )
+    routes.add_argument("file", metavar="FILE")
+    run = commands.add_parser(
+        "run",
+        help="run the proxy in the foreground",
+        description="Run the proxy in the foreground, as 'twistd -n proxy' does.",
+    )
+    run.add_argument("--config", required=True, metavar="FILE")
+    return parser
+
+
+def _load(path: str, err: TextIO) -> Config | None:
+    """Load C{path}, printing every error to C{err} when it is invalid."""
+    try:
+        return load(path)
+    except ConfigError as e:
+        for error in e.errors:
+            print(error, file=err)
+        return None
+
+
+def _check(path: str, out: TextIO, err: TextIO) -> int:
+    if _load(path, err) is None:
+        return 1
+    print(f"{path}: ok", file=out)
+    return 0
+
+
+def _routes(path: str, out: TextIO, err: TextIO) -> int:
+    config = _load(path, err)
+    if config is None:
+        return 1
+    rows = [("HOST", "PATH", "TARGET", "OPTIONS")]
+    rows += [_row(config, route) for route in _matchOrder(config.routes)]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[3]]).rstrip(), file=out)
+    return 0
+
+
+def _matchOrder(routes: Sequence[Route]) -> list[Route]:
+    """
+    The routes in the order matching tries them.
+
+    The longest path prefix first; for the same path an exact host before a
+    C{*.domain} one before none; then file order.
+    """
+
+    def key(route: Route) -> tuple[int, int, int]:
+        if route.host is None:
+            hostRank = 2
+        elif route.host.startswith("*."):
+            hostRank = 1
+        else:
+            hostRank = 0
+        return (-len(route.path), hostRank, route.index)
+
+    return sorted(routes, key=key)
+
+
+def _row(config: Config, route: Route) -> tuple[str, str, str, str]:
+    """One line of the route table, with the route's effective options."""
+    target = route.to.url if route.to is not None else f"handler:{route.handler}"
+    preserveHost = route.preserve_host
+    if preserveHost is None:
+        preserveHost = config.proxy.preserve_host
+    timeout = config.proxy.timeout if route.timeout is None else route.timeout
+    options = [
+        f"preserve_host={'true' if preserveHost else 'false'}",
+        f"timeout={timeout:g}",
+    ]
+    if not route.websocket:
+        options.append("websocket=false")
+    if route.allow:
+        options.append("allow=" + ",".join(str(n) for n in route.allow))
+    if route.deny:
+        options.append("deny=" + ",".join(str(n) for n in route.deny))
+    if route.reverse:
+        options.append("reverse=" + ",".join(route.reverse))
+    for name, pairs in (
+        ("cookie_domain", route.cookie_domain),
+        ("cookie_path", route.cookie_path),
+    ):
+        if pairs:
+            options.append(f"{name}=" + ",".join(f"{a}->{b}" for a, b in pairs))
+    if route.request_headers.set:
+        names = ",".join(name for name, _ in route.request_headers.set)
+        options.append(f"set={names}")
+    if route.request_headers.unset:
+        options.append("unset=" + ",".join(route.request_headers.unset))
+    return (route.host or "*", route.path, target, " ".join(options))
+
+
+def _run(path: str, err: TextIO) -> int:
+    """Check C{path}, then hand over to C{twistd -n proxy --config path}."""
+    if _load(path, err) is None:
+        return 1
+    from twisted.scripts import twistd
+
+    saved = sys.argv
+    sys.argv = ["twistd", "-n", "--pidfile=", "proxy", "--config", path]
+    try:
+        twistd.run()
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+    finally:
+        sys.argv = saved
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
