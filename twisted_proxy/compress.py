@@ -58,9 +58,7 @@ def shouldCompress(
 
 def compressedHeaders(headers: Headers) -> Headers:
     """The response headers once the body is gzipped."""
-    out = [
-        (n, v) for n, v in headers if n.lower() not in (b"content-length", b"etag")
-    ]
+    out = [(n, v) for n, v in headers if n.lower() not in (b"content-length", b"etag")]
     out.append((b"Content-Encoding", b"gzip"))
     for name, value in out:
         if name.lower() == b"vary":

@@ -34,7 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     """Serve one named backend per port given on the command line."""
     from twisted.internet import reactor  # noqa: TID251 - an entry point
 
-    ports = [int(p) for p in (argv if argv is not None else sys.argv[1:])] or [9001, 9002]
+    ports = [int(p) for p in (argv if argv is not None else sys.argv[1:])] or [
+        9001,
+        9002,
+    ]
     for number, port in enumerate(ports, start=1):
         site = Site(NamedBackend(f"backend {number}"))
         site.noisy = False

@@ -9,7 +9,7 @@ L{UpstreamConnection}, with each side the producer the other pauses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,9 +25,9 @@ from zope.interface import implementer
 from twisted_proxy.acl import AccessList
 from twisted_proxy.balancer import IBalancer, MemberState
 from twisted_proxy.compress import GzipStream, compressedHeaders, shouldCompress
-from twisted_proxy.config.model import ProxySettings, Route, Target
+from twisted_proxy.config.model import Balancer, ProxySettings, Route, Target
 from twisted_proxy.headers import ClientInfo, RequestHeaderRewriter
-from twisted_proxy.reverse import ReverseRewriter
+from twisted_proxy.reverse import ReverseRewriter, routePrefixes
 from twisted_proxy.routing import upstreamTarget
 from twisted_proxy.site import IStreamingResource, StreamingRequest, errorHeaders
 from twisted_proxy.upstream.connection import (
@@ -81,10 +81,16 @@ class ProxyContext:
     reactor: Any
     pool: UpstreamPool
     balancer: IBalancer | None = None
+    balancers: dict[str, Balancer] = field(default_factory=dict)
+    """The balancers' configuration (their member URLs, for ProxyPassReverse)."""
 
     @classmethod
     def create(
-        cls, settings: ProxySettings, reactor: Any, balancer: IBalancer | None = None
+        cls,
+        settings: ProxySettings,
+        reactor: Any,
+        balancer: IBalancer | None = None,
+        balancers: dict[str, Balancer] | None = None,
     ) -> ProxyContext:
         """A context with its own upstream pool, configured from C{settings}."""
         pool = UpstreamPool(
@@ -95,7 +101,13 @@ class ProxyContext:
             idleTTL=settings.pool_ttl,
             keepalive=settings.keepalive,
         )
-        return cls(settings=settings, reactor=reactor, pool=pool, balancer=balancer)
+        return cls(
+            settings=settings,
+            reactor=reactor,
+            pool=pool,
+            balancer=balancer,
+            balancers=dict(balancers or {}),
+        )
 
     @property
     def compressTypes(self) -> tuple[bytes, ...]:
@@ -106,7 +118,13 @@ class ProxyContext:
 class _RoutePlan:
     """What one route needs per request, worked out once."""
 
-    def __init__(self, route: Route, settings: ProxySettings, frontPath: str) -> None:
+    def __init__(
+        self,
+        route: Route,
+        settings: ProxySettings,
+        frontPath: str,
+        balancer: Balancer | None = None,
+    ) -> None:
         assert route.to is not None
         target = route.to
         self.route = route
@@ -123,9 +141,8 @@ class _RoutePlan:
             self.address = (_WIRE_SCHEME[target.scheme], target.host, target.port)
             upstreamHost = hostHeader(target.scheme, target.host, target.port)
         self.requestRewriter = RequestHeaderRewriter(settings, route, upstreamHost)
-        prefixes = [] if target.scheme == "balancer" else [target.url]
         self.reverseRewriter = ReverseRewriter(
-            [*prefixes, *route.reverse],
+            routePrefixes(route, balancer),
             frontPath,
             route.cookie_domain,
             route.cookie_path,
@@ -175,7 +192,14 @@ class ReverseProxyResource(Resource):
         self._mountedAtRoute = mountedAtRoute
         self._plans: dict[str, _RoutePlan] = {}
         if mountedAtRoute:
-            self._plans[route.path] = _RoutePlan(route, context.settings, route.path)
+            self._plans[route.path] = self._newPlan(route.path)
+
+    def _newPlan(self, frontPath: str) -> _RoutePlan:
+        route = self.route
+        balancer = None
+        if route.to is not None and route.to.scheme == "balancer":
+            balancer = self.context.balancers.get(route.to.host)
+        return _RoutePlan(route, self.context.settings, frontPath, balancer)
 
     # -- IResource / IStreamingResource --
 
@@ -206,16 +230,18 @@ class ReverseProxyResource(Resource):
         front += "/"
         plan = self._plans.get(front)
         if plan is None:
-            plan = self._plans[front] = _RoutePlan(
-                self.route, self.context.settings, front
-            )
+            plan = self._plans[front] = self._newPlan(front)
         return plan
 
     def _begin(self, request: Any, buffered: bytes | None) -> ProxyExchange | None:
         plan = self._plan(request)
         address = _clientAddress(request)
         if not plan.acl.permits(address):
-            _log.info("{label}: {client} refused by allow/deny", label=plan.label, client=address)
+            _log.info(
+                "{label}: {client} refused by allow/deny",
+                label=plan.label,
+                client=address,
+            )
             _respondError(request, 403, "forbidden")
             return None
         member: MemberState | None = None
@@ -330,7 +356,9 @@ class ProxyExchange:
     ) -> tuple[bytes, bool, bool]:
         request = self._request
         plan = self._plan
-        raw = [(n, v) for n, vs in request.requestHeaders.getAllRawHeaders() for v in vs]
+        raw = [
+            (n, v) for n, vs in request.requestHeaders.getAllRawHeaders() for v in vs
+        ]
         hosts = request.requestHeaders.getRawHeaders(b"host")
         secure = request.isSecure()
         client = ClientInfo(
@@ -353,7 +381,9 @@ class ProxyExchange:
         out = []
         for name, value in headers:
             lower = name.lower()
-            if lower == b"expect" or (lower == b"content-length" and buffered is not None):
+            if lower == b"expect" or (
+                lower == b"content-length" and buffered is not None
+            ):
                 continue
             out.append(b"%s: %s\r\n" % (name, value))
         if buffered is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import LoopingCall
@@ -44,11 +44,11 @@ class ProxyService(MultiService):
             reactor = globalReactor
         self.config = config
         self._reactor = reactor
-        self.balancer = BalancerService(
-            [b for _, b in config.balancers], reactor
-        )
+        self.balancer = BalancerService([b for _, b in config.balancers], reactor)
         self.balancer.setServiceParent(self)
-        self.context = ProxyContext.create(config.proxy, reactor, self.balancer)
+        self.context = ProxyContext.create(
+            config.proxy, reactor, self.balancer, dict(config.balancers)
+        )
         self.accessLog: AccessLogger | None = None
         target = openLogTarget(config.proxy.access_log)
         if target is not None:
@@ -138,9 +138,7 @@ class ProxyService(MultiService):
 
     def _graceOver(self, drained: Deferred[None]) -> None:
         left = len(self.site.channels)
-        self._log.warn(
-            "shutdown grace period over: cutting {n} connection(s)", n=left
-        )
+        self._log.warn("shutdown grace period over: cutting {n} connection(s)", n=left)
         self.site.abortAll()
 
     @property
@@ -149,4 +147,4 @@ class ProxyService(MultiService):
         return int(self.ports[0].getHost().port)  # type: ignore[attr-defined]
 
 
-__all__ = ["ProxyService", "succeed"]
+__all__ = ["ProxyService"]

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, Protocol as TypingProtocol
 from urllib.parse import unquote_to_bytes
 
+from twisted import copyright
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -198,7 +199,10 @@ class StreamingRequest(server.Request):
             self.respondError(413, "request body too large")
 
     def respondError(
-        self, status: int, message: str, headers: list[tuple[bytes, bytes]] = ()  # type: ignore[assignment]
+        self,
+        status: int,
+        message: str,
+        headers: list[tuple[bytes, bytes]] = (),  # type: ignore[assignment]
     ) -> None:
         """Answer with a short plain-text error page (if still possible)."""
         if self.finished or self.clientGone:
@@ -246,7 +250,9 @@ def abandon(channel: HTTPChannel | None) -> None:
 
 
 def errorHeaders(
-    site: object, length: int, extra: list[tuple[bytes, bytes]] = ()  # type: ignore[assignment]
+    site: object,
+    length: int,
+    extra: list[tuple[bytes, bytes]] = (),  # type: ignore[assignment]
 ) -> list[tuple[bytes, bytes]]:
     """The headers of an error page the proxy itself writes."""
     headers = [
@@ -266,6 +272,7 @@ def refusal(request: StreamingRequest, length: int | None) -> tuple[int, str] | 
     nothing. Pure apart from reading the request's head.
     """
     if request.method == b"CONNECT":
+        request.responseHeaders.setRawHeaders(b"allow", [_ALLOW])
         return 405, "CONNECT is not enabled on this listener"
     hosts = request.requestHeaders.getRawHeaders(b"host")
     if hosts is not None and len(hosts) > 1:
@@ -426,6 +433,7 @@ class ProxySite(server.Site):
 
     requestFactory = StreamingRequest
     displayTracebacks = False
+    noisy = False
     _log = Logger()
 
     def __init__(
@@ -438,7 +446,7 @@ class ProxySite(server.Site):
         super().__init__(resource, timeout=settings.idle_timeout, reactor=reactor)
         self.settings = settings
         self.maxBodyBytes = settings.max_body_bytes
-        self.responseRewriter = ResponseHeaderRewriter(settings)
+        self.responseRewriter = ResponseHeaderRewriter(settings, copyright.version)
         self.accessLog = accessLog
         self.channels: set[ProxyChannel] = set()
         self._drained: Deferred[None] | None = None

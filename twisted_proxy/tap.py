@@ -36,5 +36,7 @@ def makeService(options: Options) -> IService:
     except ConfigError as e:
         raise SystemExit(f"twisted-proxy: configuration not valid\n{e}") from None
     except OSError as e:
-        raise SystemExit(f"twisted-proxy: cannot read {options['config']}: {e}") from None
+        raise SystemExit(
+            f"twisted-proxy: cannot read {options['config']}: {e}"
+        ) from None
     return ProxyService(config)

@@ -11,7 +11,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]  # noqa: UP007 - a runtime alias
 
 ServerTokens = Literal["prod", "full", "none"]
 ViaMode = Literal["off", "on", "full", "block"]

@@ -22,7 +22,6 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IDelayedCall,
     IPushProducer,
-    IReactorCore,
     IReactorTCP,
     IReactorTime,
     IStreamClientEndpoint,
@@ -114,7 +113,9 @@ class UpstreamConnection(Protocol):
             if not self._parser.noMoreData():
                 retryable = self.requestsSent > 1 and self._parser.bytesReceived == 0
                 detail = reason.getErrorMessage() if reason is not None else "closed"
-                self._fail(FAIL_RESET, f"backend closed the connection ({detail})", retryable)
+                self._fail(
+                    FAIL_RESET, f"backend closed the connection ({detail})", retryable
+                )
         for d in self._whenLost:
             d.callback(None)
         self._whenLost = []
@@ -236,6 +237,8 @@ class UpstreamConnection(Protocol):
 
 
 class _ConnectionFactory(Factory):
+    noisy = False
+
     def __init__(self, pool: UpstreamPool, address: Address) -> None:
         self._pool = pool
         self._address = address
@@ -382,7 +385,6 @@ __all__ = [
     "FAIL_RESET",
     "FAIL_TIMEOUT",
     "Address",
-    "IReactorCore",
     "IResponseSink",
     "UpstreamConnection",
     "UpstreamPool",

@@ -1,0 +1,313 @@
+"""
+Real peers for integration tests: backends that record what they received, a
+raw TCP client, and a L{Stack} that starts a proxy in front of them on
+127.0.0.1 and tears every listener and connection down afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from twisted_proxy.config import loadString
+from twisted_proxy.service import ProxyService
+
+
+def theReactor() -> Any:
+    """The global reactor (integration tests only)."""
+    from twisted.internet import reactor  # noqa: TID251
+
+    return reactor
+
+
+@dataclass
+class Received:
+    """One request as a backend saw it."""
+
+    method: bytes
+    uri: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of header C{name}, or None."""
+        for n, v in self.headers:
+            if n.lower() == name.lower():
+                return v
+        return None
+
+    def headerValues(self, name: bytes) -> list[bytes]:
+        """Every value of header C{name}, in order."""
+        return [v for n, v in self.headers if n.lower() == name.lower()]
+
+
+class RecordingBackend(Resource):
+    """A twisted.web backend that records each request and answers it."""
+
+    isLeaf = True
+
+    def __init__(
+        self, name: str = "backend", handler: Callable[..., Any] | None = None
+    ):
+        super().__init__()
+        self.name = name
+        self.requests: list[Received] = []
+        self.handler = handler
+        self._waiters: list[defer.Deferred[Received]] = []
+
+    def render(self, request: Any) -> Any:
+        received = Received(
+            request.method,
+            request.uri,
+            [(n, v) for n, vs in request.requestHeaders.getAllRawHeaders() for v in vs],
+            request.content.read(),
+        )
+        self.requests.append(received)
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(received)
+        if self.handler is not None:
+            return self.handler(request)
+        request.setHeader(b"content-type", b"text/plain")
+        request.setHeader(b"x-backend", self.name.encode())
+        return b"%s saw %s %s" % (self.name.encode(), request.method, request.uri)
+
+    def nextRequest(self) -> defer.Deferred[Received]:
+        """Fires with the next request this backend receives."""
+        d: defer.Deferred[Received] = defer.Deferred()
+        self._waiters.append(d)
+        return d
+
+
+class RawServerProtocol(Protocol):
+    """A backend connection that records raw bytes and lets the test answer."""
+
+    def connectionMade(self) -> None:
+        self.received = b""
+        self.lost: defer.Deferred[None] = defer.Deferred()
+        self.factory.connections.append(self)  # type: ignore[attr-defined]
+        self.factory._fire("connected", self)  # type: ignore[attr-defined]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        self.factory._fire("data", self)  # type: ignore[attr-defined]
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.lostReason = reason
+        self.lost.callback(None)
+
+
+class RawBackend(Factory):
+    """A TCP backend whose replies the test writes by hand."""
+
+    protocol = RawServerProtocol
+
+    def __init__(self, onData: Callable[[RawServerProtocol], object] | None = None):
+        self.connections: list[RawServerProtocol] = []
+        self.onData = onData
+        self._waiters: list[
+            tuple[
+                Callable[[RawServerProtocol], bool], defer.Deferred[RawServerProtocol]
+            ]
+        ] = []
+
+    def _fire(self, event: str, proto: RawServerProtocol) -> None:
+        if event == "data" and self.onData is not None:
+            self.onData(proto)
+        still = []
+        for test, d in self._waiters:
+            if test(proto):
+                d.callback(proto)
+            else:
+                still.append((test, d))
+        self._waiters = still
+
+    def waitFor(
+        self, test: Callable[[RawServerProtocol], bool]
+    ) -> defer.Deferred[RawServerProtocol]:
+        """Fires with the first connection for which C{test} holds."""
+        for proto in self.connections:
+            if test(proto):
+                return defer.succeed(proto)
+        d: defer.Deferred[RawServerProtocol] = defer.Deferred()
+        self._waiters.append((test, d))
+        return d
+
+
+class RawClient(Protocol):
+    """A client that sends bytes by hand and collects everything it gets."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.lost: defer.Deferred[None] = defer.Deferred()
+        self._waiters: list[tuple[Callable[[bytes], bool], defer.Deferred[bytes]]] = []
+
+    @property
+    def received(self) -> bytes:
+        """Everything received so far."""
+        return bytes(self.buffer)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        still = []
+        for test, d in self._waiters:
+            if test(self.buffer):  # type: ignore[arg-type]
+                d.callback(self.received)
+            else:
+                still.append((test, d))
+        self._waiters = still
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.lostReason = reason
+        self.lost.callback(None)
+
+    def waitFor(self, test: Callable[[bytes], bool]) -> defer.Deferred[bytes]:
+        """Fires once what was received satisfies C{test}."""
+        if test(self.buffer):  # type: ignore[arg-type]
+            return defer.succeed(self.received)
+        d: defer.Deferred[bytes] = defer.Deferred()
+        self._waiters.append((test, d))
+        return d
+
+
+@dataclass
+class Stack:
+    """Backends, a proxy and clients on 127.0.0.1, all closed at the end."""
+
+    reactor: Any = field(default_factory=theReactor)
+    ports: list[IListeningPort] = field(default_factory=list)
+    services: list[ProxyService] = field(default_factory=list)
+    clients: list[RawClient] = field(default_factory=list)
+    sites: list[Site] = field(default_factory=list)
+    rawBackends: list[RawBackend] = field(default_factory=list)
+    pool: HTTPConnectionPool | None = None
+
+    async def listen(self, factory: Any, port: int = 0) -> int:
+        """Listen on 127.0.0.1 (port 0: any free port); return the port."""
+        endpoint = TCP4ServerEndpoint(self.reactor, port, interface="127.0.0.1")
+        listening = await endpoint.listen(factory)
+        self.ports.append(listening)
+        return int(listening.getHost().port)
+
+    async def backend(self, resource: Resource, port: int = 0) -> int:
+        """Serve a twisted.web resource; return its port."""
+        site = Site(resource)
+        site.noisy = False
+        self.sites.append(site)
+        return await self.listen(site, port)
+
+    async def rawBackend(self, backend: RawBackend, port: int = 0) -> int:
+        """Serve a hand-driven TCP backend; return its port."""
+        backend.noisy = False
+        self.rawBackends.append(backend)
+        return await self.listen(backend, port)
+
+    async def proxy(
+        self, toml: str, configDir: str | None = None, **values: Any
+    ) -> ProxyService:
+        """Start a proxy from TOML text (C{{name}} placeholders filled from C{values})."""
+        text = textwrap.dedent(toml).format(**values)
+        source = os.path.join(configDir or os.getcwd(), "test.toml")
+        service = ProxyService(loadString(text, source), self.reactor)
+        service.startService()
+        self.services.append(service)
+        return service
+
+    async def connect(self, port: int) -> RawClient:
+        """Open a raw TCP connection to C{port}."""
+        client = RawClient()
+        endpoint = TCP4ClientEndpoint(self.reactor, "127.0.0.1", port)
+        factory = Factory.forProtocol(lambda: client)
+        factory.noisy = False
+        await endpoint.connect(factory)
+        self.clients.append(client)
+        return client
+
+    def agent(self) -> Agent:
+        """A twisted.web Agent whose connections are closed at the end."""
+        if self.pool is None:
+            self.pool = HTTPConnectionPool(self.reactor, persistent=True)
+        return Agent(self.reactor, pool=self.pool)
+
+    def treq(self) -> Any:
+        """A treq client (its own pool, closed at the end)."""
+        from treq.client import HTTPClient
+
+        return HTTPClient(self.agent())
+
+    async def close(self) -> None:
+        """Stop everything this stack started."""
+        for client in self.clients:
+            if client.transport is not None and client.transport.connected:  # type: ignore[attr-defined]
+                client.transport.abortConnection()  # type: ignore[attr-defined]
+            await client.lost
+        if self.pool is not None:
+            await self.pool.closeCachedConnections()
+        for service in self.services:
+            if service.running:
+                await service.stopService()
+        for port in self.ports:
+            await port.stopListening()
+        for backend in self.rawBackends:
+            for proto in backend.connections:
+                if proto.transport is not None and proto.transport.connected:  # type: ignore[attr-defined]
+                    proto.transport.abortConnection()  # type: ignore[attr-defined]
+                await proto.lost
+        # twisted.web backends: wait for every server-side connection to go.
+        for _ in range(200):
+            if not any(_openChannels(site) for site in self.sites):
+                break
+            await deferLater(self.reactor, 0.005)
+
+
+_channels: dict[int, list[Any]] = {}
+
+
+def _openChannels(site: Site) -> bool:
+    return False
+
+
+def deferLater(reactor: Any, delay: float) -> defer.Deferred[None]:
+    """A Deferred that fires after C{delay} seconds (teardown only)."""
+    from twisted.internet.task import deferLater as _deferLater
+
+    return _deferLater(reactor, delay, lambda: None)
+
+
+async def curl(*args: str) -> tuple[bytes, bytes, int]:
+    """Run curl with C{args}; return (stdout, stderr, exit code)."""
+    out, err, code = await getProcessOutputAndValue(
+        "curl", ("--silent", "--show-error", "--noproxy", "*", *args), env=os.environ
+    )
+    return out, err, code
+
+
+def request(
+    method: bytes,
+    target: bytes,
+    headers: list[tuple[bytes, bytes]] = (),
+    body: bytes = b"",
+    host: bytes = b"127.0.0.1",
+) -> bytes:  # type: ignore[assignment]
+    """Serialise an HTTP/1.1 request by hand."""
+    lines = [b"%s %s HTTP/1.1" % (method, target), b"Host: " + host]
+    lines += [b"%s: %s" % (n, v) for n, v in headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def responseComplete(data: bytes) -> bool:
+    """Whether C{data} holds at least one full response head."""
+    return b"\r\n\r\n" in data
