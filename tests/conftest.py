@@ -8,15 +8,14 @@ a test that leaves a DelayedCall, a connection or a listening port behind fails.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import pytest_twisted
 from twisted.internet import task
 
 
-def _leftovers(
-    reactor: object, readers0: set[object], writers0: set[object]
-) -> list[str]:
+def _leftovers(reactor: Any, readers0: set[Any], writers0: set[Any]) -> list[str]:
     calls = [
         repr(c)
         for c in reactor.getDelayedCalls()  # type: ignore[attr-defined]

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from typing import Any, Protocol as TypingProtocol
+from typing import Any
+from typing import Protocol as TypingProtocol
 from urllib.parse import unquote_to_bytes
 
-from twisted import copyright
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -26,6 +26,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource
 from zope.interface import Attribute, Interface
 
+from twisted import copyright
 from twisted_proxy._twisted_internals import (
     BadRequestHook,
     pendingRequestLine,
@@ -81,7 +82,7 @@ class IAccessLog(TypingProtocol):
         """Log C{request}."""
 
 
-class StreamingRequest(server.Request):
+class StreamingRequest(server.Request):  # type: ignore[misc]
     """
     A request that hands its body on as it arrives.
 
@@ -91,6 +92,7 @@ class StreamingRequest(server.Request):
     """
 
     defaultContentType = None
+    channel: Any  # a ProxyChannel, or any HTTPChannel when embedded
     _log = Logger()
 
     def __init__(self, channel: HTTPChannel, queued: object = None) -> None:
@@ -304,6 +306,9 @@ class ProxyChannel(BadRequestHook, HTTPChannel):
     a way to drop the rest of a request that was answered early.
     """
 
+    transport: Any  # an ITCPTransport (or TLS) once connected
+    site: ProxySite
+
     maxHeaderBytes = 65536
     headerTimeout: float | None = 20.0
     abandoned = False
@@ -431,7 +436,7 @@ class ProxySite(server.Site):
     buffered access log, and a drain for graceful shutdown.
     """
 
-    requestFactory = StreamingRequest
+    requestFactory = StreamingRequest  # type: ignore[assignment]
     displayTracebacks = False
     noisy = False
     _log = Logger()
@@ -455,9 +460,9 @@ class ProxySite(server.Site):
         channel = ProxyChannel()
         channel.factory = self
         channel.site = self
-        channel.requestFactory = self.requestFactory
-        channel.callLater = self.reactor.callLater  # type: ignore[attr-defined]
-        channel.timeOut = self.timeOut
+        channel.requestFactory = self.requestFactory  # type: ignore[assignment]
+        channel.callLater = self.reactor.callLater  # type: ignore[method-assign, assignment, attr-defined]
+        channel.timeOut = self.timeOut  # type: ignore[assignment]
         channel.maxHeaderBytes = self.settings.max_header_bytes
         channel.headerTimeout = self.settings.header_timeout
         self.channels.add(channel)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -218,7 +218,7 @@ class Stack:
     async def proxy(
         self, toml: str, configDir: str | None = None, **values: Any
     ) -> ProxyService:
-        """Start a proxy from TOML text (C{{name}} placeholders filled from C{values})."""
+        """Start a proxy from TOML text, C{{name}} placeholders filled in."""
         text = textwrap.dedent(toml).format(**values)
         source = os.path.join(configDir or os.getcwd(), "test.toml")
         service = ProxyService(loadString(text, source), self.reactor)
@@ -260,7 +260,7 @@ class Stack:
             if service.running:
                 await service.stopService()
         for port in self.ports:
-            await port.stopListening()
+            await defer.maybeDeferred(port.stopListening)
         for backend in self.rawBackends:
             for proto in backend.connections:
                 if proto.transport is not None and proto.transport.connected:  # type: ignore[attr-defined]
@@ -298,10 +298,10 @@ async def curl(*args: str) -> tuple[bytes, bytes, int]:
 def request(
     method: bytes,
     target: bytes,
-    headers: list[tuple[bytes, bytes]] = (),
+    headers: Sequence[tuple[bytes, bytes]] = (),
     body: bytes = b"",
     host: bytes = b"127.0.0.1",
-) -> bytes:  # type: ignore[assignment]
+) -> bytes:
     """Serialise an HTTP/1.1 request by hand."""
     lines = [b"%s %s HTTP/1.1" % (method, target), b"Host: " + host]
     lines += [b"%s: %s" % (n, v) for n, v in headers]

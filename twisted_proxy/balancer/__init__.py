@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 class IBalancer(Interface):
     """Chooses balancer members for requests and hears how each exchange went."""
 
-    def pick(balancerName: str) -> MemberState | None:  # noqa: N805
+    def pick(balancerName: str) -> MemberState | None:
         """
         Return a member of the balancer for one request, counted busy; or C{None}.
 
@@ -26,7 +26,7 @@ class IBalancer(Interface):
         """
 
     def release(
-        member: MemberState,  # noqa: N805
+        member: MemberState,
         ok: bool,
         bytesIn: int = 0,
         bytesOut: int = 0,

@@ -21,7 +21,7 @@ __all__ = ["POLICIES", "ByRequests", "ILoadBalancingPolicy", "RoundRobin"]
 class ILoadBalancingPolicy(Interface):
     """A load-balancing method: picks one member among the candidates."""
 
-    def pick(members: Sequence[MemberState]) -> MemberState | None:  # noqa: N805
+    def pick(members: Sequence[MemberState]) -> MemberState | None:
         """
         Return the member to use, or C{None} when C{members} is empty.
 

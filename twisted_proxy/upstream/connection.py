@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from typing import Any
 from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred, succeed
@@ -68,6 +69,8 @@ class IResponseSink(TypingProtocol):
 class UpstreamConnection(Protocol):
     """One keep-alive HTTP/1.1 connection to a backend."""
 
+    transport: Any  # an ITCPTransport (or TLS) once connected
+
     _log = Logger()
 
     def __init__(self, pool: UpstreamPool, address: Address) -> None:
@@ -109,13 +112,14 @@ class UpstreamConnection(Protocol):
         self._lost = True
         self._cancelTimeout()
         self._pool._discard(self)
-        if self._sink is not None:
-            if not self._parser.noMoreData():
-                retryable = self.requestsSent > 1 and self._parser.bytesReceived == 0
-                detail = reason.getErrorMessage() if reason is not None else "closed"
-                self._fail(
-                    FAIL_RESET, f"backend closed the connection ({detail})", retryable
-                )
+        if self._sink is not None and not self._parser.noMoreData():
+            # Nothing of the response on a reused connection: the backend had
+            # closed it while idle, so the request never reached it.
+            retryable = self.requestsSent > 1 and self._parser.bytesReceived == 0
+            detail = reason.getErrorMessage() if reason is not None else "closed"
+            self._fail(
+                FAIL_RESET, f"backend closed the connection ({detail})", retryable
+            )
         for d in self._whenLost:
             d.callback(None)
         self._whenLost = []
@@ -300,7 +304,7 @@ class UpstreamPool:
         endpoint = self._endpoints.get(address)
         if endpoint is None:
             endpoint = self._endpoints[address] = self._endpointFactory(address)
-        d = endpoint.connect(_ConnectionFactory(self, address))
+        d: Deferred[Any] = endpoint.connect(_ConnectionFactory(self, address))
         self._connecting.add(d)
 
         def connected(conn: UpstreamConnection) -> None:
