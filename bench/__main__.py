@@ -40,7 +40,9 @@ from bench._procs import (
     ChildError,
     Children,
     RSSSampler,
+    busyShares,
     cpuSeconds,
+    cpuTimes,
     freePort,
     pinning,
     statusKb,
@@ -125,6 +127,7 @@ class Settings:
     rateMB: float
     targets: list[str]
     streamTargets: list[str]
+    rounds: int
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -204,18 +207,25 @@ class Bench:
             self._log(f"backend direct: wrk {s.baselineSeconds:.0f} s")
             direct = self._runWrk("wrk-backend", backendPort, s.baselineSeconds)
             rows["backend direct"] = {"wrk": direct.asDict()}
-            for name in s.targets:
-                rows[name] = self._proxyThroughput(name, backendPort)
+            rounds: dict[str, list[dict[str, Any]]] = {n: [] for n in s.targets}
+            for r in range(s.rounds):
+                for name in s.targets:
+                    tag = f"round{r + 1}" if s.rounds > 1 else ""
+                    rounds[name].append(self._proxyThroughput(name, backendPort, tag))
         finally:
             self._children.stop(backendChild)
+        for name, results in rounds.items():
+            rows[name] = _best(results)
         return rows
 
-    def _proxyThroughput(self, name: str, backendPort: int) -> dict[str, Any]:
+    def _proxyThroughput(self, name: str, backendPort: int, tag: str) -> dict[str, Any]:
         """Warm up and measure one proxy in front of the fast backend."""
         s = self._s
-        self._log(f"{name}: starting")
+        self._log(f"{name}: starting {tag}".rstrip())
         try:
-            child, port = self._startProxy(name, backendPort, "throughput")
+            child, port = self._startProxy(
+                name, backendPort, f"throughput{'-' + tag if tag else ''}"
+            )
         except ChildError as e:
             self._log(f"{name}: did not start; skipped")
             return {"error": str(e)}
@@ -227,11 +237,11 @@ class Bench:
             idleKb = statusKb(child.pid, "VmRSS")
             self._log(f"{name}: warm-up {s.warmup:.0f} s, then wrk {s.seconds:.0f} s")
             self._runWrk(f"wrk-{name}-warmup", port, s.warmup)
-            cpuBefore = cpuSeconds(child.pid)
+            cpuBefore, systemBefore = cpuSeconds(child.pid), cpuTimes()
             began = time.monotonic()
             result = self._runWrk(f"wrk-{name}", port, s.seconds)
             elapsed = time.monotonic() - began
-            cpuAfter = cpuSeconds(child.pid)
+            cpuAfter, systemAfter = cpuSeconds(child.pid), cpuTimes()
             peakKb = statusKb(child.pid, "VmHWM")
             if not child.alive():
                 return {"error": f"{name} died during the run:\n{child.tail()}"}
@@ -244,11 +254,19 @@ class Bench:
             "rss_idle_mb": _mb(idleKb),
             "rss_peak_mb": _mb(peakKb),
         }
+        busy = busyShares(systemBefore, systemAfter)
+        row["cpu_busy"] = {str(cpu): share for cpu, share in busy.items()}
         if cpuBefore is not None and cpuAfter is not None:
             cpu = cpuAfter - cpuBefore
             row["proxy_cpu_share"] = cpu / elapsed
             if result.requests:
                 row["proxy_cpu_us_per_request"] = cpu / result.requests * 1e6
+            if self._children.pinned and PROXY_CPU in busy:
+                # What else ran on the proxy's CPU: other work on this machine
+                # (a test run, a build) makes the figures unreliable.
+                row["proxy_cpu_other_share"] = max(
+                    0.0, busy[PROXY_CPU] - row["proxy_cpu_share"]
+                )
         return row
 
     def streaming(self) -> dict[str, Any]:
@@ -358,6 +376,7 @@ def summarise(report: dict[str, Any]) -> str:
         f"twisted-proxy benchmark ({'quick' if s['quick'] else 'full'}) "
         f"{report['started']}  commit {_shortCommit(report['commit'])}",
         f"pinning: {report['pinning']}",
+        f"load average before the run: {report['loadavg_before']}",
         "=" * 78,
         "",
         f"Throughput: wrk -t1 -c{s['connections']} --latency, {s['seconds']:.0f} s "
@@ -396,6 +415,16 @@ def summarise(report: dict[str, Any]) -> str:
         "  (CPU/req and CPU: the proxy process's CPU time per request and its share "
         "of one core)"
     )
+    for name, row in rows.items():
+        other = row.get("proxy_cpu_other_share")
+        if other is not None and other > 0.05:
+            lines.append(
+                f"  WARNING: other processes took {other:.0%} of CPU {PROXY_CPU} "
+                f"during the {name} run: its figures are unreliable"
+            )
+        if "rounds_rps" in row:
+            each = ", ".join(_fmt(r, ",.0f") for r in row["rounds_rps"])
+            lines.append(f"  {name}: req/s per round {each} (best shown)")
     streaming = report.get("streaming") or {}
     rssTarget = f"< {RSS_TARGET_MB:.0f} MB"
     for name, transfers in streaming.items():
@@ -404,7 +433,7 @@ def summarise(report: dict[str, Any]) -> str:
             f"Streaming through {name}: {s['transfer_bytes'] // MIB} MiB each way, "
             f"slow side reading at {s['rate_mb']:.0f} MB/s",
             "",
-            f"  {'':<6}{'received / expected':>26}{'bytes':>7}{'CRC':>5}"
+            f"  {'':<6}{'received':>13}   {'expected':<13}{'bytes':>7}{'CRC':>5}"
             f"{'MB/s':>8}{'peak RSS':>11}{rssTarget:>9}",
         ]
         for direction, t in transfers.items():
@@ -418,7 +447,7 @@ def summarise(report: dict[str, Any]) -> str:
             )
             received = t.get("received", -1)
             lines.append(
-                f"  {direction:<6}{received:>13,} / {t['size']:<11,}"
+                f"  {direction:<6}{received:>13,} / {t['size']:<13,}"
                 f"{'ok' if t.get('bytes_ok') else 'BAD':>7}"
                 f"{'ok' if t.get('crc_ok') else 'BAD':>5}"
                 f"{_fmt(t.get('mb_per_s'), '.0f'):>8}"
@@ -428,6 +457,22 @@ def summarise(report: dict[str, Any]) -> str:
                 lines.append(f"        error: {t['error'].splitlines()[0][:64]}")
     lines += ["", f"JSON: {report['json_path']}", f"logs: {report['log_dir']}", ""]
     return "\n".join(lines)
+
+
+def _best(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the most requests/s (the least disturbed), listing all."""
+    good = [r for r in results if "error" not in r]
+    if not good:
+        return results[-1]
+    best = max(good, key=lambda r: float(r["wrk"]["requestsPerSecond"]))
+    if len(results) == 1:
+        return best
+    return {
+        **best,
+        "rounds_rps": [
+            r["wrk"]["requestsPerSecond"] if r in good else None for r in results
+        ],
+    }
 
 
 def _ratios(rows: dict[str, Any]) -> dict[str, float | None] | None:
@@ -447,6 +492,14 @@ def _ratios(rows: dict[str, Any]) -> dict[str, float | None] | None:
             theirs.get("proxy_cpu_us_per_request"),
         ),
     }
+
+
+def _loadavg() -> str:
+    """The 1, 5 and 15-minute load averages, to spot a busy machine."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
 
 
 def _shortCommit(commit: str) -> str:
@@ -527,6 +580,12 @@ def _parseArgs(argv: list[str] | None) -> Settings:
         default=f"{TWISTED_PROXY},{BUILTIN}",
         help="proxies for the streaming part, comma-separated (or 'none')",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="measure each proxy this many times, alternating, and keep the best "
+        "(default 2, or 1 with --quick)",
+    )
     args = parser.parse_args(argv)
 
     def names(value: str) -> list[str]:
@@ -547,6 +606,7 @@ def _parseArgs(argv: list[str] | None) -> Settings:
         rateMB=args.rate,
         targets=names(args.targets),
         streamTargets=names(args.stream_targets),
+        rounds=max(1, args.rounds or (1 if quick else 2)),
     )
 
 
@@ -571,6 +631,7 @@ def main(argv: list[str] | None = None) -> int:
             "rate_mb": settings.rateMB,
             "targets": settings.targets,
             "stream_targets": settings.streamTargets,
+            "rounds": settings.rounds,
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -585,6 +646,7 @@ def main(argv: list[str] | None = None) -> int:
         "json_path": str(jsonPath),
         "log_dir": str(logDir),
     }
+    report["loadavg_before"] = _loadavg()
     began = time.monotonic()
     code = 0
     try:

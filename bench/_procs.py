@@ -89,6 +89,11 @@ class Children:
         self._children: list[Child] = []
         logDir.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def pinned(self) -> bool:
+        """Whether children are pinned to the CPUs asked for."""
+        return self._pin
+
     def __enter__(self) -> Children:
         return self
 
@@ -266,3 +271,36 @@ class RSSSampler:
     ) -> None:
         self._stop.set()
         self._thread.join(2.0)
+
+
+def cpuTimes() -> dict[int, tuple[float, float]]:
+    """Busy and total seconds so far for each CPU, from /proc/stat."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    times: dict[int, tuple[float, float]] = {}
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                name, _, rest = line.partition(" ")
+                if not name.startswith("cpu") or name == "cpu":
+                    continue
+                values = [int(v) for v in rest.split()]
+                idle = values[3] + (values[4] if len(values) > 4 else 0)
+                total = sum(values[:8])
+                times[int(name[3:])] = ((total - idle) / ticks, total / ticks)
+    except (OSError, ValueError):
+        return {}
+    return times
+
+
+def busyShares(
+    before: dict[int, tuple[float, float]], after: dict[int, tuple[float, float]]
+) -> dict[int, float]:
+    """How busy each CPU was between two L{cpuTimes} readings (0 to 1)."""
+    shares: dict[int, float] = {}
+    for cpu, (busyAfter, totalAfter) in after.items():
+        if cpu not in before:
+            continue
+        busyBefore, totalBefore = before[cpu]
+        if totalAfter > totalBefore:
+            shares[cpu] = (busyAfter - busyBefore) / (totalAfter - totalBefore)
+    return shares
