@@ -410,9 +410,11 @@ class ProxyExchange:
         self._connect(fresh=False)
 
     def _connect(self, fresh: bool) -> None:
-        self._connecting = self._context.pool.acquire(
+        attempt = self._context.pool.acquire(
             self._address, self._connected, self._connectFailed, fresh
         )
+        if attempt is not None and not attempt.called:
+            self._connecting = attempt
 
     def _connected(self, conn: UpstreamConnection, reused: bool) -> None:
         self._connecting = None

@@ -5,7 +5,7 @@ both ways with backpressure, through real listeners and real clients.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest_twisted
@@ -200,6 +200,10 @@ async def test_slowClientPausesBackend(stack: Stack) -> None:
     assert data.startswith(b"HTTP/1.1 200 OK\r\n")
 
 
+def _contains(needle: bytes) -> Callable[[bytes], bool]:
+    return lambda data: needle in data
+
+
 async def _turn() -> None:
     from twisted.internet import reactor  # noqa: TID251
     from twisted.internet.task import deferLater
@@ -270,7 +274,7 @@ async def test_serverSentEventsArriveOneByOne(stack: Stack) -> None:
     for n in range(3):
         event = b"data: event %d\n\n" % n
         conn.transport.write(b"%x\r\n%s\r\n" % (len(event), event))  # type: ignore[union-attr]
-        await client.waitFor(lambda d, e=event: e in d)
+        await client.waitFor(_contains(event))
     conn.transport.write(b"0\r\n\r\n")  # type: ignore[union-attr]
     await client.waitFor(lambda d: d.endswith(b"0\r\n\r\n"))
 

@@ -1,0 +1,235 @@
+"""The backend connection and its pool, on StringTransport and a Clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twisted_proxy.upstream.connection import (
+    FAIL_RESET,
+    FAIL_TIMEOUT,
+    Address,
+    UpstreamConnection,
+    UpstreamPool,
+)
+from twisted_proxy.upstream.parser import Headers
+
+ADDRESS: Address = ("http", "127.0.0.1", 9000)
+
+
+@implementer(IStreamClientEndpoint)
+class FakeEndpoint:
+    """Connects at once to a StringTransport, or fails if told to."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.connected: list[UpstreamConnection] = []
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        if self.fail:
+            return fail(Failure(ConnectionRefusedError()))
+        proto = factory.buildProtocol(None)
+        proto.makeConnection(StringTransport())
+        self.connected.append(proto)
+        return succeed(proto)
+
+
+class Sink:
+    """Records what a connection reports."""
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.headers: Headers = []
+        self.body = b""
+        self.finished = False
+        self.failed: tuple[str, str, bool] | None = None
+
+    def responseStarted(self, status: int, reason: bytes, headers: Headers) -> None:
+        self.status = status
+        self.headers = headers
+
+    def responseData(self, data: bytes) -> None:
+        self.body += data
+
+    def responseFinished(self) -> None:
+        self.finished = True
+
+    def responseFailed(self, kind: str, detail: str, retryable: bool) -> None:
+        self.failed = (kind, detail, retryable)
+
+
+def makePool(**kw: Any) -> tuple[UpstreamPool, FakeEndpoint, Clock]:
+    clock = Clock()
+    endpoint = FakeEndpoint()
+    pool = UpstreamPool(
+        None,  # type: ignore[arg-type]
+        clock,
+        endpointFactory=lambda address: endpoint,
+        **kw,
+    )
+    return pool, endpoint, clock
+
+
+def acquire(pool: UpstreamPool) -> tuple[UpstreamConnection, bool]:
+    got: list[tuple[UpstreamConnection, bool]] = []
+    pool.acquire(ADDRESS, lambda c, r: got.append((c, r)), lambda f: None)
+    return got[0]
+
+
+def test_requestAndResponseThenPooled() -> None:
+    """The head goes out; the response comes back; the connection is kept idle."""
+    pool, _endpoint, clock = makePool()
+    conn, reused = acquire(pool)
+    assert not reused
+    sink = Sink()
+    conn.sendRequest(
+        b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", b"GET", sink, 5.0, False, True
+    )
+    assert conn.transport.value() == b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+    conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert (sink.status, sink.body, sink.finished) == (200, b"ok", True)
+    assert pool.idleCount(ADDRESS) == 1
+    again, reused = acquire(pool)
+    assert again is conn
+    assert reused
+    assert clock.getDelayedCalls() == []
+
+
+def test_chunkedRequestBody() -> None:
+    """A body of unknown length is sent chunked and terminated."""
+    pool, _endpoint, _clock = makePool()
+    conn, _ = acquire(pool)
+    conn.sendRequest(b"POST / HTTP/1.1\r\n\r\n", b"POST", Sink(), 5.0, True, False)
+    conn.transport.clear()
+    conn.writeBody(b"hello")
+    conn.finishBody()
+    assert conn.transport.value() == b"5\r\nhello\r\n0\r\n\r\n"
+    conn.abort()
+
+
+def test_idleConnectionExpires() -> None:
+    """An idle connection is closed after the pool's time-to-live."""
+    pool, _endpoint, clock = makePool(idleTTL=30.0)
+    conn, _ = acquire(pool)
+    conn.sendRequest(b"GET / HTTP/1.1\r\n\r\n", b"GET", Sink(), 5.0, False, True)
+    conn.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+    clock.advance(29)
+    assert pool.idleCount(ADDRESS) == 1
+    clock.advance(1)
+    assert pool.idleCount(ADDRESS) == 0
+    assert conn.transport.disconnecting
+
+
+def test_idleLimit() -> None:
+    """Beyond maxIdle, a finished connection is closed instead of kept."""
+    pool, _endpoint, _clock = makePool(maxIdle=1)
+    a, _ = acquire(pool)
+    b, _ = acquire(pool)
+    for conn in (a, b):
+        conn.sendRequest(b"GET / HTTP/1.1\r\n\r\n", b"GET", Sink(), 5.0, False, True)
+    a.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+    b.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert pool.idleCount(ADDRESS) == 1
+    assert b.transport.disconnecting
+    assert not a.transport.disconnecting
+    a.abort()
+
+
+def test_connectionCloseNotPooled() -> None:
+    """A response saying Connection: close is not followed by reuse."""
+    pool, _endpoint, _clock = makePool()
+    conn, _ = acquire(pool)
+    conn.sendRequest(b"GET / HTTP/1.1\r\n\r\n", b"GET", Sink(), 5.0, False, True)
+    conn.dataReceived(
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert pool.idleCount(ADDRESS) == 0
+    assert conn.transport.disconnecting
+
+
+def test_responseTimeout() -> None:
+    """No answer within the timeout: the sink hears 'timeout' and the link is cut."""
+    pool, _endpoint, clock = makePool()
+    conn, _ = acquire(pool)
+    sink = Sink()
+    conn.sendRequest(b"GET / HTTP/1.1\r\n\r\n", b"GET", sink, 10.0, False, True)
+    clock.advance(9)
+    conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab")
+    clock.advance(9)
+    assert sink.failed is None
+    clock.advance(1)
+    assert sink.failed is not None
+    assert sink.failed[0] == FAIL_TIMEOUT
+    assert conn.transport.disconnected
+
+
+def test_pausedBySlowClientStopsTheClock() -> None:
+    """While the client cannot take more, the backend's silence is not a timeout."""
+    pool, _endpoint, clock = makePool()
+    conn, _ = acquire(pool)
+    sink = Sink()
+    conn.sendRequest(b"GET / HTTP/1.1\r\n\r\n", b"GET", sink, 10.0, False, True)
+    conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab")
+    conn.pauseProducing()
+    assert conn.transport.producerState == "paused"
+    clock.advance(100)
+    assert sink.failed is None
+    conn.resumeProducing()
+    conn.dataReceived(b"cde")
+    assert sink.finished
+    assert sink.body == b"abcde"
+
+
+def test_staleReusedConnectionIsRetryable() -> None:
+    """A reused connection closed before any response byte is reported retryable."""
+    pool, _endpoint, _clock = makePool()
+    conn, _ = acquire(pool)
+    conn.sendRequest(b"GET / HTTP/1.1\r\n\r\n", b"GET", Sink(), 5.0, False, True)
+    conn.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+    again, _reused = acquire(pool)
+    sink = Sink()
+    again.sendRequest(b"GET / HTTP/1.1\r\n\r\n", b"GET", sink, 5.0, False, True)
+    again.connectionLost(Failure(ConnectionDone()))
+    assert sink.failed is not None
+    assert sink.failed[0] == FAIL_RESET
+    assert sink.failed[2] is True
+
+
+def test_firstRequestResetIsNotRetryable() -> None:
+    """A fresh connection that dies is a real failure, not a stale one."""
+    pool, _endpoint, _clock = makePool()
+    conn, _ = acquire(pool)
+    sink = Sink()
+    conn.sendRequest(b"GET / HTTP/1.1\r\n\r\n", b"GET", sink, 5.0, False, True)
+    conn.connectionLost(Failure(ConnectionDone()))
+    assert sink.failed is not None
+    assert sink.failed[2] is False
+
+
+def test_connectFailureReported() -> None:
+    """A refused connection reaches the failure callback."""
+    pool, endpoint, _clock = makePool()
+    endpoint.fail = True
+    failures: list[Failure] = []
+    pool.acquire(ADDRESS, lambda c, r: None, failures.append)
+    assert failures
+    assert failures[0].check(ConnectionRefusedError)
+
+
+def test_garbageFromBackendIsProtocolError() -> None:
+    """A response that is not HTTP fails the exchange and drops the connection."""
+    pool, _endpoint, _clock = makePool()
+    conn, _ = acquire(pool)
+    sink = Sink()
+    conn.sendRequest(b"GET / HTTP/1.1\r\n\r\n", b"GET", sink, 5.0, False, True)
+    conn.dataReceived(b"SSH-2.0-OpenSSH\r\n\r\n")
+    assert sink.failed is not None
+    assert sink.failed[0] == "protocol"
+    assert conn.transport.disconnected
