@@ -15,8 +15,13 @@ $(STAMP): pyproject.toml setup.cfg
 	$(PY) -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
 	touch $(STAMP)
 
+# The demo: two backends on 127.0.0.1:9001/9002 and the proxy on :8080 in
+# front of them. Ctrl-C stops all three.
 run: $(STAMP)
-	$(PY) -m twisted_proxy.demo etc/twisted-proxy.toml
+	@$(PY) -m twisted_proxy.demo 9001 9002 & demo=$$!; \
+	trap 'kill $$demo 2>/dev/null' EXIT INT TERM; \
+	echo "try: curl -s http://127.0.0.1:8080/"; \
+	$(VENV)/bin/twistd -n --pidfile= proxy --config etc/twisted-proxy.toml
 
 test: lint typecheck pytest
 

@@ -8,4 +8,15 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from twisted_proxy.http_proxy import ProxyContext, ReverseProxyResource
+from twisted_proxy.service import ProxyService
+from twisted_proxy.site import ProxySite, StreamingRequest
+
+__all__ = [
+    "ProxyContext",
+    "ProxyService",
+    "ProxySite",
+    "ReverseProxyResource",
+    "StreamingRequest",
+    "__version__",
+]
