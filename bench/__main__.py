@@ -19,15 +19,17 @@ from __future__ import annotations
 import argparse
 import datetime
 import http.client
+import io
 import json
 import os
 import platform
+import pstats
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -52,6 +54,7 @@ from bench._procs import (
 from bench.wrk import WrkError, WrkResult, ensureWrk, parseWrk, wrkCommand
 
 RESULTS = ROOT / "bench" / "results"
+PROFILE = RESULTS / "twisted-proxy.pstats"
 PROXY_CPU = 0
 LOAD_CPU = 1
 GIB = 1 << 30
@@ -83,14 +86,25 @@ def twistedProxyConfig(port: int, backendPort: int) -> str:
     )
 
 
-def twistedProxyCommand(workDir: Path, port: int, backendPort: int) -> list[str]:
+def twistedProxyCommand(
+    workDir: Path, port: int, backendPort: int, twistdOptions: Sequence[str] = ()
+) -> list[str]:
     """Write a config into C{workDir}; the command that runs twisted-proxy with it.
 
     This is the one place to change if the way twisted-proxy is started changes.
+    C{twistdOptions} go before the plugin name (C{--profile=...}, for instance).
     """
     config = workDir / f"twisted-proxy-{port}.toml"
     config.write_text(twistedProxyConfig(port, backendPort))
-    return [str(twistd()), "-n", "--pidfile=", "proxy", "--config", str(config)]
+    return [
+        str(twistd()),
+        "-n",
+        "--pidfile=",
+        *twistdOptions,
+        "proxy",
+        "--config",
+        str(config),
+    ]
 
 
 def builtinProxyCommand(workDir: Path, port: int, backendPort: int) -> list[str]:
@@ -128,6 +142,7 @@ class Settings:
     targets: list[str]
     streamTargets: list[str]
     rounds: int
+    profile: bool
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -156,6 +171,22 @@ def _checkProxy(port: int) -> str | None:
     return None
 
 
+def _backendStats(port: int) -> dict[str, int] | None:
+    """The counters of the fast backend (see L{bench.backend.Counters})."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", "/__bench_stats")
+        stats = json.loads(connection.getresponse().read())
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+    finally:
+        connection.close()
+    return {
+        "connections": int(stats["connections"]),
+        "requests": int(stats["requests"]),
+    }
+
+
 class Bench:
     """Runs the parts of the benchmark and collects their results."""
 
@@ -181,7 +212,11 @@ class Bench:
     def _startProxy(self, name: str, backendPort: int, tag: str) -> tuple[Child, int]:
         """Start a proxy on the proxy CPU and wait until it accepts connections."""
         port = freePort()
-        argv = PROXIES[name](self._workDir, port, backendPort)
+        if name == TWISTED_PROXY and self._s.profile and tag.startswith("throughput"):
+            options = [f"--profile={PROFILE}", "--profiler=cprofile", "--savestats"]
+            argv = twistedProxyCommand(self._workDir, port, backendPort, options)
+        else:
+            argv = PROXIES[name](self._workDir, port, backendPort)
         logName = f"{name.replace('.', '_')}-{tag}"
         child = self._children.start(logName, argv, cpu=PROXY_CPU, cwd=self._workDir)
         waitForListener(child, port)
@@ -236,12 +271,15 @@ class Bench:
                 return {"error": problem, "log": child.tail()}
             idleKb = statusKb(child.pid, "VmRSS")
             self._log(f"{name}: warm-up {s.warmup:.0f} s, then wrk {s.seconds:.0f} s")
-            self._runWrk(f"wrk-{name}-warmup", port, s.warmup)
+            wrkLog = f"wrk-{name}{'-' + tag if tag else ''}"
+            self._runWrk(f"{wrkLog}-warmup", port, s.warmup)
+            statsBefore = _backendStats(backendPort)
             cpuBefore, systemBefore = cpuSeconds(child.pid), cpuTimes()
             began = time.monotonic()
-            result = self._runWrk(f"wrk-{name}", port, s.seconds)
+            result = self._runWrk(wrkLog, port, s.seconds)
             elapsed = time.monotonic() - began
             cpuAfter, systemAfter = cpuSeconds(child.pid), cpuTimes()
+            statsAfter = _backendStats(backendPort)
             peakKb = statusKb(child.pid, "VmHWM")
             if not child.alive():
                 return {"error": f"{name} died during the run:\n{child.tail()}"}
@@ -254,6 +292,13 @@ class Bench:
             "rss_idle_mb": _mb(idleKb),
             "rss_peak_mb": _mb(peakKb),
         }
+        if statsBefore and statsAfter:
+            # Upstream connections the proxy opened while measured: a proxy that
+            # keeps its connections alive opens few.
+            row["upstream_connections"] = (
+                statsAfter["connections"] - statsBefore["connections"]
+            )
+            row["backend_requests"] = statsAfter["requests"] - statsBefore["requests"]
         busy = busyShares(systemBefore, systemAfter)
         row["cpu_busy"] = {str(cpu): share for cpu, share in busy.items()}
         if cpuBefore is not None and cpuAfter is not None:
@@ -383,7 +428,7 @@ def summarise(report: dict[str, Any]) -> str:
         f"after a {s['warmup']:.0f} s warm-up (backend direct: {s['baseline']:.0f} s)",
         "",
         f"  {'':<20}{'req/s':>10}{'p50':>10}{'p99':>10}{'peak RSS':>11}"
-        f"{'CPU/req':>10}{'CPU':>6}{'errors':>8}",
+        f"{'CPU/req':>10}{'CPU':>6}{'errors':>8}{'conns':>8}",
     ]
     rows = report["throughput"]
     for name, row in rows.items():
@@ -398,7 +443,10 @@ def summarise(report: dict[str, Any]) -> str:
             f"{_fmt(row.get('rss_peak_mb'), '.1f', ' MB'):>11}"
             f"{_fmt(row.get('proxy_cpu_us_per_request'), '.0f', ' µs'):>10}"
             f"{_fmt(row.get('proxy_cpu_share'), '.0%'):>6}{w['errors']:>8}"
+            f"{_fmt(row.get('upstream_connections'), ',d'):>8}"
         )
+    if s.get("profile"):
+        lines.append(f"  NOTE: {TWISTED_PROXY} ran under cProfile: its figures are low")
     ratios = report.get("ratios")
     if ratios:
         cells = [
@@ -412,8 +460,8 @@ def summarise(report: dict[str, Any]) -> str:
         verdict = "PASS" if ratios["rps"] and ratios["rps"] >= RPS_TARGET else "FAIL"
         lines.append(f"  req/s target >= {RPS_TARGET}x the built-in proxy: {verdict}")
     lines.append(
-        "  (CPU/req and CPU: the proxy process's CPU time per request and its share "
-        "of one core)"
+        "  (CPU/req, CPU: the proxy's CPU time per request and its share of one core;"
+        "\n   conns: connections it opened to the backend while measured)"
     )
     for name, row in rows.items():
         other = row.get("proxy_cpu_other_share")
@@ -492,6 +540,15 @@ def _ratios(rows: dict[str, Any]) -> dict[str, float | None] | None:
             theirs.get("proxy_cpu_us_per_request"),
         ),
     }
+
+
+def _profileSummary(path: Path, top: int = 30) -> str:
+    """The functions twisted-proxy spent most time in, from twistd's cProfile."""
+    out = io.StringIO()
+    stats = pstats.Stats(str(path), stream=out)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    return "\ntwisted-proxy under cProfile (throughput part):\n" + out.getvalue()
 
 
 def _loadavg() -> str:
@@ -586,6 +643,13 @@ def _parseArgs(argv: list[str] | None) -> Settings:
         help="measure each proxy this many times, alternating, and keep the best "
         "(default 2, or 1 with --quick)",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="run twisted-proxy under cProfile in the throughput part (its figures "
+        f"are then slower than real) and print where its time goes; stats in "
+        f"{PROFILE.relative_to(ROOT)}",
+    )
     args = parser.parse_args(argv)
 
     def names(value: str) -> list[str]:
@@ -606,7 +670,8 @@ def _parseArgs(argv: list[str] | None) -> Settings:
         rateMB=args.rate,
         targets=names(args.targets),
         streamTargets=names(args.stream_targets),
-        rounds=max(1, args.rounds or (1 if quick else 2)),
+        rounds=1 if args.profile else max(1, args.rounds or (1 if quick else 2)),
+        profile=bool(args.profile),
     )
 
 
@@ -632,6 +697,7 @@ def main(argv: list[str] | None = None) -> int:
             "targets": settings.targets,
             "stream_targets": settings.streamTargets,
             "rounds": settings.rounds,
+            "profile": settings.profile,
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -649,6 +715,8 @@ def main(argv: list[str] | None = None) -> int:
     report["loadavg_before"] = _loadavg()
     began = time.monotonic()
     code = 0
+    for stale in [*logDir.glob("*.log"), PROFILE]:
+        stale.unlink(missing_ok=True)
     try:
         with (
             tempfile.TemporaryDirectory(prefix="twisted-proxy-bench-") as tmp,
@@ -669,6 +737,8 @@ def main(argv: list[str] | None = None) -> int:
     report["verdicts"] = _verdicts(report)
     RESULTS.mkdir(parents=True, exist_ok=True)
     jsonPath.write_text(json.dumps(report, indent=2) + "\n")
+    if settings.profile and PROFILE.exists():
+        print(_profileSummary(PROFILE))
     if "throughput" in report:
         print(summarise(report))
     print(f"bench: done in {report['seconds']:.0f} s")

@@ -12,12 +12,18 @@ Run as ``python -m bench.backend --port-file PATH [--lifetime SECONDS]``.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.interfaces import IReactorTCP, IReactorTime, ITransport
+from twisted.internet.interfaces import (
+    IAddress,
+    IReactorTCP,
+    IReactorTime,
+    ITransport,
+)
 from twisted.internet.protocol import Protocol, ServerFactory
 
 BODY = b"Hello, world!\n"
@@ -30,6 +36,7 @@ RESPONSE = (
 BAD_REQUEST = (
     b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 )
+STATS_REQUEST = b"GET /__bench_stats "
 _MAX_HEAD = 64 * 1024
 
 
@@ -65,18 +72,42 @@ def _contentLength(head: bytes) -> int | None:
         return None
 
 
+class Counters:
+    """What the backend has served so far, for the benchmark to read back."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.requests = 0
+
+    def response(self) -> bytes:
+        """A response giving the counters as JSON."""
+        body = json.dumps(
+            {"connections": self.connections, "requests": self.requests}
+        ).encode()
+        return (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+
+
 class FastHTTPProtocol(Protocol):
-    """Answer each pipelined or keep-alive request with L{RESPONSE}."""
+    """Answer each pipelined or keep-alive request with L{RESPONSE}.
+
+    C{GET /__bench_stats} answers with the L{Counters} instead (and is not
+    counted), so the benchmark can tell how many connections a proxy opened.
+    """
 
     _transport: ITransport
 
-    def __init__(self) -> None:
+    def __init__(self, counters: Counters) -> None:
+        self._counters = counters
         self._buffer = b""
         self._skip = 0
 
     def makeConnection(self, transport: ITransport) -> None:
         """Keep a non-optional reference to the transport for the hot path."""
         self._transport = transport
+        self._counters.connections += 1
         super().makeConnection(transport)
 
     def dataReceived(self, data: bytes) -> None:
@@ -106,7 +137,13 @@ class FastHTTPProtocol(Protocol):
                 taken = min(length, len(buffer))
                 buffer = buffer[taken:]
                 self._skip = length - taken
-            replies += 1
+            if head.startswith(STATS_REQUEST):
+                self._flush(replies)
+                replies = 0
+                self._counters.connections -= 1
+                self._transport.write(self._counters.response())
+            else:
+                replies += 1
             if _wantsClose(head):
                 self._flush(replies)
                 self._transport.loseConnection()
@@ -123,10 +160,26 @@ class FastHTTPProtocol(Protocol):
 
     def _flush(self, replies: int) -> None:
         """Write C{replies} responses in one go."""
+        self._counters.requests += replies
         if replies == 1:
             self._transport.write(RESPONSE)
         elif replies:
             self._transport.write(RESPONSE * replies)
+
+
+class FastHTTPFactory(ServerFactory):
+    """Build L{FastHTTPProtocol}s sharing one set of L{Counters}."""
+
+    noisy = False
+
+    def __init__(self) -> None:
+        self.counters = Counters()
+
+    def buildProtocol(self, addr: IAddress | None) -> FastHTTPProtocol:
+        """A protocol counting into this factory's counters."""
+        protocol = FastHTTPProtocol(self.counters)
+        protocol.factory = self
+        return protocol
 
 
 def serve(
@@ -137,9 +190,7 @@ def serve(
     lifetime: float,
 ) -> None:
     """Listen on 127.0.0.1, announce the port in C{portFile}, stop after C{lifetime}."""
-    factory: ServerFactory = ServerFactory()
-    factory.protocol = FastHTTPProtocol
-    factory.noisy = False
+    factory = FastHTTPFactory()
     port = tcp.listenTCP(0, factory, backlog=1024, interface="127.0.0.1")
     tmp = portFile.with_suffix(".tmp")
     address = port.getHost()
