@@ -61,6 +61,8 @@ GIB = 1 << 30
 MIB = 1 << 20
 RPS_TARGET = 2.5
 RSS_TARGET_MB = 100.0
+# Share of the proxy's CPU taken by other processes above which figures are suspect.
+CONTENTION = 0.05
 TWISTED_PROXY = "twisted-proxy"
 BUILTIN = "twisted.web.proxy"
 
@@ -458,14 +460,22 @@ def summarise(report: dict[str, Any]) -> str:
             f"{cells[3]:>11}{cells[4]:>10}"
         )
         verdict = "PASS" if ratios["rps"] and ratios["rps"] >= RPS_TARGET else "FAIL"
+        if report.get("contended"):
+            verdict += " (unreliable: CPU 0 was shared, see below)"
         lines.append(f"  req/s target >= {RPS_TARGET}x the built-in proxy: {verdict}")
+        cpuRatio = ratios.get("cpu_per_request")
+        if cpuRatio:
+            lines.append(
+                f"  requests per CPU-second (steadier on a busy machine): "
+                f"{1 / cpuRatio:.2f}x the built-in proxy"
+            )
     lines.append(
         "  (CPU/req, CPU: the proxy's CPU time per request and its share of one core;"
         "\n   conns: connections it opened to the backend while measured)"
     )
     for name, row in rows.items():
         other = row.get("proxy_cpu_other_share")
-        if other is not None and other > 0.05:
+        if other is not None and other > CONTENTION:
             lines.append(
                 f"  WARNING: other processes took {other:.0%} of CPU {PROXY_CPU} "
                 f"during the {name} run: its figures are unreliable"
@@ -610,7 +620,9 @@ def _commit() -> str:
 def _parseArgs(argv: list[str] | None) -> Settings:
     """The settings from the command line."""
     parser = argparse.ArgumentParser(
-        prog="python -m bench", description=__doc__.split("\n\n")[0]
+        prog="python -m bench",
+        description=__doc__.split("\n\n")[0],
+        allow_abbrev=False,
     )
     parser.add_argument(
         "--quick",
@@ -734,6 +746,10 @@ def main(argv: list[str] | None = None) -> int:
         report["error"] = str(e)
         code = 1
     report["seconds"] = time.monotonic() - began
+    report["contended"] = any(
+        (row.get("proxy_cpu_other_share") or 0) > CONTENTION
+        for row in (report.get("throughput") or {}).values()
+    )
     report["verdicts"] = _verdicts(report)
     RESULTS.mkdir(parents=True, exist_ok=True)
     jsonPath.write_text(json.dumps(report, indent=2) + "\n")

@@ -3,10 +3,11 @@
 A raw Twisted ``Protocol`` that answers every request with the same small ``200``
 response. It parses no more than it must (the end of the header block, whether to
 close, and a ``Content-Length`` body to skip) so that it is never the bottleneck.
-It listens on 127.0.0.1 only, writes its port to ``--port-file`` once listening and
-stops by itself after ``--lifetime`` seconds.
+It listens on 127.0.0.1 only (``--port``, any free one by default), writes the
+port to ``--port-file`` once listening and stops by itself after ``--lifetime``
+seconds.
 
-Run as ``python -m bench.backend --port-file PATH [--lifetime SECONDS]``.
+Run as ``python -m bench.backend [--port N] [--port-file PATH] [--lifetime S]``.
 """
 
 from __future__ import annotations
@@ -186,24 +187,28 @@ def serve(
     tcp: IReactorTCP,
     clock: IReactorTime,
     stop: Callable[[], None],
-    portFile: Path,
+    port: int,
+    portFile: Path | None,
     lifetime: float,
 ) -> None:
-    """Listen on 127.0.0.1, announce the port in C{portFile}, stop after C{lifetime}."""
+    """Listen on 127.0.0.1:C{port}, write the port to C{portFile}, stop in time."""
     factory = FastHTTPFactory()
-    port = tcp.listenTCP(0, factory, backlog=1024, interface="127.0.0.1")
-    tmp = portFile.with_suffix(".tmp")
-    address = port.getHost()
+    listening = tcp.listenTCP(port, factory, backlog=1024, interface="127.0.0.1")
+    address = listening.getHost()
     assert isinstance(address, IPv4Address)
-    tmp.write_text(str(address.port))
-    tmp.replace(portFile)
+    print(f"bench.backend listening on 127.0.0.1:{address.port}", flush=True)
+    if portFile is not None:
+        tmp = portFile.with_suffix(".tmp")
+        tmp.write_text(str(address.port))
+        tmp.replace(portFile)
     clock.callLater(lifetime, stop)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the backend until its lifetime is over or it is terminated."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port-file", type=Path, required=True)
+    parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
+    parser.add_argument("--port", type=int, default=0, help="default: any free port")
+    parser.add_argument("--port-file", type=Path, help="where to write the port")
     parser.add_argument("--lifetime", type=float, default=600.0)
     args = parser.parse_args(argv)
     from twisted.internet import epollreactor
@@ -211,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     epollreactor.install()
     from twisted.internet import reactor  # noqa: TID251 (entry point)
 
-    serve(reactor, reactor, reactor.stop, args.port_file, args.lifetime)
+    serve(reactor, reactor, reactor.stop, args.port, args.port_file, args.lifetime)
     reactor.run()  # type: ignore[attr-defined]
     return 0
 

@@ -405,15 +405,15 @@ def download(port: int, size: int, rate: float, timeout: float) -> dict[str, Any
 
 def main(argv: list[str] | None = None) -> int:
     """Run one of the peers; see the module docstring."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
-    pServe = sub.add_parser("serve")
+    pServe = sub.add_parser("serve", allow_abbrev=False)
     pServe.add_argument("--port-file", type=Path, required=True)
     pServe.add_argument("--size", type=int, required=True)
     pServe.add_argument("--rate", type=float, required=True, help="MB/s")
     pServe.add_argument("--lifetime", type=float, default=300.0)
     for name in ("upload", "download"):
-        p = sub.add_parser(name)
+        p = sub.add_parser(name, allow_abbrev=False)
         p.add_argument("--port", type=int, required=True)
         p.add_argument("--size", type=int, required=True)
         p.add_argument("--result-file", type=Path, required=True)

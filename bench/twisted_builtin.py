@@ -37,7 +37,7 @@ class QuietSite(Site):
 
 def main(argv: list[str] | None = None) -> int:
     """Serve the built-in reverse proxy until the lifetime is over or terminated."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--backend-port", type=int, required=True)
     parser.add_argument("--lifetime", type=float, default=600.0)
