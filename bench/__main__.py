@@ -386,12 +386,16 @@ class Bench:
         if direction == "down":
             argv += ["--rate", str(self._s.rateMB)]
         idleKb = statusKb(proxy.pid, "VmRSS")
+        cpuBefore, systemBefore = cpuSeconds(proxy.pid), cpuTimes()
+        began = time.monotonic()
         with RSSSampler(proxy.pid) as sampler:
             try:
                 self._children.run(f"bigpeers-{command}", argv, LOAD_CPU, timeout + 15)
             except ChildError as e:
                 return {"error": str(e), "log": proxy.tail()}
         peakKb = statusKb(proxy.pid, "VmHWM")
+        elapsed = time.monotonic() - began
+        cpuAfter, systemAfter = cpuSeconds(proxy.pid), cpuTimes()
         try:
             result: dict[str, Any] = json.loads(resultFile.read_text())
         except (OSError, ValueError) as e:
@@ -399,6 +403,14 @@ class Bench:
         result["rss_idle_mb"] = _mb(idleKb)
         result["rss_peak_mb"] = _mb(peakKb)
         result["rss_peak_sampled_mb"] = _mb(sampler.peakKb)
+        busy = busyShares(systemBefore, systemAfter)
+        result["cpu_busy"] = {str(cpu): share for cpu, share in busy.items()}
+        if cpuBefore is not None and cpuAfter is not None and elapsed > 0:
+            result["proxy_cpu_share"] = (cpuAfter - cpuBefore) / elapsed
+            if self._children.pinned and PROXY_CPU in busy:
+                result["proxy_cpu_other_share"] = max(
+                    0.0, busy[PROXY_CPU] - result["proxy_cpu_share"]
+                )
         if not proxy.alive():
             result["error"] = f"proxy died:\n{proxy.tail()}"
         return result
@@ -481,8 +493,14 @@ def summarise(report: dict[str, Any]) -> str:
                 f"during the {name} run: its figures are unreliable"
             )
         if "rounds_rps" in row:
-            each = ", ".join(_fmt(r, ",.0f") for r in row["rounds_rps"])
-            lines.append(f"  {name}: req/s per round {each} (best shown)")
+            each = ", ".join(
+                _fmt(r, ",.0f")
+                + (f" ({o:.0%} CPU taken)" if o is not None and o > CONTENTION else "")
+                for r, o in zip(row["rounds_rps"], row["rounds_other_cpu"], strict=True)
+            )
+            lines.append(
+                f"  {name}: req/s per round {each}; best shown, quiet rounds first"
+            )
     streaming = report.get("streaming") or {}
     rssTarget = f"< {RSS_TARGET_MB:.0f} MB"
     for name, transfers in streaming.items():
@@ -492,7 +510,7 @@ def summarise(report: dict[str, Any]) -> str:
             f"slow side reading at {s['rate_mb']:.0f} MB/s",
             "",
             f"  {'':<6}{'received':>13}   {'expected':<13}{'bytes':>7}{'CRC':>5}"
-            f"{'MB/s':>8}{'peak RSS':>11}{rssTarget:>9}",
+            f"{'MB/s':>8}{'peak RSS':>11}{rssTarget:>9}{'CPU':>6}",
         ]
         for direction, t in transfers.items():
             if "rss_peak_mb" not in t and "error" in t:
@@ -510,7 +528,14 @@ def summarise(report: dict[str, Any]) -> str:
                 f"{'ok' if t.get('crc_ok') else 'BAD':>5}"
                 f"{_fmt(t.get('mb_per_s'), '.0f'):>8}"
                 f"{_fmt(peak, '.1f', ' MB'):>11}{verdict:>9}"
+                f"{_fmt(t.get('proxy_cpu_share'), '.0%'):>6}"
             )
+            other = t.get("proxy_cpu_other_share")
+            if other is not None and other > CONTENTION:
+                lines.append(
+                    f"        WARNING: other processes took {other:.0%} of CPU "
+                    f"{PROXY_CPU} meanwhile"
+                )
             if "error" in t:
                 lines.append(f"        error: {t['error'].splitlines()[0][:64]}")
     lines += ["", f"JSON: {report['json_path']}", f"logs: {report['log_dir']}", ""]
@@ -518,11 +543,12 @@ def summarise(report: dict[str, Any]) -> str:
 
 
 def _best(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The round with the most requests/s (the least disturbed), listing all."""
+    """The round with the most requests/s among the least disturbed; lists all."""
     good = [r for r in results if "error" not in r]
     if not good:
         return results[-1]
-    best = max(good, key=lambda r: float(r["wrk"]["requestsPerSecond"]))
+    quiet = [r for r in good if (r.get("proxy_cpu_other_share") or 0) <= CONTENTION]
+    best = max(quiet or good, key=lambda r: float(r["wrk"]["requestsPerSecond"]))
     if len(results) == 1:
         return best
     return {
@@ -530,6 +556,7 @@ def _best(results: list[dict[str, Any]]) -> dict[str, Any]:
         "rounds_rps": [
             r["wrk"]["requestsPerSecond"] if r in good else None for r in results
         ],
+        "rounds_other_cpu": [r.get("proxy_cpu_other_share") for r in results],
     }
 
 
