@@ -43,4 +43,8 @@ def cleanReactor() -> Iterator[None]:
         if not left:
             return
         pytest_twisted.blockon(task.deferLater(reactor, 0.01, lambda: None))
+    # Clean up, so that the tests after this one are judged on their own.
+    for call in reactor.getDelayedCalls():  # type: ignore[attr-defined]
+        if call.active():
+            call.cancel()
     pytest.fail("test left the reactor dirty:\n  " + "\n  ".join(left))

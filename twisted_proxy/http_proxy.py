@@ -29,7 +29,12 @@ from twisted_proxy.config.model import Balancer, ProxySettings, Route, Target
 from twisted_proxy.headers import ClientInfo, RequestHeaderRewriter
 from twisted_proxy.reverse import ReverseRewriter, routePrefixes
 from twisted_proxy.routing import upstreamTarget
-from twisted_proxy.site import IStreamingResource, StreamingRequest, errorHeaders
+from twisted_proxy.site import (
+    IStreamingResource,
+    ProxyChannel,
+    StreamingRequest,
+    errorHeaders,
+)
 from twisted_proxy.upstream.connection import (
     FAIL_CONNECT,
     FAIL_TIMEOUT,
@@ -274,6 +279,28 @@ class ReverseProxyResource(Resource):
         return exchange
 
 
+def _scheme(request: Any) -> str:
+    """The scheme the client used: asked of the channel once per connection."""
+    channel = request.channel
+    scheme: str | None = getattr(channel, "scheme", None)
+    if scheme is None:
+        scheme = "https" if request.isSecure() else "http"
+        if isinstance(channel, ProxyChannel):
+            channel.scheme = scheme
+    return scheme
+
+
+def _listenerPort(request: Any) -> int:
+    """The port the client connected to (for X-Forwarded-Port), once per connection."""
+    channel = request.channel
+    port: int | None = getattr(channel, "listenerPort", None)
+    if port is None:
+        port = int(getattr(request.getHost(), "port", 0))
+        if isinstance(channel, ProxyChannel):
+            channel.listenerPort = port
+    return port
+
+
 def _clientAddress(request: Any) -> str:
     address = request.getClientAddress()
     return str(getattr(address, "host", "") or "")
@@ -342,6 +369,7 @@ class ProxyExchange:
         self._done = False
         self._gzip: GzipStream | None = None
         self._reader: _ClientReader | None = None
+        self._corked: ProxyChannel | None = None
         self._readerOn: Any = None
         self.bytesFromBackend = 0
         self._head, self._chunked, self._bodyEnded = self._buildHead(
@@ -360,11 +388,10 @@ class ProxyExchange:
             (n, v) for n, vs in request.requestHeaders.getAllRawHeaders() for v in vs
         ]
         hosts = request.requestHeaders.getRawHeaders(b"host")
-        secure = request.isSecure()
         client = ClientInfo(
             address=_clientAddress(request),
-            scheme="https" if secure else "http",
-            port=getattr(request.getHost(), "port", 0),
+            scheme=_scheme(request),
+            port=_listenerPort(request),
             host=hosts[0] if hosts else None,
         )
         chunked = False
@@ -422,6 +449,9 @@ class ProxyExchange:
             conn.abort()
             return
         self._conn = conn
+        pending = self._pending
+        self._pending = []
+        self._pendingBytes = 0
         conn.sendRequest(
             self._head,
             self._request.method,
@@ -429,12 +459,8 @@ class ProxyExchange:
             self._plan.timeout,
             self._chunked,
             self._bodyEnded,
+            pending,
         )
-        pending = self._pending
-        self._pending = []
-        self._pendingBytes = 0
-        for data in pending:
-            conn.writeBody(data)
         if self._bodyEnded:
             if self._chunked:
                 conn.finishBody()
@@ -491,18 +517,31 @@ class ProxyExchange:
 
     # -- the response, as the backend sends it (IResponseSink) --
 
+    def batchStarted(self) -> None:
+        channel = self._request.channel
+        if isinstance(channel, ProxyChannel):
+            channel.cork()
+            self._corked = channel
+
+    def batchEnded(self) -> None:
+        channel, self._corked = self._corked, None
+        if channel is not None:
+            channel.uncork()
+
     def responseStarted(self, status: int, reason: bytes, headers: Headers) -> None:
         request = self._request
         if self._done:
             return
         self._responded = True
         plan = self._plan
-        secure = request.isSecure()
-        hosts = request.requestHeaders.getRawHeaders(b"host")
-        frontHost = hosts[0] if hosts else self._context.settings.server_name.encode()
-        headers = plan.reverseRewriter.rewriteResponseHeaders(
-            headers, "https" if secure else "http", frontHost
-        )
+        if plan.reverseRewriter.active:
+            hosts = request.requestHeaders.getRawHeaders(b"host")
+            frontHost = (
+                hosts[0] if hosts else self._context.settings.server_name.encode()
+            )
+            headers = plan.reverseRewriter.rewriteResponseHeaders(
+                headers, _scheme(request), frontHost
+            )
         rewriter = getattr(request.channel.site, "responseRewriter", None)
         if rewriter is not None:
             headers = rewriter.rewrite(headers, clientVersion=request.clientproto)

@@ -31,6 +31,7 @@ from twisted_proxy._twisted_internals import (
     BadRequestHook,
     pendingRequestLine,
     sendContinue,
+    sendNow,
 )
 from twisted_proxy.config.model import ProxySettings
 from twisted_proxy.headers import ResponseHeaderRewriter
@@ -312,12 +313,18 @@ class ProxyChannel(BadRequestHook, HTTPChannel):
     maxHeaderBytes = 65536
     headerTimeout: float | None = 20.0
     abandoned = False
+    # Per connection, worked out on first use: "http"/"https" and local port.
+    scheme: str | None = None
+    listenerPort: int | None = None
 
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._headBytes = 0
         self._inHead = True
         self._headerCall: IDelayedCall | None = None
+        self._headerPartial = False
+        self._corked: list[bytes] | None = None
+        self._host: Any = None
 
     def connectionMade(self) -> None:
         self.totalHeadersSize = self.maxHeaderBytes + 1
@@ -328,9 +335,10 @@ class ProxyChannel(BadRequestHook, HTTPChannel):
     def dataReceived(self, data: bytes) -> None:
         if self.abandoned:
             return
-        if self._inHead and self._headerCall is None:
-            self._armHeaderTimer()
         super().dataReceived(data)  # type: ignore[no-untyped-call]
+        # A head that arrived whole needs no timer; one left half-read does.
+        if self._inHead and self._headerCall is None and not self.abandoned:
+            self._armHeaderTimer(partial=True)
 
     def lineReceived(self, line: bytes) -> None:
         if self.abandoned:
@@ -381,6 +389,51 @@ class ProxyChannel(BadRequestHook, HTTPChannel):
             site._channelGone(self)
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
+    # -- writing: straight to the socket, batched while corked --
+
+    def cork(self) -> None:
+        """Hold writes until L{uncork}, so a response head and body go out as one."""
+        if self._corked is None:
+            self._corked = []
+
+    def uncork(self) -> None:
+        """Send what was held, in one write."""
+        pending, self._corked = self._corked, None
+        if pending and self.transport is not None:
+            sendNow(self.transport, b"".join(pending))
+
+    def write(self, data: bytes) -> None:
+        if self._corked is not None:
+            self._corked.append(data)
+        else:
+            sendNow(self.transport, data)
+
+    def writeSequence(self, iovec: Any) -> None:
+        if self._corked is not None:
+            self._corked.extend(iovec)
+        else:
+            sendNow(self.transport, b"".join(iovec))
+
+    def writeHeaders(
+        self, version: bytes, code: bytes, reason: bytes, headers: Any
+    ) -> None:
+        head = [version, b" ", code, b" ", reason, b"\r\n"]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                head.extend((name, b": ", value, b"\r\n"))
+        head.append(b"\r\n")
+        self.writeSequence(head)
+
+    def loseConnection(self) -> None:
+        self.uncork()
+        super().loseConnection()  # type: ignore[no-untyped-call]
+
+    def getHost(self) -> Any:
+        # Twisted asks on every request (a getsockname() system call).
+        if self._host is None:
+            self._host = self.transport.getHost()
+        return self._host
+
     def badRequest(self) -> None:
         """A malformed request line, header or chunked body."""
         self.refuse(400, "malformed request")
@@ -399,7 +452,7 @@ class ProxyChannel(BadRequestHook, HTTPChannel):
         ):
             head.append(b"%s: %s\r\n" % (name, value))
         head.append(b"\r\n")
-        self.transport.writeSequence([*head, body])
+        self.writeSequence([*head, body])
         site = getattr(self, "site", None)
         if isinstance(site, ProxySite):
             site._log.info(
@@ -410,7 +463,8 @@ class ProxyChannel(BadRequestHook, HTTPChannel):
             )
         self.loseConnection()
 
-    def _armHeaderTimer(self) -> None:
+    def _armHeaderTimer(self, partial: bool = False) -> None:
+        self._headerPartial = partial
         if self.headerTimeout:
             self._headerCall = self.callLater(self.headerTimeout, self._headerTimedOut)
 
@@ -422,9 +476,10 @@ class ProxyChannel(BadRequestHook, HTTPChannel):
 
     def _headerTimedOut(self) -> None:
         self._headerCall = None
-        if self._headBytes == 0 and not self.requests:
-            # Idle between requests: that is idle_timeout's business.
+        if not self._headerPartial and self._headBytes == 0 and not self.requests:
+            # Connected and never said a word: close without a response.
             if not self.abandoned:
+                self.abandoned = True
                 self.loseConnection()
             return
         self.refuse(408, "request head not received in time")

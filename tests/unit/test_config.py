@@ -83,7 +83,7 @@ def test_proxyDefaults() -> None:
         compress=(),
         response_headers=HeaderDirectives(),
         keepalive=True,
-        pool_size=16,
+        pool_size=64,
         pool_ttl=60.0,
         shutdown_grace=30.0,
     )

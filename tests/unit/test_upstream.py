@@ -64,6 +64,17 @@ class Sink:
     def responseFailed(self, kind: str, detail: str, retryable: bool) -> None:
         self.failed = (kind, detail, retryable)
 
+    batches = 0
+    inBatch = False
+
+    def batchStarted(self) -> None:
+        assert not self.inBatch
+        self.inBatch = True
+
+    def batchEnded(self) -> None:
+        self.inBatch = False
+        self.batches += 1
+
 
 def makePool(**kw: Any) -> tuple[UpstreamPool, FakeEndpoint, Clock]:
     clock = Clock()
@@ -95,10 +106,14 @@ def test_requestAndResponseThenPooled() -> None:
     assert conn.transport.value() == b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
     conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     assert (sink.status, sink.body, sink.finished) == (200, b"ok", True)
+    assert sink.batches == 1 and not sink.inBatch
     assert pool.idleCount(ADDRESS) == 1
     again, reused = acquire(pool)
     assert again is conn
     assert reused
+    # One timer per connection, re-aimed from idle TTL to response timeout.
+    assert len(clock.getDelayedCalls()) == 1
+    again.abort()
     assert clock.getDelayedCalls() == []
 
 
@@ -111,6 +126,17 @@ def test_chunkedRequestBody() -> None:
     conn.writeBody(b"hello")
     conn.finishBody()
     assert conn.transport.value() == b"5\r\nhello\r\n0\r\n\r\n"
+    conn.abort()
+
+
+def test_requestHeadAndBodyInOneWrite() -> None:
+    """A body already in hand goes out with the head, framed."""
+    pool, _endpoint, _clock = makePool()
+    conn, _ = acquire(pool)
+    conn.sendRequest(
+        b"POST / HTTP/1.1\r\n\r\n", b"POST", Sink(), 5.0, True, False, [b"ab", b"c"]
+    )
+    assert conn.transport.value() == b"POST / HTTP/1.1\r\n\r\n2\r\nab\r\n1\r\nc\r\n"
     conn.abort()
 
 

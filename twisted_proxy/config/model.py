@@ -48,7 +48,7 @@ class ProxySettings:
     response_headers: HeaderDirectives = field(default_factory=HeaderDirectives)
     # Upstream keep-alive pool (Apache's keepalive / max / ttl worker options).
     keepalive: bool = True
-    pool_size: int = 16
+    pool_size: int = 64
     pool_ttl: float = 60.0
     # SIGTERM: how long requests in flight may take to finish before being cut.
     shutdown_grace: float = 30.0

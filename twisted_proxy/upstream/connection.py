@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_proxy._twisted_internals import sendNow
 from twisted_proxy.upstream.parser import Headers, ResponseParseError, ResponseParser
 
 Address = tuple[str, str, int]
@@ -43,6 +44,9 @@ FAIL_CONNECT = "connect"
 FAIL_RESET = "reset"
 FAIL_TIMEOUT = "timeout"
 FAIL_PROTOCOL = "protocol"
+
+_RESPONSE = "response"
+_IDLE = "idle"
 
 
 class IResponseSink(TypingProtocol):
@@ -56,6 +60,12 @@ class IResponseSink(TypingProtocol):
 
     def responseFinished(self) -> None:
         """The whole response arrived."""
+
+    def batchStarted(self) -> None:
+        """Bytes from the backend are being handed over: hold the client's writes."""
+
+    def batchEnded(self) -> None:
+        """That batch is done: write what it produced."""
 
     def responseFailed(self, kind: str, detail: str, retryable: bool) -> None:
         """
@@ -79,14 +89,16 @@ class UpstreamConnection(Protocol):
         self._parser = ResponseParser(self._onHead, self._onData, self._onEnd)
         self._sink: IResponseSink | None = None
         self._timeout = 0.0
-        self._timeoutCall: IDelayedCall | None = None
+        # One timer per connection, reset rather than re-created: the response
+        # timeout while busy, the idle time-to-live while pooled.
+        self._timer: IDelayedCall | None = None
+        self._timerPurpose: str | None = None
         self._chunked = False
         self._bodyDone = True
         self._paused = False
         self._lost = False
         self._whenLost: list[Deferred[None]] = []
         self.requestsSent = 0
-        self.idleCall: IDelayedCall | None = None
 
     # -- Protocol --
 
@@ -100,13 +112,17 @@ class UpstreamConnection(Protocol):
             self._pool._discard(self)
             self.transport.loseConnection()
             return
-        if self._timeoutCall is not None:
-            self._timeoutCall.reset(self._timeout)
+        if self._timerPurpose == _RESPONSE and self._timer is not None:
+            self._timer.reset(self._timeout)
+        sink = self._sink
+        sink.batchStarted()
         try:
             self._parser.feed(data)
         except ResponseParseError as e:
             self._fail(FAIL_PROTOCOL, f"bad response from backend: {e}", False)
             self.transport.abortConnection()
+        finally:
+            sink.batchEnded()
 
     def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
         self._lost = True
@@ -134,23 +150,35 @@ class UpstreamConnection(Protocol):
         timeout: float,
         chunked: bool,
         bodyDone: bool,
+        body: list[bytes] | None = None,
     ) -> None:
-        """Send a request head; the body (if any) follows by L{writeBody}."""
+        """
+        Send a request head with the start of its body (C{body}, already in
+        hand); the rest follows by L{writeBody}.
+        """
         self._sink = sink
         self._chunked = chunked
         self._bodyDone = bodyDone
         self._timeout = timeout
         self.requestsSent += 1
         self._parser.expect(method)
-        self._timeoutCall = self._pool.clock.callLater(timeout, self._timedOut)
-        self.transport.write(head)
+        self._arm(timeout, _RESPONSE)
+        if body:
+            pieces = [head]
+            for data in body:
+                pieces.extend(self._frame(data))
+            head = b"".join(pieces)
+        sendNow(self.transport, head)
 
     def writeBody(self, data: bytes) -> None:
         """Send a piece of the request body."""
+        if data:
+            sendNow(self.transport, b"".join(self._frame(data)))
+
+    def _frame(self, data: bytes) -> tuple[bytes, ...]:
         if self._chunked:
-            self.transport.writeSequence((b"%x\r\n" % len(data), data, b"\r\n"))
-        else:
-            self.transport.write(data)
+            return (b"%x\r\n" % len(data), data, b"\r\n")
+        return (data,)
 
     def finishBody(self) -> None:
         """The request body is complete."""
@@ -187,10 +215,8 @@ class UpstreamConnection(Protocol):
         if self._paused and not self._lost:
             self._paused = False
             self.transport.resumeProducing()
-            if self._sink is not None and self._timeoutCall is None:
-                self._timeoutCall = self._pool.clock.callLater(
-                    self._timeout, self._timedOut
-                )
+            if self._sink is not None:
+                self._arm(self._timeout, _RESPONSE)
 
     def stopProducing(self) -> None:
         self.abort()
@@ -207,7 +233,8 @@ class UpstreamConnection(Protocol):
 
     def _onEnd(self) -> None:
         sink, self._sink = self._sink, None
-        self._cancelTimeout()
+        # Not cancelled: when pooled, the same timer is re-aimed at the idle TTL.
+        self._timerPurpose = None
         reusable = self._parser.keepAlive and self._bodyDone and not self._lost
         if self._paused:
             self._paused = False
@@ -216,12 +243,29 @@ class UpstreamConnection(Protocol):
             sink.responseFinished()
         if reusable:
             self._pool._release(self)
-        elif not self._lost:
-            self._pool._discard(self)
-            self.transport.loseConnection()
+        else:
+            self._cancelTimeout()
+            if not self._lost:
+                self._pool._discard(self)
+                self.transport.loseConnection()
+
+    def _arm(self, seconds: float, purpose: str) -> None:
+        self._timerPurpose = purpose
+        timer = self._timer
+        if timer is not None and timer.active():
+            timer.reset(seconds)
+        else:
+            self._timer = self._pool.clock.callLater(seconds, self._timerFired)
+
+    def _timerFired(self) -> None:
+        self._timer = None
+        purpose, self._timerPurpose = self._timerPurpose, None
+        if purpose == _RESPONSE:
+            self._timedOut()
+        elif purpose == _IDLE:
+            self._pool._expire(self)
 
     def _timedOut(self) -> None:
-        self._timeoutCall = None
         self._fail(
             FAIL_TIMEOUT, f"no answer from backend within {self._timeout:g}s", False
         )
@@ -234,10 +278,11 @@ class UpstreamConnection(Protocol):
             sink.responseFailed(kind, detail, retryable)
 
     def _cancelTimeout(self) -> None:
-        if self._timeoutCall is not None:
-            if self._timeoutCall.active():
-                self._timeoutCall.cancel()
-            self._timeoutCall = None
+        self._timerPurpose = None
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
 
 
 class _ConnectionFactory(Factory):
@@ -264,7 +309,7 @@ class UpstreamPool:
         reactor: IReactorTCP,
         clock: IReactorTime,
         connectTimeout: float = 5.0,
-        maxIdle: int = 16,
+        maxIdle: int = 64,
         idleTTL: float = 60.0,
         keepalive: bool = True,
         endpointFactory: Callable[[Address], IStreamClientEndpoint] | None = None,
@@ -296,9 +341,7 @@ class UpstreamPool:
             idle = self._idle.get(address)
             if idle:
                 conn = idle.pop()
-                if conn.idleCall is not None and conn.idleCall.active():
-                    conn.idleCall.cancel()
-                conn.idleCall = None
+                # Its idle timer is re-aimed by sendRequest, not re-created.
                 onReady(conn, True)
                 return None
         endpoint = self._endpoints.get(address)
@@ -326,10 +369,9 @@ class UpstreamPool:
             conn.transport.loseConnection()
             return
         idle.append(conn)
-        conn.idleCall = self.clock.callLater(self.idleTTL, self._expire, conn)
+        conn._arm(self.idleTTL, _IDLE)
 
     def _expire(self, conn: UpstreamConnection) -> None:
-        conn.idleCall = None
         self._discard(conn)
         conn.transport.loseConnection()
 
@@ -337,10 +379,8 @@ class UpstreamPool:
         idle = self._idle.get(conn.address)
         if idle and conn in idle:
             idle.remove(conn)
-        if conn.idleCall is not None:
-            if conn.idleCall.active():
-                conn.idleCall.cancel()
-            conn.idleCall = None
+        if conn._sink is None:
+            conn._cancelTimeout()
         if conn._lost:
             self._all.discard(conn)
 
