@@ -311,3 +311,117 @@ def request(
 def responseComplete(data: bytes) -> bool:
     """Whether C{data} holds at least one full response head."""
     return b"\r\n\r\n" in data
+
+
+@dataclass
+class Reply:
+    """One response as a client read it off the wire."""
+
+    version: bytes
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    chunked: bool = False
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of header C{name}, or None."""
+        for n, v in self.headers:
+            if n.lower() == name.lower():
+                return v
+        return None
+
+    def headerValues(self, name: bytes) -> list[bytes]:
+        """Every value of header C{name}, in order."""
+        return [v for n, v in self.headers if n.lower() == name.lower()]
+
+
+def _dechunk(data: bytes) -> tuple[bytes, int] | None:
+    """Decode a chunked body at the start of C{data}: (body, bytes used) or None."""
+    body = b""
+    at = 0
+    while True:
+        end = data.find(b"\r\n", at)
+        if end < 0:
+            return None
+        size = int(data[at:end].split(b";", 1)[0], 16)
+        at = end + 2
+        if size == 0:
+            trailerEnd = data.find(b"\r\n\r\n", at - 2)
+            return (body, trailerEnd + 4) if trailerEnd >= 0 else None
+        if len(data) < at + size + 2:
+            return None
+        body += data[at : at + size]
+        at += size + 2
+
+
+def parseReplies(
+    data: bytes, heads: Sequence[bool] = (), closed: bool = False
+) -> list[Reply]:
+    """
+    The complete responses at the start of C{data}, in order.
+
+    C{heads[i]} says the i-th answers a HEAD (so it has no body whatever its
+    headers say); a body with neither length nor chunking counts only once the
+    connection is C{closed}.
+    """
+    replies: list[Reply] = []
+    while data:
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            break
+        lines = data[:end].split(b"\r\n")
+        version, code = lines[0].split(b" ", 2)[:2]
+        headers = [
+            (n.strip(), v.strip())
+            for n, _, v in (line.partition(b":") for line in lines[1:])
+        ]
+        reply = Reply(version, int(code), headers, b"")
+        rest = data[end + 4 :]
+        index = len(replies)
+        isHead = index < len(heads) and heads[index]
+        length = reply.header(b"content-length")
+        if isHead or reply.status in (204, 304) or 100 <= reply.status < 200:
+            pass
+        elif (reply.header(b"transfer-encoding") or b"").lower() == b"chunked":
+            decoded = _dechunk(rest)
+            if decoded is None:
+                break
+            reply.body, used = decoded
+            reply.chunked = True
+            rest = rest[used:]
+        elif length is not None:
+            if len(rest) < int(length):
+                break
+            reply.body, rest = rest[: int(length)], rest[int(length) :]
+        elif closed:
+            reply.body, rest = rest, b""
+        else:
+            break
+        replies.append(reply)
+        data = rest
+    return replies
+
+
+def hasReplies(count: int, heads: Sequence[bool] = ()) -> Callable[[bytes], bool]:
+    """A L{RawClient.waitFor} test: C{count} complete responses have arrived."""
+    return lambda data: len(parseReplies(data, heads)) >= count
+
+
+def answerEach(
+    respond: Callable[[RawServerProtocol, int, bytes], object],
+) -> Callable[[RawServerProtocol], object]:
+    """
+    A L{RawBackend} C{onData} that calls C{respond(connection, index, head)}
+    once for each request head (bodies are not expected) on a connection.
+    """
+
+    def onData(proto: RawServerProtocol) -> None:
+        heads = proto.received.split(b"\r\n\r\n")[:-1]
+        answered: int = getattr(proto, "answered", 0)
+        while answered < len(heads):
+            head = heads[answered]
+            answered += 1
+            proto.answered = answered  # type: ignore[attr-defined]
+            respond(proto, answered - 1, head)
+
+    return onData
