@@ -1,0 +1,291 @@
+"""
+twisted-proxy as an installed program: the twistd plugin is found, a wheel
+installs it without shadowing Twisted, the real ``twistd -n proxy`` serves and
+stops on SIGTERM, and the ``twisted-proxy`` command checks and lists a config.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import sys
+import zipfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest_twisted
+from twisted.internet import defer
+from twisted.internet.error import (
+    ConnectionRefusedError,
+    ProcessDone,
+    ProcessTerminated,
+)
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import deferLater
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python.failure import Failure
+
+from tests.integration.support import RecordingBackend, Stack
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+# Every wait on a child process is bounded by this many seconds.
+BOUND = 20.0
+# How often to try connecting to a child that is starting up.
+POLL = 0.05
+
+
+def childEnv() -> dict[str, str]:
+    """A small environment for child processes: the installed venv, nothing else."""
+    return {
+        name: os.environ[name]
+        for name in ("PATH", "HOME", "LANG", "TMPDIR")
+        if name in os.environ
+    }
+
+
+async def run(program: str, *args: str, cwd: Path) -> tuple[str, str, int]:
+    """Run a program from the venv's bin; return (stdout, stderr, exit code)."""
+    out, err, code = await getProcessOutputAndValue(
+        str(BIN / program), args, env=childEnv(), path=str(cwd)
+    )
+    return out.decode(), err.decode(), code
+
+
+@pytest_twisted.async_yield_fixture
+async def stack() -> AsyncIterator[Stack]:
+    """Backends and clients, torn down after the test."""
+    s = Stack()
+    yield s
+    await s.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_twistdHelpListsProxy(tmp_path: Path) -> None:
+    """``twistd --help`` lists the ``proxy`` plugin."""
+    out, err, code = await run("twistd", "--help", cwd=tmp_path)
+    assert code == 0, err
+    commands = [line.split() for line in out.splitlines() if line.startswith("    ")]
+    assert ["proxy", "A", "reverse", "proxy"] in [c[:4] for c in commands]
+
+
+def _copySource(destination: Path) -> None:
+    """The project's sources as a clean checkout would have them (no build output)."""
+    shutil.copytree(
+        ROOT,
+        destination,
+        ignore=shutil.ignore_patterns(
+            ".git",
+            ".venv",
+            "tests",
+            "bench",
+            "build",
+            "dist",
+            "*.egg-info",
+            "__pycache__",
+            "dropin.cache",
+            ".*_cache",
+        ),
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_wheelInstallsPluginWithoutShadowingTwisted(tmp_path: Path) -> None:
+    """``pip install .`` ships the plugin and py.typed, and no twisted/__init__.py."""
+    source = tmp_path / "src"
+    _copySource(source)
+    out, err, code = await run(
+        "python",
+        *("-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index"),
+        *("--disable-pip-version-check", "-w", str(tmp_path / "dist"), "."),
+        cwd=source,
+    )
+    assert code == 0, (
+        "building the wheel offline needs setuptools>=64 and wheel in the venv\n"
+        + out
+        + err
+    )
+    [wheel] = (tmp_path / "dist").glob("twisted_proxy-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "twisted_proxy/py.typed" in names
+    assert "twisted/plugins/twisted_proxy_plugin.py" in names
+    assert not any(name.endswith("dropin.cache") for name in names)
+    site = tmp_path / "site"
+    _, err, code = await run(
+        "python",
+        *("-m", "pip", "install", "--no-deps", "--no-index"),
+        *("--disable-pip-version-check", "--target", str(site), str(wheel)),
+        cwd=tmp_path,
+    )
+    assert code == 0, err
+    assert (site / "twisted" / "plugins" / "twisted_proxy_plugin.py").is_file()
+    assert (site / "twisted_proxy" / "py.typed").is_file()
+    assert not (site / "twisted" / "__init__.py").exists()
+    assert not (site / "twisted" / "plugins" / "__init__.py").exists()
+
+
+class Child(ProcessProtocol):
+    """A child process: its output, and a way to wait for its end."""
+
+    def __init__(self) -> None:
+        self.output = b""
+        # The exception that says how the process ended, once it has.
+        self.endedWith: BaseException | None = None
+        self._endWaiters: list[defer.Deferred[BaseException]] = []
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Failure) -> None:  # type: ignore[override]
+        assert reason.value is not None
+        self.endedWith = reason.value
+        waiters, self._endWaiters = self._endWaiters, []
+        for waiter in waiters:
+            waiter.callback(reason.value)
+
+    def whenEnded(self) -> defer.Deferred[BaseException]:
+        """Fires with the exception that says how the process ended."""
+        if self.endedWith is not None:
+            return defer.succeed(self.endedWith)
+        d: defer.Deferred[BaseException] = defer.Deferred()
+        self._endWaiters.append(d)
+        return d
+
+
+@pytest_twisted.async_yield_fixture
+async def children() -> AsyncIterator[list[tuple[Child, Any]]]:
+    """Child processes, killed at the end if a test left them running."""
+    started: list[tuple[Child, Any]] = []
+    yield started
+    for child, transport in started:
+        if child.endedWith is None:
+            transport.signalProcess("KILL")
+        await child.whenEnded()
+
+
+def freePort() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def listening(stack: Stack, child: Child, port: int) -> None:
+    """Poll-connect to C{port} until the child listens there (bounded)."""
+    for _ in range(int(BOUND / POLL)):
+        assert child.endedWith is None, child.output
+        try:
+            await stack.connect(port)
+        except ConnectionRefusedError:
+            await deferLater(stack.reactor, POLL, lambda: None)
+        else:
+            return
+    raise AssertionError(f"nothing listens on {port}:\n{child.output!r}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_twistdServesAndStopsOnSigterm(
+    stack: Stack, children: list[tuple[Child, Any]], tmp_path: Path
+) -> None:
+    """The real ``twistd -n proxy --config FILE`` serves, then shuts down on SIGTERM."""
+    backend = RecordingBackend()
+    backendPort = await stack.backend(backend)
+    port = freePort()
+    config = tmp_path / "site.toml"
+    config.write_text(
+        f"""
+[proxy]
+access_log = "-"
+[[listen]]
+endpoint = "tcp:{port}:interface=127.0.0.1"
+[[route]]
+path = "/"
+to = "http://127.0.0.1:{backendPort}/"
+"""
+    )
+    child = Child()
+    argv = ["twistd", "-n", "--pidfile=", "proxy", "--config", str(config)]
+    transport = stack.reactor.spawnProcess(
+        child, str(BIN / "twistd"), argv, env=childEnv(), path=str(tmp_path)
+    )
+    children.append((child, transport))
+    await listening(stack, child, port)
+    response = await stack.treq().get(f"http://127.0.0.1:{port}/e2e?x=1")
+    assert response.code == 200
+    assert await response.text() == "backend saw GET /e2e?x=1"
+    assert backend.requests[0].header(b"x-forwarded-for") == b"127.0.0.1"
+    transport.signalProcess("TERM")
+    ended = await child.whenEnded().addTimeout(BOUND, stack.reactor)
+    # twistd stops cleanly, then re-raises SIGTERM so a supervisor sees why.
+    if isinstance(ended, ProcessTerminated):
+        assert ended.signal == signal.SIGTERM, child.output
+    else:
+        assert isinstance(ended, ProcessDone), child.output
+    assert b"Main loop terminated." in child.output
+    # The buffered access log was flushed on the way out.
+    assert b'"GET /e2e?x=1 HTTP/1.1" 200' in child.output
+    assert b"Traceback" not in child.output
+
+
+BROKEN = """
+[proxy]
+timeout = "soon"
+colour = "blue"
+[[listen]]
+endpoint = 8080
+[[route]]
+path = "/"
+to = "ftp://127.0.0.1/"
+[balancer.web]
+method = "sometimes"
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_checkListsEveryErrorWithFileAndKey(tmp_path: Path) -> None:
+    """``twisted-proxy check`` exits 1 naming the file and key of every error."""
+    broken = tmp_path / "broken.toml"
+    broken.write_text(BROKEN)
+    out, err, code = await run("twisted-proxy", "check", str(broken), cwd=tmp_path)
+    assert code == 1
+    assert "ok" not in out
+    lines = err.strip().splitlines()
+    for key in (
+        "proxy.timeout",
+        "proxy.colour",
+        "listen[0].endpoint",
+        "route[0].to",
+        "balancer.web.method",
+    ):
+        matching = [line for line in lines if key in line]
+        assert matching, f"{key} not reported:\n{err}"
+        assert all(line.startswith(f"{broken}: ") for line in matching), err
+    good = ROOT / "etc" / "scenario-3-microservices.toml"
+    out, err, code = await run("twisted-proxy", "check", str(good), cwd=tmp_path)
+    assert (out, err, code) == (f"{good}: ok\n", "", 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_routesPrintedLongestPrefixFirst(tmp_path: Path) -> None:
+    """``twisted-proxy routes`` prints scenario 3's routes, longest prefix first."""
+    out, err, code = await run(
+        "twisted-proxy",
+        "routes",
+        str(ROOT / "etc" / "scenario-3-microservices.toml"),
+        cwd=tmp_path,
+    )
+    assert code == 0, err
+    header, *rows = [line.split() for line in out.strip().splitlines()]
+    assert header == ["HOST", "PATH", "TARGET", "OPTIONS"]
+    assert [row[1:3] for row in rows] == [
+        ["/api/payments/", "http://127.0.0.1:9132/"],
+        ["/api/users/", "http://127.0.0.1:9131/"],
+        ["/", "http://127.0.0.1:9133/"],
+    ]
+    assert "timeout=45" in rows[1]
+    assert "preserve_host=true" in rows[2]
