@@ -370,6 +370,13 @@ class ProxyExchange:
         self._gzip: GzipStream | None = None
         self._reader: _ClientReader | None = None
         self._corked: ProxyChannel | None = None
+        self._buffered = buffered
+        self._attempts = 0
+        balancerConfig = context.balancers.get(plan.target.host)
+        # Apache's default maxattempts: every other member once.
+        self._maxAttempts = (
+            len(balancerConfig.members) - 1 if balancerConfig is not None else 0
+        )
         self._readerOn: Any = None
         self.bytesFromBackend = 0
         self._head, self._chunked, self._bodyEnded = self._buildHead(
@@ -473,9 +480,51 @@ class ProxyExchange:
         if self._done or failure.check(CancelledError, ConnectingCancelledError):
             return
         if failure.check(TimeoutError):
-            self._fail(FAIL_TIMEOUT, f"connect timed out ({failure.getErrorMessage()})")
+            kind = FAIL_TIMEOUT
+            detail = f"connect timed out ({failure.getErrorMessage()})"
         else:
-            self._fail(FAIL_CONNECT, f"connect failed: {failure.getErrorMessage()}")
+            kind = FAIL_CONNECT
+            detail = f"connect failed: {failure.getErrorMessage()}"
+        if self._failover(kind, detail):
+            return
+        self._fail(kind, detail)
+
+    def _failover(self, kind: str, detail: str) -> bool:
+        """
+        A balancer member could not be reached, so nothing was sent: put it in
+        error and try another member, as Apache does, while one is left and
+        the body so far can be replayed.
+        """
+        balancer = self._context.balancer
+        member = self._member
+        if member is None or balancer is None or self._replay is None:
+            return False
+        if self._attempts >= self._maxAttempts:
+            return False
+        self._logFailure(detail)
+        balancer.release(member, False, failure=kind)
+        self._member = None
+        name = self._plan.target.host
+        other = balancer.pick(name)
+        if other is None:
+            return False
+        if other is member:
+            balancer.release(other, True)
+            return False
+        self._attempts += 1
+        self._member = other
+        m = other.member
+        self._address = (_WIRE_SCHEME[m.scheme], m.host, m.port)
+        self._head = self._buildHead(
+            hostHeader(m.scheme, m.host, m.port), self._buffered
+        )[0]
+        env = getattr(self._request, "logEnv", None)
+        if env is not None:
+            env["BALANCER_WORKER_NAME"] = m.name
+        self._pending = list(self._replay)
+        self._pendingBytes = sum(map(len, self._pending))
+        self._connect(fresh=False)
+        return True
 
     # -- the request body, as the client sends it --
 
@@ -513,7 +562,10 @@ class ProxyExchange:
         """Drop the exchange (the request was refused mid-body)."""
         if self._done:
             return
+        conn = self._conn
         self._finishWith(ok=True)
+        if conn is not None:
+            conn.abort()
 
     # -- the response, as the backend sends it (IResponseSink) --
 
@@ -611,8 +663,7 @@ class ProxyExchange:
             label=self._plan.label,
         )
 
-    def _fail(self, kind: str, detail: str) -> None:
-        request = self._request
+    def _logFailure(self, detail: str) -> None:
         memberName = self._member.name if self._member is not None else None
         _log.error(
             "{label} member {member}: {detail}",
@@ -620,6 +671,10 @@ class ProxyExchange:
             member=memberName or "{}://{}:{}".format(*self._address),
             detail=detail,
         )
+
+    def _fail(self, kind: str, detail: str) -> None:
+        request = self._request
+        self._logFailure(detail)
         self._finishWith(ok=False, failure=kind)
         if self._responded:
             # Part of the response is out: the client must see it cut short.

@@ -5,6 +5,7 @@ written through a buffer (no system call per line).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 from twisted_proxy.accesslog import BufferedLogWriter, LogRecord, compileFormat
@@ -23,6 +24,7 @@ class AccessLogger:
         serverName: str = "-",
     ) -> None:
         self._format = compileFormat(fmt)
+        self._write = write
         self._writer = BufferedLogWriter(write, flush)
         self._clock = clock
         self._serverName = serverName
@@ -52,11 +54,37 @@ class AccessLogger:
             status=request.code,
             bodyBytes=body,
             bytesOut=body + _headBytes(request),
-            bytesIn=request.bytesIn,
+            bytesIn=request.bytesIn + request.headBytes,
             duration=max(0.0, now - (request.startTime or now)),
             requestHeaders=requestHeader,
             responseHeaders=responseHeader,
             env=request.logEnv,
+            serverName=self._serverName,
+        )
+        self._writer.log(self._format(record))
+
+    def logRefusal(
+        self, remoteHost: str, requestLine: bytes, status: int, sent: int
+    ) -> None:
+        """Log a request refused before it became one (400, 408, 414, 431)."""
+        now: float = self._clock.seconds()  # type: ignore[attr-defined]
+        parts = requestLine.split(b" ")
+        if len(parts) == 3:
+            method, target, protocol = parts
+        else:
+            method, target, protocol = b"-", b"-", b"-"
+        record = LogRecord(
+            remoteHost=remoteHost or "-",
+            remoteUser=None,
+            requestTime=now,
+            method=method,
+            target=target,
+            protocol=protocol,
+            status=status,
+            bodyBytes=sent,
+            bytesOut=sent,
+            bytesIn=0,
+            duration=0.0,
             serverName=self._serverName,
         )
         self._writer.log(self._format(record))
@@ -66,8 +94,16 @@ class AccessLogger:
         self._writer.flush()
 
     def close(self) -> None:
-        """Flush and stop."""
-        self._writer.close()
+        """Flush, and close the file (never standard output)."""
+        self._writer.flush()
+        target = getattr(self._write, "__self__", None)
+        if target is not None and target not in (
+            sys.stdout,
+            sys.stderr,
+            sys.__stdout__,
+            sys.__stderr__,
+        ):
+            target.close()
 
 
 def _headBytes(request: StreamingRequest) -> int:

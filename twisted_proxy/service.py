@@ -50,21 +50,11 @@ class ProxyService(MultiService):
             config.proxy, reactor, self.balancer, dict(config.balancers)
         )
         self.accessLog: AccessLogger | None = None
-        target = openLogTarget(config.proxy.access_log)
-        if target is not None:
-            write, flush = target
-            self.accessLog = AccessLogger(
-                config.proxy.access_log_format,
-                write,
-                flush,
-                reactor,
-                config.proxy.server_name,
-            )
         self.site = ProxySite(
             RouterResource(config, self.context),
             config.proxy,
             reactor,
-            self.accessLog,
+            hostNames=[r.host for r in config.routes if r.host],
         )
         self.ports: list[IListeningPort] = []
         self._flusher: LoopingCall | None = None
@@ -72,6 +62,7 @@ class ProxyService(MultiService):
     def startService(self) -> None:
         """Start the balancer, then listen on every C{[[listen]]} endpoint."""
         super().startService()
+        self._openAccessLog()
         failures: list[Failure] = []
         for listener in self.config.listen:
             endpoint = serverFromString(self._reactor, listener.endpoint)
@@ -86,14 +77,11 @@ class ProxyService(MultiService):
                 for port in self.ports:
                     port.stopListening()
                 self.ports = []
+                self._closeAccessLog()
                 super().stopService()
                 failures[0].raiseException()
         for port in self.ports:
             self._log.info("listening on {address}", address=port.getHost())
-        if self.accessLog is not None:
-            self._flusher = LoopingCall(self.accessLog.flush)
-            self._flusher.clock = self._reactor
-            self._flusher.start(_LOG_FLUSH_INTERVAL, now=False)
 
     def stopService(self) -> Deferred[None]:
         """
@@ -124,17 +112,36 @@ class ProxyService(MultiService):
         def closeUpstream(_: object) -> Deferred[object]:
             return self.context.pool.closeAll()
 
-        def closeLog(_: object) -> None:
-            if self._flusher is not None and self._flusher.running:
-                self._flusher.stop()
-            self._flusher = None
-            if self.accessLog is not None:
-                self.accessLog.flush()
+        def closeLog(result: object) -> object:
+            self._closeAccessLog()
+            return result
 
         d: Deferred[Any] = stopped.addCallback(drain)
         d.addCallback(closeUpstream)
         d.addBoth(closeLog)
         return d
+
+    def _openAccessLog(self) -> None:
+        proxy = self.config.proxy
+        target = openLogTarget(proxy.access_log)
+        if target is None:
+            return
+        write, flush = target
+        self.accessLog = AccessLogger(
+            proxy.access_log_format, write, flush, self._reactor, proxy.server_name
+        )
+        self.site.accessLog = self.accessLog
+        self._flusher = LoopingCall(self.accessLog.flush)
+        self._flusher.clock = self._reactor
+        self._flusher.start(_LOG_FLUSH_INTERVAL, now=False)
+
+    def _closeAccessLog(self) -> None:
+        if self._flusher is not None and self._flusher.running:
+            self._flusher.stop()
+        self._flusher = None
+        if self.accessLog is not None:
+            self.accessLog.close()
+        self.site.accessLog = self.accessLog = None
 
     def _graceOver(self, drained: Deferred[None]) -> None:
         left = len(self.site.channels)

@@ -12,7 +12,7 @@ requests for other hosts).
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from typing import Protocol as TypingProtocol
 from urllib.parse import unquote_to_bytes
@@ -82,6 +82,11 @@ class IAccessLog(TypingProtocol):
     def logRequest(self, request: StreamingRequest) -> None:
         """Log C{request}."""
 
+    def logRefusal(
+        self, remoteHost: str, requestLine: bytes, status: int, sent: int
+    ) -> None:
+        """Log a request refused before it became one."""
+
 
 class StreamingRequest(server.Request):  # type: ignore[misc]
     """
@@ -103,6 +108,7 @@ class StreamingRequest(server.Request):  # type: ignore[misc]
         self.bodyComplete = False
         self.clientGone = False
         self.bytesIn = 0
+        self.headBytes = 0
         self.startTime = 0.0
         self.maxBodyBytes = 0
         # What the access log reports as %{BALANCER_WORKER_NAME}e and friends.
@@ -286,19 +292,41 @@ def refusal(request: StreamingRequest, length: int | None) -> tuple[int, str] | 
     if not uri.startswith(b"/") and uri != b"*":
         lower = uri[:8].lower()
         if lower.startswith((b"http://", b"https://")):
-            authority = uri.split(b"/", 3)[2]
-            host = hosts[0] if hosts else b""
-            if authority.lower() != host.lower():
-                return 403, "this is not a forward proxy"
-            # Absolute-form naming ourselves: carry on in origin-form.
             rest = uri.split(b"/", 3)
+            authority = rest[2]
+            if not _servesAuthority(request, authority):
+                return 403, "this is not a forward proxy"
+            # Absolute-form naming a host we serve: carry on in origin-form,
+            # with the authority as the Host (RFC 9112 3.2.2).
             request.uri = b"/" + (rest[3] if len(rest) > 3 else b"")
             request.path = request.uri.split(b"?", 1)[0]
+            request.requestHeaders.setRawHeaders(b"host", [authority])
         else:
             return 400, "malformed request target"
     if request.maxBodyBytes and length is not None and length > request.maxBodyBytes:
         return 413, "request body too large"
     return None
+
+
+def _servesAuthority(request: StreamingRequest, authority: bytes) -> bool:
+    """
+    Whether an absolute-form target names this proxy: its server_name, a
+    route's host, or the address the client connected to.
+    """
+    host = authority.rsplit(b"@", 1)[-1].lower()
+    if host.startswith(b"["):
+        host = host[1:].split(b"]", 1)[0]
+    elif host.count(b":") == 1:
+        host = host.split(b":", 1)[0]
+    name = host.decode("latin-1")
+    site = request.channel.site
+    names: frozenset[str] = getattr(site, "hostNames", frozenset())
+    if name in names:
+        return True
+    if any(name.endswith(n[1:]) for n in names if n.startswith("*.")):
+        return True
+    local = getattr(request.channel.getHost(), "host", None)
+    return name == local
 
 
 class ProxyChannel(BadRequestHook, HTTPChannel):
@@ -356,9 +384,10 @@ class ProxyChannel(BadRequestHook, HTTPChannel):
 
     def allHeadersReceived(self) -> None:
         self._inHead = False
+        request = self.requests[-1]
+        request.headBytes = self._headBytes + 2
         self._headBytes = 0
         self._cancelHeaderTimer()
-        request = self.requests[-1]
         version = pendingRequestLine(self)[2]
         self.persistent = self.checkPersistence(request, version)  # type: ignore[no-untyped-call]
         request.gotLength(self.length)
@@ -455,6 +484,17 @@ class ProxyChannel(BadRequestHook, HTTPChannel):
         self.writeSequence([*head, body])
         site = getattr(self, "site", None)
         if isinstance(site, ProxySite):
+            if site.accessLog is not None:
+                try:
+                    line = b" ".join(pendingRequestLine(self))
+                except AttributeError:
+                    line = b""  # refused before the request line was complete
+                site.accessLog.logRefusal(
+                    str(getattr(self.transport.getPeer(), "host", "-")),
+                    line,
+                    status,
+                    len(body),
+                )
             site._log.info(
                 "refused {peer}: {status} {message}",
                 peer=str(self.transport.getPeer()),
@@ -502,12 +542,17 @@ class ProxySite(server.Site):
         settings: ProxySettings,
         reactor: IReactorTime,
         accessLog: IAccessLog | None = None,
+        hostNames: Sequence[str] = (),
     ) -> None:
         super().__init__(resource, timeout=settings.idle_timeout, reactor=reactor)
         self.settings = settings
         self.maxBodyBytes = settings.max_body_bytes
         self.responseRewriter = ResponseHeaderRewriter(settings, copyright.version)
         self.accessLog = accessLog
+        # The names an absolute-form request may carry (we are no open proxy).
+        self.hostNames = frozenset(
+            n.lower() for n in (settings.server_name, "localhost", *hostNames)
+        )
         self.channels: set[ProxyChannel] = set()
         self._drained: Deferred[None] | None = None
 

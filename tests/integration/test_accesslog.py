@@ -10,7 +10,6 @@ import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 import pytest_twisted
 
 from tests.integration.support import (
@@ -157,11 +156,6 @@ async def test_linesBufferedNotWrittenPerRequest(stack: Stack) -> None:
     assert lines[49].endswith(f'"GET /n/49 HTTP/1.1" 200 {size}')
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: requests the channel refuses (400, 408, 414, 431) are never "
-    "access-logged",
-)
 @pytest_twisted.ensureDeferred
 async def test_refusedRequestsAreLogged(stack: Stack, tmp_path: Path) -> None:
     """A malformed head (400) and an oversized one (431) each get a log line."""

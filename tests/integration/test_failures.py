@@ -334,11 +334,6 @@ async def test_garbageFromBackendIs502(stack: Stack, logged: list[str]) -> None:
     _logLine(logged, "route */app/", f"http://127.0.0.1:{port}", "bad response")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: no failover: a request picked for a member that refuses "
-    "connections gets 502 although another member is up",
-)
 @pytest_twisted.ensureDeferred
 async def test_refusedMemberFailsOverToAnother(stack: Stack) -> None:
     """A balancer member refusing connections: the request goes to the next, 200."""

@@ -115,11 +115,6 @@ async def test_closeDelimitedBodyReframedForKeepAlive(stack: Stack) -> None:
     assert len(raw.connections) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the backend's Content-Length is forwarded although the body was "
-    "framed (and de-chunked) by Transfer-Encoding: chunked",
-)
 @pytest_twisted.ensureDeferred
 async def test_chunkedWinsOverBackendContentLength(stack: Stack) -> None:
     """Backend sends Content-Length and chunked: the client never gets that length."""

@@ -143,11 +143,6 @@ async def test_chunkedBodyOverLimitStopped(stack: Stack) -> None:
     assert backend.requests == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a chunked upload refused with 413 leaves the half-sent backend "
-    "request open until the route timeout",
-)
 @pytest_twisted.ensureDeferred
 async def test_chunkedBodyOverLimitClosesBackendConnection(stack: Stack) -> None:
     """When a streamed body passes max_body_bytes the backend's connection is closed."""

@@ -106,7 +106,8 @@ def test_requestAndResponseThenPooled() -> None:
     assert conn.transport.value() == b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
     conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     assert (sink.status, sink.body, sink.finished) == (200, b"ok", True)
-    assert sink.batches == 1 and not sink.inBatch
+    assert sink.batches == 1
+    assert not sink.inBatch
     assert pool.idleCount(ADDRESS) == 1
     again, reused = acquire(pool)
     assert again is conn

@@ -166,6 +166,10 @@ class ResponseParser:
             # Interim response (100 Continue, 103 Early Hints): wait for the real one.
             return rest
         self._startBody(version, status, headers)
+        if self.framing == _CHUNKED:
+            # RFC 9112 6.3: a Content-Length beside chunked coding is wrong
+            # and must not reach the client, who would frame by it.
+            headers = [h for h in headers if h[0].lower() != b"content-length"]
         self.bodyStarted = True
         self._onHead(status, reason, headers)
         if self._state == _DONE:
