@@ -560,12 +560,17 @@ class ProxyExchange:
 
     def abort(self) -> None:
         """Drop the exchange (the request was refused mid-body)."""
+        self._drop()
+
+    def _drop(self) -> bool:
+        """End the exchange and cut its backend request; False if already over."""
         if self._done:
-            return
+            return False
         conn = self._conn
         self._finishWith(ok=True)
         if conn is not None:
             conn.abort()
+        return True
 
     # -- the response, as the backend sends it (IResponseSink) --
 
@@ -652,12 +657,8 @@ class ProxyExchange:
 
     def clientGone(self) -> None:
         """The client disconnected: drop the backend request, never reuse it."""
-        if self._done:
+        if not self._drop():
             return
-        conn = self._conn
-        self._finishWith(ok=True)
-        if conn is not None:
-            conn.abort()
         _log.info(
             "{label}: client went away before the response ended",
             label=self._plan.label,

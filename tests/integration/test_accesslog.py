@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest_twisted
@@ -44,14 +43,6 @@ to = "balancer://pool/"
 [[balancer.pool.member]]
 url = "http://127.0.0.1:{port}"
 """
-
-
-@pytest_twisted.async_yield_fixture
-async def stack() -> AsyncIterator[Stack]:
-    """Backends, proxy and clients, torn down after the test."""
-    s = Stack()
-    yield s
-    await s.close()
 
 
 def _lines(path: Path) -> list[str]:

@@ -30,14 +30,6 @@ from twisted_proxy.site import StreamingRequest
 
 
 @pytest_twisted.async_yield_fixture
-async def stack() -> AsyncIterator[Stack]:
-    """Backends, sites and clients, torn down after the test."""
-    s = Stack()
-    yield s
-    await s.close()
-
-
-@pytest_twisted.async_yield_fixture
 async def resources() -> AsyncIterator[list[ReverseProxyResource]]:
     """Embedded proxy resources whose own upstream pools are closed at the end."""
     made: list[ReverseProxyResource] = []

@@ -5,7 +5,7 @@ client fails: refused, silent, disabled, cut mid-body, gone, or stale.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -69,14 +69,6 @@ url = "http://127.0.0.1:{dead}"
 [[balancer.pool.member]]
 url = "http://127.0.0.1:{live}"
 """
-
-
-@pytest_twisted.async_yield_fixture
-async def stack() -> AsyncIterator[Stack]:
-    """Backends, proxy and clients, torn down after the test."""
-    s = Stack()
-    yield s
-    await s.close()
 
 
 @pytest.fixture

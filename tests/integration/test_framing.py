@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gzip
 import http.client
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -38,14 +37,6 @@ path = "/"
 to = "http://127.0.0.1:{port}/"
 {route}
 """
-
-
-@pytest_twisted.async_yield_fixture
-async def stack() -> AsyncIterator[Stack]:
-    """Backends, proxy and clients, torn down after the test."""
-    s = Stack()
-    yield s
-    await s.close()
 
 
 async def _proxy(

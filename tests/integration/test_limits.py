@@ -6,7 +6,6 @@ route access lists. A refused request must never reach the backend.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -34,14 +33,6 @@ path = "/"
 to = "http://127.0.0.1:{port}/"
 {route}
 """
-
-
-@pytest_twisted.async_yield_fixture
-async def stack() -> AsyncIterator[Stack]:
-    """Backends, proxy and clients, torn down after the test."""
-    s = Stack()
-    yield s
-    await s.close()
 
 
 async def _guarded(

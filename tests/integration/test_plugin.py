@@ -55,14 +55,6 @@ async def run(program: str, *args: str, cwd: Path) -> tuple[str, str, int]:
     return out.decode(), err.decode(), code
 
 
-@pytest_twisted.async_yield_fixture
-async def stack() -> AsyncIterator[Stack]:
-    """Backends and clients, torn down after the test."""
-    s = Stack()
-    yield s
-    await s.close()
-
-
 @pytest_twisted.ensureDeferred
 async def test_twistdHelpListsProxy(tmp_path: Path) -> None:
     """``twistd --help`` lists the ``proxy`` plugin."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import ipaddress
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,14 +29,6 @@ from twisted_proxy.config import Config, Listener, Route, load
 from twisted_proxy.service import ProxyService
 
 ETC = Path(__file__).resolve().parents[2] / "etc"
-
-
-@pytest_twisted.async_yield_fixture
-async def stack() -> AsyncIterator[Stack]:
-    """Backends, proxy and clients, torn down after the test."""
-    s = Stack()
-    yield s
-    await s.close()
 
 
 def shipped(name: str) -> Config:

@@ -5,7 +5,6 @@ lets requests in flight finish within C{shutdown_grace}, then cuts the rest.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import pytest
@@ -39,14 +38,6 @@ def watch(d: Deferred[T]) -> tuple[Deferred[T], list[Any]]:
         return result
 
     return d.addBoth(record), results
-
-
-@pytest_twisted.async_yield_fixture
-async def stack() -> AsyncIterator[Stack]:
-    """Backends, proxy and clients, torn down after the test."""
-    s = Stack()
-    yield s
-    await s.close()
 
 
 @pytest_twisted.ensureDeferred

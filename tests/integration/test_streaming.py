@@ -5,7 +5,7 @@ both ways with backpressure, through real listeners and real clients.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest_twisted
@@ -35,14 +35,6 @@ to = "http://127.0.0.1:{port}/"
 path = "/"
 to = "http://127.0.0.1:{port}/root/"
 """
-
-
-@pytest_twisted.async_yield_fixture
-async def stack() -> AsyncIterator[Stack]:
-    """Backends, proxy and clients, torn down after the test."""
-    s = Stack()
-    yield s
-    await s.close()
 
 
 @pytest_twisted.ensureDeferred
