@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectingCancelledError, TimeoutError
@@ -25,8 +24,9 @@ from zope.interface import implementer
 from twisted_proxy.acl import AccessList
 from twisted_proxy.balancer import IBalancer, MemberState
 from twisted_proxy.compress import GzipStream, compressedHeaders, shouldCompress
-from twisted_proxy.config.model import Balancer, ProxySettings, Route, Target
-from twisted_proxy.headers import ClientInfo, RequestHeaderRewriter
+from twisted_proxy.config import parseTarget
+from twisted_proxy.config.model import Balancer, ProxySettings, Route
+from twisted_proxy.headers import ClientInfo, RequestHeaderRewriter, formatHostPort
 from twisted_proxy.reverse import ReverseRewriter, routePrefixes
 from twisted_proxy.routing import upstreamTarget
 from twisted_proxy.site import (
@@ -52,30 +52,7 @@ _REPLAY_LIMIT = 65536
 # client is paused.
 _PENDING_LIMIT = 262144
 
-_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _WIRE_SCHEME = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
-
-
-def parseTarget(url: str) -> Target:
-    """Parse a backend URL (C{http://host:port/path}) into a L{Target}."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    host = parts.hostname or ""
-    if scheme == "balancer":
-        return Target(url=url, scheme=scheme, host=host, port=0, path=parts.path or "/")
-    if scheme not in _DEFAULT_PORTS or not host:
-        raise ValueError(f"not a backend URL: {url!r}")
-    port = parts.port or _DEFAULT_PORTS[scheme]
-    return Target(url=url, scheme=scheme, host=host, port=port, path=parts.path or "/")
-
-
-def hostHeader(scheme: str, host: str, port: int) -> bytes:
-    """The C{Host} value for a backend: port left out when it is the default."""
-    if ":" in host:
-        host = f"[{host}]"
-    if port == _DEFAULT_PORTS.get(scheme):
-        return host.encode("idna")
-    return f"{host}:{port}".encode("idna")
 
 
 @dataclass
@@ -144,7 +121,7 @@ class _RoutePlan:
             upstreamHost = b""
         else:
             self.address = (_WIRE_SCHEME[target.scheme], target.host, target.port)
-            upstreamHost = hostHeader(target.scheme, target.host, target.port)
+            upstreamHost = formatHostPort(target.host, target.port, target.scheme)
         self.requestRewriter = RequestHeaderRewriter(settings, route, upstreamHost)
         self.reverseRewriter = ReverseRewriter(
             routePrefixes(route, balancer),
@@ -264,7 +241,7 @@ class ReverseProxyResource(Resource):
                 return None
             m = member.member
             wireAddress: Address = (_WIRE_SCHEME[m.scheme], m.host, m.port)
-            upstreamHost: bytes | None = hostHeader(m.scheme, m.host, m.port)
+            upstreamHost: bytes | None = formatHostPort(m.host, m.port, m.scheme)
             env = getattr(request, "logEnv", None)
             if env is not None:
                 env["BALANCER_NAME"] = f"balancer://{name}"
@@ -516,7 +493,7 @@ class ProxyExchange:
         m = other.member
         self._address = (_WIRE_SCHEME[m.scheme], m.host, m.port)
         self._head = self._buildHead(
-            hostHeader(m.scheme, m.host, m.port), self._buffered
+            formatHostPort(m.host, m.port, m.scheme), self._buffered
         )[0]
         env = getattr(self._request, "logEnv", None)
         if env is not None:

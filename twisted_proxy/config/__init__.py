@@ -8,7 +8,7 @@ twisted-proxy reads.
 
 from __future__ import annotations
 
-from .loader import ConfigError, load, loadString
+from .loader import ConfigError, load, loadString, parseTarget
 from .model import (
     Balancer,
     BalancerMethod,
@@ -40,4 +40,5 @@ __all__ = [
     "ViaMode",
     "load",
     "loadString",
+    "parseTarget",
 ]

@@ -39,7 +39,7 @@ from .model import (
     ViaMode,
 )
 
-__all__ = ["ConfigError", "load", "loadString"]
+__all__ = ["ConfigError", "load", "loadString", "parseTarget"]
 
 _T = TypeVar("_T")
 
@@ -244,6 +244,17 @@ def _isNumber(value: object) -> bool:
 
 def _oneOf(options: tuple[str, ...]) -> str:
     return "one of " + ", ".join(json.dumps(o) for o in options)
+
+
+def parseTarget(url: str) -> Target:
+    """
+    Parse one backend URL (C{http://host:port/path}, ``ws(s)://``) as a route's
+    C{to} would be; raise C{ValueError} saying what is wrong with it.
+    """
+    try:
+        return _Checker("<url>", os.getcwd()).target("to", url, frozenset())
+    except _InvalidValueError as e:
+        raise ValueError(f"{url!r}: {e}") from None
 
 
 class _Checker:
