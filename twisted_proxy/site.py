@@ -131,19 +131,23 @@ class StreamingRequest(server.Request):  # type: ignore[misc]
             self.respondError(status, message)
             return
         if length == 0:
-            # Nothing to stream: the ordinary path renders once the head is in.
+            # No body: answered once the channel has finished with the head
+            # (answering inside gotLength would confuse it), in requestReceived.
             self.content = io.BytesIO()
             return
-        self.site = site
-        self.prepath = []
-        self.postpath = list(map(unquote_to_bytes, self.path[1:].split(b"/")))
-        resource = site.getResourceFor(self)
+        resource = self._traverse()
         if getattr(resource, "streaming", False):
             self.streaming = True
             self.content = None
             self.bodyConsumer = resource.startStream(self)
         else:
             super().gotLength(length)
+
+    def _traverse(self) -> Any:
+        site = self.site = self.channel.site
+        self.prepath = []
+        self.postpath = list(map(unquote_to_bytes, self.path[1:].split(b"/")))
+        return site.getResourceFor(self)
 
     def handleContentChunk(self, data: bytes) -> None:
         if self.finished and not self.streaming:
@@ -161,7 +165,6 @@ class StreamingRequest(server.Request):  # type: ignore[misc]
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         self.bodyComplete = True
         if self.streaming:
-            self.method, self.uri, self.clientproto = command, path, version
             self.args = {}
             consumer, self.bodyConsumer = self.bodyConsumer, None
             if consumer is not None:
@@ -169,6 +172,17 @@ class StreamingRequest(server.Request):  # type: ignore[misc]
             return
         if self.finished:
             return
+        if self.content is not None and not self.content.tell():
+            # A request without a body, for a streaming resource: straight to
+            # it, past twisted.web's argument parsing and render().
+            resource = self._traverse()
+            if getattr(resource, "streaming", False):
+                self.streaming = True
+                self.args = {}
+                consumer = resource.startStream(self)
+                if consumer is not None:
+                    consumer.bodyEnd()
+                return
         super().requestReceived(command, path, version)
 
     def process(self) -> None:
