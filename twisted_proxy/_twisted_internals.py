@@ -1,9 +1,9 @@
 """
-Every touch of twisted.web's private attributes, in one place.
+Every touch of Twisted's private attributes, in one place.
 
-Streaming a request body before it is complete, and taking over a connection,
-need state that C{HTTPChannel} keeps privately; writing without a needless
-poll needs the TCP transport's buffer state. Should a Twisted upgrade rename
+Streaming a body into a twisted.web C{Site} before it is complete needs state
+that C{HTTPChannel} keeps privately; writing without a needless poll needs
+the TCP transport's buffer state. Should a Twisted upgrade rename
 any of it, this module (and its tests) is where it breaks, loudly.
 """
 
@@ -21,31 +21,6 @@ def pendingRequestLine(channel: HTTPChannel) -> tuple[bytes, bytes, bytes]:
     channel has just read (they become public only once the body is in).
     """
     return channel._command, channel._path, channel._version  # type: ignore[attr-defined]
-
-
-def takeBufferedData(channel: HTTPChannel) -> bytes:
-    """Remove and return bytes the channel buffered past the current request."""
-    data = b"".join(channel._dataBuffer)
-    channel._dataBuffer = []
-    return data
-
-
-def sendContinue(channel: HTTPChannel) -> None:
-    """Answer C{Expect: 100-continue}."""
-    channel._send100Continue()  # type: ignore[attr-defined]
-
-
-class BadRequestHook:
-    """
-    Route C{HTTPChannel}'s private bad-request answer (a bare 400 with no body,
-    no Server header) to the channel's own C{badRequest()}.
-    """
-
-    def badRequest(self) -> None:
-        raise NotImplementedError
-
-    def _respondToBadRequestAndDisconnect(self) -> None:
-        self.badRequest()
 
 
 def sendNow(transport: Any, data: bytes) -> None:

@@ -3,7 +3,7 @@ The HTTP reverse proxy: a twisted.web resource that relays each request to a
 backend (ProxyPass) and rewrites what comes back (ProxyPassReverse).
 
 The decisions (headers, redirects, routes, ACLs, compression) are made by the
-pure modules; this one moves bytes between a L{StreamingRequest} and an
+pure modules; this one moves bytes between a L{ProxiedRequest} and an
 L{UpstreamConnection}, with each side the producer the other pauses.
 """
 
@@ -29,12 +29,7 @@ from twisted_proxy.config.model import Balancer, ProxySettings, Route
 from twisted_proxy.headers import ClientInfo, RequestHeaderRewriter, formatHostPort
 from twisted_proxy.reverse import ReverseRewriter, routePrefixes
 from twisted_proxy.routing import upstreamTarget
-from twisted_proxy.site import (
-    IStreamingResource,
-    ProxyChannel,
-    StreamingRequest,
-    errorHeaders,
-)
+from twisted_proxy.site import IStreamingResource, ProxiedRequest, errorHeaders
 from twisted_proxy.upstream.connection import (
     FAIL_CONNECT,
     FAIL_TIMEOUT,
@@ -197,7 +192,7 @@ class ReverseProxyResource(Resource):
             exchange.bodyEnd()
         return NOT_DONE_YET
 
-    def startStream(self, request: StreamingRequest) -> ProxyExchange | None:
+    def startStream(self, request: ProxiedRequest) -> ProxyExchange | None:
         """Relay a request whose body is still arriving."""
         return self._begin(request, buffered=None)
 
@@ -262,8 +257,7 @@ def _scheme(request: Any) -> str:
     scheme: str | None = getattr(channel, "scheme", None)
     if scheme is None:
         scheme = "https" if request.isSecure() else "http"
-        if isinstance(channel, ProxyChannel):
-            channel.scheme = scheme
+        channel.scheme = scheme
     return scheme
 
 
@@ -273,8 +267,7 @@ def _listenerPort(request: Any) -> int:
     port: int | None = getattr(channel, "listenerPort", None)
     if port is None:
         port = int(getattr(request.getHost(), "port", 0))
-        if isinstance(channel, ProxyChannel):
-            channel.listenerPort = port
+        channel.listenerPort = port
     return port
 
 
@@ -284,7 +277,7 @@ def _clientAddress(request: Any) -> str:
 
 
 def _respondError(request: Any, status: int, message: str) -> None:
-    if isinstance(request, StreamingRequest):
+    if isinstance(request, ProxiedRequest):
         request.respondError(status, message)
         return
     body = (message + "\n").encode()
@@ -346,7 +339,7 @@ class ProxyExchange:
         self._done = False
         self._gzip: GzipStream | None = None
         self._reader: _ClientReader | None = None
-        self._corked: ProxyChannel | None = None
+        self._corked: Any = None
         self._buffered = buffered
         self._attempts = 0
         balancerConfig = context.balancers.get(plan.target.host)
@@ -368,10 +361,14 @@ class ProxyExchange:
     ) -> tuple[bytes, bool, bool]:
         request = self._request
         plan = self._plan
-        raw = [
-            (n, v) for n, vs in request.requestHeaders.getAllRawHeaders() for v in vs
-        ]
-        hosts = request.requestHeaders.getRawHeaders(b"host")
+        headers = request.requestHeaders
+        pairs = getattr(headers, "pairs", None)
+        raw = (
+            pairs()
+            if pairs is not None
+            else [(n, v) for n, vs in headers.getAllRawHeaders() for v in vs]
+        )
+        hosts = headers.getRawHeaders(b"host")
         client = ClientInfo(
             address=_clientAddress(request),
             scheme=_scheme(request),
@@ -414,7 +411,7 @@ class ProxyExchange:
 
     def start(self) -> None:
         """Get a backend connection and send the request."""
-        if isinstance(self._request, StreamingRequest):
+        if isinstance(self._request, ProxiedRequest):
             self._request.whenClientGone(self.clientGone)
         else:
             self._request.notifyFinish().addErrback(lambda _: self.clientGone())
@@ -553,7 +550,7 @@ class ProxyExchange:
 
     def batchStarted(self) -> None:
         channel = self._request.channel
-        if isinstance(channel, ProxyChannel):
+        if hasattr(channel, "cork"):
             channel.cork()
             self._corked = channel
 
@@ -611,7 +608,7 @@ class ProxyExchange:
         if self._gzip is not None:
             request.write(self._gzip.finish())
         self._finishWith(ok=True)
-        if isinstance(request, StreamingRequest):
+        if isinstance(request, ProxiedRequest):
             request.finishResponse()
         else:
             request.finish()
@@ -656,9 +653,10 @@ class ProxyExchange:
         self._finishWith(ok=False, failure=kind)
         if self._responded:
             # Part of the response is out: the client must see it cut short.
-            request.abortConnection() if isinstance(
-                request, StreamingRequest
-            ) else request.channel.transport.abortConnection()
+            if isinstance(request, ProxiedRequest):
+                request.abortConnection()
+            else:
+                request.channel.transport.abortConnection()
             return
         if kind == FAIL_TIMEOUT:
             _respondError(request, 504, "backend did not answer in time")
@@ -672,7 +670,7 @@ class ProxyExchange:
         if self._connecting is not None:
             connecting, self._connecting = self._connecting, None
             connecting.cancel()
-        if isinstance(self._request, StreamingRequest):
+        if isinstance(self._request, ProxiedRequest):
             self._request.whenClientGone(None)
         balancer = self._context.balancer
         if self._member is not None and balancer is not None:
@@ -680,7 +678,7 @@ class ProxyExchange:
                 self._member,
                 ok,
                 bytesIn=self._request.bytesIn
-                if isinstance(self._request, StreamingRequest)
+                if isinstance(self._request, ProxiedRequest)
                 else 0,
                 bytesOut=self.bytesFromBackend,
                 failure=failure,

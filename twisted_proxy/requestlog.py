@@ -9,11 +9,11 @@ import sys
 from collections.abc import Callable
 
 from twisted_proxy.accesslog import BufferedLogWriter, LogRecord, compileFormat
-from twisted_proxy.site import StreamingRequest
+from twisted_proxy.site import ProxiedRequest
 
 
 class AccessLogger:
-    """Turn a finished L{StreamingRequest} into a log line."""
+    """Turn a finished L{ProxiedRequest} into a log line."""
 
     def __init__(
         self,
@@ -29,7 +29,7 @@ class AccessLogger:
         self._clock = clock
         self._serverName = serverName
 
-    def logRequest(self, request: StreamingRequest) -> None:
+    def logRequest(self, request: ProxiedRequest) -> None:
         """Log C{request}, which has just finished."""
         now: float = self._clock.seconds()  # type: ignore[attr-defined]
         reqHeaders = request.requestHeaders
@@ -106,7 +106,7 @@ class AccessLogger:
             target.close()
 
 
-def _headBytes(request: StreamingRequest) -> int:
+def _headBytes(request: ProxiedRequest) -> int:
     # The status line and headers as written: counted, not re-serialised.
     size = 17
     for name, values in request.responseHeaders.getAllRawHeaders():

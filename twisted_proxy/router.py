@@ -13,7 +13,7 @@ from zope.interface import implementer
 from twisted_proxy.config.model import Config
 from twisted_proxy.http_proxy import ProxyContext, ProxyExchange, ReverseProxyResource
 from twisted_proxy.routing import RouteTable
-from twisted_proxy.site import IStreamingResource, StreamingRequest
+from twisted_proxy.site import IStreamingResource, ProxiedRequest
 
 
 @implementer(IStreamingResource)
@@ -39,7 +39,7 @@ class RouterResource(Resource):
             return None
         return self._resources.get(route.index)
 
-    def startStream(self, request: StreamingRequest) -> ProxyExchange | None:
+    def startStream(self, request: ProxiedRequest) -> ProxyExchange | None:
         """Route a request whose body is still arriving."""
         resource = self._resourceFor(request)
         if resource is None:

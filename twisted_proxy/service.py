@@ -23,9 +23,9 @@ from twisted_proxy.accesslog import openLogTarget
 from twisted_proxy.balancer import BalancerService
 from twisted_proxy.config.model import Config
 from twisted_proxy.http_proxy import ProxyContext
+from twisted_proxy.http_server import HTTPProxyFactory
 from twisted_proxy.requestlog import AccessLogger
 from twisted_proxy.router import RouterResource
-from twisted_proxy.site import ProxySite
 
 # The access log reaches its file at least this often.
 _LOG_FLUSH_INTERVAL = 1.0
@@ -50,7 +50,7 @@ class ProxyService(MultiService):
             config.proxy, reactor, self.balancer, dict(config.balancers)
         )
         self.accessLog: AccessLogger | None = None
-        self.site = ProxySite(
+        self.site = HTTPProxyFactory(
             RouterResource(config, self.context),
             config.proxy,
             reactor,

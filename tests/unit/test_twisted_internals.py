@@ -1,21 +1,18 @@
 """
-The private twisted.web state we rely on, checked against the installed Twisted
+The private Twisted state we rely on, checked against the installed Twisted
 so that an upgrade that renames it fails here first.
 """
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
+from twisted.internet import tcp
 from twisted.internet.testing import StringTransport
 from twisted.web.http import HTTPChannel, Request
 
-from twisted_proxy._twisted_internals import (
-    BadRequestHook,
-    pendingRequestLine,
-    sendContinue,
-    takeBufferedData,
-)
+from twisted_proxy._twisted_internals import pendingRequestLine, sendNow
 
 
 class _SeeHead(Request):
@@ -38,32 +35,48 @@ def test_pendingRequestLineDuringGotLength() -> None:
     channel.connectionLost(None)  # type: ignore[arg-type]
 
 
-def test_bufferedDataAndContinue() -> None:
-    """Pipelined bytes can be taken out; 100 Continue is written on demand."""
-    channel = HTTPChannel()
+class _FakeReactor:
+    """Just enough reactor for a tcp.Connection that is never registered."""
+
+    def addWriter(self, writer: object) -> None:
+        self.writing = True
+
+    def removeWriter(self, writer: object) -> None:
+        self.writing = False
+
+    def addReader(self, reader: object) -> None:
+        pass
+
+    def removeReader(self, reader: object) -> None:
+        pass
+
+
+def test_sendNowWritesThroughAnIdleTCPConnection() -> None:
+    """On an idle TCP connection the bytes go to the socket at once, unqueued."""
+    left, right = socket.socketpair()
+    try:
+        left.setblocking(False)
+        reactor = _FakeReactor()
+        conn = tcp.Connection(left, None, reactor)  # type: ignore[arg-type]
+        conn.connected = True
+        sendNow(conn, b"hello")
+        assert right.recv(10) == b"hello"
+        assert conn.dataBuffer == b""
+        assert conn._tempDataBuffer == []
+        assert not getattr(reactor, "writing", False)
+        # Something queued already: the new bytes queue behind it, in order.
+        conn._tempDataBuffer.append(b"first")
+        conn._tempDataLen = 5
+        sendNow(conn, b"second")
+        assert conn._tempDataBuffer == [b"first", b"second"]
+        assert reactor.writing
+    finally:
+        left.close()
+        right.close()
+
+
+def test_sendNowQueuesOnOtherTransports() -> None:
+    """Transports that are not plain TCP are written the ordinary way."""
     transport = StringTransport()
-    channel.makeConnection(transport)
-    channel._dataBuffer.append(b"next")
-    assert takeBufferedData(channel) == b"next"
-    assert takeBufferedData(channel) == b""
-    sendContinue(channel)
-    assert transport.value() == b"HTTP/1.1 100 Continue\r\n\r\n"
-    channel.connectionLost(None)  # type: ignore[arg-type]
-
-
-def test_badRequestHookReplacesTwistedsAnswer() -> None:
-    """A malformed header reaches the channel's badRequest()."""
-    called: list[bool] = []
-
-    class Channel(BadRequestHook, HTTPChannel):
-        def badRequest(self) -> None:
-            called.append(True)
-            self.transport.loseConnection()  # type: ignore[union-attr]
-
-    channel = Channel()
-    transport = StringTransport()
-    channel.makeConnection(transport)
-    channel.dataReceived(b"GET / HTTP/1.1\r\nno colon here\r\n\r\n")
-    assert called == [True]
-    assert transport.value() == b""
-    channel.connectionLost(None)  # type: ignore[arg-type]
+    sendNow(transport, b"data")
+    assert transport.value() == b"data"
