@@ -44,9 +44,9 @@ def test_denyOnly() -> None:
 
 def test_denyWins() -> None:
     """An address both allowed and denied is refused."""
-    acl = AccessList(nets("10.0.0.0/8"), nets("10.1.0.0/16"))
-    assert acl.permits("10.2.3.4")
-    assert not acl.permits("10.1.3.4")
+    acl = AccessList(nets("198.51.100.0/24"), nets("198.51.100.128/25"))
+    assert acl.permits("198.51.100.4")
+    assert not acl.permits("198.51.100.130")
 
 
 def test_ipv4MappedTreatedAsIPv4() -> None:

@@ -125,7 +125,7 @@ def test_proxyAllKeys() -> None:
         server_tokens = "full"
         preserve_host = true
         forwarded_headers = false
-        trusted_proxies = ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]
+        trusted_proxies = ["198.51.100.0/24", "192.0.2.7", "2001:db8::/32"]
         via = "block"
         timeout = 30.5
         connect_timeout = 1.5
@@ -148,7 +148,7 @@ def test_proxyAllKeys() -> None:
         preserve_host=True,
         forwarded_headers=False,
         trusted_proxies=(
-            ipaddress.ip_network("10.0.0.0/8"),
+            ipaddress.ip_network("198.51.100.0/24"),
             ipaddress.ip_network("192.0.2.7/32"),
             ipaddress.ip_network("2001:db8::/32"),
         ),
@@ -193,8 +193,8 @@ def test_viaValues(value: str) -> None:
 
 def test_trustedProxiesNonStrict() -> None:
     """A CIDR with host bits set is accepted as its network."""
-    proxy = loadString('[proxy]\ntrusted_proxies = ["10.1.2.3/8"]\n').proxy
-    assert proxy.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"),)
+    proxy = loadString('[proxy]\ntrusted_proxies = ["198.51.100.9/24"]\n').proxy
+    assert proxy.trusted_proxies == (ipaddress.ip_network("198.51.100.0/24"),)
 
 
 def test_accessLogFalse() -> None:
@@ -357,14 +357,14 @@ def test_proxyNotATable() -> None:
             "proxy.compress[1]: expected a non-empty string, got 3",
         ),
         (
-            'trusted_proxies = ["10.0.0.0/8", "not-a-net"]',
+            'trusted_proxies = ["198.51.100.0/24", "not-a-net"]',
             "proxy.trusted_proxies[1]: expected a CIDR network or an address, "
             'got "not-a-net"',
         ),
         (
-            'trusted_proxies = "10.0.0.0/8"',
+            'trusted_proxies = "198.51.100.0/24"',
             "proxy.trusted_proxies: expected an array of CIDR networks or "
-            'addresses, got "10.0.0.0/8"',
+            'addresses, got "198.51.100.0/24"',
         ),
         (
             'server_name = "a b"',
@@ -528,7 +528,7 @@ def test_routeAllKeys() -> None:
         cookie_path = { "/" = "/api/users/" }
         preserve_host = true
         timeout = 10
-        allow = ["10.0.0.0/8", "::1"]
+        allow = ["198.51.100.0/24", "::1"]
         deny = ["192.0.2.0/24"]
         websocket = false
         [route.request_headers]
@@ -546,7 +546,7 @@ def test_routeAllKeys() -> None:
         preserve_host=True,
         timeout=10.0,
         allow=(
-            ipaddress.ip_network("10.0.0.0/8"),
+            ipaddress.ip_network("198.51.100.0/24"),
             ipaddress.ip_network("::1/128"),
         ),
         deny=(ipaddress.ip_network("192.0.2.0/24"),),
@@ -584,11 +584,11 @@ def test_routeAllowSingleAddressesAndNonStrict() -> None:
     """allow/deny take single addresses and CIDRs with host bits set."""
     route = onlyRoute(
         '[[route]]\npath = "/"\nto = "http://h/"\n'
-        'allow = ["127.0.0.1", "10.1.2.3/8", "::1/128"]\n'
+        'allow = ["127.0.0.1", "198.51.100.9/24", "::1/128"]\n'
     )
     assert route.allow == (
         ipaddress.ip_network("127.0.0.1/32"),
-        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("198.51.100.0/24"),
         ipaddress.ip_network("::1/128"),
     )
 
@@ -847,9 +847,9 @@ def test_websocketFalseOnWebSocketRoute() -> None:
             'route[0].allow[1]: expected a CIDR network or an address, got "localhost"',
         ),
         (
-            'deny = ["10.0.0.0/33"]',
+            'deny = ["198.51.100.0/33"]',
             "route[0].deny[0]: expected a CIDR network or an address, "
-            'got "10.0.0.0/33"',
+            'got "198.51.100.0/33"',
         ),
         (
             'reverse = "http://x/"',

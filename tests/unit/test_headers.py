@@ -286,8 +286,8 @@ def test_hostRewrittenByDefault() -> None:
 
 def test_hostPerRequestUpstream() -> None:
     """A per-request upstreamHost (a balancer member) replaces the route's."""
-    out = rewriteRequest([(b"Host", b"api.example.test")], upstreamHost=b"10.0.0.2")
-    assert values(out, b"Host") == [b"10.0.0.2"]
+    out = rewriteRequest([(b"Host", b"api.example.test")], upstreamHost=b"198.51.100.2")
+    assert values(out, b"Host") == [b"198.51.100.2"]
 
 
 def test_hostPreservedBySettings() -> None:
@@ -303,7 +303,7 @@ def test_hostPreservedIgnoresUpstreamOverride() -> None:
     out = rewriteRequest(
         [(b"Host", b"api.example.test")],
         proxy=settings(preserve_host=True),
-        upstreamHost=b"10.0.0.2",
+        upstreamHost=b"198.51.100.2",
     )
     assert values(out, b"Host") == [b"api.example.test"]
 
@@ -380,17 +380,17 @@ def test_xffReplacedForUntrustedClient() -> None:
     """An untrusted client's X-Forwarded-For is replaced, not extended."""
     out = rewriteRequest(
         [
-            (b"X-Forwarded-For", b"10.9.9.9"),
-            (b"x-forwarded-for", b"10.8.8.8"),
+            (b"X-Forwarded-For", b"198.51.100.99"),
+            (b"x-forwarded-for", b"198.51.100.88"),
         ],
-        proxy=trusting("10.0.0.0/8"),
+        proxy=trusting("198.51.100.0/24"),
     )
     assert values(out, b"X-Forwarded-For") == [b"192.0.2.7"]
 
 
 def test_xffReplacedWithoutTrustedProxies() -> None:
     """With no trusted proxies configured every XFF is replaced."""
-    out = rewriteRequest([(b"X-Forwarded-For", b"10.9.9.9")])
+    out = rewriteRequest([(b"X-Forwarded-For", b"198.51.100.99")])
     assert values(out, b"X-Forwarded-For") == [b"192.0.2.7"]
 
 
@@ -449,12 +449,12 @@ def test_xffTrustedJoinsRepeatedHeaders() -> None:
         [
             (b"X-Forwarded-For", b"198.51.100.1"),
             (b"Accept", b"*/*"),
-            (b"X-Forwarded-For", b"203.0.113.4, 10.1.1.1"),
+            (b"X-Forwarded-For", b"203.0.113.4, 198.51.100.11"),
         ],
         proxy=trusting("192.0.2.0/24"),
     )
     assert values(out, b"X-Forwarded-For") == [
-        b"198.51.100.1, 203.0.113.4, 10.1.1.1, 192.0.2.7"
+        b"198.51.100.1, 203.0.113.4, 198.51.100.11, 192.0.2.7"
     ]
 
 
@@ -533,7 +533,7 @@ def test_forwardedOthersFilledInForTrusted() -> None:
 def test_forwardedHeadersOff() -> None:
     """With forwarded_headers off nothing is added and the client's pass through."""
     incoming = [
-        (b"X-Forwarded-For", b"10.9.9.9"),
+        (b"X-Forwarded-For", b"198.51.100.99"),
         (b"X-Forwarded-Proto", b"http"),
     ]
     out = rewriteRequest(incoming, proxy=settings(forwarded_headers=False))

@@ -546,7 +546,8 @@ def test_fromRouteBalancer() -> None:
         to=Target("balancer://web/", "balancer", "web", 0, "/"),
     )
     balancer = Balancer(
-        name="web", members=(Member("http://10.0.0.1:9001", "http", "10.0.0.1", 9001),)
+        name="web",
+        members=(Member("http://198.51.100.1:9001", "http", "198.51.100.1", 9001),),
     )
     r = ReverseRewriter.fromRoute(route, balancer)
-    assert location(r, b"http://10.0.0.1:9001/x") == b"https://api.example.test/x"
+    assert location(r, b"http://198.51.100.1:9001/x") == b"https://api.example.test/x"
