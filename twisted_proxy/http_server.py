@@ -25,6 +25,7 @@ from twisted.internet.interfaces import (
     IDelayedCall,
     IPushProducer,
     IReactorTime,
+    ISSLTransport,
     ITCPTransport,
 )
 from twisted.internet.protocol import Protocol, ServerFactory
@@ -274,8 +275,6 @@ class HTTPServerChannel(Protocol):
         transport = self.transport
         if ITCPTransport.providedBy(transport):
             transport.setTcpNoDelay(True)
-        from twisted.internet.interfaces import ISSLTransport
-
         self.secure = ISSLTransport.providedBy(transport)
         transport.registerProducer(self, True)
         self._arm(self.site.settings.header_timeout, _FIRST)
@@ -420,13 +419,8 @@ class HTTPServerChannel(Protocol):
 
     def _badBody(self, error: HTTPError) -> None:
         request = self.request
-        if request is not None and not request.startedWriting:
-            request.bodyTooLarge = lambda: None  # type: ignore[method-assign]
-            consumer, request.bodyConsumer = request.bodyConsumer, None
-            abort = getattr(consumer, "abort", None)
-            if abort is not None:
-                abort()
-            request.respondError(error.status, error.message)
+        if request is not None:
+            request.refuseBody(error.status, error.message)
         else:
             self.abortConnection()
 
@@ -579,13 +573,8 @@ class HTTPServerChannel(Protocol):
             self.refuse(408, "request head not received in time")
         elif purpose == _UPLOAD:
             request = self.request
-            if request is not None and not request.startedWriting:
-                request.bodyTooLarge = lambda: None  # type: ignore[method-assign]
-                consumer, request.bodyConsumer = request.bodyConsumer, None
-                abort = getattr(consumer, "abort", None)
-                if abort is not None:
-                    abort()
-                request.respondError(408, "request body not received in time")
+            if request is not None:
+                request.refuseBody(408, "request body not received in time")
             else:
                 self.abortConnection()
 

@@ -145,6 +145,14 @@ class ProxiedRequest:
 
     def bodyTooLarge(self) -> None:
         """The body passed C{max_body_bytes}: 413, or cut if answering."""
+        self.refuseBody(413, "request body too large")
+
+    def refuseBody(self, status: int, message: str) -> None:
+        """
+        The rest of the body cannot be taken (too large, malformed, stalled):
+        drop the backend exchange, and answer C{status} if nothing of the
+        response is out yet, else cut the connection.
+        """
         consumer, self.bodyConsumer = self.bodyConsumer, None
         abort = getattr(consumer, "abort", None)
         if abort is not None:
@@ -152,7 +160,7 @@ class ProxiedRequest:
         if self.startedWriting:
             self.abortConnection()
         elif not self.finished:
-            self.respondError(413, "request body too large")
+            self.respondError(status, message)
 
     def respondError(
         self,

@@ -195,3 +195,17 @@ def test_clientPausesTheResponseProducer() -> None:
     request.unregisterProducer()
     channel.pauseProducing()
     assert events == ["pause", "resume"]
+
+
+def test_stalledUploadGets408() -> None:
+    """A body that stops arriving for idle_timeout seconds is answered 408."""
+    channel, transport, echo, clock = connect(idle_timeout=10.0)
+    channel.dataReceived(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n12")
+    clock.advance(9)
+    channel.dataReceived(b"34")
+    clock.advance(9)
+    assert transport.value() == b""
+    clock.advance(1)
+    assert transport.value().startswith(b"HTTP/1.1 408 ")
+    assert transport.disconnecting
+    assert echo.seen == []
