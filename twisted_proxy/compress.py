@@ -40,9 +40,10 @@ def shouldCompress(
 ) -> bool:
     """
     Compress this response? Only a 200 with a listed media type, not already
-    encoded, not a byte range, for a client that accepts gzip.
+    encoded, not a byte range, for a client that accepts gzip. A HEAD gets the
+    answer its GET would (the headers say gzip; there is no body to encode).
     """
-    if not types or status != 200 or method == b"HEAD":
+    if not types or status != 200:
         return False
     if not acceptsGzip(acceptEncoding):
         return False

@@ -583,7 +583,8 @@ class ProxyExchange:
                 types, request.method, status, accept[0] if accept else None, headers
             ):
                 headers = compressedHeaders(headers)
-                self._gzip = GzipStream()
+                if request.method != b"HEAD":
+                    self._gzip = GzipStream()
         request.setResponseCode(status, reason or None)
         responseHeaders = request.responseHeaders
         for name, value in headers:

@@ -23,7 +23,7 @@ from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
-from twisted.web.http import HTTPChannel
+from twisted.web.http import HTTPChannel, datetimeToString
 from zope.interface import Attribute, Interface
 
 from twisted_proxy._twisted_internals import pendingRequestLine
@@ -309,6 +309,8 @@ def errorHeaders(
 ) -> list[tuple[bytes, bytes]]:
     """The headers of an error page the proxy itself writes."""
     headers = [
+        # RFC 9110 6.6.1: a server with a clock sends Date.
+        (b"Date", datetimeToString()),
         (b"Content-Type", b"text/plain; charset=utf-8"),
         (b"Content-Length", b"%d" % length),
         *extra,

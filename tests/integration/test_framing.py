@@ -371,6 +371,7 @@ async def test_responseHeaderDirectivesOnProxiedAndErrors(stack: Stack) -> None:
     assert ok.status == 200
     assert ok.body == b"page"
     assert missing.status == 404
+    assert missing.header(b"date") is not None
     for reply in (ok, missing):
         assert reply.headerValues(b"x-frame-options") == [b"DENY"]
         assert reply.header(b"x-powered-by") is None
@@ -493,3 +494,13 @@ async def test_compressGzipsTextHtmlWhenAccepted(stack: Stack) -> None:
     assert plain.header(b"content-encoding") is None
     assert plain.header(b"content-length") == b"%d" % len(page)
     assert plain.body == page
+
+    # HEAD is told what its GET would get: gzip, and no body.
+    _write(
+        client,
+        request(b"HEAD", b"/page", [(b"Accept-Encoding", b"gzip")]),
+    )
+    data = await client.waitFor(lambda d: d.count(b"\r\n\r\n") >= 2)
+    head = data.split(b"\r\n\r\n")[1].lower()
+    assert b"content-encoding: gzip" in head
+    assert data.endswith(b"\r\n\r\n")

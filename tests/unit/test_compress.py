@@ -34,10 +34,11 @@ def test_acceptsGzip(value: bytes | None, accepted: bool) -> None:
 
 
 def test_onlyListedTypesAnd200() -> None:
-    """Only a 200 of a listed type, not HEAD, not already encoded, is compressed."""
+    """Only a 200 of a listed type, not already encoded, is compressed."""
     types = (b"text/html",)
     assert shouldCompress(types, b"GET", 200, b"gzip", HTML)
-    assert not shouldCompress(types, b"HEAD", 200, b"gzip", HTML)
+    # HEAD is answered with the headers of the GET.
+    assert shouldCompress(types, b"HEAD", 200, b"gzip", HTML)
     assert not shouldCompress(types, b"GET", 206, b"gzip", HTML)
     assert not shouldCompress(types, b"GET", 200, None, HTML)
     assert not shouldCompress((b"text/css",), b"GET", 200, b"gzip", HTML)
