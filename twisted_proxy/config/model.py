@@ -15,7 +15,10 @@ Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]  # noqa: UP007 - a
 
 ServerTokens = Literal["prod", "full", "none"]
 ViaMode = Literal["off", "on", "full", "block"]
-BalancerMethod = Literal["byrequests", "roundrobin"]
+BalancerMethod = Literal[
+    "byrequests", "bytraffic", "bybusyness", "roundrobin", "random2", "hash"
+]
+HealthMethod = Literal["TCP", "OPTIONS", "HEAD", "GET"]
 
 
 @dataclass(frozen=True)
@@ -113,11 +116,43 @@ class Member:
     weight: int = 1
     standby: bool = False
     disabled: bool = False
+    # In-flight requests at most (0: no cap); beyond it the member is busy.
+    max_connections: int = 0
+    # +N: no new sessions, existing sticky sessions still served.
+    drain: bool = False
+    # lbset: the lowest tier with a usable member serves.
+    tier: int = 0
+    # +I: failures never put this member in error.
+    ignore_errors: bool = False
 
     @property
     def name(self) -> str:
         """The worker name Apache logs as ``BALANCER_WORKER_NAME``."""
         return f"{self.scheme}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Sticky:
+    """``[balancer.NAME.sticky]``: Apache's stickysession."""
+
+    name: str = "ROUTEID"
+    insert: bool = False
+    failover: bool = True
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """``[balancer.NAME.health]``: mod_proxy_hcheck / HAProxy's check."""
+
+    method: HealthMethod = "GET"
+    uri: str = "/"
+    interval: float = 30.0
+    timeout: float = 5.0
+    passes: int = 2
+    fails: int = 3
+    # "2xx", "3xx", or single codes like "204".
+    expect_status: tuple[str, ...] = ("2xx", "3xx")
+    expect_body: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +162,16 @@ class Balancer:
     name: str
     method: BalancerMethod = "byrequests"
     members: tuple[Member, ...] = ()
+    # For method = "hash": "ip" | "uri" | "header:NAME" | "cookie:NAME".
+    hash_key: str = "ip"
+    # Other members tried when one fails before any byte was sent;
+    # None: every other member once (Apache's default).
+    max_attempts: int | None = None
+    fail_on_status: tuple[int, ...] = ()
+    # A member in error is tried again after this many seconds.
+    retry: float = 60.0
+    sticky: Sticky | None = None
+    health: HealthCheck | None = None
 
 
 @dataclass(frozen=True)
