@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from twisted_proxy.config.model import Member
 
-__all__ = ["MemberState"]
+__all__ = ["DOWN", "UNKNOWN", "UP", "MemberState"]
+
+# Health states. A member starts UNKNOWN and serves (as HAProxy's "init"
+# state without checks does, and unlike Apache's hcheck, which waits): the
+# first failed checks take it down, so starting the proxy never blocks traffic.
+UNKNOWN = "unknown"
+UP = "up"
+DOWN = "down"
 
 
 class MemberState:
@@ -24,16 +31,24 @@ class MemberState:
         "bytesIn",
         "bytesOut",
         "disabled",
+        "drain",
         "errorUntil",
         "failures",
+        "health",
+        "ignoreErrors",
         "inFlight",
         "index",
+        "lastCheck",
+        "lastCheckResult",
         "lastFailure",
         "lbStatus",
+        "maxConnections",
         "member",
         "requests",
+        "responseTime",
         "retrying",
         "standby",
+        "tier",
         "weight",
     )
 
@@ -61,6 +76,22 @@ class MemberState:
         """Why the member last failed (``"refused"``, ``"timeout"``...)."""
         self.retrying = False
         """Picked while in error because nothing else was usable."""
+        self.drain = member.drain
+        """+N: no new sessions; sticky sessions still reach it."""
+        self.tier = member.tier
+        """lbset: lower tiers serve first."""
+        self.ignoreErrors = member.ignore_errors
+        """+I: failures never put it in error."""
+        self.maxConnections = member.max_connections
+        """In-flight cap (0: none)."""
+        self.health = UNKNOWN
+        """Active health: L{UNKNOWN} until a check says L{UP} or L{DOWN}."""
+        self.lastCheck = 0.0
+        """When the last health check finished (epoch seconds; 0: never)."""
+        self.lastCheckResult: str | None = None
+        """What the last health check found, in words."""
+        self.responseTime = 0.0
+        """Smoothed seconds from request to response end (EWMA)."""
 
     @property
     def name(self) -> str:
@@ -72,8 +103,21 @@ class MemberState:
         return self.errorUntil > now
 
     def usable(self, now: float) -> bool:
-        """Tell whether the member may be picked at C{now}: not disabled or in error."""
-        return not self.disabled and self.errorUntil <= now
+        """
+        Tell whether the member may take a request at C{now}: not disabled, not
+        in error, not found down by its health check, not at its cap.
+        """
+        return (
+            not self.disabled
+            and self.errorUntil <= now
+            and self.health != DOWN
+            and (not self.maxConnections or self.inFlight < self.maxConnections)
+        )
+
+    @property
+    def busy(self) -> int:
+        """Requests in flight (open WebSockets and tunnels included)."""
+        return self.inFlight
 
     def __repr__(self) -> str:
         return (
