@@ -23,6 +23,7 @@ from zope.interface import implementer
 
 from twisted_proxy.acl import AccessList
 from twisted_proxy.balancer import IBalancer, MemberState
+from twisted_proxy.balancer.keys import RequestFacts, headerLookup
 from twisted_proxy.compress import GzipStream, compressedHeaders, shouldCompress
 from twisted_proxy.config import parseTarget
 from twisted_proxy.config.model import Balancer, ProxySettings, Route
@@ -32,6 +33,7 @@ from twisted_proxy.routing import upstreamTarget
 from twisted_proxy.site import IStreamingResource, ProxiedRequest, errorHeaders
 from twisted_proxy.upstream.connection import (
     FAIL_CONNECT,
+    FAIL_RESET,
     FAIL_TIMEOUT,
     Address,
     UpstreamConnection,
@@ -46,6 +48,11 @@ _REPLAY_LIMIT = 65536
 # Body bytes held while the backend connection is being made, before the
 # client is paused.
 _PENDING_LIMIT = 262144
+# Methods whose request may be sent again when a member dropped it unanswered
+# (RFC 9110 9.2.2), and only when it has no body.
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"TRACE"})
+# How long a request waits when every member is at its max_connections.
+_CAPACITY_WAIT = 5.0
 
 _WIRE_SCHEME = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
 
@@ -221,32 +228,7 @@ class ReverseProxyResource(Resource):
             )
             _respondError(request, 403, "forbidden")
             return None
-        member: MemberState | None = None
-        if plan.address is None:
-            balancer = self.context.balancer
-            name = plan.target.host
-            member = balancer.pick(name) if balancer is not None else None
-            if member is None:
-                _log.error(
-                    "{label}: no usable member in balancer {name}",
-                    label=plan.label,
-                    name=name,
-                )
-                _respondError(request, 503, "no backend available")
-                return None
-            m = member.member
-            wireAddress: Address = (_WIRE_SCHEME[m.scheme], m.host, m.port)
-            upstreamHost: bytes | None = formatHostPort(m.host, m.port, m.scheme)
-            env = getattr(request, "logEnv", None)
-            if env is not None:
-                env["BALANCER_NAME"] = f"balancer://{name}"
-                env["BALANCER_WORKER_NAME"] = m.name
-        else:
-            wireAddress = plan.address
-            upstreamHost = None
-        exchange = ProxyExchange(
-            request, plan, self.context, wireAddress, member, upstreamHost, buffered
-        )
+        exchange = ProxyExchange(request, plan, self.context, buffered)
         exchange.start()
         return exchange
 
@@ -269,6 +251,22 @@ def _listenerPort(request: Any) -> int:
         port = int(getattr(request.getHost(), "port", 0))
         channel.listenerPort = port
     return port
+
+
+def _facts(request: Any) -> RequestFacts:
+    """What stickiness and hashing may look at in C{request}."""
+    headers = request.requestHeaders
+    pairs = getattr(headers, "pairs", None)
+    if pairs is None:
+        pairs = lambda: [  # noqa: E731 - twisted.web's Headers
+            (n, v) for n, vs in headers.getAllRawHeaders() for v in vs
+        ]
+    return RequestFacts(
+        clientAddress=_clientAddress(request),
+        target=request.uri,
+        header=headerLookup(pairs()),
+        secure=_scheme(request) == "https",
+    )
 
 
 def _clientAddress(request: Any) -> str:
@@ -318,16 +316,18 @@ class ProxyExchange:
         request: Any,
         plan: _RoutePlan,
         context: ProxyContext,
-        address: Address,
-        member: MemberState | None,
-        upstreamHost: bytes | None,
         buffered: bytes | None,
     ) -> None:
         self._request = request
         self._plan = plan
         self._context = context
-        self._address = address
-        self._member = member
+        self._address: Address = plan.address or ("http", "", 0)
+        self._member: MemberState | None = None
+        self._tried: list[MemberState] = []
+        self._facts: RequestFacts | None = None
+        self._waitedForCapacity = False
+        self._statusFailure: str | None = None
+        self._startTime = 0.0
         self._conn: UpstreamConnection | None = None
         self._connecting: Deferred[UpstreamConnection] | None = None
         self._pending: list[bytes] = []
@@ -341,24 +341,15 @@ class ProxyExchange:
         self._reader: _ClientReader | None = None
         self._corked: Any = None
         self._buffered = buffered
-        self._attempts = 0
-        balancerConfig = context.balancers.get(plan.target.host)
-        # Apache's default maxattempts: every other member once.
-        self._maxAttempts = (
-            len(balancerConfig.members) - 1 if balancerConfig is not None else 0
-        )
         self._readerOn: Any = None
         self.bytesFromBackend = 0
-        self._head, self._chunked, self._bodyEnded = self._buildHead(
-            upstreamHost, buffered
-        )
+        self._head, self._chunked, self._bodyEnded = self._buildHead(None)
         if buffered:
             self._pending.append(buffered)
             self._replay = [buffered] if len(buffered) <= _REPLAY_LIMIT else None
 
-    def _buildHead(
-        self, upstreamHost: bytes | None, buffered: bytes | None
-    ) -> tuple[bytes, bool, bool]:
+    def _buildHead(self, upstreamHost: bytes | None) -> tuple[bytes, bool, bool]:
+        buffered = self._buffered
         request = self._request
         plan = self._plan
         headers = request.requestHeaders
@@ -405,6 +396,7 @@ class ProxyExchange:
             bodyEnded = False
         else:
             bodyEnded = not length
+        self._hasBody = chunked or bool(length) or bool(buffered)
         target = upstreamTarget(plan.frontPath, plan.targetPath, request.uri)
         head = b"%s %s HTTP/1.1\r\n%s\r\n" % (request.method, target, b"".join(out))
         return head, chunked, bodyEnded
@@ -415,7 +407,59 @@ class ProxyExchange:
             self._request.whenClientGone(self.clientGone)
         else:
             self._request.notifyFinish().addErrback(lambda _: self.clientGone())
-        self._connect(fresh=False)
+        if self._plan.address is not None or self._choose():
+            self._connect(fresh=False)
+
+    def _choose(self) -> bool:
+        """
+        Ask the balancer for a member (not one tried already); False when the
+        request is answered (503) or waits for a member to have room.
+        """
+        balancer = self._context.balancer
+        name = self._plan.target.host
+        if self._facts is None:
+            self._facts = _facts(self._request)
+        member = (
+            balancer.pick(name, self._facts, self._tried)
+            if balancer is not None
+            else None
+        )
+        if member is None:
+            if (
+                balancer is not None
+                and not self._waitedForCapacity
+                and balancer.atCapacity(name)
+            ):
+                # Every member is at max_connections: wait briefly for one.
+                self._waitedForCapacity = True
+                waiting = balancer.whenCapacity(name, _CAPACITY_WAIT)
+                waiting.addCallback(self._capacityWaitOver)
+                return False
+            _log.error(
+                "{label}: no usable member in balancer {name}",
+                label=self._plan.label,
+                name=name,
+            )
+            self._done = True
+            if isinstance(self._request, ProxiedRequest):
+                self._request.whenClientGone(None)
+            _respondError(self._request, 503, "no backend available")
+            return False
+        self._member = member
+        self._tried.append(member)
+        self._startTime = self._context.reactor.seconds()
+        m = member.member
+        self._address = (_WIRE_SCHEME[m.scheme], m.host, m.port)
+        self._head = self._buildHead(formatHostPort(m.host, m.port, m.scheme))[0]
+        env = getattr(self._request, "logEnv", None)
+        if env is not None:
+            env["BALANCER_NAME"] = f"balancer://{name}"
+            env["BALANCER_WORKER_NAME"] = m.name
+        return True
+
+    def _capacityWaitOver(self, released: bool) -> None:
+        if not self._done and self._choose():
+            self._connect(fresh=False)
 
     def _connect(self, fresh: bool) -> None:
         attempt = self._context.pool.acquire(
@@ -466,38 +510,23 @@ class ProxyExchange:
     def _failover(self, kind: str, detail: str) -> bool:
         """
         A balancer member could not be reached, so nothing was sent: put it in
-        error and try another member, as Apache does, while one is left and
-        the body so far can be replayed.
+        error and try another member, as Apache does (maxattempts), while one
+        is left and the body so far can be replayed.
         """
         balancer = self._context.balancer
         member = self._member
         if member is None or balancer is None or self._replay is None:
             return False
-        if self._attempts >= self._maxAttempts:
+        name = self._plan.target.host
+        if len(self._tried) > balancer.maxAttempts(name):
             return False
         self._logFailure(detail)
         balancer.release(member, False, failure=kind)
         self._member = None
-        name = self._plan.target.host
-        other = balancer.pick(name)
-        if other is None:
-            return False
-        if other is member:
-            balancer.release(other, True)
-            return False
-        self._attempts += 1
-        self._member = other
-        m = other.member
-        self._address = (_WIRE_SCHEME[m.scheme], m.host, m.port)
-        self._head = self._buildHead(
-            formatHostPort(m.host, m.port, m.scheme), self._buffered
-        )[0]
-        env = getattr(self._request, "logEnv", None)
-        if env is not None:
-            env["BALANCER_WORKER_NAME"] = m.name
         self._pending = list(self._replay)
         self._pendingBytes = sum(map(len, self._pending))
-        self._connect(fresh=False)
+        if self._choose():
+            self._connect(fresh=False)
         return True
 
     # -- the request body, as the client sends it --
@@ -565,6 +594,16 @@ class ProxyExchange:
             return
         self._responded = True
         plan = self._plan
+        member = self._member
+        balancer = self._context.balancer
+        if member is not None and balancer is not None:
+            balancerName = plan.target.host
+            if balancer.failsOnStatus(balancerName, status):
+                self._statusFailure = f"answered {status}"
+            if self._facts is not None:
+                cookie = balancer.stickyCookie(balancerName, self._facts, member)
+                if cookie is not None:
+                    headers = [*headers, (b"Set-Cookie", cookie)]
         if plan.reverseRewriter.active:
             hosts = request.requestHeaders.getRawHeaders(b"host")
             frontHost = (
@@ -626,6 +665,17 @@ class ProxyExchange:
             self._pending = list(self._replay)
             self._connect(fresh=True)
             return
+        if (
+            kind == FAIL_RESET
+            and not self._responded
+            and not self._hasBody
+            and self._request.method in _IDEMPOTENT
+        ):
+            # The member dropped a body-less idempotent request before
+            # answering: another member may safely answer it instead.
+            self._unregisterResponseProducer()
+            if self._failover(kind, detail):
+                return
         self._fail(kind, detail)
 
     # -- endings --
@@ -675,14 +725,15 @@ class ProxyExchange:
             self._request.whenClientGone(None)
         balancer = self._context.balancer
         if self._member is not None and balancer is not None:
+            if ok and self._statusFailure is not None:
+                ok, failure = False, self._statusFailure
             balancer.release(
                 self._member,
                 ok,
-                bytesIn=self._request.bytesIn
-                if isinstance(self._request, ProxiedRequest)
-                else 0,
-                bytesOut=self.bytesFromBackend,
+                bytesIn=self.bytesFromBackend,
+                bytesOut=getattr(self._request, "bytesIn", 0),
                 failure=failure,
+                elapsed=self._context.reactor.seconds() - self._startTime,
             )
             self._member = None
 

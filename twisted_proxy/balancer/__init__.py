@@ -7,18 +7,26 @@ policies; L{IBalancer} is what a front end needs of it.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from zope.interface import Interface
 
 if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+    from twisted_proxy.balancer.keys import RequestFacts
     from twisted_proxy.balancer.state import MemberState
 
 
 class IBalancer(Interface):
     """Chooses balancer members for requests and hears how each exchange went."""
 
-    def pick(balancerName: str) -> MemberState | None:
+    def pick(
+        balancerName: str,
+        facts: RequestFacts | None = None,
+        exclude: Collection[MemberState] = (),
+    ) -> MemberState | None:
         """
         Return a member of the balancer for one request, counted busy; or C{None}.
 
@@ -31,8 +39,26 @@ class IBalancer(Interface):
         bytesIn: int = 0,
         bytesOut: int = 0,
         failure: str | None = None,
+        elapsed: float | None = None,
     ) -> None:
         """Report an exchange's outcome; C{ok=False} puts the member in error."""
+
+    def maxAttempts(balancerName: str) -> int:
+        """Other members a failed request may be re-sent to."""
+
+    def failsOnStatus(balancerName: str, status: int) -> bool:
+        """Whether a member answering C{status} is put in error."""
+
+    def stickyCookie(
+        balancerName: str, facts: RequestFacts, member: MemberState
+    ) -> bytes | None:
+        """The C{Set-Cookie} value binding the client to C{member}, if one is due."""
+
+    def atCapacity(balancerName: str) -> bool:
+        """Whether every member that could serve is at its max_connections."""
+
+    def whenCapacity(balancerName: str, timeout: float) -> Deferred[bool]:
+        """Fire True when a member is released, False after C{timeout}."""
 
 
 # The implementation needs IBalancer, so it is imported after it is declared.

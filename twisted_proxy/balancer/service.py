@@ -2,70 +2,112 @@
 The one balancer service every front end shares.
 
 Front ends ask it for a member (L{BalancerService.pick}) and report back how the
-exchange went (L{BalancerService.release}); the balancer-manager reads and sets
-the same state. Time comes from the injected clock, so tests run on a Clock.
+exchange went (L{BalancerService.release}); health checks, the balancer-manager
+and metrics read and set the same state. Time comes from the injected clock,
+so tests run on a Clock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
 
-from twisted.application.service import Service
-from twisted.internet.interfaces import IReactorTime
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from twisted_proxy.balancer import IBalancer
+from twisted_proxy.balancer.keys import RequestFacts, StickyRoutes, hashKeyExtractor
 from twisted_proxy.balancer.policy import POLICIES, ILoadBalancingPolicy
-from twisted_proxy.balancer.state import MemberState
-from twisted_proxy.config.model import Balancer
+from twisted_proxy.balancer.state import DOWN, MemberState
+from twisted_proxy.config.model import Balancer, Member
 
 __all__ = ["DEFAULT_RETRY", "BalancerService"]
 
 DEFAULT_RETRY = 60.0
 """Seconds a failed member stays in error before it is tried again (Apache's retry)."""
 
+# Weight of the newest sample in a member's smoothed response time.
+_EWMA = 0.2
+
 
 class _BalancerState:
     """One balancer at run time: its config, members and policy instance."""
 
-    __slots__ = ("config", "members", "policy", "retry")
+    __slots__ = (
+        "config",
+        "failOnStatus",
+        "hashKey",
+        "members",
+        "policy",
+        "retry",
+        "sticky",
+        "waiters",
+    )
 
-    def __init__(self, config: Balancer, retry: float) -> None:
+    def __init__(self, config: Balancer, retry: float | None) -> None:
         self.config = config
-        self.members = tuple(
+        self.members = [
             MemberState(member, index) for index, member in enumerate(config.members)
-        )
+        ]
         self.policy: ILoadBalancingPolicy = POLICIES[config.method]()
-        self.retry = retry
+        self.retry = config.retry if retry is None else retry
+        self.sticky = StickyRoutes(config.sticky) if config.sticky else None
+        self.hashKey: Callable[[RequestFacts], bytes] | None = (
+            hashKeyExtractor(config.hash_key) if config.method == "hash" else None
+        )
+        self.failOnStatus = frozenset(config.fail_on_status)
+        self.waiters: list[Deferred[None]] = []
+
+    def byRoute(self, route: str) -> MemberState | None:
+        for member in self.members:
+            if member.member.route == route:
+                return member
+        return None
 
 
 @implementer(IBalancer)
-class BalancerService(Service):
+class BalancerService(MultiService):
     """
     Every balancer, its members, their flags and counters, and the choice of member.
 
-    A member that fails is in error for C{retry} seconds. Standby members
-    (``+H``) are used only while no other member is usable; when nothing at all
-    is usable, members in error (but not disabled) are tried anyway, as Apache
-    does, and one that then succeeds is back at once.
+    The choice, for one request:
+      1. a sticky route (cookie or URL parameter) names a usable member: that one
+         (even when draining); named but unusable: another (C{failover}) or none;
+      2. otherwise the lowest tier (lbset) with a usable member serves; within
+         it, standby members (+H) only when no other is usable; disabled (+D),
+         draining (+N), down and full members are passed over; the method picks;
+      3. nothing usable at all: members in error (not disabled, not down) are
+         tried anyway, as Apache does, and one that then succeeds is back at once.
+    A member that fails is in error for the balancer's C{retry} seconds.
     """
 
     name = "balancer"
+    _log = Logger()
 
     def __init__(
         self,
         balancers: Sequence[Balancer],
         clock: IReactorTime,
-        retry: float = DEFAULT_RETRY,
+        retry: float | None = None,
     ) -> None:
+        super().__init__()
         self._clock = clock
         self._balancers = {
             balancer.name: _BalancerState(balancer, retry) for balancer in balancers
         }
 
+    # -- reading --
+
     def balancerNames(self) -> Sequence[str]:
         """Return the names of all balancers, in configured order."""
         return tuple(self._balancers)
+
+    def config(self, balancerName: str) -> Balancer:
+        """Return a balancer's configuration."""
+        return self._balancers[balancerName].config
 
     def members(self, balancerName: str) -> Sequence[MemberState]:
         """
@@ -73,7 +115,7 @@ class BalancerService(Service):
 
         :raise KeyError: if there is no such balancer.
         """
-        return self._balancers[balancerName].members
+        return tuple(self._balancers[balancerName].members)
 
     def member(self, balancerName: str, memberName: str) -> MemberState:
         """
@@ -86,32 +128,152 @@ class BalancerService(Service):
                 return state
         raise KeyError(f"balancer {balancerName!r} has no member {memberName!r}")
 
-    def pick(self, balancerName: str) -> MemberState | None:
+    def maxAttempts(self, balancerName: str) -> int:
+        """Other members a request may be re-sent to (Apache's maxattempts)."""
+        balancer = self._balancers[balancerName]
+        configured = balancer.config.max_attempts
+        if configured is not None:
+            return configured
+        return max(0, len(balancer.members) - 1)
+
+    def failsOnStatus(self, balancerName: str, status: int) -> bool:
+        """Whether C{status} from a member puts it in error (failonstatus)."""
+        return status in self._balancers[balancerName].failOnStatus
+
+    # -- choosing --
+
+    def pick(
+        self,
+        balancerName: str,
+        facts: RequestFacts | None = None,
+        exclude: Collection[MemberState] = (),
+    ) -> MemberState | None:
         """
         Choose a member of C{balancerName} for one request, and count it as busy.
 
-        Return C{None} when every member is disabled. The caller must
-        L{release} the member it gets once the exchange is over.
+        Return C{None} when no member can take it (or the sticky member is
+        down and C{failover} is off). The caller must L{release} the member it
+        gets once the exchange is over.
 
+        :param facts: what stickiness and the hash method look at.
+        :param exclude: members already tried for this request.
         :raise KeyError: if there is no such balancer.
         """
         balancer = self._balancers[balancerName]
         now = self._clock.seconds()
-        members = balancer.members
-        candidates = [m for m in members if not m.standby and m.usable(now)]
+        chosen: MemberState | None = None
         retrying = False
-        if not candidates:
-            candidates = [m for m in members if m.standby and m.usable(now)]
+        if balancer.sticky is not None and facts is not None:
+            route = balancer.sticky.route(facts)
+            if route is not None:
+                sticky = balancer.byRoute(route)
+                if sticky is not None and sticky not in exclude and sticky.usable(now):
+                    chosen = sticky
+                elif sticky is not None and not balancer.sticky.sticky.failover:
+                    return None
+        if chosen is None:
+            candidates = self._candidates(balancer, now, exclude)
             if not candidates:
-                candidates = [m for m in members if not m.disabled]
+                candidates = [
+                    m
+                    for m in balancer.members
+                    if m not in exclude
+                    and not m.disabled
+                    and not m.drain
+                    and m.health != DOWN
+                    and m.inError(now)
+                    and (not m.maxConnections or m.inFlight < m.maxConnections)
+                ]
                 retrying = True
-        chosen = balancer.policy.pick(candidates)
+            key = None
+            if balancer.hashKey is not None and facts is not None:
+                key = balancer.hashKey(facts)
+            chosen = balancer.policy.pick(candidates, key)
         if chosen is not None:
             chosen.requests += 1
             chosen.inFlight += 1
             if retrying:
                 chosen.retrying = True
         return chosen
+
+    @staticmethod
+    def _candidates(
+        balancer: _BalancerState, now: float, exclude: Collection[MemberState]
+    ) -> list[MemberState]:
+        usable = [
+            m
+            for m in balancer.members
+            if not m.drain and m not in exclude and m.usable(now)
+        ]
+        if not usable:
+            return usable
+        tier = min(m.tier for m in usable)
+        inTier = [m for m in usable if m.tier == tier]
+        primaries = [m for m in inTier if not m.standby]
+        return primaries or inTier
+
+    def stickyCookie(
+        self, balancerName: str, facts: RequestFacts, member: MemberState
+    ) -> bytes | None:
+        """
+        The C{Set-Cookie} value that binds the client to C{member}, when the
+        balancer inserts one and the client's route does not already say so.
+        """
+        balancer = self._balancers[balancerName]
+        sticky = balancer.sticky
+        config = balancer.config.sticky
+        route = member.member.route
+        if sticky is None or config is None or not config.insert or route is None:
+            return None
+        if not sticky.needsInsert(sticky.route(facts), route):
+            return None
+        return sticky.setCookie(route, facts.secure)
+
+    def atCapacity(self, balancerName: str) -> bool:
+        """Whether members could serve but every one is at its max_connections."""
+        now = self._clock.seconds()
+        open_ = [
+            m
+            for m in self._balancers[balancerName].members
+            if not m.disabled
+            and not m.drain
+            and m.health != DOWN
+            and not m.inError(now)
+        ]
+        return bool(open_) and all(
+            m.maxConnections and m.inFlight >= m.maxConnections for m in open_
+        )
+
+    def whenCapacity(self, balancerName: str, timeout: float) -> Deferred[bool]:
+        """
+        Fire with True when a member of C{balancerName} is released, or with
+        False after C{timeout} seconds.
+        """
+        balancer = self._balancers[balancerName]
+        waiter: Deferred[None] = Deferred()
+        balancer.waiters.append(waiter)
+        result: Deferred[bool] = Deferred()
+        timer: IDelayedCall = self._clock.callLater(
+            timeout, self._capacityTimedOut, balancer, waiter, result
+        )
+
+        def released(_: object) -> None:
+            if timer.active():
+                timer.cancel()
+            if not result.called:
+                result.callback(True)
+
+        waiter.addCallback(released)
+        return result
+
+    def _capacityTimedOut(
+        self, balancer: _BalancerState, waiter: Deferred[None], result: Deferred[bool]
+    ) -> None:
+        if waiter in balancer.waiters:
+            balancer.waiters.remove(waiter)
+        result.callback(False)
+
+    # -- hearing back --
 
     def release(
         self,
@@ -120,40 +282,53 @@ class BalancerService(Service):
         bytesIn: int = 0,
         bytesOut: int = 0,
         failure: str | None = None,
+        elapsed: float | None = None,
     ) -> None:
         """
         Report how an exchange with a picked member went.
 
         C{ok=False} means the member failed (connection refused or reset,
         timeout, a status in ``fail_on_status``): it is in error for the
-        balancer's retry time. C{failure} names the reason, for the
-        balancer-manager. A client that went away is not the member's fault:
-        report that as C{ok=True}.
+        balancer's retry time, unless it ignores errors (+I). C{failure} names
+        the reason, for the balancer-manager. A client that went away is not
+        the member's fault: report that as C{ok=True}.
 
         :param bytesIn: bytes received from the member.
         :param bytesOut: bytes sent to the member.
+        :param elapsed: seconds the exchange took, for the smoothed response time.
         """
         if member.inFlight > 0:
             member.inFlight -= 1
         member.bytesIn += bytesIn
         member.bytesOut += bytesOut
+        if elapsed is not None:
+            if member.responseTime:
+                member.responseTime += _EWMA * (elapsed - member.responseTime)
+            else:
+                member.responseTime = elapsed
+        balancer = self._balancerOf(member)
         if ok:
             if member.retrying:
                 # A forced retry worked: the member is back before its retry time.
                 member.errorUntil = 0.0
                 member.retrying = False
-            return
-        member.failures += 1
-        member.lastFailure = failure or "error"
-        member.retrying = False
-        member.errorUntil = self._clock.seconds() + self._retryFor(member)
+        else:
+            member.failures += 1
+            member.lastFailure = failure or "error"
+            member.retrying = False
+            if not member.ignoreErrors:
+                retry = balancer.retry if balancer is not None else DEFAULT_RETRY
+                member.errorUntil = self._clock.seconds() + retry
+        if balancer is not None and balancer.waiters:
+            balancer.waiters.pop(0).callback(None)
 
-    def _retryFor(self, member: MemberState) -> float:
-        """Return the retry time of the balancer that C{member} belongs to."""
+    def _balancerOf(self, member: MemberState) -> _BalancerState | None:
         for balancer in self._balancers.values():
             if member in balancer.members:
-                return balancer.retry
-        return DEFAULT_RETRY
+                return balancer
+        return None
+
+    # -- changing at run time (the balancer-manager) --
 
     def setFlags(
         self,
@@ -162,30 +337,78 @@ class BalancerService(Service):
         *,
         disabled: bool | None = None,
         standby: bool | None = None,
+        drain: bool | None = None,
+        ignoreErrors: bool | None = None,
         weight: int | None = None,
+        tier: int | None = None,
+        maxConnections: int | None = None,
     ) -> None:
         """
-        Change a member's flags or weight (the balancer-manager); the next pick obeys.
+        Change a member's flags, weight, tier or cap; the next pick obeys.
 
         C{None} leaves a value as it is. C{memberName} is the member's name or route.
 
         :raise KeyError: if there is no such balancer or member.
-        :raise ValueError: if C{weight} is below 1.
+        :raise ValueError: for a weight below 1 or a negative tier or cap.
         """
         state = self.member(balancerName, memberName)
+        if weight is not None and weight < 1:
+            raise ValueError(f"weight must be at least 1, not {weight}")
+        if tier is not None and tier < 0:
+            raise ValueError(f"tier must be 0 or more, not {tier}")
+        if maxConnections is not None and maxConnections < 0:
+            raise ValueError(f"max_connections must be 0 or more, not {maxConnections}")
         if weight is not None:
-            if weight < 1:
-                raise ValueError(f"weight must be at least 1, not {weight}")
             state.weight = weight
         if disabled is not None:
             state.disabled = disabled
         if standby is not None:
             state.standby = standby
+        if drain is not None:
+            state.drain = drain
+        if ignoreErrors is not None:
+            state.ignoreErrors = ignoreErrors
+        if tier is not None:
+            state.tier = tier
+        if maxConnections is not None:
+            state.maxConnections = maxConnections
 
-    def startService(self) -> None:
-        """Start the balancer (health-check loops will start here)."""
-        super().startService()
+    def addMember(self, balancerName: str, member: Member) -> MemberState:
+        """Add a member at run time; the others keep their counters."""
+        balancer = self._balancers[balancerName]
+        for existing in balancer.members:
+            if existing.name == member.name:
+                raise ValueError(f"{member.name} is already a member of {balancerName}")
+        state = MemberState(member, len(balancer.members))
+        balancer.members.append(state)
+        return state
 
-    def stopService(self) -> None:
-        """Stop the balancer (health-check loops will stop here)."""
-        return super().stopService()  # type: ignore[no-any-return]
+    def removeMember(self, balancerName: str, memberName: str) -> MemberState:
+        """
+        Remove a member at run time; requests in flight to it finish, the
+        others keep their counters.
+        """
+        balancer = self._balancers[balancerName]
+        state = self.member(balancerName, memberName)
+        balancer.members.remove(state)
+        return state
+
+    # -- health (set by the monitor) --
+
+    def healthChanged(
+        self, balancerName: str, member: MemberState, state: str, reason: str
+    ) -> None:
+        """A health check moved C{member} to C{state} (it is already recorded)."""
+        if state != DOWN:
+            balancer = self._balancers.get(balancerName)
+            if balancer is not None and balancer.waiters:
+                balancer.waiters.pop(0).callback(None)
+
+    def stopService(self) -> Deferred[Any]:
+        """Stop the health checks; members waiting for capacity give up."""
+        for balancer in self._balancers.values():
+            waiters, balancer.waiters = balancer.waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+        d = super().stopService()
+        return d if d is not None else succeed(None)
