@@ -1,0 +1,642 @@
+"""
+Active health checks: mod_proxy_hcheck's job, with HAProxy's rise and fall.
+
+The deciding part is pure: L{HealthTracker} turns a run of passed and failed
+checks into state transitions, L{statusMatches} and L{Expectation} judge an
+answer. L{HealthMonitor} is the thin I/O around them: one C{LoopingCall} per
+balancer, a TCP connect or an HTTP request per member, each with its own timeout.
+
+A member starts L{UNKNOWN} and serves meanwhile (HAProxy's choice; Apache's
+hcheck waits for a first check instead): C{fails} failed checks in a row take it
+L{DOWN}, C{passes} passed checks in a row make it L{UP}, so starting the proxy
+never holds traffic back.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Sequence
+from http.cookiejar import DefaultCookiePolicy
+from typing import Any
+
+from OpenSSL import SSL
+from treq.client import HTTPClient
+from treq.cookies import IndexableCookieJar
+from twisted.application.service import Service
+from twisted.internet import error
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    gatherResults,
+    maybeDeferred,
+    succeed,
+)
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    connectProtocol,
+    wrapClientTLS,
+)
+from twisted.internet.interfaces import (
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
+from twisted.web.client import (
+    URI,
+    Agent,
+    HTTPConnectionPool,
+    ResponseDone,
+    ResponseFailed,
+    ResponseNeverReceived,
+)
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgentEndpointFactory, IResponse
+from zope.interface import implementer
+
+from twisted_proxy.balancer.state import DOWN, UNKNOWN, UP, MemberState
+from twisted_proxy.config.model import HealthCheck
+from twisted_proxy.headers import formatHostPort
+
+__all__ = [
+    "MAX_BODY",
+    "Expectation",
+    "HealthMonitor",
+    "HealthTracker",
+    "describeFailure",
+    "statusMatches",
+]
+
+MAX_BODY = 65536
+"""Bytes of an answer's body read at most for C{expect_body}."""
+
+USER_AGENT = b"twisted-proxy health check"
+"""What the HTTP checks send as C{User-Agent}, so backends can tell them apart."""
+
+
+class HealthTracker:
+    """
+    One member's rise/fall counter: checks in, state transitions out.
+
+    From any state, C{fails} failed checks in a row lead to L{DOWN} and
+    C{passes} passed checks in a row to L{UP} (when not already there); a
+    result of the other kind resets the run. Pure: no clock, no I/O.
+    """
+
+    __slots__ = ("consecutiveFails", "consecutivePasses", "fails", "passes", "state")
+
+    def __init__(self, passes: int, fails: int, state: str = UNKNOWN) -> None:
+        if passes < 1 or fails < 1:
+            raise ValueError(f"passes and fails must be at least 1: {passes}, {fails}")
+        if state not in (UNKNOWN, UP, DOWN):
+            raise ValueError(f"unknown health state {state!r}")
+        self.passes = passes
+        self.fails = fails
+        self.state = state
+        """L{UNKNOWN}, L{UP} or L{DOWN}."""
+        self.consecutivePasses = 0
+        """Checks passed in a row, up to now."""
+        self.consecutiveFails = 0
+        """Checks failed in a row, up to now."""
+
+    def observe(self, ok: bool) -> str | None:
+        """Count one check's result; return the new state if it changed, else None."""
+        if ok:
+            self.consecutivePasses += 1
+            self.consecutiveFails = 0
+            if self.state != UP and self.consecutivePasses >= self.passes:
+                self.state = UP
+                return UP
+        else:
+            self.consecutiveFails += 1
+            self.consecutivePasses = 0
+            if self.state != DOWN and self.consecutiveFails >= self.fails:
+                self.state = DOWN
+                return DOWN
+        return None
+
+
+def statusMatches(status: int, expect: Sequence[str]) -> bool:
+    """
+    Tell whether C{status} is one of C{expect}: classes like ``"2xx"`` or exact
+    codes like ``"204"`` (an empty C{expect} matches nothing).
+    """
+    for pattern in expect:
+        pattern = pattern.strip().lower()
+        if len(pattern) == 3 and pattern.endswith("xx") and pattern[0].isdigit():
+            if status // 100 == int(pattern[0]):
+                return True
+        elif pattern.isdigit() and int(pattern) == status:
+            return True
+    return False
+
+
+class Expectation:
+    """
+    What an HTTP check expects of an answer, compiled once per balancer.
+
+    The body, when C{expect_body} is set, is searched (C{re.search}) as UTF-8
+    text, undecodable bytes replaced; only its first L{MAX_BODY} bytes count.
+
+    :raise re.error: if C{expect_body} is not a valid regular expression.
+    """
+
+    def __init__(self, check: HealthCheck) -> None:
+        self.method = check.method
+        self.uri = check.uri
+        self.expectStatus = tuple(check.expect_status)
+        self.bodyPattern = check.expect_body
+        self._body = (
+            None if check.expect_body is None else re.compile(check.expect_body)
+        )
+
+    @property
+    def readsBody(self) -> bool:
+        """Whether the body must be read at all."""
+        return self._body is not None
+
+    def judge(self, status: int, body: bytes = b"") -> tuple[bool, str]:
+        """Return whether an answer passes, and what it was in words."""
+        said = f"{self.method} {self.uri} answered {status}"
+        if not statusMatches(status, self.expectStatus):
+            return False, said
+        if self._body is not None and not self._body.search(
+            body[:MAX_BODY].decode("utf-8", "replace")
+        ):
+            return False, f"{said}, body did not match {self.bodyPattern!r}"
+        return True, said
+
+
+def describeFailure(failure: Failure) -> str:
+    """Say in a few words why a check could not get an answer."""
+    exc = failure.value
+    if isinstance(exc, error.ConnectionRefusedError):
+        return "connect refused"
+    if isinstance(exc, error.DNSLookupError):
+        return "name lookup failed"
+    if isinstance(exc, (error.TimeoutError, error.TCPTimedOutError)):
+        return "connect timed out"
+    if isinstance(exc, error.NoRouteError):
+        return "no route to host"
+    if isinstance(exc, error.ConnectError):
+        return f"connect failed: {exc}"
+    if isinstance(exc, SSL.Error):
+        return f"TLS failed: {exc}"
+    if isinstance(exc, (ResponseNeverReceived, ResponseFailed)):
+        for reason in exc.reasons:
+            if isinstance(reason, Failure) and reason.check(SSL.Error):
+                return f"TLS failed: {reason.value}"
+        if isinstance(exc, ResponseNeverReceived):
+            return "connection closed without an answer"
+        return "answer cut short"
+    if isinstance(exc, (error.ConnectionLost, error.ConnectionDone)):
+        return "connection lost"
+    return f"check failed: {type(exc).__name__}: {exc}"
+
+
+def _timedOut(result: object, timeout: float) -> tuple[bool, str]:
+    """The result of a check cut off by its timeout."""
+    return False, f"timed out after {timeout:g}s"
+
+
+class _Connections:
+    """Every connection the checks opened and that has not closed yet."""
+
+    def __init__(self) -> None:
+        self._open: set[ProtocolWrapper] = set()
+        self._waiting: list[Deferred[None]] = []
+
+    def opened(self, connection: ProtocolWrapper) -> None:
+        """Count a connection that was just made."""
+        self._open.add(connection)
+
+    def closed(self, connection: ProtocolWrapper) -> None:
+        """Forget a connection that is gone; wake the waiters once none is left."""
+        self._open.discard(connection)
+        if not self._open:
+            waiting, self._waiting = self._waiting, []
+            for d in waiting:
+                d.callback(None)
+
+    def abortAll(self) -> None:
+        """Cut every connection still open."""
+        for connection in list(self._open):
+            transport: Any = connection.transport
+            if transport is not None:
+                transport.abortConnection()
+
+    def whenClosed(self) -> Deferred[None]:
+        """Fire once no connection is open."""
+        if not self._open:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiting.append(d)
+        return d
+
+
+class _TrackingFactory(WrappingFactory):
+    """Wraps a protocol factory so that L{_Connections} sees each connection."""
+
+    noisy = False
+
+    def __init__(self, wrappedFactory: IProtocolFactory, connections: _Connections):
+        super().__init__(wrappedFactory)
+        self._connections = connections
+        if isinstance(wrappedFactory, Factory):
+            # Agent's pool makes a factory per connection, which would log
+            # "Starting factory" and "Stopping factory" at every check.
+            wrappedFactory.noisy = False
+
+    def registerProtocol(self, p: ProtocolWrapper) -> None:
+        """Called by a wrapped protocol once connected."""
+        super().registerProtocol(p)
+        self._connections.opened(p)
+
+    def unregisterProtocol(self, p: ProtocolWrapper) -> None:
+        """Called by a wrapped protocol once its connection is gone."""
+        super().unregisterProtocol(p)
+        self._connections.closed(p)
+
+
+@implementer(IStreamClientEndpoint)
+class _TrackingEndpoint:
+    """An endpoint whose connections L{_Connections} keeps count of."""
+
+    def __init__(
+        self, endpoint: IStreamClientEndpoint, connections: _Connections
+    ) -> None:
+        self._endpoint = endpoint
+        self._connections = connections
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        """Connect, handing back the caller's own protocol (not the wrapper)."""
+        factory = _TrackingFactory(protocolFactory, self._connections)
+        d = self._endpoint.connect(factory)
+        return d.addCallback(_unwrap)
+
+
+def _unwrap(wrapper: IProtocol) -> IProtocol:
+    """The caller's protocol inside a L{_TrackingFactory}'s wrapper."""
+    wrapped: IProtocol = wrapper.wrappedProtocol  # type: ignore[attr-defined]
+    return wrapped
+
+
+@implementer(IAgentEndpointFactory)
+class _AgentEndpoints:
+    """The HTTP checks' endpoints: plain TCP, TLS on top for https, all tracked."""
+
+    def __init__(
+        self,
+        endpointFor: Callable[[str, int], IStreamClientEndpoint],
+        connections: _Connections,
+    ) -> None:
+        self._endpointFor = endpointFor
+        self._connections = connections
+
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
+        """Return the endpoint that reaches C{uri}'s host and port."""
+        host = uri.host.decode("idna").strip("[]")
+        endpoint = self._endpointFor(host, uri.port)
+        if uri.scheme == b"https":
+            from twisted.internet.ssl import optionsForClientTLS
+
+            endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
+        return _TrackingEndpoint(endpoint, self._connections)
+
+
+class _Probe(Protocol):
+    """A TCP check's connection: it is closed as soon as it is made."""
+
+    def __init__(self) -> None:
+        self.lost: Deferred[None] = Deferred(lambda _: self._abort())
+
+    def _abort(self) -> None:
+        """The check was cancelled while closing: cut the connection now."""
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """The connection is gone: the check is over."""
+        if not self.lost.called:
+            self.lost.callback(None)
+
+
+class _BoundedBody(Protocol):
+    """Reads at most C{limit} bytes of a response body, then drops the rest."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._finished = False
+        self.done: Deferred[bytes] = Deferred(lambda _: self._stop())
+
+    def _stop(self) -> None:
+        """Read no more, and have the connection closed."""
+        self._finished = True
+        if self.transport is not None:
+            self.transport.stopProducing()  # type: ignore[attr-defined]
+
+    def _finish(self) -> None:
+        """Enough was read: hand it over and stop the rest."""
+        body = b"".join(self._parts)
+        self._stop()
+        if not self.done.called:
+            self.done.callback(body)
+
+    def connectionMade(self) -> None:
+        """A body that is not wanted is not read."""
+        if self._limit <= 0:
+            self._finish()
+
+    def dataReceived(self, data: bytes) -> None:
+        """Keep what fits in the limit."""
+        if self._finished:
+            return
+        data = data[: self._limit - self._size]
+        self._parts.append(data)
+        self._size += len(data)
+        if self._size >= self._limit:
+            self._finish()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """The body ended (or broke) before the limit."""
+        if self._finished or self.done.called:
+            return
+        self._finished = True
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(b"".join(self._parts))
+        else:
+            self.done.errback(reason)
+
+
+class _Target:
+    """One balancer under watch: its check, members, expectation and loop."""
+
+    __slots__ = ("check", "expectation", "loop", "members", "name")
+
+    def __init__(
+        self, name: str, check: HealthCheck, members: Sequence[MemberState]
+    ) -> None:
+        self.name = name
+        self.check = check
+        self.members = tuple(members)
+        self.expectation = Expectation(check)
+        self.loop: LoopingCall | None = None
+
+
+class HealthMonitor(Service):
+    """
+    Checks every member of the balancers it is given, every C{interval}.
+
+    One C{LoopingCall} per balancer runs on the given reactor, the first round
+    at once. A round starts one check per member, all at the same time, and
+    returns without waiting for them: the loop never waits on a slow member. A
+    member whose previous check is still running (possible only when
+    C{timeout} > C{interval}) is skipped in that round, so no member has two
+    checks at once. Each check is cut off after C{timeout} seconds; a check
+    that fails, raises or hangs counts as a failed check, never stops the loop.
+
+    Each result sets the member's C{lastCheck} and C{lastCheckResult} and feeds
+    its L{HealthTracker}; a transition sets C{member.health}, is logged once
+    and reported to C{onTransition(balancerName, member, newState, reason)}.
+    The tracker is the truth about the health state: it starts from the
+    member's C{health} when the member is first watched.
+
+    C{stopService} stops the loops, cancels the checks in flight, cuts their
+    connections and returns a Deferred that fires once every connection is
+    closed; results that arrive later are dropped.
+
+    :param reactor: the clock for loops, timeouts and C{lastCheck}; with the
+        default checks, also the reactor to connect with.
+    :param targets: C{(balancerName, healthCheck, members)} for each
+        balancer to check.
+    :param check: replaces the TCP and HTTP checks (for tests): called with a
+        member, it returns a Deferred of C{(passed, what happened)}.
+    :param endpointFor: the plain TCP endpoint to reach C{(host, port)} (TLS
+        is added for https members); by default a TCP4/TCP6 endpoint for an
+        address, a L{HostnameEndpoint} for a name.
+    """
+
+    name = "health"
+    _log = Logger()
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        targets: Sequence[tuple[str, HealthCheck, Sequence[MemberState]]],
+        onTransition: Callable[[str, MemberState, str, str], object] | None = None,
+        check: Callable[[MemberState], Deferred[tuple[bool, str]]] | None = None,
+        endpointFor: Callable[[str, int], IStreamClientEndpoint] | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self._onTransition = onTransition
+        self._check = check or self._defaultCheck
+        self._endpointFor = endpointFor or self._defaultEndpoint
+        self._targets: dict[str, _Target] = {}
+        self._watched: dict[MemberState, tuple[_Target, HealthTracker]] = {}
+        self._inFlight: dict[MemberState, Deferred[Any]] = {}
+        self._connections = _Connections()
+        self._pool = HTTPConnectionPool(reactor, persistent=False)
+        self._pool.retryAutomatically = False
+        self._http: HTTPClient | None = None
+        for name, healthCheck, members in targets:
+            self._targets[name] = target = _Target(name, healthCheck, members)
+            self._watch(target)
+
+    def setMembers(self, balancerName: str, members: Sequence[MemberState]) -> None:
+        """
+        Watch C{members} from now on for C{balancerName}, after members were
+        added or removed; those kept keep their counts, a removed one's check
+        in flight is cancelled and its result dropped.
+
+        :raise KeyError: if the balancer is not watched.
+        """
+        target = self._targets[balancerName]
+        keep = set(members)
+        for member in target.members:
+            if member not in keep:
+                del self._watched[member]
+                inFlight = self._inFlight.get(member)
+                if inFlight is not None:
+                    inFlight.cancel()
+        target.members = tuple(members)
+        self._watch(target)
+
+    def _watch(self, target: _Target) -> None:
+        """Give each new member of C{target} a tracker, from its present health."""
+        for member in target.members:
+            if member not in self._watched:
+                tracker = HealthTracker(
+                    target.check.passes, target.check.fails, member.health
+                )
+                self._watched[member] = (target, tracker)
+
+    def tracker(self, member: MemberState) -> HealthTracker:
+        """
+        Return the rise/fall counter of a watched member.
+
+        :raise KeyError: if the member is not watched.
+        """
+        return self._watched[member][1]
+
+    def startService(self) -> None:
+        """Start one loop per balancer, each checking at once."""
+        super().startService()
+        for target in self._targets.values():
+            loop = LoopingCall(self._round, target)
+            loop.clock = self._reactor
+            target.loop = loop
+            loop.start(target.check.interval, now=True).addErrback(
+                lambda f: self._log.failure("health check loop stopped", f)
+            )
+
+    def stopService(self) -> Deferred[None]:
+        """Stop the loops and checks; fire once every connection is closed."""
+        super().stopService()
+        for target in self._targets.values():
+            if target.loop is not None and target.loop.running:
+                target.loop.stop()
+            target.loop = None
+        for d in list(self._inFlight.values()):
+            d.cancel()
+        self._connections.abortAll()
+        closing = gatherResults(
+            [self._pool.closeCachedConnections(), self._connections.whenClosed()]
+        )
+        return closing.addCallback(lambda _: None)
+
+    def _round(self, target: _Target) -> None:
+        """Start a check of every member not still being checked."""
+        for member in target.members:
+            if member not in self._inFlight:
+                self._startCheck(target, member)
+
+    def _startCheck(self, target: _Target, member: MemberState) -> None:
+        """Check C{member} once, cut off at the timeout; the result is recorded."""
+        d: Deferred[Any] = maybeDeferred(self._check, member)
+        d.addTimeout(target.check.timeout, self._reactor, onTimeoutCancel=_timedOut)
+        self._inFlight[member] = d
+        d.addBoth(self._done, member)
+        d.addCallbacks(
+            self._record, self._failed, callbackArgs=(member,), errbackArgs=(member,)
+        )
+        d.addErrback(lambda f: self._log.failure("health check of {m}", f, m=member))
+
+    def _done(self, result: object, member: MemberState) -> object:
+        """The check of C{member} is over, whatever its result."""
+        del self._inFlight[member]
+        return result
+
+    def _failed(self, failure: Failure, member: MemberState) -> None:
+        """A check got no answer: a failure, unless we cancelled it ourselves."""
+        if failure.check(CancelledError) and (
+            not self.running or member not in self._watched
+        ):
+            return
+        self._record((False, describeFailure(failure)), member)
+
+    def _record(self, result: tuple[bool, str], member: MemberState) -> None:
+        """Count one check's result, and act on a transition."""
+        watched = self._watched.get(member)
+        if watched is None or not self.running:
+            return
+        target, tracker = watched
+        ok, reason = result
+        member.lastCheck = self._reactor.seconds()
+        member.lastCheckResult = reason
+        newState = tracker.observe(ok)
+        if newState is None:
+            return
+        member.health = newState
+        if newState == UP:
+            self._log.info(
+                "member {member} up: {reason} ({count} of {count} passed)",
+                member=member.name,
+                reason=reason,
+                count=tracker.passes,
+                balancer=target.name,
+            )
+        else:
+            self._log.warn(
+                "member {member} down: {reason} ({count} of {count} failed)",
+                member=member.name,
+                reason=reason,
+                count=tracker.fails,
+                balancer=target.name,
+            )
+        if self._onTransition is not None:
+            try:
+                self._onTransition(target.name, member, newState, reason)
+            except Exception:
+                self._log.failure("health transition of {member}", member=member.name)
+
+    # The checks themselves.
+
+    def _defaultEndpoint(self, host: str, port: int) -> IStreamClientEndpoint:
+        """A TCP endpoint for an address, a L{HostnameEndpoint} for a name."""
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return HostnameEndpoint(self._reactor, host, port)
+        if ip.version == 4:
+            return TCP4ClientEndpoint(self._reactor, host, port)
+        return TCP6ClientEndpoint(self._reactor, host, port)
+
+    def _defaultCheck(self, member: MemberState) -> Deferred[tuple[bool, str]]:
+        """Check C{member} the way its balancer's health table says."""
+        target = self._watched[member][0]
+        if target.check.method == "TCP":
+            return Deferred.fromCoroutine(self._checkTCP(member))
+        return Deferred.fromCoroutine(self._checkHTTP(target.expectation, member))
+
+    async def _checkTCP(self, member: MemberState) -> tuple[bool, str]:
+        """Connect, then close at once: the member accepts connections."""
+        endpoint = _TrackingEndpoint(
+            self._endpointFor(member.member.host, member.member.port),
+            self._connections,
+        )
+        probe = await connectProtocol(endpoint, _Probe())
+        probe.transport.loseConnection()  # type: ignore[union-attr]
+        await probe.lost
+        return True, "connected"
+
+    def _client(self) -> HTTPClient:
+        """The treq client of the HTTP checks: own pool, no cookies kept."""
+        if self._http is None:
+            agent = Agent.usingEndpointFactory(
+                self._reactor,
+                _AgentEndpoints(self._endpointFor, self._connections),
+                pool=self._pool,
+            )
+            jar = IndexableCookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+            self._http = HTTPClient(agent, cookiejar=jar)
+        return self._http
+
+    async def _checkHTTP(
+        self, expectation: Expectation, member: MemberState
+    ) -> tuple[bool, str]:
+        """Ask for the check's URI with the member's Host; judge the answer."""
+        m = member.member
+        hostPort = formatHostPort(m.host, m.port, m.scheme)
+        url = f"{m.scheme}://{hostPort.decode('ascii')}{expectation.uri}"
+        response: IResponse = await self._client().request(
+            expectation.method,
+            url,
+            headers=Headers({b"Host": [hostPort], b"User-Agent": [USER_AGENT]}),
+            allow_redirects=False,
+            unbuffered=True,
+        )
+        reader = _BoundedBody(MAX_BODY if expectation.readsBody else 0)
+        response.deliverBody(reader)
+        body = await reader.done
+        return expectation.judge(response.code, body)
