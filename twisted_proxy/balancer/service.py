@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from twisted_proxy.balancer import IBalancer
+from twisted_proxy.balancer.health import HealthMonitor
 from twisted_proxy.balancer.keys import RequestFacts, StickyRoutes, hashKeyExtractor
 from twisted_proxy.balancer.policy import POLICIES, ILoadBalancingPolicy
 from twisted_proxy.balancer.state import DOWN, MemberState
@@ -92,12 +93,25 @@ class BalancerService(MultiService):
         balancers: Sequence[Balancer],
         clock: IReactorTime,
         retry: float | None = None,
+        healthCheck: Callable[[MemberState], Deferred[tuple[bool, str]]] | None = None,
     ) -> None:
         super().__init__()
         self._clock = clock
         self._balancers = {
             balancer.name: _BalancerState(balancer, retry) for balancer in balancers
         }
+        # Active health checks, for the balancers that have a [health] table.
+        self.health = HealthMonitor(
+            clock,
+            [
+                (name, b.config.health, b.members)
+                for name, b in self._balancers.items()
+                if b.config.health is not None
+            ],
+            self.healthChanged,
+            check=healthCheck,
+        )
+        self.health.setServiceParent(self)
 
     # -- reading --
 
@@ -381,6 +395,7 @@ class BalancerService(MultiService):
                 raise ValueError(f"{member.name} is already a member of {balancerName}")
         state = MemberState(member, len(balancer.members))
         balancer.members.append(state)
+        self._membersChanged(balancerName)
         return state
 
     def removeMember(self, balancerName: str, memberName: str) -> MemberState:
@@ -391,7 +406,13 @@ class BalancerService(MultiService):
         balancer = self._balancers[balancerName]
         state = self.member(balancerName, memberName)
         balancer.members.remove(state)
+        self._membersChanged(balancerName)
         return state
+
+    def _membersChanged(self, balancerName: str) -> None:
+        balancer = self._balancers[balancerName]
+        if balancer.config.health is not None:
+            self.health.setMembers(balancerName, tuple(balancer.members))
 
     # -- health (set by the monitor) --
 
@@ -400,6 +421,8 @@ class BalancerService(MultiService):
     ) -> None:
         """A health check moved C{member} to C{state} (it is already recorded)."""
         if state != DOWN:
+            # Healthy again by its checks: any passive error is over too.
+            member.errorUntil = 0.0
             balancer = self._balancers.get(balancerName)
             if balancer is not None and balancer.waiters:
                 balancer.waiters.pop(0).callback(None)
