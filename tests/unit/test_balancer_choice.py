@@ -184,3 +184,21 @@ def test_hashMethodIsStickyByKey() -> None:
     b, _ = service(member(1), member(2), member(3), method="hash", hash_key="ip")
     for ip in ("192.0.2.1", "192.0.2.2", "198.51.100.7"):
         assert len(set(picks(b, 10, facts(ip=ip)))) == 1
+
+
+def test_snapshotShowsWhatTheManagerShows() -> None:
+    """The snapshot has each member's flags, health, counters and response time."""
+    b, clock = service(member(1), member(2, standby=True))
+    one = b.pick("b")
+    assert one is not None
+    b.release(one, False, bytesIn=10, bytesOut=3, failure="connect", elapsed=0.5)
+    [first, second] = b.snapshot()["b"]
+    assert first["name"] == "http://127.0.0.1:1"
+    assert first["failures"] == 1
+    assert first["in_error"] is True
+    assert first["last_failure"] == "connect"
+    assert (first["bytes_in"], first["bytes_out"]) == (10, 3)
+    assert first["response_time"] == 0.5
+    assert first["health"] == "unknown"
+    assert second["standby"] is True
+    assert second["requests"] == 0

@@ -142,6 +142,41 @@ class BalancerService(MultiService):
                 return state
         raise KeyError(f"balancer {balancerName!r} has no member {memberName!r}")
 
+    def snapshot(self) -> dict[str, list[dict[str, Any]]]:
+        """
+        Every balancer's members as plain values: what the balancer-manager
+        and the metrics show.
+        """
+        now = self._clock.seconds()
+        return {
+            name: [
+                {
+                    "name": m.name,
+                    "route": m.member.route,
+                    "weight": m.weight,
+                    "tier": m.tier,
+                    "standby": m.standby,
+                    "disabled": m.disabled,
+                    "drain": m.drain,
+                    "ignore_errors": m.ignoreErrors,
+                    "max_connections": m.maxConnections,
+                    "in_error": m.inError(now),
+                    "last_failure": m.lastFailure,
+                    "health": m.health,
+                    "last_check": m.lastCheck or None,
+                    "last_check_result": m.lastCheckResult,
+                    "requests": m.requests,
+                    "failures": m.failures,
+                    "bytes_in": m.bytesIn,
+                    "bytes_out": m.bytesOut,
+                    "in_flight": m.inFlight,
+                    "response_time": m.responseTime,
+                }
+                for m in balancer.members
+            ]
+            for name, balancer in self._balancers.items()
+        }
+
     def maxAttempts(self, balancerName: str) -> int:
         """Other members a request may be re-sent to (Apache's maxattempts)."""
         balancer = self._balancers[balancerName]
