@@ -25,6 +25,7 @@ from twisted_proxy.config import (
     load,
     loadString,
 )
+from twisted_proxy.config.model import HealthCheck, Sticky
 
 
 def errorsOf(text: str, source: str = "site.toml") -> list[str]:
@@ -979,13 +980,13 @@ def test_balancersKeepFileOrder() -> None:
     assert [name for name, _ in config.balancers] == ["b", "a"]
 
 
-@pytest.mark.parametrize("method", ["bytraffic", "bybusyness", "random2", "hash"])
-def test_balancerMethodsNotSupportedYet(method: str) -> None:
-    """The other documented methods are recognised but not supported yet."""
+@pytest.mark.parametrize(
+    "method", ["byrequests", "bytraffic", "bybusyness", "roundrobin", "random2", "hash"]
+)
+def test_balancerMethods(method: str) -> None:
+    """Every documented balancing method is accepted."""
     text = f'[balancer.web]\nmethod = "{method}"\n[[balancer.web.member]]\nurl = "http://h"\n'
-    assert errorsOf(text) == [
-        f'site.toml: balancer.web.method: method "{method}" is not supported yet'
-    ]
+    assert loadString(text).balancer("web").method == method
 
 
 def test_balancerUnknownMethod() -> None:
@@ -993,25 +994,437 @@ def test_balancerUnknownMethod() -> None:
     text = '[balancer.web]\nmethod = "fastest"\n[[balancer.web.member]]\nurl = "http://h"\n'
     assert errorsOf(text) == [
         'site.toml: balancer.web.method: expected one of "byrequests", '
-        '"roundrobin", got "fastest"'
+        '"bytraffic", "bybusyness", "roundrobin", "random2", "hash", got "fastest"'
+    ]
+
+
+def test_balancerAllKeys() -> None:
+    """Every [balancer.NAME] key, sticky and health included, is read."""
+    balancer = loadString(
+        """
+        [balancer.web]
+        method = "hash"
+        hash_key = "cookie:session"
+        max_attempts = 2
+        fail_on_status = [503, 502]
+        retry = 15
+        [balancer.web.sticky]
+        name = "JSESSIONID"
+        insert = true
+        failover = false
+        [balancer.web.health]
+        method = "head"
+        uri = "/health?full=1"
+        interval = 10
+        timeout = 2.5
+        passes = 1
+        fails = 4
+        expect_status = ["2XX", "301", 418]
+        expect_body = "^ok$"
+        [[balancer.web.member]]
+        url = "http://127.0.0.1:9001"
+        route = "a"
+        max_connections = 100
+        drain = true
+        tier = 1
+        ignore_errors = true
+        """
+    ).balancer("web")
+    assert balancer == Balancer(
+        name="web",
+        method="hash",
+        hash_key="cookie:session",
+        max_attempts=2,
+        fail_on_status=(503, 502),
+        retry=15.0,
+        sticky=Sticky(name="JSESSIONID", insert=True, failover=False),
+        health=HealthCheck(
+            method="HEAD",
+            uri="/health?full=1",
+            interval=10.0,
+            timeout=2.5,
+            passes=1,
+            fails=4,
+            expect_status=("2xx", "301", "418"),
+            expect_body="^ok$",
+        ),
+        members=(
+            Member(
+                url="http://127.0.0.1:9001",
+                scheme="http",
+                host="127.0.0.1",
+                port=9001,
+                route="a",
+                max_connections=100,
+                drain=True,
+                tier=1,
+                ignore_errors=True,
+            ),
+        ),
+    )
+    assert isinstance(balancer.retry, float)
+    assert balancer.health is not None
+    assert isinstance(balancer.health.interval, float)
+
+
+def test_balancerNewKeyDefaults() -> None:
+    """Without the optional keys a balancer has no sticky or health table."""
+    config = loadString('[[balancer.web.member]]\nurl = "http://h"\n')
+    balancer = config.balancer("web")
+    assert (
+        balancer.hash_key,
+        balancer.max_attempts,
+        balancer.fail_on_status,
+        balancer.retry,
+        balancer.sticky,
+        balancer.health,
+    ) == ("ip", None, (), 60.0, None, None)
+    (member,) = balancer.members
+    assert (
+        member.max_connections,
+        member.drain,
+        member.tier,
+        member.ignore_errors,
+    ) == (0, False, 0, False)
+
+
+def test_hashWithoutKeyHashesTheClientAddress() -> None:
+    """method = "hash" without hash_key hashes the client address ("ip")."""
+    text = (
+        '[balancer.web]\nmethod = "hash"\n[[balancer.web.member]]\nurl = "http://h"\n'
+    )
+    assert loadString(text).balancer("web").hash_key == "ip"
+
+
+def test_hashKeyWithAnotherMethod() -> None:
+    """hash_key beside another method is accepted (and unused), as in CONFIG.md."""
+    text = (
+        '[balancer.web]\nmethod = "byrequests"\nhash_key = "uri"\n'
+        '[[balancer.web.member]]\nurl = "http://h"\n'
+    )
+    balancer = loadString(text).balancer("web")
+    assert (balancer.method, balancer.hash_key) == ("byrequests", "uri")
+
+
+@pytest.mark.parametrize(
+    "key", ["ip", "uri", "header:X-Tenant", "cookie:session", "cookie:__Host-id"]
+)
+def test_hashKeys(key: str) -> None:
+    """Each documented hash_key form is accepted as written."""
+    text = (
+        f'[balancer.web]\nmethod = "hash"\nhash_key = "{key}"\n'
+        '[[balancer.web.member]]\nurl = "http://h"\n'
+    )
+    assert loadString(text).balancer("web").hash_key == key
+
+
+def test_stickyDefaults() -> None:
+    """An empty sticky table is Apache's ROUTEID, no insert, failover on."""
+    text = '[balancer.web.sticky]\n[[balancer.web.member]]\nurl = "http://h"\n'
+    assert loadString(text).balancer("web").sticky == Sticky(
+        name="ROUTEID", insert=False, failover=True
+    )
+
+
+def test_stickyWithoutInsertAllowsMembersWithoutRoute() -> None:
+    """Without insert, members without a route are simply never sticky targets."""
+    text = (
+        '[balancer.web.sticky]\nname = "JSESSIONID"\n'
+        '[[balancer.web.member]]\nurl = "http://h:1"\nroute = "1"\n'
+        '[[balancer.web.member]]\nurl = "http://h:2"\n'
+    )
+    assert [m.route for m in loadString(text).balancer("web").members] == ["1", None]
+
+
+def test_stickyInsertNeedsEveryRoute() -> None:
+    """With insert = true, every member without a route is named."""
+    text = (
+        "[balancer.web.sticky]\ninsert = true\n"
+        '[[balancer.web.member]]\nurl = "http://h:1"\n'
+        '[[balancer.web.member]]\nurl = "http://h:2"\nroute = "2"\n'
+        '[[balancer.web.member]]\nurl = "http://h:3"\nstandby = true\n'
+    )
+    assert errorsOf(text) == [
+        f"site.toml: balancer.web.member[{index}].route: missing, expected a route "
+        "id for the sticky cookie ([balancer.web.sticky] has insert = true)"
+        for index in (0, 2)
+    ]
+
+
+def test_healthDefaults() -> None:
+    """An empty health table checks GET / every 30 s as documented."""
+    text = '[balancer.web.health]\n[[balancer.web.member]]\nurl = "http://h"\n'
+    assert loadString(text).balancer("web").health == HealthCheck(
+        method="GET",
+        uri="/",
+        interval=30.0,
+        timeout=5.0,
+        passes=2,
+        fails=3,
+        expect_status=("2xx", "3xx"),
+        expect_body=None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("written", "stored"),
+    [("TCP", "TCP"), ("tcp", "TCP"), ("Options", "OPTIONS"), ("head", "HEAD")],
+)
+def test_healthMethodAnyCase(written: str, stored: str) -> None:
+    """Health methods are accepted in any case and stored uppercase."""
+    text = (
+        f'[balancer.web.health]\nmethod = "{written}"\n'
+        '[[balancer.web.member]]\nurl = "http://h"\n'
+    )
+    health = loadString(text).balancer("web").health
+    assert health is not None
+    assert health.method == stored
+
+
+def test_allStandbyMembersAllowed() -> None:
+    """A balancer whose members are all standby is valid."""
+    text = (
+        '[[balancer.web.member]]\nurl = "http://h:1"\nstandby = true\n'
+        '[[balancer.web.member]]\nurl = "http://h:2"\nstandby = true\n'
+    )
+    members = loadString(text).balancer("web").members
+    assert [m.standby for m in members] == [True, True]
+
+
+def balancerErrors(table: str, line: str) -> list[str]:
+    """The errors of a one-member balancer with C{line} in its C{table}."""
+    header = "[balancer.web]" if not table else f"[balancer.web.{table}]"
+    return errorsOf(f'{header}\n{line}\n[[balancer.web.member]]\nurl = "http://h"\n')
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("method = 1", "method: expected one of"),
+        (
+            'hash_key = "session"',
+            'hash_key: expected one of "ip", "uri", "header:NAME", "cookie:NAME", '
+            'got "session"',
+        ),
+        (
+            'hash_key = "header:"',
+            'hash_key: expected "header:NAME" with NAME a header name (an HTTP '
+            'token), got "header:"',
+        ),
+        (
+            'hash_key = "cookie:a b"',
+            'hash_key: expected "cookie:NAME" with NAME a cookie name (an HTTP '
+            'token), got "cookie:a b"',
+        ),
+        (
+            'hash_key = "IP"',
+            'hash_key: expected one of "ip", "uri", "header:NAME", "cookie:NAME", '
+            'got "IP"',
+        ),
+        ("hash_key = 1", "hash_key: expected one of"),
+        ("max_attempts = -1", "max_attempts: expected an integer >= 0, got -1"),
+        ("max_attempts = 1.0", "max_attempts: expected an integer >= 0, got 1.0"),
+        ("max_attempts = true", "max_attempts: expected an integer >= 0, got true"),
+        (
+            "fail_on_status = 503",
+            "fail_on_status: expected an array of status codes, got 503",
+        ),
+        (
+            "fail_on_status = [503, 600]",
+            "fail_on_status[1]: expected a status code from 100 to 599, got 600",
+        ),
+        (
+            'fail_on_status = ["503"]',
+            'fail_on_status[0]: expected a status code from 100 to 599, got "503"',
+        ),
+        (
+            "fail_on_status = [99]",
+            "fail_on_status[0]: expected a status code from 100 to 599, got 99",
+        ),
+        (
+            "fail_on_status = [503, 503]",
+            "fail_on_status[1]: duplicate status 503",
+        ),
+        ("retry = 0", "retry: expected a positive number of seconds, got 0"),
+        ("retry = -5.0", "retry: expected a positive number of seconds, got -5.0"),
+        ('retry = "60"', 'retry: expected a positive number of seconds, got "60"'),
+        ("sticky = true", "sticky: expected a table, got true"),
+        ("health = []", "health: expected a table, got an array"),
+        ("stickysession = 1", "stickysession: unknown key"),
+    ],
+)
+def test_balancerNewValueErrors(line: str, message: str) -> None:
+    """Each wrong balancer value is reported with its key path and expectation."""
+    (error,) = balancerErrors("", line)
+    assert error.startswith(f"site.toml: balancer.web.{message}")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('name = "a b"', 'name: expected a cookie name (an HTTP token), got "a b"'),
+        ('name = "a=b"', 'name: expected a cookie name (an HTTP token), got "a=b"'),
+        ('name = ""', 'name: expected a cookie name (an HTTP token), got ""'),
+        ("name = 1", "name: expected a cookie name (an HTTP token), got 1"),
+        ('insert = "yes"', 'insert: expected true or false, got "yes"'),
+        ("failover = 0", "failover: expected true or false, got 0"),
+        ("nofailover = true", "nofailover: unknown key"),
+    ],
+)
+def test_stickyValueErrors(line: str, message: str) -> None:
+    """Each wrong sticky value is reported under balancer.NAME.sticky."""
+    assert balancerErrors("sticky", line) == [
+        f"site.toml: balancer.web.sticky.{message}"
     ]
 
 
 @pytest.mark.parametrize(
-    "key", ["sticky", "health", "hash_key", "max_attempts", "fail_on_status", "retry"]
+    ("line", "message"),
+    [
+        (
+            'method = "POST"',
+            'method: expected one of "TCP", "OPTIONS", "HEAD", "GET", got "POST"',
+        ),
+        (
+            "method = 1",
+            'method: expected one of "TCP", "OPTIONS", "HEAD", "GET", got 1',
+        ),
+        ('uri = "health"', 'uri: expected a path starting with "/", got "health"'),
+        ('uri = "/a b"', 'uri: expected a path starting with "/", got "/a b"'),
+        ('uri = "/a#b"', 'uri: expected a path starting with "/", got "/a#b"'),
+        ("uri = 1", 'uri: expected a path starting with "/", got 1'),
+        ("interval = 0", "interval: expected a positive number of seconds, got 0"),
+        (
+            'timeout = "5"',
+            'timeout: expected a positive number of seconds, got "5"',
+        ),
+        (
+            "interval = 10\ntimeout = 10",
+            "timeout: timeout must be shorter than interval, got timeout 10 and "
+            "interval 10",
+        ),
+        (
+            "interval = 0.1\ntimeout = 0.5",
+            "timeout: timeout must be shorter than interval, got timeout 0.5 and "
+            "interval 0.1",
+        ),
+        (
+            "interval = 2",
+            "timeout: timeout must be shorter than interval, got timeout 5 (the "
+            "default) and interval 2",
+        ),
+        (
+            "timeout = 45",
+            "timeout: timeout must be shorter than interval, got timeout 45 and "
+            "interval 30",
+        ),
+        ("passes = 0", "passes: expected a positive integer, got 0"),
+        ("fails = 1.5", "fails: expected a positive integer, got 1.5"),
+        (
+            'expect_status = "2xx"',
+            'expect_status: expected an array of statuses, got "2xx"',
+        ),
+        (
+            "expect_status = []",
+            "expect_status: expected at least one status class or code, "
+            "got an empty array",
+        ),
+        (
+            'expect_status = ["2xx", "6xx"]',
+            'expect_status[1]: expected a status class like "2xx" or a code like '
+            '"204", got "6xx"',
+        ),
+        (
+            'expect_status = ["20"]',
+            'expect_status[0]: expected a status class like "2xx" or a code like '
+            '"204", got "20"',
+        ),
+        (
+            "expect_status = [600]",
+            'expect_status[0]: expected a status class like "2xx" or a code like '
+            '"204", got 600',
+        ),
+        (
+            'expect_status = ["2x"]',
+            'expect_status[0]: expected a status class like "2xx" or a code like '
+            '"204", got "2x"',
+        ),
+        (
+            'expect_body = "("',
+            'expect_body: expected a regular expression, got "(": missing ), '
+            "unterminated subpattern at position 0",
+        ),
+        (
+            'expect_body = "a{2,1}"',
+            'expect_body: expected a regular expression, got "a{2,1}": min repeat '
+            "greater than max repeat at position 2",
+        ),
+        ('expect_body = ""', 'expect_body: expected a non-empty string, got ""'),
+        ("rise = 2", "rise: unknown key"),
+    ],
 )
-def test_balancerLaterKeys(key: str) -> None:
-    """Balancer features of later issues are "not supported yet"."""
-    text = f'[balancer.web]\n{key} = 1\n[[balancer.web.member]]\nurl = "http://h"\n'
-    assert errorsOf(text) == [f"site.toml: balancer.web.{key}: not supported yet"]
+def test_healthValueErrors(line: str, message: str) -> None:
+    """Each wrong health value is reported under balancer.NAME.health."""
+    assert balancerErrors("health", line) == [
+        f"site.toml: balancer.web.health.{message}"
+    ]
 
 
-@pytest.mark.parametrize("key", ["max_connections", "drain", "tier", "ignore_errors"])
-def test_memberLaterKeys(key: str) -> None:
-    """Member options of later issues are "not supported yet"."""
-    text = f'[[balancer.web.member]]\nurl = "http://h"\n{key} = 1\n'
+def test_healthTimeoutComparedOnlyWhenValid() -> None:
+    """A wrong interval is reported alone, not also compared with the timeout."""
+    assert balancerErrors("health", 'interval = "1"\ntimeout = 40') == [
+        "site.toml: balancer.web.health.interval: expected a positive number of "
+        'seconds, got "1"'
+    ]
+
+
+def test_balancerErrorsAllAtOnce() -> None:
+    """Several wrong balancer, sticky, health and member values are all reported."""
+    text = """
+        [balancer.web]
+        method = "hash"
+        hash_key = "header:"
+        max_attempts = -1
+        fail_on_status = [503, 99]
+        retry = 0
+        [balancer.web.sticky]
+        name = "a b"
+        insert = true
+        [balancer.web.health]
+        method = "PING"
+        interval = 5
+        timeout = 6
+        expect_body = "["
+        [[balancer.web.member]]
+        url = "http://127.0.0.1:9001"
+        max_connections = -1
+        tier = "1"
+        [[balancer.web.member]]
+        url = "http://127.0.0.1:9002"
+        route = "2"
+        drain = 1
+        """
     assert errorsOf(text) == [
-        f"site.toml: balancer.web.member[0].{key}: not supported yet"
+        'site.toml: balancer.web.hash_key: expected "header:NAME" with NAME a '
+        'header name (an HTTP token), got "header:"',
+        "site.toml: balancer.web.max_attempts: expected an integer >= 0, got -1",
+        "site.toml: balancer.web.fail_on_status[1]: expected a status code from "
+        "100 to 599, got 99",
+        "site.toml: balancer.web.retry: expected a positive number of seconds, got 0",
+        "site.toml: balancer.web.sticky.name: expected a cookie name (an HTTP "
+        'token), got "a b"',
+        "site.toml: balancer.web.health.method: expected one of "
+        '"TCP", "OPTIONS", "HEAD", "GET", got "PING"',
+        "site.toml: balancer.web.health.expect_body: expected a regular expression, "
+        'got "[": unterminated character set at position 0',
+        "site.toml: balancer.web.health.timeout: timeout must be shorter than "
+        "interval, got timeout 6 and interval 5",
+        "site.toml: balancer.web.member[0].max_connections: expected an integer "
+        ">= 0, got -1",
+        'site.toml: balancer.web.member[0].tier: expected an integer >= 0, got "1"',
+        "site.toml: balancer.web.member[1].drain: expected true or false, got 1",
+        "site.toml: balancer.web.member[0].route: missing, expected a route id for "
+        "the sticky cookie ([balancer.web.sticky] has insert = true)",
     ]
 
 
@@ -1061,6 +1474,18 @@ def test_memberWeightExample() -> None:
     ("line", "message"),
     [
         ("weight = 0", "weight: expected a positive integer, got 0"),
+        (
+            "max_connections = -1",
+            "max_connections: expected an integer >= 0, got -1",
+        ),
+        (
+            "max_connections = 1.5",
+            "max_connections: expected an integer >= 0, got 1.5",
+        ),
+        ('drain = "yes"', 'drain: expected true or false, got "yes"'),
+        ("tier = -1", "tier: expected an integer >= 0, got -1"),
+        ("tier = true", "tier: expected an integer >= 0, got true"),
+        ("ignore_errors = 1", "ignore_errors: expected true or false, got 1"),
         ("weight = 1.5", "weight: expected a positive integer, got 1.5"),
         ("weight = true", "weight: expected a positive integer, got true"),
         ('standby = "yes"', 'standby: expected true or false, got "yes"'),
@@ -1086,6 +1511,7 @@ def test_memberValueErrors(line: str, message: str) -> None:
     ("url", "message"),
     [
         ('"tcp://127.0.0.1:5432"', "tcp:// members are not supported yet"),
+        ('"ws://127.0.0.1:8081"', "ws:// members are not supported yet"),
         ('"ajp://127.0.0.1:8009"', "ajp:// members are not supported yet"),
         ('"http://h/app/"', "a path on a member URL is not supported yet"),
         (
@@ -1172,7 +1598,7 @@ def test_allErrorsReportedAtOnce() -> None:
         handler = "status"
 
         [balancer.web]
-        method = "hash"
+        method = "fast"
         [[balancer.web.member]]
         url = "http://127.0.0.1:9001"
         weight = "x"
@@ -1190,7 +1616,8 @@ def test_allErrorsReportedAtOnce() -> None:
         'site.toml: route[0].path: expected a path starting with "/", got "api"',
         'site.toml: route[0].to: unknown balancer "nope"',
         'site.toml: route[1].handler: handler "status" is not supported yet',
-        'site.toml: balancer.web.method: method "hash" is not supported yet',
+        'site.toml: balancer.web.method: expected one of "byrequests", '
+        '"bytraffic", "bybusyness", "roundrobin", "random2", "hash", got "fast"',
         "site.toml: balancer.web.member[0].weight: "
         'expected a positive integer, got "x"',
     ]
@@ -1345,6 +1772,25 @@ to = "balancer://web/"
 
 [balancer.web]
 method = "byrequests"
+hash_key = "cookie:session"
+max_attempts = 2
+fail_on_status = [503]
+retry = 60.0
+
+[balancer.web.sticky]
+name = "ROUTEID"
+insert = true
+failover = true
+
+[balancer.web.health]
+method = "GET"
+uri = "/health"
+interval = 30.0
+timeout = 5.0
+passes = 2
+fails = 3
+expect_status = ["2xx", "3xx"]
+expect_body = "ok"
 
 [[balancer.web.member]]
 url = "http://127.0.0.1:9001"
@@ -1354,6 +1800,7 @@ weight = 1
 url = "http://127.0.0.1:9002"
 route = "2"
 weight = 2
+max_connections = 100
 [[balancer.web.member]]
 url = "http://127.0.0.1:9003"
 route = "3"
@@ -1387,16 +1834,38 @@ def test_configExample() -> None:
     ]
 
 
+def test_configExampleBalancer() -> None:
+    """The CONFIG.md balancer, sticky and health tables load as written."""
+    web = loadString(FULL_EXAMPLE).balancer("web")
+    assert (web.hash_key, web.max_attempts, web.fail_on_status, web.retry) == (
+        "cookie:session",
+        2,
+        (503,),
+        60.0,
+    )
+    assert web.sticky == Sticky(name="ROUTEID", insert=True, failover=True)
+    assert web.health == HealthCheck(
+        method="GET",
+        uri="/health",
+        interval=30.0,
+        timeout=5.0,
+        passes=2,
+        fails=3,
+        expect_status=("2xx", "3xx"),
+        expect_body="ok",
+    )
+    assert [m.max_connections for m in web.members] == [0, 100, 0]
+
+
 def test_configExampleUnsupportedParts() -> None:
     """The later parts of the CONFIG.md example are each named, not silently used."""
     text = FULL_EXAMPLE + (
-        '[balancer.web.sticky]\nname = "ROUTEID"\n'
-        '[balancer.web.health]\nuri = "/health"\n'
         '[[route]]\npath = "/balancer-manager"\nhandler = "balancer-manager"\n'
         'allow = ["127.0.0.0/8", "::1/128"]\n'
+        '[balancer.db]\nmethod = "bybusyness"\n'
+        '[[balancer.db.member]]\nurl = "tcp://127.0.0.1:5432"\n'
     )
     assert errorsOf(text) == [
         'site.toml: route[3].handler: handler "balancer-manager" is not supported yet',
-        "site.toml: balancer.web.sticky: not supported yet",
-        "site.toml: balancer.web.health: not supported yet",
+        "site.toml: balancer.db.member[0].url: tcp:// members are not supported yet",
     ]

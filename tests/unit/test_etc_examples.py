@@ -24,6 +24,8 @@ def test_examplesShipped() -> None:
         "scenario-3-microservices.toml",
         "scenario-6-hardening.toml",
         "scenario-7-tuning.toml",
+        "scenario-8-backend-down.toml",
+        "scenario-9-sticky.toml",
     } <= names
 
 

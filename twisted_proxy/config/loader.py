@@ -29,12 +29,15 @@ from .model import (
     BalancerMethod,
     Config,
     HeaderDirectives,
+    HealthCheck,
+    HealthMethod,
     Listener,
     Member,
     Network,
     ProxySettings,
     Route,
     ServerTokens,
+    Sticky,
     Target,
     ViaMode,
 )
@@ -172,15 +175,55 @@ _ROUTE = frozenset(
 )
 _HANDLERS = ("balancer-manager", "status", "metrics")
 
-_BALANCER = frozenset({"method", "member"})
-_BALANCER_LATER = frozenset(
-    {"sticky", "health", "hash_key", "max_attempts", "fail_on_status", "retry"}
+_BALANCER = frozenset(
+    {
+        "method",
+        "member",
+        "hash_key",
+        "max_attempts",
+        "fail_on_status",
+        "retry",
+        "sticky",
+        "health",
+    }
 )
-_METHODS = ("byrequests", "roundrobin")
-_METHODS_LATER = ("bytraffic", "bybusyness", "random2", "hash")
+_METHODS: tuple[BalancerMethod, ...] = (
+    "byrequests",
+    "bytraffic",
+    "bybusyness",
+    "roundrobin",
+    "random2",
+    "hash",
+)
+_HASH_KEYS = ("ip", "uri", "header:NAME", "cookie:NAME")
+_STICKY = frozenset({"name", "insert", "failover"})
+_HEALTH = frozenset(
+    {
+        "method",
+        "uri",
+        "interval",
+        "timeout",
+        "passes",
+        "fails",
+        "expect_status",
+        "expect_body",
+    }
+)
+_HEALTH_METHODS: tuple[HealthMethod, ...] = ("TCP", "OPTIONS", "HEAD", "GET")
 
-_MEMBER = frozenset({"url", "route", "weight", "standby", "disabled"})
-_MEMBER_LATER = frozenset({"max_connections", "drain", "tier", "ignore_errors"})
+_MEMBER = frozenset(
+    {
+        "url",
+        "route",
+        "weight",
+        "standby",
+        "disabled",
+        "max_connections",
+        "drain",
+        "tier",
+        "ignore_errors",
+    }
+)
 _MEMBER_SCHEMES_LATER = ("tcp", "ajp", "ws", "wss", "h2", "h2c", "fcgi")
 
 _TARGET_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
@@ -193,6 +236,8 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BALANCER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _ROUTE_ID = re.compile(r"[A-Za-z0-9_-]+")
 _ROUTE_PATH = re.compile(r"/[\x21-\x7e]*")
+_STATUS_CLASS = re.compile(r"[1-5]xx")
+_STATUS_CODE = re.compile(r"[1-5][0-9][0-9]")
 
 
 # -- helpers ------------------------------------------------------------------
@@ -800,28 +845,175 @@ class _Checker:
     def balancer(self, path: str, name: str, value: Any) -> Balancer:
         """One C{[balancer.NAME]}."""
         table = self.table(path, value)
-        self.keys(table, path, _BALANCER, _BALANCER_LATER)
-        method = self.field(table, path, "method", self.method, "byrequests")
-        members = self.field(
-            table,
-            path,
-            "member",
-            lambda keyPath, v: self.members(keyPath, v, f"{path}.member"),
-            None,
+        self.keys(table, path, _BALANCER)
+        d = Balancer(name=name)
+
+        def get(key: str, convert: Callable[[str, Any], _T], default: _T) -> _T:
+            return self.field(table, path, key, convert, default)
+
+        balancer = Balancer(
+            name=name,
+            method=get("method", self.method, d.method),
+            hash_key=get("hash_key", self.hashKey, d.hash_key),
+            max_attempts=get("max_attempts", self.intAtLeast(0), d.max_attempts),
+            fail_on_status=get("fail_on_status", self.statuses, d.fail_on_status),
+            retry=get("retry", self.seconds, d.retry),
+            sticky=get("sticky", self.sticky, d.sticky),
+            health=get("health", self.health, d.health),
+            members=get(
+                "member",
+                lambda keyPath, v: self.members(keyPath, v, f"{path}.member"),
+                d.members,
+            ),
         )
         if table.get("member", []) == []:
             self.error(path, f"expected at least one [[{path}.member]]")
-        return Balancer(
-            name=name,
-            method=cast(BalancerMethod, method),
-            members=members or (),
+        if balancer.sticky is not None and balancer.sticky.insert:
+            self.stickyRoutes(path, table.get("member"))
+        return balancer
+
+    def method(self, path: str, value: Any) -> BalancerMethod:
+        """A balancing method."""
+        return cast(BalancerMethod, self.choice(_METHODS)(path, value))
+
+    def hashKey(self, path: str, value: Any) -> str:
+        """What C{method = "hash"} hashes: ip, uri, header:NAME or cookie:NAME."""
+        if value in ("ip", "uri") and isinstance(value, str):
+            return value
+        if isinstance(value, str):
+            kind, sep, name = value.partition(":")
+            if sep and kind in ("header", "cookie"):
+                if not _TOKEN.fullmatch(name):
+                    _fail(
+                        f'"{kind}:NAME" with NAME a {kind} name (an HTTP token)', value
+                    )
+                return value
+        _fail(_oneOf(_HASH_KEYS), value)
+
+    def statuses(self, path: str, value: Any) -> tuple[int, ...]:
+        """An array of HTTP status codes (100-599), each once."""
+        result: list[int] = []
+        for index, item in enumerate(self.array(path, value, "status codes")):
+            itemPath = f"{path}[{index}]"
+            if not _isInt(item) or not 100 <= item <= 599:
+                self.error(
+                    itemPath,
+                    f"expected a status code from 100 to 599, got {_describe(item)}",
+                )
+            elif item in result:
+                self.error(itemPath, f"duplicate status {item}")
+            else:
+                result.append(item)
+        return tuple(result)
+
+    def stickyRoutes(self, path: str, members: Any) -> None:
+        """Report every member without a route, which an inserted cookie needs."""
+        if not isinstance(members, list):
+            return
+        for index, item in enumerate(members):
+            if isinstance(item, dict) and "route" not in item:
+                self.error(
+                    f"{path}.member[{index}].route",
+                    "missing, expected a route id for the sticky cookie "
+                    f"([{path}.sticky] has insert = true)",
+                )
+
+    def sticky(self, path: str, value: Any) -> Sticky:
+        """C{[balancer.NAME.sticky]}: Apache's stickysession."""
+        table = self.table(path, value)
+        self.keys(table, path, _STICKY)
+        d = Sticky()
+        return Sticky(
+            name=self.field(table, path, "name", self.cookieName, d.name),
+            insert=self.field(table, path, "insert", self.boolean, d.insert),
+            failover=self.field(table, path, "failover", self.boolean, d.failover),
         )
 
-    def method(self, path: str, value: Any) -> str:
-        """A balancing method."""
-        if value in _METHODS_LATER and isinstance(value, str):
-            raise _InvalidValueError(f"method {json.dumps(value)} is not supported yet")
-        return self.choice(_METHODS)(path, value)
+    def cookieName(self, path: str, value: Any) -> str:
+        """A cookie or URL parameter name (an HTTP token)."""
+        if not isinstance(value, str) or not _TOKEN.fullmatch(value):
+            _fail("a cookie name (an HTTP token)", value)
+        return value
+
+    def health(self, path: str, value: Any) -> HealthCheck:
+        """C{[balancer.NAME.health]}: active health checks."""
+        table = self.table(path, value)
+        self.keys(table, path, _HEALTH)
+        d = HealthCheck()
+
+        def get(key: str, convert: Callable[[str, Any], _T], default: _T) -> _T:
+            return self.field(table, path, key, convert, default)
+
+        # None: absent or already reported, so no comparison is made with it.
+        interval = get("interval", self.seconds, None)
+        timeout = get("timeout", self.seconds, None)
+        check = HealthCheck(
+            method=get("method", self.healthMethod, d.method),
+            uri=get("uri", self.healthURI, d.uri),
+            interval=d.interval if interval is None else interval,
+            timeout=d.timeout if timeout is None else timeout,
+            passes=get("passes", self.positiveInt, d.passes),
+            fails=get("fails", self.positiveInt, d.fails),
+            expect_status=get("expect_status", self.expectStatus, d.expect_status),
+            expect_body=get("expect_body", self.expectBody, d.expect_body),
+        )
+        intervalKnown = interval is not None or "interval" not in table
+        timeoutKnown = timeout is not None or "timeout" not in table
+        if intervalKnown and timeoutKnown and check.timeout >= check.interval:
+            written = "" if "timeout" in table else " (the default)"
+            self.error(
+                _join(path, "timeout"),
+                "timeout must be shorter than interval, got timeout "
+                f"{check.timeout:g}{written} and interval {check.interval:g}",
+            )
+        return check
+
+    def healthMethod(self, path: str, value: Any) -> HealthMethod:
+        """How a member is checked: TCP, OPTIONS, HEAD or GET (any case)."""
+        if isinstance(value, str) and value.upper() in _HEALTH_METHODS:
+            return cast(HealthMethod, value.upper())
+        _fail(_oneOf(_HEALTH_METHODS), value)
+
+    def healthURI(self, path: str, value: Any) -> str:
+        """The request-target of an HTTP check: a path, optionally a query."""
+        if (
+            not isinstance(value, str)
+            or not _ROUTE_PATH.fullmatch(value)
+            or "#" in value
+        ):
+            _fail('a path starting with "/"', value)
+        return value
+
+    def expectStatus(self, path: str, value: Any) -> tuple[str, ...]:
+        """Status classes (C{"2xx"}) or codes (C{"204"}) a passing check answers."""
+        result: list[str] = []
+        expected = 'a status class like "2xx" or a code like "204"'
+        for index, item in enumerate(self.array(path, value, "statuses")):
+            itemPath = f"{path}[{index}]"
+            if isinstance(item, str) and _STATUS_CLASS.fullmatch(item.lower()):
+                result.append(item.lower())
+            elif _isInt(item) and 100 <= item <= 599:
+                result.append(str(item))
+            elif isinstance(item, str) and _STATUS_CODE.fullmatch(item):
+                result.append(item)
+            else:
+                self.error(itemPath, f"expected {expected}, got {_describe(item)}")
+        if not value:
+            raise _InvalidValueError(
+                "expected at least one status class or code, got an empty array"
+            )
+        return tuple(result)
+
+    def expectBody(self, path: str, value: Any) -> str:
+        """A regular expression the body of a passing check must contain."""
+        pattern = self.string(path, value)
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise _InvalidValueError(
+                f"expected a regular expression, got {_describe(pattern)}: {e}"
+            ) from None
+        return pattern
 
     def members(self, path: str, value: Any, header: str) -> tuple[Member, ...]:
         """The C{[[balancer.NAME.member]]} array."""
@@ -855,7 +1047,7 @@ class _Checker:
 
     def member(self, path: str, table: dict[str, Any]) -> Member | None:
         """One member; C{None} when its URL is missing or wrong."""
-        self.keys(table, path, _MEMBER, _MEMBER_LATER)
+        self.keys(table, path, _MEMBER)
         url = self.field(
             table,
             path,
@@ -864,10 +1056,19 @@ class _Checker:
             None,
             required='a URL like "http://127.0.0.1:9001"',
         )
-        route = self.field(table, path, "route", self.routeId, None)
-        weight = self.field(table, path, "weight", self.positiveInt, 1)
-        standby = self.field(table, path, "standby", self.boolean, False)
-        disabled = self.field(table, path, "disabled", self.boolean, False)
+
+        def get(key: str, convert: Callable[[str, Any], _T], default: _T) -> _T:
+            return self.field(table, path, key, convert, default)
+
+        d = Member(url="", scheme="http", host="", port=0)
+        route = get("route", self.routeId, d.route)
+        weight = get("weight", self.positiveInt, d.weight)
+        standby = get("standby", self.boolean, d.standby)
+        disabled = get("disabled", self.boolean, d.disabled)
+        maxConnections = get("max_connections", self.intAtLeast(0), d.max_connections)
+        drain = get("drain", self.boolean, d.drain)
+        tier = get("tier", self.intAtLeast(0), d.tier)
+        ignoreErrors = get("ignore_errors", self.boolean, d.ignore_errors)
         if url is None:
             return None
         raw, scheme, host, port = url
@@ -880,6 +1081,10 @@ class _Checker:
             weight=weight,
             standby=standby,
             disabled=disabled,
+            max_connections=maxConnections,
+            drain=drain,
+            tier=tier,
+            ignore_errors=ignoreErrors,
         )
 
     def memberURL(self, path: str, value: Any) -> tuple[str, str, str, int]:
