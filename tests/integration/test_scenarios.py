@@ -551,3 +551,105 @@ async def test_tuningReportsGoToTheReportService(stack: Stack) -> None:
     r2 = await http.get(f"http://127.0.0.1:{proxy.port}/index.html")
     assert await r1.text() == "reports saw GET /q3.csv"
     assert await r2.text() == "app saw GET /index.html"
+
+
+class _Health(Resource):
+    """A backend whose /health says "ok" until it is made to fail."""
+
+    isLeaf = True
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        self.healthy = True
+        self.served = 0
+
+    def render(self, request: Any) -> bytes:
+        if request.path == b"/health":
+            if not self.healthy:
+                request.setResponseCode(500)
+                return b"failing"
+            return b"ok"
+        self.served += 1
+        return self.name.encode()
+
+
+def _fast(config: Config) -> Config:
+    """The shipped file with its health interval shortened, for a quick test."""
+    [(name, balancer)] = config.balancers
+    assert balancer.health is not None
+    health = replace(balancer.health, interval=0.1, timeout=0.05)
+    return replace(config, balancers=((name, replace(balancer, health=health)),))
+
+
+@pytest_twisted.ensureDeferred
+async def test_backendDownHealthCheckHandsOverToStandby(stack: Stack) -> None:
+    """Scenario 8: a failing /health takes a member out; both out: standby serves."""
+    config = _fast(shipped("scenario-8-backend-down.toml"))
+    [(_, balancer)] = config.balancers
+    assert balancer.health is not None
+    assert (balancer.health.method, balancer.health.uri) == ("GET", "/health")
+    assert [m.standby for m in balancer.members] == [False, False, True]
+    backends = []
+    for n, member in enumerate(balancer.members, start=1):
+        resource = _Health(f"member {n}")
+        await stack.backend(resource, member.port)
+        backends.append(resource)
+    proxy = await startProxy(stack, config)
+    states = proxy.balancer.members("app")
+    http = stack.treq()
+
+    async def served() -> list[str]:
+        answers = []
+        for _ in range(4):
+            response = await http.get(f"http://127.0.0.1:{proxy.port}/")
+            answers.append(await response.text())
+        return answers
+
+    assert set(await served()) == {"member 1", "member 2"}
+    backends[0].healthy = False
+    await _until(stack, lambda: states[0].health == "down")
+    assert set(await served()) == {"member 2"}
+    backends[1].healthy = False
+    await _until(stack, lambda: states[1].health == "down")
+    assert set(await served()) == {"member 3"}
+    backends[0].healthy = True
+    await _until(stack, lambda: states[0].health == "up")
+    assert set(await served()) == {"member 1"}
+
+
+async def _until(stack: Stack, test: Any) -> None:
+    """Poll C{test} (bounded) while health checks run."""
+    from tests.integration.support import deferLater
+
+    for _ in range(250):
+        if test():
+            return
+        await deferLater(stack.reactor, 0.02)
+    raise AssertionError("health state not reached in time")
+
+
+@pytest_twisted.ensureDeferred
+async def test_stickySessionsKeepTheirMember(stack: Stack) -> None:
+    """Scenario 9: the proxy hands out ROUTEID and keeps each client on its member."""
+    config = shipped("scenario-9-sticky.toml")
+    [(_, balancer)] = config.balancers
+    backends = {}
+    for member in balancer.members:
+        backend = RecordingBackend(name=f"{member.route}")
+        await stack.backend(backend, member.port)
+        backends[member.route] = backend
+    proxy = await startProxy(stack, config)
+    http = stack.treq()
+    url = f"http://127.0.0.1:{proxy.port}/cart"
+    first = await http.get(url)
+    await first.content()
+    [cookie] = first.headers.getRawHeaders(b"set-cookie")
+    route = cookie.split(b";")[0].split(b"=.", 1)[1].decode()
+    assert route in ("node1", "node2")
+    for _ in range(10):
+        again = await http.get(
+            url, headers={b"Cookie": [b"ROUTEID=." + route.encode()]}
+        )
+        assert await again.text() == f"{route} saw GET /cart"
+        assert again.headers.getRawHeaders(b"set-cookie") is None
