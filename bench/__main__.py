@@ -1,10 +1,16 @@
 """``python -m bench``: twisted-proxy against Twisted's own proxy, then memory.
 
+0. Selection cost (L{bench.picks}): in-process on CPU 0, microseconds per
+   balancer pick (and release) for 10, 100 and 1,000 members, per method.
+   ``--picks-only`` runs just this part.
 1. Throughput and latency: a fast backend (L{bench.backend}) and wrk share CPU 1;
    each proxy in turn runs alone on CPU 0 (twisted-proxy under twistd, then
    ``twisted.web.proxy.ReverseProxyResource`` from L{bench.twisted_builtin}), gets a
    short warm-up, then C{wrk -t1 -c50 --latency}. The backend is also measured
-   directly, as the ceiling any proxy could reach here.
+   directly, as the ceiling any proxy could reach here. twisted-proxy is measured
+   a second time with C{/} routed to C{balancer://web/}: three members
+   (C{byrequests}), each a fast backend of its own, also on CPU 1; its figures
+   over the single-backend ones are what balancing costs per request.
 2. Streaming memory: a 1 GiB upload to a backend that reads slowly, and a 1 GiB
    download by a client that reads slowly (L{bench.bigpeers}), through the proxy;
    the proxy's peak RSS shows whether it buffers or pushes back.
@@ -35,7 +41,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import backend
+from bench import backend, picks
 from bench._procs import (
     ROOT,
     Child,
@@ -55,6 +61,7 @@ from bench.wrk import WrkError, WrkResult, ensureWrk, parseWrk, wrkCommand
 
 RESULTS = ROOT / "bench" / "results"
 PROFILE = RESULTS / "twisted-proxy.pstats"
+PROFILE_LB = RESULTS / "twisted-proxy-lb3.pstats"
 PROXY_CPU = 0
 LOAD_CPU = 1
 GIB = 1 << 30
@@ -64,7 +71,10 @@ RSS_TARGET_MB = 100.0
 # Share of the proxy's CPU taken by other processes above which figures are suspect.
 CONTENTION = 0.05
 TWISTED_PROXY = "twisted-proxy"
+TWISTED_PROXY_LB = "twisted-proxy-lb3"
 BUILTIN = "twisted.web.proxy"
+BALANCER_MEMBERS = 3
+PICKS_JSON = RESULTS / "picks.json"
 
 
 def twistd() -> Path:
@@ -88,16 +98,48 @@ def twistedProxyConfig(port: int, backendPort: int) -> str:
     )
 
 
+def twistedProxyBalancerConfig(port: int, backendPorts: Sequence[int]) -> str:
+    """The same configuration with C{/} going to a C{byrequests} balancer."""
+    members = "".join(
+        f'\n[[balancer.web.member]]\nurl = "http://127.0.0.1:{p}"\nroute = "{i}"\n'
+        for i, p in enumerate(backendPorts, 1)
+    )
+    return (
+        "[proxy]\n"
+        "access_log = false\n"
+        "\n"
+        "[[listen]]\n"
+        f'endpoint = "tcp:{port}:interface=127.0.0.1"\n'
+        "\n"
+        "[[route]]\n"
+        'path = "/"\n'
+        'to = "balancer://web/"\n'
+        "\n"
+        "[balancer.web]\n"
+        'method = "byrequests"\n' + members
+    )
+
+
 def twistedProxyCommand(
-    workDir: Path, port: int, backendPort: int, twistdOptions: Sequence[str] = ()
+    workDir: Path,
+    port: int,
+    backendPorts: Sequence[int],
+    twistdOptions: Sequence[str] = (),
+    balanced: bool = False,
 ) -> list[str]:
     """Write a config into C{workDir}; the command that runs twisted-proxy with it.
 
     This is the one place to change if the way twisted-proxy is started changes.
     C{twistdOptions} go before the plugin name (C{--profile=...}, for instance).
+    The first backend is used alone, or with C{balanced} every one of them as
+    the members of a balancer.
     """
     config = workDir / f"twisted-proxy-{port}.toml"
-    config.write_text(twistedProxyConfig(port, backendPort))
+    config.write_text(
+        twistedProxyBalancerConfig(port, backendPorts)
+        if balanced
+        else twistedProxyConfig(port, backendPorts[0])
+    )
     return [
         str(twistd()),
         "-n",
@@ -109,7 +151,16 @@ def twistedProxyCommand(
     ]
 
 
-def builtinProxyCommand(workDir: Path, port: int, backendPort: int) -> list[str]:
+def twistedProxyBalancerCommand(
+    workDir: Path, port: int, backendPorts: Sequence[int]
+) -> list[str]:
+    """The command that runs twisted-proxy balancing over every backend."""
+    return twistedProxyCommand(workDir, port, backendPorts, balanced=True)
+
+
+def builtinProxyCommand(
+    workDir: Path, port: int, backendPorts: Sequence[int]
+) -> list[str]:
     """The command that runs Twisted's own proxy (L{bench.twisted_builtin})."""
     return [
         sys.executable,
@@ -118,14 +169,15 @@ def builtinProxyCommand(workDir: Path, port: int, backendPort: int) -> list[str]
         "--port",
         str(port),
         "--backend-port",
-        str(backendPort),
+        str(backendPorts[0]),
         "--lifetime",
         "900",
     ]
 
 
-PROXIES: dict[str, Callable[[Path, int, int], list[str]]] = {
+PROXIES: dict[str, Callable[[Path, int, Sequence[int]], list[str]]] = {
     TWISTED_PROXY: twistedProxyCommand,
+    TWISTED_PROXY_LB: twistedProxyBalancerCommand,
     BUILTIN: builtinProxyCommand,
 }
 
@@ -145,6 +197,9 @@ class Settings:
     streamTargets: list[str]
     rounds: int
     profile: bool
+    picks: bool
+    picksOnly: bool
+    picksSeconds: float
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -211,15 +266,28 @@ class Bench:
         )
         return child, waitForPortFile(child, portFile)
 
-    def _startProxy(self, name: str, backendPort: int, tag: str) -> tuple[Child, int]:
+    def _startProxy(
+        self, name: str, backendPorts: Sequence[int], tag: str
+    ) -> tuple[Child, int]:
         """Start a proxy on the proxy CPU and wait until it accepts connections."""
         port = freePort()
-        if name == TWISTED_PROXY and self._s.profile and tag.startswith("throughput"):
-            options = [f"--profile={PROFILE}", "--profiler=cprofile", "--savestats"]
-            argv = twistedProxyCommand(self._workDir, port, backendPort, options)
+        profiled = {TWISTED_PROXY: PROFILE, TWISTED_PROXY_LB: PROFILE_LB}
+        if name in profiled and self._s.profile and tag.startswith("throughput"):
+            options = [
+                f"--profile={profiled[name]}",
+                "--profiler=cprofile",
+                "--savestats",
+            ]
+            argv = twistedProxyCommand(
+                self._workDir,
+                port,
+                backendPorts,
+                options,
+                balanced=name == TWISTED_PROXY_LB,
+            )
         else:
-            argv = PROXIES[name](self._workDir, port, backendPort)
-        logName = f"{name.replace('.', '_')}-{tag}"
+            argv = PROXIES[name](self._workDir, port, backendPorts)
+        logName = f"{_slug(name)}-{tag}"
         child = self._children.start(logName, argv, cpu=PROXY_CPU, cwd=self._workDir)
         waitForListener(child, port)
         return child, port
@@ -237,31 +305,43 @@ class Bench:
         s = self._s
         self._wrk = ensureWrk()
         rows: dict[str, Any] = {}
-        backendChild, backendPort = self._startPortFileServer(
-            "backend", [sys.executable, "-m", "bench.backend", "--lifetime", "900"]
-        )
+        # One backend for every proxy; more as the members of the balancer.
+        count = BALANCER_MEMBERS if TWISTED_PROXY_LB in s.targets else 1
+        backends: list[Child] = []
+        ports: list[int] = []
         try:
+            for i in range(count):
+                child, port = self._startPortFileServer(
+                    "backend" if i == 0 else f"backend{i + 1}",
+                    [sys.executable, "-m", "bench.backend", "--lifetime", "900"],
+                )
+                backends.append(child)
+                ports.append(port)
             self._log(f"backend direct: wrk {s.baselineSeconds:.0f} s")
-            direct = self._runWrk("wrk-backend", backendPort, s.baselineSeconds)
+            direct = self._runWrk("wrk-backend", ports[0], s.baselineSeconds)
             rows["backend direct"] = {"wrk": direct.asDict()}
             rounds: dict[str, list[dict[str, Any]]] = {n: [] for n in s.targets}
             for r in range(s.rounds):
                 for name in s.targets:
                     tag = f"round{r + 1}" if s.rounds > 1 else ""
-                    rounds[name].append(self._proxyThroughput(name, backendPort, tag))
+                    rounds[name].append(self._proxyThroughput(name, ports, tag))
         finally:
-            self._children.stop(backendChild)
+            for child in reversed(backends):
+                self._children.stop(child)
         for name, results in rounds.items():
             rows[name] = _best(results)
         return rows
 
-    def _proxyThroughput(self, name: str, backendPort: int, tag: str) -> dict[str, Any]:
-        """Warm up and measure one proxy in front of the fast backend."""
+    def _proxyThroughput(
+        self, name: str, backendPorts: Sequence[int], tag: str
+    ) -> dict[str, Any]:
+        """Warm up and measure one proxy in front of the fast backend(s)."""
         s = self._s
         self._log(f"{name}: starting {tag}".rstrip())
+        slug = _slug(name)
         try:
             child, port = self._startProxy(
-                name, backendPort, f"throughput{'-' + tag if tag else ''}"
+                name, backendPorts, f"throughput{'-' + tag if tag else ''}"
             )
         except ChildError as e:
             self._log(f"{name}: did not start; skipped")
@@ -273,15 +353,15 @@ class Bench:
                 return {"error": problem, "log": child.tail()}
             idleKb = statusKb(child.pid, "VmRSS")
             self._log(f"{name}: warm-up {s.warmup:.0f} s, then wrk {s.seconds:.0f} s")
-            wrkLog = f"wrk-{name}{'-' + tag if tag else ''}"
+            wrkLog = f"wrk-{slug}{'-' + tag if tag else ''}"
             self._runWrk(f"{wrkLog}-warmup", port, s.warmup)
-            statsBefore = _backendStats(backendPort)
+            statsBefore = [_backendStats(p) for p in backendPorts]
             cpuBefore, systemBefore = cpuSeconds(child.pid), cpuTimes()
             began = time.monotonic()
             result = self._runWrk(wrkLog, port, s.seconds)
             elapsed = time.monotonic() - began
             cpuAfter, systemAfter = cpuSeconds(child.pid), cpuTimes()
-            statsAfter = _backendStats(backendPort)
+            statsAfter = [_backendStats(p) for p in backendPorts]
             peakKb = statusKb(child.pid, "VmHWM")
             if not child.alive():
                 return {"error": f"{name} died during the run:\n{child.tail()}"}
@@ -294,13 +374,18 @@ class Bench:
             "rss_idle_mb": _mb(idleKb),
             "rss_peak_mb": _mb(peakKb),
         }
-        if statsBefore and statsAfter:
-            # Upstream connections the proxy opened while measured: a proxy that
-            # keeps its connections alive opens few.
-            row["upstream_connections"] = (
-                statsAfter["connections"] - statsBefore["connections"]
-            )
-            row["backend_requests"] = statsAfter["requests"] - statsBefore["requests"]
+        deltas = [
+            {key: after[key] - before[key] for key in ("connections", "requests")}
+            for before, after in zip(statsBefore, statsAfter, strict=True)
+            if before and after
+        ]
+        if deltas and len(deltas) == len(backendPorts):
+            # Upstream connections the proxy opened while measured (to all the
+            # backends): a proxy that keeps its connections alive opens few.
+            row["upstream_connections"] = sum(d["connections"] for d in deltas)
+            row["backend_requests"] = sum(d["requests"] for d in deltas)
+            # How the requests were shared out (the unused backends get none).
+            row["backend_requests_each"] = [d["requests"] for d in deltas]
         busy = busyShares(systemBefore, systemAfter)
         row["cpu_busy"] = {str(cpu): share for cpu, share in busy.items()}
         if cpuBefore is not None and cpuAfter is not None:
@@ -351,7 +436,9 @@ class Bench:
         )
         try:
             try:
-                proxy, port = self._startProxy(name, serverPort, f"stream-{direction}")
+                proxy, port = self._startProxy(
+                    name, [serverPort], f"stream-{direction}"
+                )
             except ChildError as e:
                 self._log(f"{name}: did not start; skipped")
                 return {"error": str(e)}
@@ -416,6 +503,11 @@ class Bench:
         return result
 
 
+def _slug(name: str) -> str:
+    """A target's name as it goes into log file names."""
+    return name.replace(".", "_")
+
+
 def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
     """Format a figure that may be missing."""
     return "-" if value is None else format(value, spec) + suffix
@@ -438,6 +530,10 @@ def summarise(report: dict[str, Any]) -> str:
         f"load average before the run: {report['loadavg_before']}",
         "=" * 78,
         "",
+    ]
+    if report.get("picks"):
+        lines += [picks.summarise(report["picks"]), ""]
+    lines += [
         f"Throughput: wrk -t1 -c{s['connections']} --latency, {s['seconds']:.0f} s "
         f"after a {s['warmup']:.0f} s warm-up (backend direct: {s['baseline']:.0f} s)",
         "",
@@ -460,7 +556,10 @@ def summarise(report: dict[str, Any]) -> str:
             f"{_fmt(row.get('upstream_connections'), ',d'):>8}"
         )
     if s.get("profile"):
-        lines.append(f"  NOTE: {TWISTED_PROXY} ran under cProfile: its figures are low")
+        lines.append(
+            f"  NOTE: {TWISTED_PROXY} and {TWISTED_PROXY_LB} ran under cProfile: "
+            "their figures are low"
+        )
     ratios = report.get("ratios")
     if ratios:
         cells = [
@@ -481,9 +580,31 @@ def summarise(report: dict[str, Any]) -> str:
                 f"  requests per CPU-second (steadier on a busy machine): "
                 f"{1 / cpuRatio:.2f}x the built-in proxy"
             )
+    lb = report.get("balancer_ratios")
+    if lb:
+        cells = [
+            _fmt(lb[key], ".2f", "x")
+            for key in ("rps", "p50", "p99", "rss_peak", "cpu_per_request")
+        ]
+        lines.append(
+            f"  {'ratio lb3/single':<20}{cells[0]:>10}{cells[1]:>10}{cells[2]:>10}"
+            f"{cells[3]:>11}{cells[4]:>10}"
+        )
+        each = rows[TWISTED_PROXY_LB].get("backend_requests_each")
+        split = " / ".join(f"{n:,}" for n in each) if each else "unknown"
+        lines.append(
+            f"  {TWISTED_PROXY_LB}: / to balancer://web/, byrequests over "
+            f"{BALANCER_MEMBERS} fast backends; requests each: {split}"
+        )
+        extra = lb.get("cpu_us_per_request_extra")
+        if extra is not None:
+            lines.append(
+                f"  balancing costs {extra:+.1f} µs of proxy CPU per request "
+                f"(lb3 CPU/req minus single)"
+            )
     lines.append(
         "  (CPU/req, CPU: the proxy's CPU time per request and its share of one core;"
-        "\n   conns: connections it opened to the backend while measured)"
+        "\n   conns: connections it opened to the backend(s) while measured)"
     )
     for name, row in rows.items():
         other = row.get("proxy_cpu_other_share")
@@ -579,13 +700,29 @@ def _ratios(rows: dict[str, Any]) -> dict[str, float | None] | None:
     }
 
 
-def _profileSummary(path: Path, top: int = 30) -> str:
+def _balancerRatios(rows: dict[str, Any]) -> dict[str, float | None] | None:
+    """The 3-member balancer's figures over twisted-proxy's single-backend ones."""
+    lb, single = rows.get(TWISTED_PROXY_LB), rows.get(TWISTED_PROXY)
+    if not lb or not single or "error" in lb or "error" in single:
+        return None
+    ratios = _ratios({TWISTED_PROXY: lb, BUILTIN: single})
+    if ratios is None:
+        return None
+    lbCpu = lb.get("proxy_cpu_us_per_request")
+    singleCpu = single.get("proxy_cpu_us_per_request")
+    ratios["cpu_us_per_request_extra"] = (
+        lbCpu - singleCpu if lbCpu is not None and singleCpu is not None else None
+    )
+    return ratios
+
+
+def _profileSummary(path: Path, name: str, top: int = 30) -> str:
     """The functions twisted-proxy spent most time in, from twistd's cProfile."""
     out = io.StringIO()
     stats = pstats.Stats(str(path), stream=out)
     stats.sort_stats("tottime").print_stats(top)
     stats.sort_stats("cumulative").print_stats(top)
-    return "\ntwisted-proxy under cProfile (throughput part):\n" + out.getvalue()
+    return f"\n{name} under cProfile (throughput part):\n" + out.getvalue()
 
 
 def _loadavg() -> str:
@@ -668,7 +805,7 @@ def _parseArgs(argv: list[str] | None) -> Settings:
     )
     parser.add_argument(
         "--targets",
-        default=f"{TWISTED_PROXY},{BUILTIN}",
+        default=f"{TWISTED_PROXY},{TWISTED_PROXY_LB},{BUILTIN}",
         help="proxies for the throughput part, comma-separated (or 'none')",
     )
     parser.add_argument(
@@ -685,9 +822,23 @@ def _parseArgs(argv: list[str] | None) -> Settings:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="run twisted-proxy under cProfile in the throughput part (its figures "
-        f"are then slower than real) and print where its time goes; stats in "
-        f"{PROFILE.relative_to(ROOT)}",
+        help="run twisted-proxy (both rows) under cProfile in the throughput part "
+        "(its figures are then slower than real) and print where its time goes; "
+        f"stats in {PROFILE.relative_to(ROOT)} and {PROFILE_LB.name}",
+    )
+    parser.add_argument(
+        "--picks-only",
+        action="store_true",
+        help="only the selection cost per pick (in-process, a few seconds); "
+        f"figures in {PICKS_JSON.relative_to(ROOT)}",
+    )
+    parser.add_argument(
+        "--no-picks", action="store_true", help="skip the selection cost part"
+    )
+    parser.add_argument(
+        "--picks-seconds",
+        type=float,
+        help="time per method and member count (default 0.2, or 0.05 with --quick)",
     )
     args = parser.parse_args(argv)
 
@@ -711,6 +862,9 @@ def _parseArgs(argv: list[str] | None) -> Settings:
         streamTargets=names(args.stream_targets),
         rounds=1 if args.profile else max(1, args.rounds or (1 if quick else 2)),
         profile=bool(args.profile),
+        picks=not args.no_picks or bool(args.picks_only),
+        picksOnly=bool(args.picks_only),
+        picksSeconds=args.picks_seconds or (0.05 if quick else 0.2),
     )
 
 
@@ -719,6 +873,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = _parseArgs(argv)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
+    if settings.picksOnly:
+        return _picksOnly(settings)
     pin, why = pinning()
     logDir = RESULTS / "logs"
     jsonPath = RESULTS / "latest.json"
@@ -737,6 +893,7 @@ def main(argv: list[str] | None = None) -> int:
             "stream_targets": settings.streamTargets,
             "rounds": settings.rounds,
             "profile": settings.profile,
+            "picks_seconds": settings.picksSeconds if settings.picks else None,
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -754,9 +911,14 @@ def main(argv: list[str] | None = None) -> int:
     report["loadavg_before"] = _loadavg()
     began = time.monotonic()
     code = 0
-    for stale in [*logDir.glob("*.log"), PROFILE]:
+    for stale in [*logDir.glob("*.log"), PROFILE, PROFILE_LB]:
         stale.unlink(missing_ok=True)
     try:
+        if settings.picks:
+            # First, while no child runs: it shares nothing with them.
+            report["picks"] = picks.measure(
+                settings.picksSeconds, log=lambda m: print(f"bench: {m}", flush=True)
+            )
         with (
             tempfile.TemporaryDirectory(prefix="twisted-proxy-bench-") as tmp,
             Children(logDir, pin) as children,
@@ -764,6 +926,7 @@ def main(argv: list[str] | None = None) -> int:
             bench = Bench(settings, children, Path(tmp))
             report["throughput"] = bench.throughput() if settings.targets else {}
             report["ratios"] = _ratios(report["throughput"])
+            report["balancer_ratios"] = _balancerRatios(report["throughput"])
             report["streaming"] = bench.streaming()
     except KeyboardInterrupt:
         print("\nbench: interrupted; every child process has been stopped")
@@ -780,12 +943,31 @@ def main(argv: list[str] | None = None) -> int:
     report["verdicts"] = _verdicts(report)
     RESULTS.mkdir(parents=True, exist_ok=True)
     jsonPath.write_text(json.dumps(report, indent=2) + "\n")
-    if settings.profile and PROFILE.exists():
-        print(_profileSummary(PROFILE))
+    for path, name in ((PROFILE, TWISTED_PROXY), (PROFILE_LB, TWISTED_PROXY_LB)):
+        if settings.profile and path.exists():
+            print(_profileSummary(path, name))
     if "throughput" in report:
         print(summarise(report))
     print(f"bench: done in {report['seconds']:.0f} s")
     return code
+
+
+def _picksOnly(settings: Settings) -> int:
+    """C{--picks-only}: the selection cost table alone, saved to L{PICKS_JSON}."""
+    try:
+        figures = picks.measure(
+            settings.picksSeconds, log=lambda m: print(f"bench: {m}", flush=True)
+        )
+    except KeyboardInterrupt:
+        print("\nbench: interrupted")
+        return 130
+    figures["commit"] = _commit()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    PICKS_JSON.write_text(json.dumps(figures, indent=2) + "\n")
+    print()
+    print(picks.summarise(figures))
+    print(f"\nJSON: {PICKS_JSON}")
+    return 0
 
 
 if __name__ == "__main__":
