@@ -343,29 +343,26 @@ class ProxyExchange:
         self._buffered = buffered
         self._readerOn: Any = None
         self.bytesFromBackend = 0
-        self._head, self._chunked, self._bodyEnded = self._buildHead(None)
+        self._chunked, self._bodyEnded = self._framing()
+        # A balancer route builds its head once the member (its Host) is known.
+        self._head = self._headFor(None) if plan.address is not None else b""
         if buffered:
             self._pending.append(buffered)
             self._replay = [buffered] if len(buffered) <= _REPLAY_LIMIT else None
 
-    def _buildHead(self, upstreamHost: bytes | None) -> tuple[bytes, bool, bool]:
-        buffered = self._buffered
-        request = self._request
-        plan = self._plan
-        headers = request.requestHeaders
+    def _framing(self) -> tuple[bool, bool]:
+        """
+        Read the request's headers once: keep them for the head, and work out
+        how its body is framed. Returns (chunked, body already complete).
+        """
+        headers = self._request.requestHeaders
         pairs = getattr(headers, "pairs", None)
         raw = (
             pairs()
             if pairs is not None
             else [(n, v) for n, vs in headers.getAllRawHeaders() for v in vs]
         )
-        hosts = headers.getRawHeaders(b"host")
-        client = ClientInfo(
-            address=_clientAddress(request),
-            scheme=_scheme(request),
-            port=_listenerPort(request),
-            host=hosts[0] if hosts else None,
-        )
+        self._raw = raw
         chunked = False
         length: int | None = None
         for name, value in raw:
@@ -374,8 +371,30 @@ class ProxyExchange:
                 length = int(value)
             elif lower == b"transfer-encoding":
                 chunked = True
+        self._length = length
+        buffered = self._buffered
+        self._hasBody = chunked or bool(length) or bool(buffered)
+        if buffered is not None:
+            # twisted.web read (and de-chunked) the body already.
+            return False, True
+        if chunked:
+            return True, False
+        return False, not length
+
+    def _headFor(self, upstreamHost: bytes | None) -> bytes:
+        """The request head as the backend (with that Host) is to get it."""
+        request = self._request
+        plan = self._plan
+        buffered = self._buffered
+        hosts = request.requestHeaders.getRawHeaders(b"host")
+        client = ClientInfo(
+            address=_clientAddress(request),
+            scheme=_scheme(request),
+            port=_listenerPort(request),
+            host=hosts[0] if hosts else None,
+        )
         headers = plan.requestRewriter.rewrite(
-            raw, client, upstreamHost, clientVersion=request.clientproto
+            self._raw, client, upstreamHost, clientVersion=request.clientproto
         )
         out = []
         for name, value in headers:
@@ -386,20 +405,12 @@ class ProxyExchange:
                 continue
             out.append(b"%s: %s\r\n" % (name, value))
         if buffered is not None:
-            # twisted.web read (and de-chunked) the body already.
-            chunked = False
-            if buffered or length is not None:
+            if buffered or self._length is not None:
                 out.append(b"Content-Length: %d\r\n" % len(buffered))
-            bodyEnded = True
-        elif chunked:
+        elif self._chunked:
             out.append(b"Transfer-Encoding: chunked\r\n")
-            bodyEnded = False
-        else:
-            bodyEnded = not length
-        self._hasBody = chunked or bool(length) or bool(buffered)
         target = upstreamTarget(plan.frontPath, plan.targetPath, request.uri)
-        head = b"%s %s HTTP/1.1\r\n%s\r\n" % (request.method, target, b"".join(out))
-        return head, chunked, bodyEnded
+        return b"%s %s HTTP/1.1\r\n%s\r\n" % (request.method, target, b"".join(out))
 
     def start(self) -> None:
         """Get a backend connection and send the request."""
@@ -450,7 +461,7 @@ class ProxyExchange:
         self._startTime = self._context.reactor.seconds()
         m = member.member
         self._address = (_WIRE_SCHEME[m.scheme], m.host, m.port)
-        self._head = self._buildHead(formatHostPort(m.host, m.port, m.scheme))[0]
+        self._head = self._headFor(formatHostPort(m.host, m.port, m.scheme))
         env = getattr(self._request, "logEnv", None)
         if env is not None:
             env["BALANCER_NAME"] = f"balancer://{name}"

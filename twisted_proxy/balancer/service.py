@@ -53,6 +53,8 @@ class _BalancerState:
         self.members = [
             MemberState(member, index) for index, member in enumerate(config.members)
         ]
+        for state in self.members:
+            state.balancerName = config.name
         self.policy: ILoadBalancingPolicy = POLICIES[config.method]()
         self.retry = config.retry if retry is None else retry
         self.sticky = StickyRoutes(config.sticky) if config.sticky else None
@@ -372,10 +374,7 @@ class BalancerService(MultiService):
             balancer.waiters.pop(0).callback(None)
 
     def _balancerOf(self, member: MemberState) -> _BalancerState | None:
-        for balancer in self._balancers.values():
-            if member in balancer.members:
-                return balancer
-        return None
+        return self._balancers.get(member.balancerName)
 
     # -- changing at run time (the balancer-manager) --
 
@@ -429,6 +428,7 @@ class BalancerService(MultiService):
             if existing.name == member.name:
                 raise ValueError(f"{member.name} is already a member of {balancerName}")
         state = MemberState(member, len(balancer.members))
+        state.balancerName = balancerName
         balancer.members.append(state)
         self._membersChanged(balancerName)
         return state

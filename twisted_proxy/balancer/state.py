@@ -28,6 +28,7 @@ class MemberState:
     """
 
     __slots__ = (
+        "balancerName",
         "bytesIn",
         "bytesOut",
         "disabled",
@@ -54,6 +55,8 @@ class MemberState:
 
     def __init__(self, member: Member, index: int = 0) -> None:
         self.member = member
+        self.balancerName = ""
+        """The balancer it belongs to (set by the service)."""
         self.index = index
         """Position in its balancer, for policies that keep the configured order."""
         self.weight = member.weight
