@@ -62,6 +62,10 @@ _UPLOAD = "upload"  # a body stalls: idle_timeout, then 408 or cut
 
 # Pipelined bytes held while a response is pending, before reading pauses.
 _PIPELINE_LIMIT = 65536
+# Answered before its body was all in (the backend answered early), a request
+# has the rest of its body read and dropped, up to this much, so that the
+# connection stays usable; past it the connection is closed.
+_DISCARD_LIMIT = 1 << 20
 
 _NO_BODY_STATUSES = frozenset({204, 304})
 
@@ -245,6 +249,7 @@ class HTTPServerChannel(Protocol):
     """
 
     transport: Any  # an ITCPTransport (or TLS) once connected
+    discardsBody = True
 
     def __init__(self, site: HTTPProxyFactory) -> None:
         self.site = site
@@ -260,6 +265,7 @@ class HTTPServerChannel(Protocol):
         self._state = _HEAD
         self._remaining = 0
         self._decoder: ChunkedDecoder | None = None
+        self._discarded = 0
         self._looping = False
         self._readPaused = False
         self._writePaused = False
@@ -386,6 +392,13 @@ class HTTPServerChannel(Protocol):
 
     def _feedBody(self, data: bytes) -> bytes:
         request = self.request
+        if request is None:
+            # The rest of an answered request's body: dropped, within limits.
+            self._discarded += len(data)
+            if self._discarded > _DISCARD_LIMIT:
+                self.abandoned = True
+                self.loseConnection()
+                return b""
         decoder = self._decoder
         if decoder is not None:
             try:
@@ -408,8 +421,9 @@ class HTTPServerChannel(Protocol):
             self._timerPurpose = None
         request = self.request
         if request is None:
-            # Answered and finished before its body was all in.
+            # The body of a request answered early is all read: next request.
             self._state = _HEAD
+            self._arm(self.site.settings.idle_timeout, _IDLE)
             return
         self._state = _WAIT
         request.bodyComplete = True
@@ -430,8 +444,19 @@ class HTTPServerChannel(Protocol):
             return
         self.request = None
         self._producer = None
-        if not self.persistent or self.abandoned or self._state == _BODY:
+        if not self.persistent or self.abandoned:
             self.loseConnection()
+            return
+        if self._state == _BODY:
+            # Answered before its body was all in: read the rest and drop it.
+            remaining = self._remaining if self._decoder is None else 0
+            if remaining > _DISCARD_LIMIT:
+                self.loseConnection()
+                return
+            self._discarded = 0
+            if self._readPaused:
+                self._readPaused = False
+                self.transport.resumeProducing()
             return
         self._state = _HEAD
         self._arm(self.site.settings.idle_timeout, _IDLE)

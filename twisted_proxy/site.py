@@ -153,6 +153,8 @@ class ProxiedRequest:
         drop the backend exchange, and answer C{status} if nothing of the
         response is out yet, else cut the connection.
         """
+        # Nothing more of this body is to be read: the connection ends with it.
+        abandon(self.channel)
         consumer, self.bodyConsumer = self.bodyConsumer, None
         abort = getattr(consumer, "abort", None)
         if abort is not None:
@@ -183,10 +185,11 @@ class ProxiedRequest:
 
     def finishResponse(self, body: bytes = b"") -> None:
         """
-        Write the last of the response and end it; a request whose body has
-        not fully arrived closes its connection, as the channel cannot resync.
+        Write the last of the response and end it. A request whose body has
+        not fully arrived closes its connection, unless the channel can read
+        and drop the rest of it (as the proxy's own front end does).
         """
-        if not self.bodyComplete:
+        if not self.bodyComplete and not getattr(self.channel, "discardsBody", False):
             abandon(self.channel)
         if body:
             self.write(body)

@@ -306,3 +306,25 @@ async def test_treqPostRoundTrip(stack: Stack) -> None:
     assert await response.text() == "backend saw POST /new"
     assert backend.requests[0].body == b"name=ada"
     assert treq is not None
+
+
+@pytest_twisted.ensureDeferred
+async def test_earlyAnswerKeepsTheConnectionUsable(stack: Stack) -> None:
+    """An answer before the upload ends: the rest is dropped, keep-alive goes on."""
+    raw = RawBackend()
+    port = await stack.rawBackend(raw)
+    proxy = await stack.proxy(ROUTE, port=port)
+    client = await stack.connect(proxy.port)
+    client.transport.write(  # type: ignore[union-attr]
+        request(b"POST", b"/api/users/up", [(b"Content-Length", b"10")], b"12345")
+    )
+    conn = await raw.waitFor(lambda p: p.received.endswith(b"12345"))
+    conn.transport.write(b"HTTP/1.1 413 Too Big\r\nContent-Length: 2\r\n\r\nno")  # type: ignore[union-attr]
+    await client.waitFor(lambda d: d.endswith(b"\r\n\r\nno"))
+    client.transport.write(b"67890")  # type: ignore[union-attr]
+    client.transport.write(request(b"GET", b"/api/users/next"))  # type: ignore[union-attr]
+    second = await raw.waitFor(lambda p: b"GET /next " in p.received)
+    second.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")  # type: ignore[union-attr]
+    data = await client.waitFor(lambda d: d.endswith(b"\r\n\r\nok"))
+    assert data.count(b"HTTP/1.1 ") == 2
+    assert b"67890" not in b"".join(p.received for p in raw.connections)
