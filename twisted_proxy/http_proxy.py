@@ -67,6 +67,11 @@ class ProxyContext:
     balancer: IBalancer | None = None
     balancers: dict[str, Balancer] = field(default_factory=dict)
     """The balancers' configuration (their member URLs, for ProxyPassReverse)."""
+    compressTypes: tuple[bytes, ...] = field(init=False)
+    """The media types to gzip, as bytes (worked out once)."""
+
+    def __post_init__(self) -> None:
+        self.compressTypes = tuple(t.lower().encode() for t in self.settings.compress)
 
     @classmethod
     def create(
@@ -92,11 +97,6 @@ class ProxyContext:
             balancer=balancer,
             balancers=dict(balancers or {}),
         )
-
-    @property
-    def compressTypes(self) -> tuple[bytes, ...]:
-        """The media types to gzip, as bytes."""
-        return tuple(t.lower().encode() for t in self.settings.compress)
 
 
 class _RoutePlan:
@@ -253,18 +253,22 @@ def _listenerPort(request: Any) -> int:
     return port
 
 
-def _facts(request: Any) -> RequestFacts:
-    """What stickiness and hashing may look at in C{request}."""
+def _headerPairs(request: Any) -> list[tuple[bytes, bytes]]:
+    """The request's headers as (name, value) pairs, in order."""
     headers = request.requestHeaders
     pairs = getattr(headers, "pairs", None)
-    if pairs is None:
-        pairs = lambda: [  # noqa: E731 - twisted.web's Headers
-            (n, v) for n, vs in headers.getAllRawHeaders() for v in vs
-        ]
+    if pairs is not None:
+        return pairs()  # type: ignore[no-any-return]
+    # twisted.web's Headers
+    return [(n, v) for n, vs in headers.getAllRawHeaders() for v in vs]
+
+
+def _facts(request: Any, pairs: list[tuple[bytes, bytes]]) -> RequestFacts:
+    """What stickiness and hashing may look at in C{request}."""
     return RequestFacts(
         clientAddress=_clientAddress(request),
         target=request.uri,
-        header=headerLookup(pairs()),
+        header=headerLookup(pairs),
         secure=_scheme(request) == "https",
     )
 
@@ -355,14 +359,7 @@ class ProxyExchange:
         Read the request's headers once: keep them for the head, and work out
         how its body is framed. Returns (chunked, body already complete).
         """
-        headers = self._request.requestHeaders
-        pairs = getattr(headers, "pairs", None)
-        raw = (
-            pairs()
-            if pairs is not None
-            else [(n, v) for n, vs in headers.getAllRawHeaders() for v in vs]
-        )
-        self._raw = raw
+        raw = self._raw = _headerPairs(self._request)
         chunked = False
         length: int | None = None
         for name, value in raw:
@@ -429,7 +426,7 @@ class ProxyExchange:
         balancer = self._context.balancer
         name = self._plan.target.host
         if self._facts is None:
-            self._facts = _facts(self._request)
+            self._facts = _facts(self._request, self._raw)
         member = (
             balancer.pick(name, self._facts, self._tried)
             if balancer is not None

@@ -23,7 +23,7 @@ from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
-from twisted.web.http import HTTPChannel, datetimeToString
+from twisted.web.http import RESPONSES, HTTPChannel, datetimeToString
 from zope.interface import Attribute, Interface
 
 from twisted_proxy._twisted_internals import pendingRequestLine
@@ -46,6 +46,11 @@ _REASONS = {
 }
 
 _ALLOW = b"GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
+
+
+def reasonPhrase(status: int) -> bytes:
+    """The reason phrase for C{status}: RFC 9110's, else twisted.web's."""
+    return _REASONS.get(status) or RESPONSES.get(status, b"Unknown Status")
 
 
 class IBodyConsumer(TypingProtocol):
@@ -177,7 +182,7 @@ class ProxiedRequest:
             self.abortConnection()
             return
         body = (message + "\n").encode("utf-8", "replace")
-        self.setResponseCode(status, _REASONS.get(status))
+        self.setResponseCode(status, reasonPhrase(status))
         rh = self.responseHeaders
         for name, value in errorHeaders(self.channel.site, len(body), headers):
             rh.addRawHeader(name, value)

@@ -132,7 +132,7 @@ def test_headTooLarge() -> None:
     """A head over max_header_bytes is 431; an endless request line 414."""
     channel, transport, echo, clock = connect(max_header_bytes=1024)
     channel.dataReceived(b"GET / HTTP/1.1\r\nX: " + b"a" * 2000)
-    assert transport.value().startswith(b"HTTP/1.1 431 ")
+    assert transport.value().startswith(b"HTTP/1.1 431 Request Header Fields Too Large")
     channel, transport, echo, clock = connect(max_header_bytes=1024)
     channel.dataReceived(b"GET /" + b"a" * 2000)
     assert transport.value().startswith(b"HTTP/1.1 414 ")
