@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from itertools import pairwise
+from typing import Any
 
 import pytest
 from twisted.internet.task import Clock
@@ -21,7 +22,7 @@ from twisted_proxy.balancer.service import DEFAULT_RETRY
 from twisted_proxy.config.model import Balancer, BalancerMethod, Member
 
 
-def member(port: int, weight: int = 1, **flags: bool) -> Member:
+def member(port: int, weight: int = 1, **flags: Any) -> Member:
     """Return a member on 127.0.0.1:C{port}, with route C{str(port)}."""
     return Member(
         url=f"http://127.0.0.1:{port}",

@@ -18,6 +18,7 @@ from twisted_proxy.config import (
     ConfigError,
     HeaderDirectives,
     Listener,
+    ListenerTLS,
     Member,
     ProxySettings,
     Route,
@@ -25,7 +26,7 @@ from twisted_proxy.config import (
     load,
     loadString,
 )
-from twisted_proxy.config.model import HealthCheck, Sticky
+from twisted_proxy.config.model import HealthCheck, SNICertificate, Sticky
 
 
 def errorsOf(text: str, source: str = "site.toml") -> list[str]:
@@ -444,25 +445,190 @@ def test_listeners() -> None:
         """
     )
     assert config.listen == (
-        Listener("tcp:8080:interface=127.0.0.1"),
-        Listener("unix:/run/proxy.sock"),
-        Listener("systemd:domain=INET:index=0"),
+        Listener("tcp:8080:interface=127.0.0.1", index=0),
+        Listener("unix:/run/proxy.sock", index=1),
+        Listener("systemd:domain=INET:index=0", index=2),
     )
 
 
-@pytest.mark.parametrize(
-    "key", ["tls", "connect", "protocol", "to", "redirect_https", "proxy_protocol"]
-)
+@pytest.mark.parametrize("key", ["connect", "protocol", "to", "proxy_protocol"])
 def test_listenLaterKeys(key: str) -> None:
     """Listener features of later issues are "not supported yet", not unknown."""
     text = f'[[listen]]\nendpoint = "tcp:8080"\n{key} = "x"\n'
     assert errorsOf(text) == [f"site.toml: listen[0].{key}: not supported yet"]
 
 
-def test_listenTLSTableNotSupported() -> None:
-    """A [listen.tls] table is reported once, as not supported yet."""
-    text = '[[listen]]\nendpoint = "tcp:8443"\n[listen.tls]\ncertificate = "a.pem"\n'
-    assert errorsOf(text) == ["site.toml: listen[0].tls: not supported yet"]
+def test_listenTLS() -> None:
+    """[listen.tls] and its SNI certificates, with paths resolved."""
+    config = loadString(
+        """
+        [[listen]]
+        endpoint = "tcp:8443"
+        [listen.tls]
+        certificate = "tls/proxy.pem"
+        key = "tls/proxy.key"
+        min_version = "1.3"
+        alpn = ["h2", "http/1.1"]
+        hsts = 31536000
+        client_ca = "/etc/ca.pem"
+        client_cert_header = "X-Client-Subject"
+        [[listen.tls.sni]]
+        hosts = ["API.example.test", "*.apps.example.test"]
+        certificate = "tls/api.pem"
+        key = "tls/api.key"
+        """,
+        "/srv/proxy/site.toml",
+    )
+    tls = config.listen[0].tls
+    assert tls == ListenerTLS(
+        certificate="/srv/proxy/tls/proxy.pem",
+        key="/srv/proxy/tls/proxy.key",
+        min_version="1.3",
+        alpn=("h2", "http/1.1"),
+        hsts=31536000,
+        client_ca="/etc/ca.pem",
+        client_cert_header="X-Client-Subject",
+        sni=(
+            SNICertificate(
+                hosts=("api.example.test", "*.apps.example.test"),
+                certificate="/srv/proxy/tls/api.pem",
+                key="/srv/proxy/tls/api.key",
+            ),
+        ),
+        where="listen[0].tls",
+    )
+
+
+def test_listenTLSDefaults() -> None:
+    """TLS 1.2 minimum, HTTP/1.1 only (h2 is opt-in), no HSTS, no mTLS."""
+    text = '[[listen]]\nendpoint = "tcp:8443"\n[listen.tls]\n'
+    text += 'certificate = "a.pem"\nkey = "a.key"\n'
+    tls = loadString(text, "/etc/p/site.toml").listen[0].tls
+    assert tls is not None
+    assert (tls.min_version, tls.alpn, tls.hsts, tls.client_ca, tls.sni) == (
+        "1.2",
+        ("http/1.1",),
+        0,
+        None,
+        (),
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (
+            'certificate = "a.pem"',
+            "listen[0].tls.key: missing, expected a PEM file path",
+        ),
+        (
+            'certificate = "a.pem"\nkey = "a.key"\nmin_version = "1.1"',
+            'listen[0].tls.min_version: expected one of "1.2", "1.3", got "1.1"',
+        ),
+        (
+            'certificate = "a.pem"\nkey = "a.key"\nalpn = ["spdy/3"]',
+            'listen[0].tls.alpn: expected one of "h2", "http/1.1", got "spdy/3"',
+        ),
+        (
+            'certificate = "a.pem"\nkey = "a.key"\nalpn = []',
+            'listen[0].tls.alpn: expected at least one of "h2", "http/1.1"',
+        ),
+        (
+            'certificate = "a.pem"\nkey = "a.key"\nclient_cert_header = "X-S"',
+            "listen[0].tls.client_cert_header: needs client_ca "
+            "(only verified client certificates are passed on)",
+        ),
+        (
+            'certificate = "a.pem"\nkey = "a.key"\nhsts = -1',
+            "listen[0].tls.hsts: expected an integer >= 0, got -1",
+        ),
+        (
+            'certificate = "a.pem"\nkey = "a.key"\nsessions = true',
+            "listen[0].tls.sessions: unknown key",
+        ),
+        (
+            'certificate = "a.pem"\nkey = "a.key"\n[[listen.tls.sni]]\n'
+            'hosts = ["a b"]\ncertificate = "b.pem"\nkey = "b.key"',
+            "listen[0].tls.sni[0].hosts: expected a host name like "
+            '"api.example.test" or "*.example.test", got "a b"',
+        ),
+        (
+            'certificate = "a.pem"\nkey = "a.key"\n[[listen.tls.sni]]\n'
+            'hosts = ["x.test"]\ncertificate = "b.pem"\nkey = "b.key"\n'
+            '[[listen.tls.sni]]\nhosts = ["x.test"]\ncertificate = "c.pem"\n'
+            'key = "c.key"',
+            "listen[0].tls.sni[1].hosts: 'x.test' is also in listen[0].tls.sni[0]",
+        ),
+    ],
+)
+def test_listenTLSErrors(body: str, error: str) -> None:
+    """Each wrong [listen.tls] value is named with its key path."""
+    text = f'[[listen]]\nendpoint = "tcp:8443"\n[listen.tls]\n{body}\n'
+    assert errorsOf(text) == [f"site.toml: {error}"]
+
+
+def test_redirectHTTPS() -> None:
+    """redirect_https keeps scheme, host and port; paths and http are refused."""
+    text = '[[listen]]\nendpoint = "tcp:8000"\nredirect_https = "%s"\n'
+    config = loadString(text % "https://proxy.example.test:8443/")
+    assert config.listen[0].redirect_https == "https://proxy.example.test:8443"
+    assert errorsOf(text % "http://proxy.example.test") == [
+        "site.toml: listen[0].redirect_https: expected an https:// URL like "
+        '"https://proxy.example.test:8443", got "http://proxy.example.test"'
+    ]
+    assert errorsOf(text % "https://proxy.example.test/app/") != []
+
+
+def test_backendTLSKeys() -> None:
+    """tls_ca and tls_verify on https routes and members; refused on http."""
+    config = loadString(
+        """
+        [[route]]
+        path = "/a/"
+        to = "https://backend.test/"
+        tls_ca = "ca.pem"
+        [[route]]
+        path = "/b/"
+        to = "https://127.0.0.1:9443/"
+        tls_verify = false
+        [[route]]
+        path = "/"
+        to = "balancer://web/"
+        [[balancer.web.member]]
+        url = "https://127.0.0.1:9444"
+        tls_ca = "/etc/ca.pem"
+        """,
+        "/srv/site.toml",
+    )
+    assert (config.routes[0].tls_ca, config.routes[0].tls_verify) == (
+        "/srv/ca.pem",
+        True,
+    )
+    assert (config.routes[1].tls_ca, config.routes[1].tls_verify) == (None, False)
+    member = config.balancer("web").members[0]
+    assert (member.tls_ca, member.tls_verify) == ("/etc/ca.pem", True)
+    assert errorsOf(
+        """
+        [[route]]
+        path = "/a/"
+        to = "http://backend.test/"
+        tls_verify = false
+        [[route]]
+        path = "/"
+        to = "balancer://web/"
+        tls_ca = "ca.pem"
+        [[balancer.web.member]]
+        url = "http://127.0.0.1:9001"
+        tls_ca = "ca.pem"
+        """
+    ) == [
+        "site.toml: route[0].tls_verify: only for https:// and wss:// backends, "
+        "not http://",
+        "site.toml: route[1].tls_ca: set it on the balancer's https:// members, "
+        "not balancer://",
+        "site.toml: balancer.web.member[0].tls_ca: only for https:// and wss:// "
+        "backends, not http://",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -1612,7 +1778,7 @@ def test_allErrorsReportedAtOnce() -> None:
         "site.toml: proxy.max_body_bytes: expected an integer >= 0, got -5",
         "site.toml: listen[0].endpoint: expected a Twisted endpoint string like "
         '"tcp:8080:interface=127.0.0.1", got "8080"',
-        "site.toml: listen[1].tls: not supported yet",
+        "site.toml: listen[1].tls.key: missing, expected a PEM file path",
         'site.toml: route[0].path: expected a path starting with "/", got "api"',
         'site.toml: route[0].to: unknown balancer "nope"',
         'site.toml: route[1].handler: handler "status" is not supported yet',

@@ -32,13 +32,16 @@ from .model import (
     HealthCheck,
     HealthMethod,
     Listener,
+    ListenerTLS,
     Member,
     Network,
     ProxySettings,
     Route,
     ServerTokens,
+    SNICertificate,
     Sticky,
     Target,
+    TLSVersion,
     ViaMode,
 )
 
@@ -151,10 +154,24 @@ _PROXY = frozenset(
     }
 )
 
-_LISTEN = frozenset({"endpoint"})
-_LISTEN_LATER = frozenset(
-    {"tls", "connect", "protocol", "to", "redirect_https", "proxy_protocol"}
+_LISTEN = frozenset({"endpoint", "tls", "redirect_https"})
+_LISTEN_LATER = frozenset({"connect", "protocol", "to", "proxy_protocol"})
+_TLS = frozenset(
+    {
+        "certificate",
+        "key",
+        "min_version",
+        "alpn",
+        "hsts",
+        "client_ca",
+        "client_cert_header",
+        "ciphers",
+        "sni",
+    }
 )
+_SNI = frozenset({"hosts", "certificate", "key"})
+_ALPN = ("h2", "http/1.1")
+_TLS_VERSIONS: tuple[TLSVersion, ...] = ("1.2", "1.3")
 
 _ROUTE = frozenset(
     {
@@ -171,6 +188,8 @@ _ROUTE = frozenset(
         "deny",
         "request_headers",
         "websocket",
+        "tls_ca",
+        "tls_verify",
     }
 )
 _HANDLERS = ("balancer-manager", "status", "metrics")
@@ -222,6 +241,8 @@ _MEMBER = frozenset(
         "drain",
         "tier",
         "ignore_errors",
+        "tls_ca",
+        "tls_verify",
     }
 )
 _MEMBER_SCHEMES_LATER = ("tcp", "ajp", "ws", "wss", "h2", "h2c", "fcgi")
@@ -634,7 +655,7 @@ class _Checker:
         """The C{[[listen]]} array."""
         result = []
         seen: dict[str, str] = {}
-        for _, itemPath, table in self.tables(path, value, "listen"):
+        for index, itemPath, table in self.tables(path, value, "listen"):
             self.keys(table, itemPath, _LISTEN, _LISTEN_LATER)
             endpoint = self.field(
                 table,
@@ -644,14 +665,122 @@ class _Checker:
                 None,
                 required='a Twisted endpoint string like "tcp:8080"',
             )
+            tls = self.field(table, itemPath, "tls", self.listenerTLS, None)
+            redirect = self.field(
+                table, itemPath, "redirect_https", self.redirectURL, None
+            )
             if endpoint is None:
                 continue
             if endpoint in seen:
                 self.error(f"{itemPath}.endpoint", f"same endpoint as {seen[endpoint]}")
                 continue
             seen[endpoint] = itemPath
-            result.append(Listener(endpoint=endpoint))
+            result.append(
+                Listener(
+                    endpoint=endpoint, tls=tls, redirect_https=redirect, index=index
+                )
+            )
         return tuple(result)
+
+    def listenerTLS(self, path: str, value: Any) -> ListenerTLS:
+        """C{[listen.tls]}: certificate, key and the handshake's settings."""
+        table = self.table(path, value)
+        self.keys(table, path, _TLS)
+
+        def get(key: str, convert: Callable[[str, Any], _T], default: _T) -> _T:
+            return self.field(table, path, key, convert, default)
+
+        d = ListenerTLS(certificate="", key="")
+        certificate = self.field(
+            table, path, "certificate", self.file, "", required="a PEM file path"
+        )
+        key = self.field(table, path, "key", self.file, "", required="a PEM file path")
+        clientCA = get("client_ca", self.file, None)
+        header = get("client_cert_header", self.headerName, None)
+        if header is not None and clientCA is None and "client_ca" not in table:
+            self.error(
+                f"{path}.client_cert_header",
+                "needs client_ca (only verified client certificates are passed on)",
+            )
+        return ListenerTLS(
+            certificate=certificate,
+            key=key,
+            min_version=get("min_version", self.tlsVersion, d.min_version),
+            alpn=get("alpn", self.alpn, d.alpn),
+            hsts=get("hsts", self.intAtLeast(0), d.hsts),
+            client_ca=clientCA,
+            client_cert_header=header,
+            ciphers=get("ciphers", self.string, d.ciphers),
+            sni=get("sni", self.sniCertificates, ()),
+            where=path,
+        )
+
+    def tlsVersion(self, path: str, value: Any) -> TLSVersion:
+        """The oldest TLS version accepted."""
+        return cast(TLSVersion, self.choice(_TLS_VERSIONS)(path, value))
+
+    def file(self, path: str, value: Any) -> str:
+        """A file path (relative to the config file's folder)."""
+        return self.filePath(path, self.string(path, value))
+
+    def alpn(self, path: str, value: Any) -> tuple[str, ...]:
+        """ALPN protocol names, most preferred first."""
+        names = self.strings(path, value)
+        for name in names:
+            if name not in _ALPN:
+                _fail(_oneOf(_ALPN), name)
+        if not names:
+            raise _InvalidValueError(f"expected at least {_oneOf(_ALPN)}")
+        if len(set(names)) != len(names):
+            raise _InvalidValueError("expected each protocol once")
+        return names
+
+    def sniCertificates(self, path: str, value: Any) -> tuple[SNICertificate, ...]:
+        """The C{[[listen.tls.sni]]} array."""
+        result: list[SNICertificate] = []
+        seen: dict[str, str] = {}
+        for _, itemPath, table in self.tables(path, value, "listen.tls.sni"):
+            self.keys(table, itemPath, _SNI)
+            noHosts: tuple[str, ...] = ()
+            hosts = self.field(
+                table,
+                itemPath,
+                "hosts",
+                self.sniHosts,
+                noHosts,
+                required='host names like ["api.example.test", "*.example.test"]',
+            )
+            certificate = self.field(
+                table, itemPath, "certificate", self.file, "", required="a PEM file"
+            )
+            key = self.field(
+                table, itemPath, "key", self.file, "", required="a PEM file path"
+            )
+            for host in hosts:
+                if host in seen:
+                    self.error(f"{itemPath}.hosts", f"{host!r} is also in {seen[host]}")
+                seen[host] = itemPath
+            if hosts and certificate and key:
+                result.append(SNICertificate(hosts, certificate, key))
+        return tuple(result)
+
+    def sniHosts(self, path: str, value: Any) -> tuple[str, ...]:
+        """Names a certificate answers for: exact or C{*.domain}."""
+        names = self.strings(path, value)
+        for name in names:
+            if not _HOST_NAME.fullmatch(name):
+                _fail('a host name like "api.example.test" or "*.example.test"', name)
+        if not names:
+            _fail("a non-empty array of host names", value)
+        return tuple(n.lower() for n in names)
+
+    def redirectURL(self, path: str, value: Any) -> str:
+        """Where a C{redirect_https} listener sends clients: C{https://host[:port]}."""
+        expected = 'an https:// URL like "https://proxy.example.test:8443"'
+        parts = self.url(value, expected)
+        if parts.scheme.lower() != "https" or parts.path not in ("", "/"):
+            _fail(expected, value)
+        return f"https://{parts.netloc}"
 
     def endpoint(self, path: str, value: Any) -> str:
         """A Twisted server endpoint string: C{type:arguments}."""
@@ -731,7 +860,10 @@ class _Checker:
             ),
             index=index,
             websocket=websocket,
+            tls_ca=self.field(table, path, "tls_ca", self.file, None),
+            tls_verify=self.field(table, path, "tls_verify", self.boolean, True),
         )
+        self.backendTLS(path, table, to.scheme if to is not None else None)
         return None if routePath is None else route
 
     def routePath(self, path: str, value: Any) -> str:
@@ -1069,8 +1201,11 @@ class _Checker:
         drain = get("drain", self.boolean, d.drain)
         tier = get("tier", self.intAtLeast(0), d.tier)
         ignoreErrors = get("ignore_errors", self.boolean, d.ignore_errors)
+        tlsCA = get("tls_ca", self.file, d.tls_ca)
+        tlsVerify = get("tls_verify", self.boolean, d.tls_verify)
         if url is None:
             return None
+        self.backendTLS(path, table, url[1])
         raw, scheme, host, port = url
         return Member(
             url=raw,
@@ -1085,7 +1220,24 @@ class _Checker:
             drain=drain,
             tier=tier,
             ignore_errors=ignoreErrors,
+            tls_ca=tlsCA,
+            tls_verify=tlsVerify,
         )
+
+    def backendTLS(
+        self, path: str, table: Mapping[str, Any], scheme: str | None
+    ) -> None:
+        """C{tls_ca}/C{tls_verify} only where the backend speaks TLS."""
+        if scheme is None or scheme in ("https", "wss"):
+            return
+        for key in ("tls_ca", "tls_verify"):
+            if key in table:
+                where = (
+                    "set it on the balancer's https:// members"
+                    if scheme == "balancer"
+                    else "only for https:// and wss:// backends"
+                )
+                self.error(_join(path, key), f"{where}, not {scheme}://")
 
     def memberURL(self, path: str, value: Any) -> tuple[str, str, str, int]:
         """An http(s) member URL: (url, scheme, host, port)."""

@@ -19,6 +19,7 @@ BalancerMethod = Literal[
     "byrequests", "bytraffic", "bybusyness", "roundrobin", "random2", "hash"
 ]
 HealthMethod = Literal["TCP", "OPTIONS", "HEAD", "GET"]
+TLSVersion = Literal["1.2", "1.3"]
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,51 @@ class ProxySettings:
 
 
 @dataclass(frozen=True)
+class SNICertificate:
+    """One ``[[listen.tls.sni]]``: a certificate for the names in ``hosts``."""
+
+    hosts: tuple[str, ...]
+    certificate: str
+    key: str
+
+
+@dataclass(frozen=True)
+class ListenerTLS:
+    """
+    ``[listen.tls]``: TLS termination (Apache's SSLEngine, nginx's ``ssl``).
+
+    File paths are resolved against the config file's folder. ``where`` is
+    the table's key path (``listen[0].tls``) for messages about its files.
+    """
+
+    certificate: str
+    key: str
+    min_version: TLSVersion = "1.2"
+    # ALPN protocols offered, in preference order; "h2" turns HTTP/2 on.
+    alpn: tuple[str, ...] = ("http/1.1",)
+    # Strict-Transport-Security max-age; 0: no header.
+    hsts: int = 0
+    # Require client certificates signed by this CA (mTLS).
+    client_ca: str | None = None
+    # Pass the verified client subject to the backend in this header; a
+    # client-supplied header of that name is always removed first.
+    client_cert_header: str | None = None
+    # OpenSSL cipher string for TLS 1.2; None: Mozilla's intermediate list.
+    ciphers: str | None = None
+    sni: tuple[SNICertificate, ...] = ()
+    where: str = "tls"
+
+
+@dataclass(frozen=True)
 class Listener:
     """One ``[[listen]]`` entry: a Twisted server endpoint string."""
 
     endpoint: str
+    tls: ListenerTLS | None = None
+    # "https://host[:port]": answer every request with a 301 there.
+    redirect_https: str | None = None
+    # Where in the file this listener was defined, for messages.
+    index: int = 0
 
 
 @dataclass(frozen=True)
@@ -102,6 +144,10 @@ class Route:
     # ``websocket = false`` stops an http(s) route from carrying WebSocket
     # upgrades; a ws:// or wss:// route always carries them.
     websocket: bool = True
+    # An https:// or wss:// target: the CA file its certificate must chain to
+    # (None: the system trust store), and whether it is verified at all.
+    tls_ca: str | None = None
+    tls_verify: bool = True
 
 
 @dataclass(frozen=True)
@@ -124,6 +170,10 @@ class Member:
     tier: int = 0
     # +I: failures never put this member in error.
     ignore_errors: bool = False
+    # An https:// member: the CA file its certificate must chain to (None:
+    # the system trust store), and whether it is verified at all.
+    tls_ca: str | None = None
+    tls_verify: bool = True
 
     @property
     def name(self) -> str:
