@@ -37,7 +37,7 @@ from zope.interface import implementer
 
 from twisted import copyright
 from twisted_proxy._twisted_internals import sendNow
-from twisted_proxy.config.model import ProxySettings
+from twisted_proxy.config.model import Listener, ProxySettings
 from twisted_proxy.headers import ResponseHeaderRewriter
 from twisted_proxy.http11 import (
     CHUNKED,
@@ -54,6 +54,7 @@ from twisted_proxy.site import (
     reasonPhrase,
     refusal,
 )
+from twisted_proxy.tls import clientSubject, listenerSettings
 
 # Channel states.
 _HEAD = 0  # reading a request head
@@ -377,6 +378,8 @@ class HTTPServerChannel(Protocol):
                 self._decoder = None
                 self._remaining = head.length
             self._arm(self.site.settings.idle_timeout, _UPLOAD)
+        if self.site.clientCertHeader is not None:
+            self.site.prepareRequest(request, self.transport)
         problem = refusal(request, None if head.length == CHUNKED else head.length)
         if problem is not None:
             # Refused on its head alone: answer, then close (nothing after it
@@ -627,12 +630,21 @@ class HTTPProxyFactory(ServerFactory):
         reactor: IReactorTime,
         accessLog: IAccessLog | None = None,
         hostNames: Sequence[str] = (),
+        listener: Listener | None = None,
     ) -> None:
         self.resource: Any = resource
         self.settings = settings
         self.reactor = reactor
+        self.listener = listener
         self.maxBodyBytes = settings.max_body_bytes
-        self.responseRewriter = ResponseHeaderRewriter(settings, copyright.version)
+        tls = listener.tls if listener is not None else None
+        # The header that carries a verified client certificate's subject.
+        self.clientCertHeader: bytes | None = None
+        if tls is not None and tls.client_cert_header is not None:
+            self.clientCertHeader = tls.client_cert_header.encode("ascii")
+        self.responseRewriter = ResponseHeaderRewriter(
+            listenerSettings(settings, listener), copyright.version
+        )
         self.accessLog = accessLog
         # The names an absolute-form request may carry (we are no open proxy).
         self.hostNames = frozenset(
@@ -645,6 +657,22 @@ class HTTPProxyFactory(ServerFactory):
         channel = HTTPServerChannel(self)
         self.channels.add(channel)
         return channel
+
+    def prepareRequest(self, request: Any, transport: Any) -> None:
+        """
+        Apply what this listener adds to every request whose head is in,
+        before it is routed: the client certificate's subject header (a
+        client-sent one of that name is always dropped). C{transport} is the
+        connection's (TLS) transport.
+        """
+        name = self.clientCertHeader
+        if name is None:
+            return
+        headers = request.requestHeaders
+        headers.removeHeader(name)
+        subject = clientSubject(transport)
+        if subject is not None:
+            headers.addRawHeader(name, subject)
 
     def log(self, request: ProxyRequest) -> None:
         """Write C{request}'s access-log line."""

@@ -14,18 +14,21 @@ from typing import Any
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from twisted_proxy.accesslog import openLogTarget
 from twisted_proxy.balancer import BalancerService
-from twisted_proxy.config.model import Config
+from twisted_proxy.config.model import Config, Listener
 from twisted_proxy.http_proxy import ProxyContext
 from twisted_proxy.http_server import HTTPProxyFactory
+from twisted_proxy.redirect import RedirectResource
 from twisted_proxy.requestlog import AccessLogger
 from twisted_proxy.router import RouterResource
+from twisted_proxy.tls import ServerTLS, inspectFiles
 
 # The access log reaches its file at least this often.
 _LOG_FLUSH_INTERVAL = 1.0
@@ -50,12 +53,25 @@ class ProxyService(MultiService):
             config.proxy, reactor, self.balancer, dict(config.balancers)
         )
         self.accessLog: AccessLogger | None = None
-        self.site = HTTPProxyFactory(
-            RouterResource(config, self.context),
-            config.proxy,
-            reactor,
-            hostNames=[r.host for r in config.routes if r.host],
-        )
+        router = RouterResource(config, self.context)
+        hostNames = [r.host for r in config.routes if r.host]
+
+        def front(listener: Listener | None) -> HTTPProxyFactory:
+            resource: Any = router
+            if listener is not None and listener.redirect_https is not None:
+                resource = RedirectResource(listener.redirect_https)
+            return HTTPProxyFactory(
+                resource, config.proxy, reactor, hostNames=hostNames, listener=listener
+            )
+
+        # One front end per listener (TLS, HSTS and redirects differ); the
+        # first is C{site}. TLSFilesError here names the file that is wrong.
+        self.sites = [front(listener) for listener in config.listen] or [front(None)]
+        self.site = self.sites[0]
+        self.tls: list[ServerTLS | None] = [
+            ServerTLS(listener.tls) if listener.tls is not None else None
+            for listener in config.listen
+        ]
         self.ports: list[IListeningPort] = []
         self._flusher: LoopingCall | None = None
 
@@ -63,10 +79,11 @@ class ProxyService(MultiService):
         """Start the balancer, then listen on every C{[[listen]]} endpoint."""
         super().startService()
         self._openAccessLog()
+        self._warnAboutFiles()
         failures: list[Failure] = []
-        for listener in self.config.listen:
+        for index, listener in enumerate(self.config.listen):
             endpoint = serverFromString(self._reactor, listener.endpoint)
-            d = endpoint.listen(self.site)
+            d = endpoint.listen(self._factoryFor(index))
             d.addCallbacks(self.ports.append, failures.append)
             if failures:
                 self._log.error(
@@ -83,6 +100,31 @@ class ProxyService(MultiService):
         for port in self.ports:
             self._log.info("listening on {address}", address=port.getHost())
 
+    def _factoryFor(self, index: int) -> IProtocolFactory:
+        """What listener C{index} serves: its front end, behind TLS if set."""
+        factory: IProtocolFactory = self.sites[index]
+        tls = self.tls[index]
+        if tls is not None:
+            factory = TLSMemoryBIOFactory(tls, False, factory, self._reactor)
+        return factory
+
+    def _warnAboutFiles(self) -> None:
+        for listener in self.config.listen:
+            if listener.tls is None:
+                continue
+            for problem in inspectFiles(listener.tls):
+                if problem.severity == "warning":
+                    self._log.warn("{problem}", problem=str(problem))
+
+    def reloadCertificates(self) -> bool:
+        """
+        Read every listener's certificate files again (SIGHUP does this):
+        new handshakes get the new certificates, open connections keep
+        theirs, a broken file keeps the old one. True if all were taken.
+        """
+        results = [tls.reload() for tls in self.tls if tls is not None]
+        return all(results)
+
     def stopService(self) -> Deferred[None]:
         """
         Stop accepting; let requests in flight finish (up to C{shutdown_grace}
@@ -96,7 +138,9 @@ class ProxyService(MultiService):
         grace = self.config.proxy.shutdown_grace
 
         def drain(_: object) -> Deferred[None]:
-            drained = self.site.drain()
+            drained: Deferred[None] = DeferredList(
+                [site.drain() for site in self.sites]
+            ).addCallback(lambda _: None)
             if drained.called:
                 return drained
             timer = self._reactor.callLater(grace, self._graceOver, drained)
@@ -130,7 +174,8 @@ class ProxyService(MultiService):
         self.accessLog = AccessLogger(
             proxy.access_log_format, write, flush, self._reactor, proxy.server_name
         )
-        self.site.accessLog = self.accessLog
+        for site in self.sites:
+            site.accessLog = self.accessLog
         self._flusher = LoopingCall(self.accessLog.flush)
         self._flusher.clock = self._reactor
         self._flusher.start(_LOG_FLUSH_INTERVAL, now=False)
@@ -141,12 +186,15 @@ class ProxyService(MultiService):
         self._flusher = None
         if self.accessLog is not None:
             self.accessLog.close()
-        self.site.accessLog = self.accessLog = None
+        self.accessLog = None
+        for site in self.sites:
+            site.accessLog = None
 
     def _graceOver(self, drained: Deferred[None]) -> None:
-        left = len(self.site.channels)
+        left = sum(len(site.channels) for site in self.sites)
         self._log.warn("shutdown grace period over: cutting {n} connection(s)", n=left)
-        self.site.abortAll()
+        for site in self.sites:
+            site.abortAll()
 
     @property
     def port(self) -> int:
