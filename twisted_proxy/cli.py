@@ -78,9 +78,26 @@ def _load(path: str, err: TextIO) -> Config | None:
 
 
 def _check(path: str, out: TextIO, err: TextIO) -> int:
-    if _load(path, err) is None:
+    config = _load(path, err)
+    if config is None:
         return 1
-    print(f"{path}: ok", file=out)
+    from .tls import inspectFiles
+
+    problems = [
+        problem
+        for listener in config.listen
+        if listener.tls is not None
+        for problem in inspectFiles(listener.tls)
+    ]
+    errors = [p for p in problems if p.severity == "error"]
+    for problem in problems:
+        label = "" if problem.severity == "error" else "warning: "
+        print(f"{path}: {label}{problem}", file=err)
+    if errors:
+        return 1
+    warnings = len(problems)
+    note = f" ({warnings} warning{'s' if warnings > 1 else ''})" if warnings else ""
+    print(f"{path}: ok{note}", file=out)
     return 0
 
 

@@ -516,8 +516,12 @@ class HTTPServerChannel(Protocol):
         """Close once what was written is sent."""
         self.uncork()
         self._cancelTimer()
-        if self.transport is not None:
-            self.transport.loseConnection()
+        transport = self.transport
+        if transport is not None:
+            if self.secure:
+                # TLS sends its close alert only once no producer is left.
+                transport.unregisterProducer()
+            transport.loseConnection()
 
     def abortConnection(self) -> None:
         """Cut the connection now."""

@@ -4,7 +4,12 @@
 
 from __future__ import annotations
 
-from twisted.application.service import IService
+import signal
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from twisted.application.service import IService, Service
 from twisted.python import usage
 
 from twisted_proxy.config import ConfigError, load
@@ -39,4 +44,40 @@ def makeService(options: Options) -> IService:
         raise SystemExit(
             f"twisted-proxy: cannot read {options['config']}: {e}"
         ) from None
-    return ProxyService(config)
+    from twisted_proxy.tls import TLSFilesError
+
+    try:
+        service = ProxyService(config)
+    except TLSFilesError as e:
+        raise SystemExit(f"twisted-proxy: certificate files not usable\n{e}") from None
+    SighupReload(service.reloadCertificates).setServiceParent(service)
+    return service
+
+
+class SighupReload(Service):
+    """
+    SIGHUP reloads the certificates (as C{nginx -s reload} re-reads them),
+    while the service runs; the previous handler is put back on stop.
+    """
+
+    def __init__(self, reload: Callable[[], object], reactor: Any = None) -> None:
+        self._reload = reload
+        self._reactor = reactor
+        self._previous: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        if self._reactor is None:
+            from twisted.internet import reactor  # noqa: TID251
+
+            self._reactor = reactor
+        self._previous = signal.signal(signal.SIGHUP, self._onSignal)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._previous is not None:
+            signal.signal(signal.SIGHUP, self._previous)
+            self._previous = None
+
+    def _onSignal(self, number: int, frame: FrameType | None) -> None:
+        self._reactor.callFromThread(self._reload)

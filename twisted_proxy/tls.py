@@ -119,6 +119,23 @@ def _loadChain(
     return chain
 
 
+def _checkKeyMode(where: str, key: str, problems: list[FileProblem]) -> None:
+    try:
+        mode = os.stat(key).st_mode
+    except OSError:
+        return
+    if mode & stat.S_IROTH:
+        problems.append(
+            FileProblem(
+                "warning",
+                where,
+                key,
+                f"the private key is readable by everyone "
+                f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it",
+            )
+        )
+
+
 def _checkPair(
     where: str,
     certificate: str,
@@ -147,24 +164,22 @@ def _checkPair(
             problems.append(
                 FileProblem("error", keyWhere, key, "no PEM private key in this file")
             )
-        else:
-            try:
-                mode = os.stat(key).st_mode
-            except OSError:
-                mode = 0
-            if mode & stat.S_IROTH:
-                problems.append(
-                    FileProblem(
-                        "warning",
-                        keyWhere,
-                        key,
-                        f"the private key is readable by everyone "
-                        f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it",
-                    )
-                )
-    if not chain:
-        return
-    leaf = chain[0]
+    if chain:
+        _checkLeaf(where, certificate, chain[0], key, privateKey, now, problems)
+    if privateKey is not None:
+        _checkKeyMode(keyWhere, key, problems)
+
+
+def _checkLeaf(
+    where: str,
+    certificate: str,
+    leaf: x509.Certificate,
+    key: str,
+    privateKey: Any,
+    now: datetime.datetime,
+    problems: list[FileProblem],
+) -> None:
+    keyWhere = f"{where}.key"
     if privateKey is not None and (
         privateKey.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo

@@ -4,11 +4,13 @@ Tests for the C{twisted-proxy} command line: check, routes and run.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.tlsfiles import TestCA
 from twisted_proxy import __version__
 from twisted_proxy.cli import main
 
@@ -84,6 +86,64 @@ def test_checkInvalid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         f"{path}: proxy.tmeout: unknown key",
         f'{path}: route[0].to: unknown balancer "nope"',
     ]
+
+
+TLS_LISTENER = """
+[[listen]]
+endpoint = "tcp:8443:interface=127.0.0.1"
+[listen.tls]
+certificate = "tls/proxy.pem"
+key = "tls/proxy.key"
+"""
+
+
+def test_checkNamesBadCertificateFiles(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check names a missing certificate and a key of another certificate."""
+    (tmp_path / "tls").mkdir()
+    ca = TestCA(tmp_path / "tls")
+    other = ca.issue("localhost")
+    os.replace(other.key, tmp_path / "tls" / "proxy.key")
+    path = writeConfig(tmp_path, TLS_LISTENER)
+    assert main(["check", path]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        f"{path}: listen[0].tls.certificate: {tmp_path}/tls/proxy.pem: no such file",
+    ]
+    ca.issue("localhost", stem="proxy")
+    os.replace(other.certificate, tmp_path / "tls" / "proxy.pem")
+    other2 = ca.issue("localhost")
+    os.replace(other2.key, tmp_path / "tls" / "proxy.key")
+    assert main(["check", path]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"{path}: listen[0].tls.key: {tmp_path}/tls/proxy.key: this key does not "
+        f"match the certificate in {tmp_path}/tls/proxy.pem",
+    ]
+
+
+def test_checkWarnsAboutExpiredAndReadableKey(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An expired certificate and a world-readable key are warnings: exit 0."""
+    (tmp_path / "tls").mkdir()
+    TestCA(tmp_path / "tls").issue("localhost", expired=True, stem="proxy")
+    (tmp_path / "tls" / "proxy.key").chmod(0o644)
+    path = writeConfig(tmp_path, TLS_LISTENER)
+    assert main(["check", path]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"{path}: ok (2 warnings)\n"
+    lines = captured.err.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith(
+        f"{path}: warning: listen[0].tls.certificate: {tmp_path}/tls/proxy.pem: "
+        "the certificate expired on "
+    )
+    assert lines[1] == (
+        f"{path}: warning: listen[0].tls.key: {tmp_path}/tls/proxy.key: the "
+        "private key is readable by everyone (mode 0644); chmod 600 it"
+    )
 
 
 def test_checkSyntaxError(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
