@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import sys
 import zipfile
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest_twisted
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.internet.error import (
     ConnectionRefusedError,
     ProcessDone,
@@ -29,6 +30,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 
 from tests.integration.support import RecordingBackend, Stack
+from tests.tlsfiles import TestCA
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -221,6 +223,62 @@ to = "http://127.0.0.1:{backendPort}/"
     assert b"Main loop terminated." in child.output
     # The buffered access log was flushed on the way out.
     assert b'"GET /e2e?x=1 HTTP/1.1" 200' in child.output
+    assert b"Traceback" not in child.output
+
+
+def _servedCommonName(port: int, ca: Path) -> str:
+    context = ssl.create_default_context(cafile=str(ca))
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        peer = tls.getpeercert()
+    assert peer is not None
+    subject: Any = peer["subject"]
+    return str(next(v for rdn in subject for k, v in rdn if k == "commonName"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_twistdReloadsCertificatesOnSighup(
+    stack: Stack, children: list[tuple[Child, Any]], tmp_path: Path
+) -> None:
+    """Under twistd, SIGHUP makes new handshakes use renewed certificate files."""
+    ca = TestCA(tmp_path)
+    ca.issue("localhost", commonName="first.test", stem="proxy")
+    port = freePort()
+    config = tmp_path / "site.toml"
+    config.write_text(
+        f"""
+[proxy]
+access_log = false
+[[listen]]
+endpoint = "tcp:{port}:interface=127.0.0.1"
+[listen.tls]
+certificate = "proxy.pem"
+key = "proxy.key"
+"""
+    )
+    child = Child()
+    argv = ["twistd", "-n", "--pidfile=", "proxy", "--config", str(config)]
+    transport = stack.reactor.spawnProcess(
+        child, str(BIN / "twistd"), argv, env=childEnv(), path=str(tmp_path)
+    )
+    children.append((child, transport))
+    await listening(stack, child, port)
+    name = await threads.deferToThread(_servedCommonName, port, ca.certificate)
+    assert name == "first.test"
+    renewed = ca.issue("localhost", commonName="renewed.test")
+    os.replace(renewed.certificate, tmp_path / "proxy.pem")
+    os.replace(renewed.key, tmp_path / "proxy.key")
+    transport.signalProcess("HUP")
+    for _ in range(int(BOUND / POLL)):
+        if b"certificates reloaded" in child.output:
+            break
+        await deferLater(stack.reactor, POLL, lambda: None)
+    name = await threads.deferToThread(_servedCommonName, port, ca.certificate)
+    assert name == "renewed.test", child.output
+    transport.signalProcess("TERM")
+    await child.whenEnded().addTimeout(BOUND, stack.reactor)
     assert b"Traceback" not in child.output
 
 
