@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# sslyze checks the TLS defaults in the tests; it pins an older cryptography
+# than pyOpenSSL needs, so it lives in a virtualenv of its own.
+SSLYZE_VENV := .venv-sslyze
+SSLYZE := $(SSLYZE_VENV)/bin/sslyze
 
 .PHONY: run test lint typecheck pytest bench clean
 
@@ -14,6 +18,11 @@ $(STAMP): pyproject.toml setup.cfg
 	$(PY) -m pip install -q --config-settings editable_mode=compat -e '.[test]'
 	$(PY) -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
 	touch $(STAMP)
+
+$(SSLYZE):
+	$(PYTHON) -m venv $(SSLYZE_VENV)
+	$(SSLYZE_VENV)/bin/pip install -q --upgrade pip
+	$(SSLYZE_VENV)/bin/pip install -q "sslyze==6.3.1"
 
 # The demo: two backends on 127.0.0.1:9001/9002 and the proxy on :8080 in
 # front of them. Ctrl-C stops all three.
@@ -32,11 +41,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(SSLYZE)
 	$(VENV)/bin/pytest -q
 
 bench: $(STAMP)
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info twisted/plugins/dropin.cache
+	rm -rf $(VENV) $(SSLYZE_VENV) build *.egg-info twisted/plugins/dropin.cache
