@@ -22,7 +22,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from tests.integration.support import RecordingBackend, Stack, request
+from tests.integration.support import RecordingBackend, Stack, curl, request
+from tests.tlsfiles import TestCA
 from twisted import copyright
 from twisted_proxy import __version__
 from twisted_proxy.config import Config, Listener, Route, load
@@ -326,6 +327,69 @@ async def test_microservicesRedirectsAndCookiesRewrittenBack(stack: Stack) -> No
     assert header(r1, b"set-cookie") == [b"sid=1; Path=/api/users/"]
     assert header(r2, b"set-cookie") == [b"sid=1; Path=/api/payments/"]
     assert header(r3, b"set-cookie") == [b"sid=1; Path=/"]
+
+
+# -- scenario 4: TLS termination --
+
+
+def shippedTLS(folder: Path) -> Config:
+    """
+    Scenario 4 as shipped, both listeners on free loopback ports and the
+    certificate files (the operator's own) made for the test in C{folder}.
+    """
+    config = load(str(ETC / "scenario-4-tls.toml"))
+    issued = TestCA(folder).issue("localhost", "127.0.0.1", stem="proxy")
+    tlsListener, redirectListener = config.listen
+    assert tlsListener.tls is not None
+    tls = replace(
+        tlsListener.tls, certificate=str(issued.certificate), key=str(issued.key)
+    )
+    return replace(
+        config,
+        listen=(
+            replace(tlsListener, endpoint="tcp:0:interface=127.0.0.1", tls=tls),
+            replace(redirectListener, endpoint="tcp:0:interface=127.0.0.1"),
+        ),
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_tlsBackendToldSchemeAndPort(stack: Stack, tmp_path: Path) -> None:
+    """Over HTTPS the plain-HTTP backend hears https and the public port; HSTS."""
+    config = shippedTLS(tmp_path)
+    backend = RecordingBackend()
+    await stack.backend(backend, targetPort(routeFor(config, "/")))
+    service = await startProxy(stack, config)
+    port = service.port
+    out, err, code = await curl(
+        "-i",
+        "--http1.1",
+        "--cacert",
+        str(tmp_path / "ca.pem"),
+        "--resolve",
+        f"localhost:{port}:127.0.0.1",
+        f"https://localhost:{port}/account?id=1",
+    )
+    assert code == 0, err
+    assert b"\r\nstrict-transport-security: max-age=31536000\r\n" in out.lower()
+    assert out.endswith(b"backend saw GET /account?id=1")
+    received = backend.requests[-1]
+    assert received.header(b"x-forwarded-proto") == b"https"
+    assert received.header(b"x-forwarded-port") == str(port).encode()
+
+
+@pytest_twisted.ensureDeferred
+async def test_tlsPlainHTTPRedirected(stack: Stack, tmp_path: Path) -> None:
+    """Plain HTTP on the second listener gets 301 to the same path on HTTPS."""
+    config = shippedTLS(tmp_path)
+    backend = RecordingBackend()
+    await stack.backend(backend, targetPort(routeFor(config, "/")))
+    service = await startProxy(stack, config)
+    redirectPort = service.ports[1].getHost().port  # type: ignore[attr-defined]
+    response, _ = await get(stack, redirectPort, "/account?id=1")
+    assert response.code == 301
+    assert header(response, b"location") == [b"https://localhost:8443/account?id=1"]
+    assert backend.requests == []
 
 
 # -- scenario 6: hardening --
