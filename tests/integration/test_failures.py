@@ -5,14 +5,12 @@ client fails: refused, silent, disabled, cut mid-body, gone, or stale.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import pytest_twisted
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.web.client import ResponseFailed
 
 from tests.integration.support import (
@@ -69,19 +67,6 @@ url = "http://127.0.0.1:{dead}"
 [[balancer.pool.member]]
 url = "http://127.0.0.1:{live}"
 """
-
-
-@pytest.fixture
-def logged() -> Iterator[list[str]]:
-    """Every log message emitted during the test, as text."""
-    lines: list[str] = []
-
-    def observe(event: LogEvent) -> None:
-        lines.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observe)  # type: ignore[arg-type]
-    yield lines
-    globalLogPublisher.removeObserver(observe)  # type: ignore[arg-type]
 
 
 def _write(proto: Any, data: bytes) -> None:

@@ -182,6 +182,20 @@ async def listening(stack: Stack, child: Child, port: int) -> None:
     raise AssertionError(f"nothing listens on {port}:\n{child.output!r}")
 
 
+async def startTwistd(
+    stack: Stack, children: list[tuple[Child, Any]], config: Path, port: int
+) -> tuple[Child, Any]:
+    """Run the real C{twistd -n proxy --config CONFIG}; wait until it listens."""
+    child = Child()
+    argv = ["twistd", "-n", "--pidfile=", "proxy", "--config", str(config)]
+    transport = stack.reactor.spawnProcess(
+        child, str(BIN / "twistd"), argv, env=childEnv(), path=str(config.parent)
+    )
+    children.append((child, transport))
+    await listening(stack, child, port)
+    return child, transport
+
+
 @pytest_twisted.ensureDeferred
 async def test_twistdServesAndStopsOnSigterm(
     stack: Stack, children: list[tuple[Child, Any]], tmp_path: Path
@@ -202,13 +216,7 @@ path = "/"
 to = "http://127.0.0.1:{backendPort}/"
 """
     )
-    child = Child()
-    argv = ["twistd", "-n", "--pidfile=", "proxy", "--config", str(config)]
-    transport = stack.reactor.spawnProcess(
-        child, str(BIN / "twistd"), argv, env=childEnv(), path=str(tmp_path)
-    )
-    children.append((child, transport))
-    await listening(stack, child, port)
+    child, transport = await startTwistd(stack, children, config, port)
     response = await stack.treq().get(f"http://127.0.0.1:{port}/e2e?x=1")
     assert response.code == 200
     assert await response.text() == "backend saw GET /e2e?x=1"
@@ -258,13 +266,7 @@ certificate = "proxy.pem"
 key = "proxy.key"
 """
     )
-    child = Child()
-    argv = ["twistd", "-n", "--pidfile=", "proxy", "--config", str(config)]
-    transport = stack.reactor.spawnProcess(
-        child, str(BIN / "twistd"), argv, env=childEnv(), path=str(tmp_path)
-    )
-    children.append((child, transport))
-    await listening(stack, child, port)
+    child, transport = await startTwistd(stack, children, config, port)
     name = await threads.deferToThread(_servedCommonName, port, ca.certificate)
     assert name == "first.test"
     renewed = ca.issue("localhost", commonName="renewed.test")

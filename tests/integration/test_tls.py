@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,24 +15,10 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import threads
-from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 from tests.integration.support import RecordingBackend, Stack, curl
 from tests.tlsfiles import Issued, TestCA
 from twisted_proxy.tls import TLSFilesError
-
-
-@pytest.fixture
-def logged() -> Iterator[list[str]]:
-    """Every log message emitted during the test, as text."""
-    lines: list[str] = []
-
-    def observe(event: LogEvent) -> None:
-        lines.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observe)  # type: ignore[arg-type]
-    yield lines
-    globalLogPublisher.removeObserver(observe)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -460,6 +445,16 @@ async def test_brokenReloadKeepsServing(
 
 # -- bad files at start-up ------------------------------------------------------
 
+ONE_TLS_LISTENER = """
+    [proxy]
+    access_log = false
+    [[listen]]
+    endpoint = "tcp:0:interface=127.0.0.1"
+    [listen.tls]
+    certificate = "proxy.pem"
+    key = "proxy.key"
+"""
+
 
 @pytest_twisted.ensureDeferred
 async def test_missingCertificateStopsStart(stack: Stack, tmp_path: Path) -> None:
@@ -467,16 +462,7 @@ async def test_missingCertificateStopsStart(stack: Stack, tmp_path: Path) -> Non
     TestCA(tmp_path).issue("localhost", stem="proxy")
     os.remove(tmp_path / "proxy.key")
     with pytest.raises(TLSFilesError) as raised:
-        await stack.proxy(
-            """
-            [[listen]]
-            endpoint = "tcp:0:interface=127.0.0.1"
-            [listen.tls]
-            certificate = "proxy.pem"
-            key = "proxy.key"
-            """,
-            configDir=str(tmp_path),
-        )
+        await stack.proxy(ONE_TLS_LISTENER, configDir=str(tmp_path))
     assert str(raised.value) == (
         f"listen[0].tls.key: {tmp_path / 'proxy.key'}: no such file"
     )
@@ -488,18 +474,7 @@ async def test_expiredCertificateWarnsAtStart(
 ) -> None:
     """An expired certificate still serves, with a warning logged at start."""
     TestCA(tmp_path).issue("localhost", expired=True, stem="proxy")
-    await stack.proxy(
-        """
-        [proxy]
-        access_log = false
-        [[listen]]
-        endpoint = "tcp:0:interface=127.0.0.1"
-        [listen.tls]
-        certificate = "proxy.pem"
-        key = "proxy.key"
-        """,
-        configDir=str(tmp_path),
-    )
+    await stack.proxy(ONE_TLS_LISTENER, configDir=str(tmp_path))
     assert any(
         line.startswith("listen[0].tls.certificate: ")
         and "the certificate expired on" in line
