@@ -57,7 +57,9 @@ class TestCA:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, folder: Path, name: str = "ca") -> None:
+    def __init__(
+        self, folder: Path, name: str = "ca", parent: TestCA | None = None
+    ) -> None:
         self.folder = folder
         self.name = name
         self._key = ec.generate_private_key(ec.SECP256R1())
@@ -66,10 +68,11 @@ class TestCA:
         )
         self._keyId = x509.SubjectKeyIdentifier.from_public_key(self._key.public_key())
         now = datetime.datetime.now(datetime.timezone.utc)
+        signer = parent or self
         cert = (
             x509.CertificateBuilder()
             .subject_name(self._subject)
-            .issuer_name(self._subject)
+            .issuer_name(signer._subject)
             .public_key(self._key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1))
@@ -77,11 +80,17 @@ class TestCA:
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
             .add_extension(_usage(sign=True), critical=True)
             .add_extension(self._keyId, critical=False)
-            .sign(self._key, hashes.SHA256())
+            .sign(signer._key, hashes.SHA256())
         )
         self.certificate = folder / f"{name}.pem"
         self.certificate.write_bytes(cert.public_bytes(_PEM))
+        # What a leaf's file carries after the leaf: the intermediates.
+        self._chain = b"" if parent is None else cert.public_bytes(_PEM) + parent._chain
         self._count = 0
+
+    def intermediate(self, name: str) -> TestCA:
+        """A CA signed by this one; its leaves' files carry it after the leaf."""
+        return TestCA(self.folder, name, parent=self)
 
     def issue(
         self,
@@ -140,7 +149,7 @@ class TestCA:
         stem = stem or f"{self.name}-leaf{self._count}"
         certificate = self.folder / f"{stem}.pem"
         keyFile = self.folder / f"{stem}.key"
-        certificate.write_bytes(cert.public_bytes(_PEM))
+        certificate.write_bytes(cert.public_bytes(_PEM) + self._chain)
         keyFile.write_bytes(
             key.private_bytes(
                 _PEM,

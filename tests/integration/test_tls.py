@@ -20,6 +20,16 @@ from tests.integration.support import RecordingBackend, Stack, curl
 from tests.tlsfiles import Issued, TestCA
 from twisted_proxy.tls import TLSFilesError
 
+ONE_TLS_LISTENER = """
+    [proxy]
+    access_log = false
+    [[listen]]
+    endpoint = "tcp:0:interface=127.0.0.1"
+    [listen.tls]
+    certificate = "proxy.pem"
+    key = "proxy.key"
+"""
+
 
 @dataclass
 class Seen:
@@ -187,6 +197,38 @@ async def test_sniChoosesCertificate(stack: Stack, tmp_path: Path) -> None:
     assert default.commonName == "default.test"
     noName = await site.client.get(site.port, None)
     assert noName.commonName == "default.test"
+
+
+@pytest_twisted.ensureDeferred
+async def test_chainServedWithLeaf(stack: Stack, tmp_path: Path) -> None:
+    """
+    A certificate file holding the leaf then its intermediate: clients that
+    trust only the root verify it, so the intermediate was sent.
+    """
+    root = TestCA(tmp_path, "root")
+    root.intermediate("intermediate").issue("localhost", stem="proxy")
+    backend = RecordingBackend()
+    backendPort = await stack.backend(backend)
+    service = await stack.proxy(
+        ONE_TLS_LISTENER
+        + """
+        [[route]]
+        path = "/"
+        to = "http://127.0.0.1:{backendPort}/"
+        """,
+        configDir=str(tmp_path),
+        backendPort=backendPort,
+    )
+    seen = await TLSClient(root.certificate).get(service.port, "localhost")
+    assert seen.reply.endswith(b"backend saw GET /")
+    out, err, code = await curl(
+        "--cacert",
+        str(root.certificate),
+        "--resolve",
+        f"localhost:{service.port}:127.0.0.1",
+        f"https://localhost:{service.port}/chain",
+    )
+    assert (code, out) == (0, b"backend saw GET /chain"), err
 
 
 @pytest_twisted.ensureDeferred
@@ -444,16 +486,6 @@ async def test_brokenReloadKeepsServing(
 
 
 # -- bad files at start-up ------------------------------------------------------
-
-ONE_TLS_LISTENER = """
-    [proxy]
-    access_log = false
-    [[listen]]
-    endpoint = "tcp:0:interface=127.0.0.1"
-    [listen.tls]
-    certificate = "proxy.pem"
-    key = "proxy.key"
-"""
 
 
 @pytest_twisted.ensureDeferred
