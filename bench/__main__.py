@@ -14,6 +14,11 @@
 2. Streaming memory: a 1 GiB upload to a backend that reads slowly, and a 1 GiB
    download by a client that reads slowly (L{bench.bigpeers}), through the proxy;
    the proxy's peak RSS shows whether it buffers or pushes back.
+3. TLS (L{bench.tls}): twisted-proxy and nginx, same pinning, one fast backend:
+   plaintext and HTTPS keep-alive requests/s, plaintext connections/s and full
+   TLS handshakes/s, HTTP/2 requests/s (h2load, and curl --http2), with each
+   proxy's HTTPS/plaintext ratios and twisted-proxy's over nginx's.
+   ``--tls-only`` runs just this part; ``--tls-targets none`` skips it.
 
 A summary is printed and written to ``bench/results/latest.json``; each child's
 output goes to ``bench/results/logs/``. Every child is stopped at the end, also on
@@ -41,7 +46,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import backend, picks
+from bench import backend, picks, tls
 from bench._procs import (
     ROOT,
     Child,
@@ -75,6 +80,7 @@ TWISTED_PROXY_LB = "twisted-proxy-lb3"
 BUILTIN = "twisted.web.proxy"
 BALANCER_MEMBERS = 3
 PICKS_JSON = RESULTS / "picks.json"
+TLS_JSON = RESULTS / "tls.json"
 
 
 def twistd() -> Path:
@@ -200,6 +206,8 @@ class Settings:
     picks: bool
     picksOnly: bool
     picksSeconds: float
+    tlsTargets: list[str]
+    tlsOnly: bool
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -836,6 +844,16 @@ def _parseArgs(argv: list[str] | None) -> Settings:
         "--no-picks", action="store_true", help="skip the selection cost part"
     )
     parser.add_argument(
+        "--tls-targets",
+        default=",".join(tls.TLS_TARGETS),
+        help="proxies for the TLS part, comma-separated (or 'none')",
+    )
+    parser.add_argument(
+        "--tls-only",
+        action="store_true",
+        help=f"only the TLS part; figures in {TLS_JSON.relative_to(ROOT)}",
+    )
+    parser.add_argument(
         "--picks-seconds",
         type=float,
         help="time per method and member count (default 0.2, or 0.05 with --quick)",
@@ -849,7 +867,17 @@ def _parseArgs(argv: list[str] | None) -> Settings:
                 parser.error(f"unknown proxy {n!r}; choose from {', '.join(PROXIES)}")
         return chosen
 
+    def tlsNames(value: str) -> list[str]:
+        chosen = [n.strip() for n in value.split(",") if n.strip() not in ("", "none")]
+        for n in chosen:
+            if n not in tls.TLS_TARGETS:
+                known = ", ".join(tls.TLS_TARGETS)
+                parser.error(f"unknown TLS target {n!r}; choose from {known}")
+        return chosen
+
     quick = bool(args.quick)
+    if args.tls_only and not tlsNames(args.tls_targets):
+        parser.error("--tls-only needs at least one TLS target")
     return Settings(
         quick=quick,
         seconds=args.seconds or (3.0 if quick else 10.0),
@@ -865,6 +893,8 @@ def _parseArgs(argv: list[str] | None) -> Settings:
         picks=not args.no_picks or bool(args.picks_only),
         picksOnly=bool(args.picks_only),
         picksSeconds=args.picks_seconds or (0.05 if quick else 0.2),
+        tlsTargets=tlsNames(args.tls_targets),
+        tlsOnly=bool(args.tls_only),
     )
 
 
@@ -876,6 +906,8 @@ def main(argv: list[str] | None = None) -> int:
     if settings.picksOnly:
         return _picksOnly(settings)
     pin, why = pinning()
+    if settings.tlsOnly:
+        return _tlsOnly(settings, pin, why)
     logDir = RESULTS / "logs"
     jsonPath = RESULTS / "latest.json"
     report: dict[str, Any] = {
@@ -894,6 +926,7 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": settings.rounds,
             "profile": settings.profile,
             "picks_seconds": settings.picksSeconds if settings.picks else None,
+            "tls_targets": settings.tlsTargets,
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -928,10 +961,12 @@ def main(argv: list[str] | None = None) -> int:
             report["ratios"] = _ratios(report["throughput"])
             report["balancer_ratios"] = _balancerRatios(report["throughput"])
             report["streaming"] = bench.streaming()
+            if settings.tlsTargets:
+                report["tls"] = _tlsPart(settings, children, Path(tmp))
     except KeyboardInterrupt:
         print("\nbench: interrupted; every child process has been stopped")
         return 130
-    except (WrkError, ChildError) as e:
+    except (WrkError, ChildError, tls.ToolError) as e:
         print(f"bench: failed: {e}", file=sys.stderr)
         report["error"] = str(e)
         code = 1
@@ -948,7 +983,72 @@ def main(argv: list[str] | None = None) -> int:
             print(_profileSummary(path, name))
     if "throughput" in report:
         print(summarise(report))
+    if report.get("tls"):
+        TLS_JSON.write_text(json.dumps(report["tls"], indent=2) + "\n")
+        print(tls.summariseTLS(report["tls"]))
+        print(f"\nTLS JSON: {TLS_JSON}")
     print(f"bench: done in {report['seconds']:.0f} s")
+    return code
+
+
+def _tlsPart(settings: Settings, children: Children, workDir: Path) -> dict[str, Any]:
+    """The TLS part (L{bench.tls}), on the same CPUs as the throughput part."""
+    return tls.TLSBench(
+        tls.TLSSettings(
+            seconds=settings.seconds,
+            warmup=settings.warmup,
+            connections=settings.connections,
+            targets=settings.tlsTargets,
+            rounds=settings.rounds,
+        ),
+        children,
+        workDir,
+        proxyCPU=PROXY_CPU,
+        loadCPU=LOAD_CPU,
+        log=lambda m: print(f"bench: {m}", flush=True),
+    ).run()
+
+
+def _tlsOnly(settings: Settings, pin: bool, why: str) -> int:
+    """C{--tls-only}: the TLS part alone, saved to L{TLS_JSON}."""
+    began = time.monotonic()
+    report: dict[str, Any] = {}
+    code = 0
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="twisted-proxy-bench-") as tmp,
+            Children(RESULTS / "logs", pin) as children,
+        ):
+            report = _tlsPart(settings, children, Path(tmp))
+    except KeyboardInterrupt:
+        print("\nbench: interrupted; every child process has been stopped")
+        return 130
+    except (WrkError, ChildError, tls.ToolError) as e:
+        print(f"bench: failed: {e}", file=sys.stderr)
+        report = {"error": str(e)}
+        code = 1
+    report.update(
+        started=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        commit=_commit(),
+        quick=settings.quick,
+        pinning=(
+            f"proxy on CPU {PROXY_CPU}; load tools and backend on CPU {LOAD_CPU}"
+            if pin
+            else f"none ({why})"
+        ),
+        loadavg_after=_loadavg(),
+        seconds_total=time.monotonic() - began,
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    TLS_JSON.write_text(json.dumps(report, indent=2) + "\n")
+    if "rows" in report:
+        print(
+            f"\nTLS benchmark, commit {_shortCommit(report['commit'])}, "
+            f"pinning: {report['pinning']}"
+        )
+        print(tls.summariseTLS(report))
+    print(f"\nJSON: {TLS_JSON}")
+    print(f"bench: done in {report['seconds_total']:.0f} s")
     return code
 
 

@@ -1,0 +1,145 @@
+"""Nginx as the reference proxy of the TLS benchmark (L{bench.tls}).
+
+Debian's C{nginx} runs in the foreground as one process (C{master_process off}:
+the master's work and a single worker's in one, which the benchmark pins to the
+proxy's CPU) with a configuration written into a folder of its own: every path it
+writes (pid, temporary files) is in that folder, its errors go to its log, and it
+listens on 127.0.0.1 only. It proxies to the same fast backend as twisted-proxy
+with an upstream keep-alive pool, and terminates TLS with the same certificate
+and Mozilla's "intermediate" settings, which twisted-proxy also uses: TLS 1.2
+and 1.3, ECDHE with AES-GCM or ChaCha20, the X25519/P-256/P-384 groups, a
+server-side session cache and no session tickets.
+
+A second TLS server, the I{probe}, logs for each request whether its TLS session
+was resumed (C{$ssl_session_reused}); the benchmark uses it to check that its
+handshake load really makes full handshakes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# Mozilla's "intermediate" configuration (version 5.7), as twisted_proxy.tls has
+# it: the TLS 1.2 suites (TLS 1.3 keeps OpenSSL's defaults) and the groups.
+INTERMEDIATE_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    )
+)
+INTERMEDIATE_GROUPS = "X25519:prime256v1:secp384r1"
+PROBE_BODY = b"probe\n"
+
+
+@dataclass(frozen=True)
+class NginxPorts:
+    """Where one nginx listens: plaintext, TLS (HTTP/2 too) and the probe."""
+
+    plain: int
+    tls: int
+    probe: int
+
+
+def nginxConfig(
+    folder: Path,
+    ports: NginxPorts,
+    backendPort: int,
+    certificate: Path,
+    key: Path,
+) -> str:
+    """The configuration of the reference nginx; every path is under C{folder}."""
+    tls = (
+        f"        ssl_certificate {certificate};\n"
+        f"        ssl_certificate_key {key};\n"
+        "        ssl_protocols TLSv1.2 TLSv1.3;\n"
+        f"        ssl_ciphers {INTERMEDIATE_CIPHERS};\n"
+        f"        ssl_ecdh_curve {INTERMEDIATE_GROUPS};\n"
+        "        ssl_prefer_server_ciphers off;\n"
+        "        ssl_session_timeout 1d;\n"
+        "        ssl_session_cache shared:bench:10m;\n"
+        "        ssl_session_tickets off;\n"
+    )
+    temp = "".join(
+        f"    {kind}_temp_path {folder / kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return (
+        "daemon off;\n"
+        "master_process off;\n"
+        "worker_processes 1;\n"
+        f"pid {folder / 'nginx.pid'};\n"
+        "error_log stderr warn;\n"
+        "\n"
+        "events {\n"
+        "    worker_connections 4096;\n"
+        "}\n"
+        "\n"
+        "http {\n"
+        "    access_log off;\n"
+        + temp
+        + "    # Keep-alive rows stay keep-alive: no close after 1,000 requests.\n"
+        "    keepalive_requests 1000000;\n"
+        "    log_format probe '$ssl_session_reused $ssl_protocol $ssl_cipher';\n"
+        "\n"
+        "    upstream backend {\n"
+        f"        server 127.0.0.1:{backendPort};\n"
+        "        keepalive 64;\n"
+        "    }\n"
+        "\n"
+        "    server {\n"
+        f"        listen 127.0.0.1:{ports.plain};\n"
+        f"        listen 127.0.0.1:{ports.tls} ssl http2;\n"
+        + tls
+        + "        location / {\n"
+        "            proxy_pass http://backend;\n"
+        "            proxy_http_version 1.1;\n"
+        '            proxy_set_header Connection "";\n'
+        "        }\n"
+        "    }\n"
+        "\n"
+        "    server {\n"
+        f"        listen 127.0.0.1:{ports.probe} ssl;\n"
+        + tls
+        + f"        access_log {folder / 'probe.log'} probe;\n"
+        "        location / {\n"
+        f'            return 200 "{PROBE_BODY.decode().strip()}\\n";\n'
+        "        }\n"
+        "    }\n"
+        "}\n"
+    )
+
+
+def nginxCommand(nginx: str, folder: Path, config: Path) -> list[str]:
+    """The command that runs nginx in the foreground with C{config}."""
+    # -e: the error log before the configuration is read (Debian's default is
+    # a file under /var/log, which need not be writable).
+    return [nginx, "-p", str(folder), "-c", str(config), "-e", "stderr"]
+
+
+@dataclass(frozen=True)
+class ProbeCounts:
+    """What the probe's log says about the handshakes it saw."""
+
+    requests: int
+    resumed: int
+    protocols: dict[str, int]
+
+
+def parseProbeLog(text: str) -> ProbeCounts:
+    """Count the probe's log lines (C{r} or C{.}, protocol, cipher)."""
+    requests = resumed = 0
+    protocols: dict[str, int] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 2:
+            continue
+        requests += 1
+        if fields[0] == "r":
+            resumed += 1
+        protocols[fields[1]] = protocols.get(fields[1], 0) + 1
+    return ProbeCounts(requests, resumed, protocols)
