@@ -955,12 +955,12 @@ def summariseTLS(tls: dict[str, Any]) -> str:
     names = list(rows)
     lines = [
         "",
-        f"TLS: each proxy alone on its CPU in front of one fast backend; "
+        f"TLS: each proxy alone on its CPU in front of one fast backend, "
         f"{s['seconds']:.0f} s per figure after a {s['warmup']:.0f} s warm-up",
-        f"  keep-alive: wrk -t1 -c{s['connections']}; conn/request and handshakes: "
-        f"ab -c{s['connections']} (a new connection,",
-        f"  and over TLS a full handshake, per request); h2: h2load "
-        f"-c{s['h2_clients']} -m{s['h2_streams']}; {tls.get('certificate', '')}",
+        f"  keep-alive: wrk -t1 -c{s['connections']}; conn/request: ab "
+        f"-c{s['connections']}, a new connection per request, and over TLS",
+        f"  a full handshake for each; h2: h2load -c{s['h2_clients']} "
+        f"-m{s['h2_streams']}. {tls.get('certificate', '')}",
         "",
     ]
     for name in names:
@@ -983,30 +983,32 @@ def summariseTLS(tls: dict[str, Any]) -> str:
     if own:
         lines += [
             "",
-            f"  {'TLS over plaintext':<38}"
-            + "".join(f"{n:>16}" for n in own)
-            + "   (req/s; per proxy CPU-second)",
+            f"  {'TLS / plaintext, each proxy':<32}" + "".join(f"{n:^20}" for n in own),
+            f"  {'':<32}" + f"{'req/s':>9}{'per CPU-s':>11}" * len(own),
         ]
         for key, label in (
-            ("https_keepalive_over_plain", "HTTPS / plain keep-alive req/s"),
+            ("https_keepalive_over_plain", "HTTPS / plain keep-alive"),
             ("handshakes_over_plain_connections", "full handshakes / plain conns"),
-            ("h2_over_plain_keepalive", "h2 / plain keep-alive req/s"),
+            ("h2_over_plain_keepalive", "h2 / plain keep-alive"),
         ):
             lines.append(
-                f"  {label:<38}"
+                f"  {label:<32}"
                 + "".join(
                     f"{_fmt(ratios[n].get(key), '.2f', 'x'):>9}"
-                    f"{_fmt(ratios[n].get(key + '_per_cpu'), '.2f', 'x'):>7}"
+                    f"{_fmt(ratios[n].get(key + '_per_cpu'), '.2f', 'x'):>11}"
                     for n in own
                 )
             )
     versus = ratios.get(f"{TWISTED_PROXY}_over_{NGINX}")
     if versus:
-        lines += ["", f"  {TWISTED_PROXY} / {NGINX}{'req/s':>18}{'per CPU-s':>12}"]
+        lines += [
+            "",
+            f"  {TWISTED_PROXY + ' / ' + NGINX:<32}{'req/s':>9}{'per CPU-s':>11}",
+        ]
         for figure, label in FIGURES.items():
             lines.append(
-                f"  {label:<33}{_fmt(versus.get(figure), '.2f', 'x'):>9}"
-                f"{_fmt(versus.get(figure + '_per_cpu'), '.2f', 'x'):>12}"
+                f"  {label:<32}{_fmt(versus.get(figure), '.2f', 'x'):>9}"
+                f"{_fmt(versus.get(figure + '_per_cpu'), '.2f', 'x'):>11}"
             )
     if s.get("rounds", 1) > 1:
         lines.append(
@@ -1052,21 +1054,30 @@ def _notes(tls: dict[str, Any], shown: list[str]) -> list[str]:
     if curl:
         notes.append(f"  curl --http2: {'; '.join(curl)}")
     for n in shown:
+        negotiated = (rows[n].get(HTTPS_HANDSHAKE) or {}).get("tls")
+        if negotiated:
+            key = rows[n][HTTPS_HANDSHAKE].get("serverKey") or "?"
+            suite = ", ".join(negotiated.split(",")[:2])
+            notes.append(f"  {n} handshakes: {suite}, {key}")
+    for n in shown:
+        limited: list[str] = []
         for figure, label in FIGURES.items():
             row = rows[n].get(figure) or {}
-            share = row.get("proxy_cpu_share")
-            other = row.get("proxy_cpu_other_share")
             if row.get("error"):
                 continue
-            if share is not None and share < SATURATED:
-                notes.append(
-                    f"  {n} {label}: the proxy was {share:.0%} busy: the load "
-                    "generator limited it; compare CPU/req"
-                )
-            if other is not None and other > CONTENTION:
+            share = row.get("proxy_cpu_share")
+            other = row.get("proxy_cpu_other_share") or 0.0
+            if other > CONTENTION:
                 notes.append(
                     f"  WARNING: {n} {label}: other processes took {other:.0%} "
-                    "of the proxy's CPU"
+                    "of the proxy's CPU: unreliable"
                 )
+            elif share is not None and share < SATURATED:
+                limited.append(f"{label} {share:.0%}")
+        if limited:
+            notes.append(
+                f"  {n} was not saturated (the load generator, on one CPU with "
+                f"the backend, was the limit; compare CPU/req): {', '.join(limited)}"
+            )
     notes.append("  (CPU/req: the proxy's CPU time per request; CPU: its share)")
     return notes
