@@ -9,6 +9,7 @@ L{UpstreamConnection}, with each side the producer the other pauses.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,14 @@ from twisted_proxy.upstream.connection import (
     UpstreamPool,
 )
 from twisted_proxy.upstream.parser import Headers
+from twisted_proxy.upstream.tls import (
+    BackendCAError,
+    BackendTLSError,
+    HandshakeTimeoutError,
+    TLSPolicy,
+    tlsBackends,
+    unverifiedWarnings,
+)
 
 _log = Logger()
 
@@ -69,9 +78,42 @@ class ProxyContext:
     """The balancers' configuration (their member URLs, for ProxyPassReverse)."""
     compressTypes: tuple[bytes, ...] = field(init=False)
     """The media types to gzip, as bytes (worked out once)."""
+    _warnedTLS: set[str] = field(default_factory=set, init=False, repr=False)
+    # Each member's pool key, made on its first pick rather than on every one.
+    _memberAddresses: dict[MemberState, Address] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         self.compressTypes = tuple(t.lower().encode() for t in self.settings.compress)
+
+    def checkBackendTLS(
+        self, routes: Iterable[Route] = (), balancers: Iterable[Balancer] = ()
+    ) -> None:
+        """
+        Read the C{tls_ca} files of these https backends now, so a bad one
+        stops start-up (L{BackendCAError}, naming the key), and warn once per
+        backend whose certificate is not checked.
+        """
+        backends = tlsBackends(routes, balancers)
+        for backend in backends:
+            try:
+                self.pool.tls.context(backend.policy)
+            except BackendCAError as e:
+                raise BackendCAError(f"{backend.where}.tls_ca: {e}") from None
+        for url, warning in unverifiedWarnings(backends):
+            if url not in self._warnedTLS:
+                self._warnedTLS.add(url)
+                _log.warn("{warning}", warning=warning)
+
+    def memberAddress(self, state: MemberState) -> Address:
+        """The pool's key for a balancer member: where it is, how TLS is checked."""
+        address = self._memberAddresses.get(state)
+        if address is None:
+            m = state.member
+            address = _address(m.scheme, m.host, m.port, m.tls_ca, m.tls_verify)
+            self._memberAddresses[state] = address
+        return address
 
     @classmethod
     def create(
@@ -90,13 +132,16 @@ class ProxyContext:
             idleTTL=settings.pool_ttl,
             keepalive=settings.keepalive,
         )
-        return cls(
+        context = cls(
             settings=settings,
             reactor=reactor,
             pool=pool,
             balancer=balancer,
             balancers=dict(balancers or {}),
         )
+        # The routes' backends are checked as their resources are made.
+        context.checkBackendTLS(balancers=context.balancers.values())
+        return context
 
 
 class _RoutePlan:
@@ -122,7 +167,9 @@ class _RoutePlan:
             self.address: Address | None = None
             upstreamHost = b""
         else:
-            self.address = (_WIRE_SCHEME[target.scheme], target.host, target.port)
+            self.address = _address(
+                target.scheme, target.host, target.port, route.tls_ca, route.tls_verify
+            )
             upstreamHost = formatHostPort(target.host, target.port, target.scheme)
         self.requestRewriter = RequestHeaderRewriter(settings, route, upstreamHost)
         self.reverseRewriter = ReverseRewriter(
@@ -173,6 +220,7 @@ class ReverseProxyResource(Resource):
             context = ProxyContext.create(settings or ProxySettings(), reactor)
         self.route = route
         self.context = context
+        context.checkBackendTLS(routes=[route])
         self._mountedAtRoute = mountedAtRoute
         self._plans: dict[str, _RoutePlan] = {}
         if mountedAtRoute:
@@ -231,6 +279,15 @@ class ReverseProxyResource(Resource):
         exchange = ProxyExchange(request, plan, self.context, buffered)
         exchange.start()
         return exchange
+
+
+def _address(
+    scheme: str, host: str, port: int, ca: str | None, verify: bool
+) -> Address:
+    """The pool's key for a backend: TLS ones carry their policy."""
+    wire = _WIRE_SCHEME[scheme]
+    policy = TLSPolicy(ca, verify) if wire == "https" else None
+    return Address(wire, host, port, policy)
 
 
 def _scheme(request: Any) -> str:
@@ -325,7 +382,7 @@ class ProxyExchange:
         self._request = request
         self._plan = plan
         self._context = context
-        self._address: Address = plan.address or ("http", "", 0)
+        self._address: Address = plan.address or Address("http", "", 0)
         self._member: MemberState | None = None
         self._tried: list[MemberState] = []
         self._facts: RequestFacts | None = None
@@ -457,7 +514,7 @@ class ProxyExchange:
         self._tried.append(member)
         self._startTime = self._context.reactor.seconds()
         m = member.member
-        self._address = (_WIRE_SCHEME[m.scheme], m.host, m.port)
+        self._address = self._context.memberAddress(member)
         self._head = self._headFor(formatHostPort(m.host, m.port, m.scheme))
         env = getattr(self._request, "logEnv", None)
         if env is not None:
@@ -473,7 +530,7 @@ class ProxyExchange:
         attempt = self._context.pool.acquire(
             self._address, self._connected, self._connectFailed, fresh
         )
-        if attempt is not None and not attempt.called:
+        if attempt is not None:
             self._connecting = attempt
 
     def _connected(self, conn: UpstreamConnection, reused: bool) -> None:
@@ -508,6 +565,13 @@ class ProxyExchange:
         if failure.check(TimeoutError):
             kind = FAIL_TIMEOUT
             detail = f"connect timed out ({failure.getErrorMessage()})"
+        elif failure.check(BackendTLSError, BackendCAError):
+            # Refused before any byte of the request was sent: like a refused
+            # connection, it fails over; a stalled handshake is a timeout.
+            kind = (
+                FAIL_TIMEOUT if failure.check(HandshakeTimeoutError) else FAIL_CONNECT
+            )
+            detail = f"TLS failed: {failure.getErrorMessage()}"
         else:
             kind = FAIL_CONNECT
             detail = f"connect failed: {failure.getErrorMessage()}"

@@ -21,7 +21,7 @@ from twisted_proxy.upstream.connection import (
 )
 from twisted_proxy.upstream.parser import Headers
 
-ADDRESS: Address = ("http", "127.0.0.1", 9000)
+ADDRESS = Address("http", "127.0.0.1", 9000)
 
 
 @implementer(IStreamClientEndpoint)

@@ -4,24 +4,29 @@ The lean HTTP/1.1 client connection to a backend, and its keep-alive pool.
 Not C{Agent}, not treq (see DESIGN.md): one request at a time per connection,
 a response parsed by L{ResponseParser} and handed to a sink as it arrives, the
 connection itself offered as the push producer that a slow client pauses.
+An https backend's connection is handed out only once its TLS handshake is
+done (see L{twisted_proxy.upstream.tls}), so a refused certificate is a
+failure to connect, never a request lost on the way.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 from typing import Protocol as TypingProtocol
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
     TCP6ClientEndpoint,
+    wrapClientTLS,
 )
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IDelayedCall,
+    IHandshakeListener,
     IPushProducer,
     IReactorTCP,
     IReactorTime,
@@ -35,9 +40,29 @@ from zope.interface import implementer
 
 from twisted_proxy._twisted_internals import sendNow
 from twisted_proxy.upstream.parser import Headers, ResponseParseError, ResponseParser
+from twisted_proxy.upstream.tls import (
+    BackendTLS,
+    BackendTLSError,
+    HandshakeTimeoutError,
+    TLSPolicy,
+    failureReason,
+)
 
-Address = tuple[str, str, int]
-"""(scheme, host, port) of a backend: the pool's key."""
+
+class Address(NamedTuple):
+    """
+    A backend as the pool keys its connections: where it is and, for https,
+    how its certificate is checked, so a connection verified under one
+    policy is never lent to a route with another.
+    """
+
+    scheme: str
+    """C{http} or C{https} (what is spoken on the wire)."""
+    host: str
+    port: int
+    tls: TLSPolicy | None = None
+    """For https: the policy (None: verified against the system trust store)."""
+
 
 # How a request to a backend failed, as the exchange and the balancer see it.
 FAIL_CONNECT = "connect"
@@ -47,6 +72,8 @@ FAIL_PROTOCOL = "protocol"
 
 _RESPONSE = "response"
 _IDLE = "idle"
+_HANDSHAKE = "handshake"
+_TLS_SCHEMES = frozenset({"https", "wss"})
 
 
 class IResponseSink(TypingProtocol):
@@ -75,7 +102,7 @@ class IResponseSink(TypingProtocol):
         """
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IHandshakeListener)
 class UpstreamConnection(Protocol):
     """One keep-alive HTTP/1.1 connection to a backend."""
 
@@ -99,12 +126,56 @@ class UpstreamConnection(Protocol):
         self._lost = False
         self._whenLost: list[Deferred[None]] = []
         self.requestsSent = 0
+        # TLS: set while the handshake is under way, then the outcome.
+        self.handshaking = False
+        self._ready: Deferred[UpstreamConnection] | None = None
+        self._handshakeFailure: Failure | None = None
 
     # -- Protocol --
 
     def connectionMade(self) -> None:
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
+        if self.address.scheme in _TLS_SCHEMES:
+            # The connect timeout covers the handshake too, as nginx's does.
+            self.handshaking = True
+            self._arm(self._pool.connectTimeout, _HANDSHAKE)
+
+    def handshakeCompleted(self) -> None:
+        """The TLS handshake is done and the certificate accepted."""
+        if not self.handshaking:
+            return
+        self.handshaking = False
+        self._cancelTimeout()
+        ready, self._ready = self._ready, None
+        if ready is not None:
+            ready.callback(self)
+
+    def whenReady(self) -> Deferred[UpstreamConnection]:
+        """
+        Fires with this connection once it can carry a request: at once for
+        plain TCP, after the handshake for TLS. A failed handshake fails it
+        with L{BackendTLSError}; cancelling it drops the connection.
+        """
+        if self._handshakeFailure is not None:
+            return fail(self._handshakeFailure)
+        if not self.handshaking:
+            return succeed(self)
+        self._ready = Deferred(self._cancelHandshake)
+        return self._ready
+
+    def _cancelHandshake(self, ready: Deferred[UpstreamConnection]) -> None:
+        self._ready = None
+        self.handshaking = False
+        self.abort()
+
+    def _handshakeFailed(self, failure: Failure) -> None:
+        self.handshaking = False
+        ready, self._ready = self._ready, None
+        if ready is not None:
+            ready.errback(failure)
+        else:
+            self._handshakeFailure = failure
 
     def dataReceived(self, data: bytes) -> None:
         if self._sink is None:
@@ -128,6 +199,11 @@ class UpstreamConnection(Protocol):
         self._lost = True
         self._cancelTimeout()
         self._pool._discard(self)
+        if self.handshaking:
+            # A refused certificate arrives here, with why (failVerification).
+            error = reason.value if reason is not None else None
+            why = failureReason(error or ConnectionDone(), self.address.host)
+            self._handshakeFailed(Failure(BackendTLSError(why)))
         if self._sink is not None and not self._parser.noMoreData():
             # Nothing of the response on a reused connection: the backend had
             # closed it while idle, so the request never reached it.
@@ -264,6 +340,12 @@ class UpstreamConnection(Protocol):
             self._timedOut()
         elif purpose == _IDLE:
             self._pool._expire(self)
+        elif purpose == _HANDSHAKE:
+            seconds = self._pool.connectTimeout
+            self._handshakeFailed(
+                Failure(HandshakeTimeoutError(f"no handshake within {seconds:g}s"))
+            )
+            self.abort()
 
     def _timedOut(self) -> None:
         self._fail(
@@ -302,6 +384,9 @@ class UpstreamPool:
 
     :param maxIdle: idle connections kept per backend (more are closed).
     :param idleTTL: an idle connection is closed after this many seconds.
+    :param connectTimeout: seconds to connect, and then to finish a TLS
+        handshake.
+    :param tls: the client TLS creators for https backends.
     """
 
     def __init__(
@@ -313,8 +398,10 @@ class UpstreamPool:
         idleTTL: float = 60.0,
         keepalive: bool = True,
         endpointFactory: Callable[[Address], IStreamClientEndpoint] | None = None,
+        tls: BackendTLS | None = None,
     ) -> None:
         self._reactor = reactor
+        self.tls = tls if tls is not None else BackendTLS()
         self.clock = clock
         self.connectTimeout = connectTimeout
         self.maxIdle = maxIdle if keepalive else 0
@@ -334,8 +421,11 @@ class UpstreamPool:
     ) -> Deferred[UpstreamConnection] | None:
         """
         Call C{onReady(connection, reused)} with an idle connection at once, or
-        with a new one once connected; C{onFailed(failure)} if it cannot connect.
-        Returns the connection attempt (cancel it to give up) or None.
+        with a new one once connected (and, for https, its certificate
+        accepted); C{onFailed(failure)} if it cannot connect, with a
+        L{BackendTLSError} when the TLS handshake failed. Returns the
+        connection attempt (cancel it to give up), or None when one of the
+        two was called already.
         """
         if not fresh:
             idle = self._idle.get(address)
@@ -346,21 +436,31 @@ class UpstreamPool:
                 return None
         endpoint = self._endpoints.get(address)
         if endpoint is None:
-            endpoint = self._endpoints[address] = self._endpointFactory(address)
+            try:
+                endpoint = self._endpointFactory(address)
+            except Exception:
+                # A tls_ca file that went bad since start-up.
+                onFailed(Failure())
+                return None
+            self._endpoints[address] = endpoint
         d: Deferred[Any] = endpoint.connect(_ConnectionFactory(self, address))
         self._connecting.add(d)
 
-        def connected(conn: UpstreamConnection) -> None:
-            self._connecting.discard(d)
+        def connected(conn: UpstreamConnection) -> Deferred[UpstreamConnection]:
             self._all.add(conn)
+            # Chained, so cancelling the attempt cancels a handshake too.
+            return conn.whenReady()
+
+        def ready(conn: UpstreamConnection) -> None:
+            self._connecting.discard(d)
             onReady(conn, False)
 
         def failed(f: Failure) -> None:
             self._connecting.discard(d)
             onFailed(f)
 
-        d.addCallbacks(connected, failed)
-        return d  # type: ignore[return-value]
+        d.addCallback(connected).addCallbacks(ready, failed)
+        return d if d in self._connecting else None
 
     def _release(self, conn: UpstreamConnection) -> None:
         idle = self._idle.setdefault(conn.address, [])
@@ -403,7 +503,7 @@ class UpstreamPool:
         return gatherResults(waits)  # type: ignore[return-value]
 
     def _defaultEndpoint(self, address: Address) -> IStreamClientEndpoint:
-        scheme, host, port = address
+        scheme, host, port, policy = address
         timeout = self.connectTimeout
         endpoint: IStreamClientEndpoint
         try:
@@ -415,11 +515,9 @@ class UpstreamPool:
                 endpoint = TCP4ClientEndpoint(self._reactor, host, port, timeout)
             else:
                 endpoint = TCP6ClientEndpoint(self._reactor, host, port, timeout)
-        if scheme in ("https", "wss"):
-            from twisted.internet.endpoints import wrapClientTLS
-            from twisted.internet.ssl import optionsForClientTLS
-
-            endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
+        if scheme in _TLS_SCHEMES:
+            creator = self.tls.creatorFor(host, policy or TLSPolicy())
+            endpoint = wrapClientTLS(creator, endpoint)
         return endpoint
 
 
