@@ -85,7 +85,9 @@ class TestCA:
         self.certificate = folder / f"{name}.pem"
         self.certificate.write_bytes(cert.public_bytes(_PEM))
         # What a leaf's file carries after the leaf: the intermediates.
-        self._chain = b"" if parent is None else cert.public_bytes(_PEM) + parent._chain
+        self._chain: bytes = (
+            b"" if parent is None else cert.public_bytes(_PEM) + parent._chain
+        )
         self._count = 0
 
     def intermediate(self, name: str) -> TestCA:
