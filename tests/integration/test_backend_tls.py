@@ -22,6 +22,7 @@ from tests.integration.support import (
     RawServerProtocol,
     RecordingBackend,
     Stack,
+    deferLater,
     hasReplies,
     parseReplies,
     request,
@@ -354,3 +355,47 @@ async def test_stalledHandshakeIs504(
         logged,
         f"https://127.0.0.1:{port}: TLS failed: no handshake within 0.2s",
     )
+
+
+async def _healthOf(stack: Stack, proxy: Any, url: str, want: str) -> dict[str, Any]:
+    """Wait (bounded) until member C{url} has health C{want}; its snapshot."""
+    for _ in range(200):
+        [member] = [m for m in proxy.balancer.snapshot()["pool"] if m["name"] == url]
+        if member["health"] == want:
+            return dict(member)
+        await deferLater(stack.reactor, 0.01)
+    raise AssertionError(f"{url} never became {want}: {member}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_healthChecksVerifyLikeRequests(stack: Stack, tmp_path: Path) -> None:
+    """
+    An https member's health check trusts its tls_ca (up); one whose
+    certificate is not trusted fails its checks (down, saying why).
+    """
+    ca = TestCA(tmp_path)
+    stranger = TestCA(tmp_path, "stranger")
+    good = await httpsBackend(stack, ca.issue("localhost"), "good")
+    refused = await httpsBackend(stack, stranger.issue("localhost"), "refused")
+    health = """
+[balancer.pool.health]
+method = "GET"
+uri = "/health"
+interval = 0.1
+timeout = 0.09
+passes = 1
+fails = 1
+"""
+    proxy = await stack.proxy(
+        BALANCED + health,
+        configDir=str(tmp_path),
+        first=good.port,
+        second=refused.port,
+    )
+    up = await _healthOf(stack, proxy, f"https://localhost:{good.port}", "up")
+    assert up["last_check_result"] == "GET /health answered 200"
+    down = await _healthOf(stack, proxy, f"https://localhost:{refused.port}", "down")
+    assert down["last_check_result"] == (
+        "TLS failed: certificate not trusted (unable to get local issuer certificate)"
+    )
+    assert refused.resource.requests == []

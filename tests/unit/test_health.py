@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
+from service_identity import VerificationError
 from twisted.internet import defer, error
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
@@ -32,6 +33,7 @@ from twisted_proxy.balancer.health import (
 )
 from twisted_proxy.balancer.state import DOWN, UNKNOWN, UP, MemberState
 from twisted_proxy.config.model import HealthCheck, HealthMethod, Member
+from twisted_proxy.upstream.tls import CertificateChainError
 
 OK = (True, "GET /health answered 200")
 BAD = (False, "GET /health answered 500")
@@ -195,6 +197,18 @@ def test_expectationBadPattern() -> None:
 def test_describeFailure(exception: Exception, words: str) -> None:
     """A failed check's reason reads as a few plain words."""
     assert describeFailure(Failure(exception)) == words
+
+
+def test_describeTLSFailure() -> None:
+    """A member's refused certificate is named as the proxy's requests name it."""
+    untrusted = ResponseNeverReceived([Failure(CertificateChainError(20, 0))])
+    assert describeFailure(Failure(untrusted), "localhost") == (
+        "TLS failed: certificate not trusted (unable to get local issuer certificate)"
+    )
+    wrongName = ResponseNeverReceived([Failure(VerificationError([]))])
+    assert describeFailure(Failure(wrongName), "backend.test") == (
+        "TLS failed: certificate does not match host name backend.test"
+    )
 
 
 # The loops, on a Clock, with a scripted check.

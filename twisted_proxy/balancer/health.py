@@ -21,6 +21,7 @@ from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
 from OpenSSL import SSL
+from service_identity import CertificateError, VerificationError
 from treq.client import HTTPClient
 from treq.cookies import IndexableCookieJar
 from twisted.application.service import Service
@@ -66,6 +67,12 @@ from zope.interface import implementer
 from twisted_proxy.balancer.state import DOWN, UNKNOWN, UP, MemberState
 from twisted_proxy.config.model import HealthCheck
 from twisted_proxy.headers import formatHostPort
+from twisted_proxy.upstream.tls import (
+    BackendTLS,
+    CertificateChainError,
+    TLSPolicy,
+    failureReason,
+)
 
 __all__ = [
     "MAX_BODY",
@@ -176,8 +183,14 @@ class Expectation:
         return True, said
 
 
-def describeFailure(failure: Failure) -> str:
-    """Say in a few words why a check could not get an answer."""
+_TLS_FAILURES = (SSL.Error, CertificateChainError, VerificationError, CertificateError)
+
+
+def describeFailure(failure: Failure, host: str = "") -> str:
+    """
+    Say in a few words why a check could not get an answer (from C{host},
+    named when its certificate does not match it).
+    """
     exc = failure.value
     if isinstance(exc, error.ConnectionRefusedError):
         return "connect refused"
@@ -189,12 +202,14 @@ def describeFailure(failure: Failure) -> str:
         return "no route to host"
     if isinstance(exc, error.ConnectError):
         return f"connect failed: {exc}"
-    if isinstance(exc, SSL.Error):
-        return f"TLS failed: {exc}"
+    if isinstance(exc, _TLS_FAILURES):
+        return f"TLS failed: {failureReason(exc, host)}"
     if isinstance(exc, (ResponseNeverReceived, ResponseFailed)):
         for reason in exc.reasons:
-            if isinstance(reason, Failure) and reason.check(SSL.Error):
-                return f"TLS failed: {reason.value}"
+            if isinstance(reason, Failure) and reason.check(*_TLS_FAILURES):
+                why = reason.value
+                assert why is not None
+                return f"TLS failed: {failureReason(why, host)}"
         if isinstance(exc, ResponseNeverReceived):
             return "connection closed without an answer"
         return "answer cut short"
@@ -298,18 +313,18 @@ class _AgentEndpoints:
         self,
         endpointFor: Callable[[str, int], IStreamClientEndpoint],
         connections: _Connections,
+        tlsFor: Callable[[str, int], Any],
     ) -> None:
         self._endpointFor = endpointFor
         self._connections = connections
+        self._tlsFor = tlsFor
 
     def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
         """Return the endpoint that reaches C{uri}'s host and port."""
         host = uri.host.decode("idna").strip("[]")
         endpoint = self._endpointFor(host, uri.port)
         if uri.scheme == b"https":
-            from twisted.internet.ssl import optionsForClientTLS
-
-            endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
+            endpoint = wrapClientTLS(self._tlsFor(host, uri.port), endpoint)
         return _TrackingEndpoint(endpoint, self._connections)
 
 
@@ -447,6 +462,7 @@ class HealthMonitor(Service):
         self._inFlight: dict[MemberState, Deferred[Any]] = {}
         self._connections = _Connections()
         self._pool = HTTPConnectionPool(reactor, persistent=False)
+        self._tls = BackendTLS()
         self._pool.retryAutomatically = False
         self._http: HTTPClient | None = None
         for name, healthCheck, members in targets:
@@ -543,7 +559,7 @@ class HealthMonitor(Service):
             not self.running or member not in self._watched
         ):
             return
-        self._record((False, describeFailure(failure)), member)
+        self._record((False, describeFailure(failure, member.member.host)), member)
 
     def _record(self, result: tuple[bool, str], member: MemberState) -> None:
         """Count one check's result, and act on a transition."""
@@ -615,12 +631,26 @@ class HealthMonitor(Service):
         if self._http is None:
             agent = Agent.usingEndpointFactory(
                 self._reactor,
-                _AgentEndpoints(self._endpointFor, self._connections),
+                _AgentEndpoints(self._endpointFor, self._connections, self._tlsFor),
                 pool=self._pool,
             )
             jar = IndexableCookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
             self._http = HTTPClient(agent, cookiejar=jar)
         return self._http
+
+    def _tlsFor(self, host: str, port: int) -> Any:
+        """
+        How an https member's certificate is checked: as the proxy checks it
+        (its C{tls_ca}, or C{tls_verify = false}), so a check agrees with
+        what requests meet.
+        """
+        policy = TLSPolicy()
+        for member in self._watched:
+            m = member.member
+            if m.scheme == "https" and m.host == host and m.port == port:
+                policy = TLSPolicy(m.tls_ca, m.tls_verify)
+                break
+        return self._tls.creatorFor(host, policy)
 
     async def _checkHTTP(
         self, expectation: Expectation, member: MemberState
