@@ -81,24 +81,50 @@ def _check(path: str, out: TextIO, err: TextIO) -> int:
     config = _load(path, err)
     if config is None:
         return 1
-    from .tls import inspectFiles
-
-    problems = [
-        problem
-        for listener in config.listen
-        if listener.tls is not None
-        for problem in inspectFiles(listener.tls)
-    ]
-    errors = [p for p in problems if p.severity == "error"]
-    for problem in problems:
-        label = "" if problem.severity == "error" else "warning: "
-        print(f"{path}: {label}{problem}", file=err)
+    errors, warnings = _fileProblems(config)
+    for problem in errors:
+        print(f"{path}: {problem}", file=err)
+    for problem in warnings:
+        print(f"{path}: warning: {problem}", file=err)
     if errors:
         return 1
-    warnings = len(problems)
-    note = f" ({warnings} warning{'s' if warnings > 1 else ''})" if warnings else ""
+    n = len(warnings)
+    note = f" ({n} warning{'s' if n > 1 else ''})" if n else ""
     print(f"{path}: ok{note}", file=out)
     return 0
+
+
+def _fileProblems(config: Config) -> tuple[list[str], list[str]]:
+    """
+    What the files a valid configuration names would stop or trouble at
+    start-up: listeners' certificates and keys, backends' C{tls_ca} files,
+    backends whose certificates are not checked. (errors, warnings)
+    """
+    from .tls import inspectFiles
+    from .upstream.tls import (
+        BackendCAError,
+        BackendTLS,
+        tlsBackends,
+        unverifiedWarnings,
+    )
+
+    errors: list[str] = []
+    warnings: list[str] = []
+    for listener in config.listen:
+        if listener.tls is not None:
+            for problem in inspectFiles(listener.tls):
+                kind = errors if problem.severity == "error" else warnings
+                kind.append(str(problem))
+    backends = tlsBackends(config.routes, [b for _, b in config.balancers])
+    contexts = BackendTLS()
+    for backend in backends:
+        if backend.policy.verify and backend.policy.ca is not None:
+            try:
+                contexts.context(backend.policy)
+            except BackendCAError as e:
+                errors.append(f"{backend.where}.tls_ca: {e}")
+    warnings.extend(warning for _, warning in unverifiedWarnings(backends))
+    return errors, warnings
 
 
 def _routes(path: str, out: TextIO, err: TextIO) -> int:

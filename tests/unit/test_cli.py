@@ -146,6 +146,37 @@ def test_checkWarnsAboutExpiredAndReadableKey(
     )
 
 
+def test_checkNamesBackendCAAndUncheckedBackends(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tls_ca that is no CA file is an error; tls_verify = false a warning."""
+    (tmp_path / "ca.pem").write_text("not a certificate\n")
+    path = writeConfig(
+        tmp_path,
+        """
+[[route]]
+path = "/a/"
+to = "https://a.internal/"
+tls_ca = "ca.pem"
+[[route]]
+path = "/b/"
+to = "https://127.0.0.1:9443/"
+tls_verify = false
+""",
+    )
+    assert main(["check", path]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith(f"{path}: route[0].tls_ca: {tmp_path}/ca.pem: ")
+    assert lines[1] == (
+        f"{path}: warning: TLS verification is off for https://127.0.0.1:9443 "
+        "(route[1].tls_verify = false): its certificate is not checked"
+    )
+    TestCA(tmp_path)  # writes a real ca.pem
+    assert main(["check", path]) == 0
+    assert capsys.readouterr().out == f"{path}: ok (1 warning)\n"
+
+
 def test_checkSyntaxError(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """check reports a TOML syntax error with its line and exits 1."""
     path = writeConfig(tmp_path, "[proxy\n")
