@@ -97,6 +97,15 @@ status codes: 62006 2xx, 0 3xx, 0 4xx, 0 5xx
 traffic: 4.79MB (5022486) total, 5.05MB (5291706) headers (space savings 50.51%)
 """
 
+H2LOAD_LATE_AND_5XX = """\
+Application protocol: h2
+
+finished in 10.00s, 3255.60 req/s, 143.22KB/s
+requests: 32556 total, 32606 started, 32556 done, 32550 succeeded, 6 failed, \
+0 errored, 0 timeout
+status codes: 32571 2xx, 0 3xx, 0 4xx, 6 5xx
+"""
+
 H2LOAD_NO_ANSWER = """\
 TLS Protocol: TLSv1.3
 Cipher: TLS_AES_128_GCM_SHA256
@@ -142,6 +151,14 @@ def test_h2load() -> None:
     assert result.errors == 0
     assert (result.protocol, result.tls) == ("h2", "TLSv1.3")
     assert result.cipher == "TLS_AES_128_GCM_SHA256"
+
+
+def test_h2loadLateAnswersAnd5xx() -> None:
+    """Answers counted after the measured time are no error; 5xx answers are."""
+    result = parseH2load(H2LOAD_LATE_AND_5XX)
+    assert result.status2xx > result.requests
+    assert result.status4xx5xx == 6
+    assert result.errors == 6
 
 
 def test_h2loadNoAnswer() -> None:
