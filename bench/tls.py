@@ -465,7 +465,10 @@ def curlHTTP2(curl: str, port: int, ca: Path) -> dict[str, Any]:
         "%{http_version} %{http_code}",
         f"https://localhost:{port}/",
     ]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+        return {"error": f"curl failed: {e!r}"}
     version, _, status = done.stdout.strip().partition(" ")
     result: dict[str, Any] = {
         "http_version": version or None,
