@@ -654,7 +654,9 @@ class HTTPProxyFactory(ServerFactory):
         self.hostNames = frozenset(
             n.lower() for n in (settings.server_name, "localhost", *hostNames)
         )
-        self.channels: set[HTTPServerChannel] = set()
+        # Open connections: HTTPServerChannels, and the HTTP/2 connections of
+        # twisted_proxy.h2_server (which drain themselves).
+        self.channels: set[Any] = set()
         self._drained: Deferred[None] | None = None
 
     def buildProtocol(self, addr: IAddress | None) -> HTTPServerChannel:
@@ -683,7 +685,7 @@ class HTTPProxyFactory(ServerFactory):
         if self.accessLog is not None:
             self.accessLog.logRequest(request)
 
-    def _channelGone(self, channel: HTTPServerChannel) -> None:
+    def _channelGone(self, channel: Any) -> None:
         self.channels.discard(channel)
         if self._drained is not None and not self.channels:
             d, self._drained = self._drained, None
@@ -695,7 +697,9 @@ class HTTPProxyFactory(ServerFactory):
         done; fire when every connection is gone. Stop listening first.
         """
         for channel in list(self.channels):
-            if channel.request is not None:
+            if not isinstance(channel, HTTPServerChannel):
+                channel.drain()
+            elif channel.request is not None:
                 channel.persistent = False
             else:
                 channel.abandoned = True

@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from twisted_proxy.accesslog import openLogTarget
 from twisted_proxy.balancer import BalancerService
 from twisted_proxy.config.model import Config, Listener
+from twisted_proxy.h2_server import NegotiatingFactory
 from twisted_proxy.http_proxy import ProxyContext
 from twisted_proxy.http_server import HTTPProxyFactory
 from twisted_proxy.redirect import RedirectResource
@@ -102,9 +103,13 @@ class ProxyService(MultiService):
 
     def _factoryFor(self, index: int) -> IProtocolFactory:
         """What listener C{index} serves: its front end, behind TLS if set."""
-        factory: IProtocolFactory = self.sites[index]
+        site = self.sites[index]
+        factory: IProtocolFactory = site
         tls = self.tls[index]
         if tls is not None:
+            if "h2" in tls.tls.alpn:
+                # HTTP/2 only where the listener asks for it, as ALPN decides.
+                factory = NegotiatingFactory(site)
             factory = TLSMemoryBIOFactory(tls, False, factory, self._reactor)
         return factory
 

@@ -1,0 +1,524 @@
+"""
+HTTP/2 to clients, on the TLS listeners whose C{alpn} lists C{"h2"}.
+
+twisted.web turns HTTP/2 on by itself whenever the C{h2} package is
+installed; here it is opt-in per listener. L{NegotiatingFactory} takes the
+place of the listener's L{HTTPProxyFactory} under C{TLSMemoryBIOFactory}: each
+connection starts as the listener's L{HTTPServerChannel} (its header timeout
+covers the handshake), and once the handshake is done TLS is handed straight
+to the protocol ALPN chose: the same channel for HTTP/1.1, an
+L{H2ProxyConnection} for C{h2}. Nothing sits between TLS and either of them
+afterwards.
+
+L{H2ProxyConnection} is Twisted's C{H2Connection}; its requests are
+L{H2Request}s, which stream to the listener's resource as the proxy's own
+requests do (routed once the head is in, body passed on as it arrives, the
+listener's response headers, access log and limits), and reach HTTP/1.1
+backends. Flow control is HTTP/1.1's, in HTTP/2 terms:
+
+ - upload: a request pauses its stream when the backend cannot take more, and
+   no WINDOW_UPDATE goes out for it until the backend has taken the data: at
+   most one stream window (64 KiB) is held per stream;
+ - download: the backend is paused when the client's window is used up, or
+   when a stream has L{STREAM_BUFFER} bytes waiting for the TLS connection, so
+   that what the proxy holds does not depend on the windows a client
+   advertises.
+
+C{twisted.web._http2} is private to Twisted. Its private methods that this
+module overrides are all in L{H2ProxyConnection}, each with its reason; the
+tests in C{tests/unit/test_h2_server.py} run the real class, so a Twisted
+upgrade that changes them fails there.
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from typing import Any
+
+from h2.errors import ErrorCodes
+from h2.exceptions import StreamClosedError
+from h2.settings import SettingCodes
+from hyperframe.frame import GoAwayFrame
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHandshakeListener,
+    IProtocol,
+)
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.python.failure import Failure
+from twisted.web import server
+from twisted.web._http2 import H2Connection
+from zope.interface import implementer
+
+from twisted_proxy.http_server import HTTPProxyFactory, HTTPServerChannel
+from twisted_proxy.site import StreamingRequest, refusal
+
+STREAM_BUFFER = 65536
+"""Response bytes queued on one stream before its backend is paused."""
+
+# Each stream may hold a full window (64 KiB) of upload while its backend is
+# slow; the connection's window is that much per concurrent stream, so that
+# one waiting upload does not stall the others on the connection.
+_CONNECTION_WINDOW = 100 * 65535
+
+# RFC 9113 8.2.2: connection-specific fields are not sent over HTTP/2; TE is a
+# request header, never a response one.
+_CONNECTION_SPECIFIC = (
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"transfer-encoding",
+    b"upgrade",
+    b"te",
+)
+
+
+class H2Request(StreamingRequest):
+    """
+    One request on an HTTP/2 stream. The stream is its channel and also its
+    transport: pausing the transport stops the stream's DATA (and its window
+    updates), aborting it resets this stream and no other.
+    """
+
+    # Twisted deletes the attribute once the response is done.
+    channel: Any = None
+
+    def __init__(self, stream: Any, connection: H2ProxyConnection) -> None:
+        # Twisted leaves H2Stream.transport None ("HTTP/2 doesn't want to
+        # expose it"); the proxy pauses and cuts a request through it.
+        stream.transport = stream
+        server.Request.__init__(self, stream, False, parsePOSTFormSubmission=False)
+        self._front: HTTPProxyFactory = connection.site
+        self._connection = connection
+        self._initProxied(0.0, self._front.maxBodyBytes)
+        self._length: int | None = None
+        self._uploadTimer: IDelayedCall | None = None
+
+    # -- called by the stream, while its headers are added --
+
+    def gotLength(self, length: int | None) -> None:
+        # Called at content-length, before the headers after it are in (or at
+        # the end without one): noted, and the request is routed in
+        # headReceived once every header is in.
+        self._length = length
+
+    # -- called by the connection --
+
+    def headReceived(self, endStream: bool) -> None:
+        """
+        Every header is in and the stream is registered: route the request
+        (it may be answered at once). C{endStream}: the HEADERS frame ended
+        the stream, so there is no body.
+        """
+        stream = self.channel
+        site = self._front
+        self.startTime = site.reactor.seconds()
+        self.method = stream.command
+        self.uri = stream.path or b""  # CONNECT has no :path
+        self.clientproto = b"HTTP/2"
+        self.path = self.uri.split(b"?", 1)[0]
+        headers = self.requestHeaders
+        hosts = headers.getRawHeaders(b"host")
+        if (
+            hosts is not None
+            and len(hosts) == 2
+            and hosts[0].lower() == hosts[1].lower()
+        ):
+            # :authority and a Host header that agree (RFC 9113 8.3.1).
+            headers.setRawHeaders(b"host", hosts[:1])
+        length = self._length
+        if endStream:
+            length = 0 if length is None else length
+        elif length is None:
+            # A body of unknown length: HTTP/1.1 backends get it chunked.
+            headers.setRawHeaders(b"transfer-encoding", [b"chunked"])
+        if site.clientCertHeader is not None:
+            site.prepareRequest(self, self._connection.transport)
+        problem = refusal(self, length)
+        if problem is not None:
+            self.respondError(*problem)
+            return
+        if not endStream:
+            self._uploadTimer = site.reactor.callLater(
+                site.settings.idle_timeout, self._uploadStalled
+            )
+        self.bodyConsumer = site.resource.startStream(self)
+
+    # -- the body --
+
+    def handleContentChunk(self, data: bytes) -> None:
+        timer = self._uploadTimer
+        if timer is not None:
+            timer.reset(self._front.settings.idle_timeout)
+        StreamingRequest.handleContentChunk(self, data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        self._cancelUploadTimer()
+        StreamingRequest.requestReceived(self, command, path, version)
+
+    def _uploadStalled(self) -> None:
+        self._uploadTimer = None
+        if not self.bodyComplete and not self.finished:
+            self.refuseBody(408, "request body not received in time")
+
+    def _cancelUploadTimer(self) -> None:
+        timer, self._uploadTimer = self._uploadTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    # -- the response --
+
+    def write(self, data: bytes) -> None:
+        if not self.startedWriting:
+            headers = self.responseHeaders
+            for name in _CONNECTION_SPECIFIC:
+                headers.removeHeader(name)
+        server.Request.write(self, data)
+
+    def finish(self) -> None:
+        self._cancelUploadTimer()
+        server.Request.finish(self)
+
+    def abortConnection(self) -> None:
+        """Reset this stream, so the client sees its response cut short."""
+        self._cancelUploadTimer()
+        stream = self.channel
+        if stream is not None and not self.clientGone:
+            self._connection.resetStream(stream.streamID)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._cancelUploadTimer()
+        StreamingRequest.connectionLost(self, reason)
+
+
+class H2ProxyConnection(H2Connection):  # type: ignore[misc]
+    """
+    Twisted's HTTP/2 connection serving one listener's requests as
+    L{H2Request}s, with what a proxy needs on top: bounded response
+    buffering, idle and drain behaviour like the HTTP/1.1 channel's, a clean
+    close under TLS, and data arriving for a stream already answered.
+    """
+
+    # Twisted's are None until set; these are set at construction.
+    site: Any
+    factory: Any
+    transport: Any
+    timeOut: Any
+
+    def __init__(self, site: HTTPProxyFactory) -> None:
+        super().__init__(site.reactor)
+        self.site = site
+        # twisted.web's Request.finish logs through channel.factory.log().
+        self.factory = site
+        self.timeOut = site.settings.idle_timeout
+        self._requests: dict[int, H2Request] = {}
+        # Streams whose producer waits for their queue to drain, and streams
+        # with data but no window, taken out of Twisted's send loop.
+        self._heldBack: set[int] = set()
+        self._noWindow: set[int] = set()
+        self._draining = False
+        self._closing = False
+        self._lost = False
+        # The last stream a GOAWAY of ours let through, once one was sent.
+        self._lastStreamID: int | None = None
+
+    def requestFactory(self, stream: Any, queued: object = False) -> H2Request:
+        """Make the request of a new stream (called by Twisted's H2Stream)."""
+        request = H2Request(stream, self)
+        self._requests[stream.streamID] = request
+        return request
+
+    def callLater(self, period: float, func: Any) -> IDelayedCall:
+        """The timeout's clock is the listener's reactor, not the global one."""
+        call: IDelayedCall = self.site.reactor.callLater(period, func)
+        return call
+
+    # -- IProtocol --
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.conn.increment_flow_control_window(_CONNECTION_WINDOW)
+        limit = self.site.settings.max_header_bytes
+        if limit != self.conn.local_settings.max_header_list_size:
+            self.conn.update_settings({SettingCodes.MAX_HEADER_LIST_SIZE: limit})
+        self._tryToWriteControlData()
+
+    def connectionLost(
+        self, reason: Failure = connectionDone, _cancelTimeouts: bool = True
+    ) -> None:
+        self._lost = True
+        if not _cancelTimeouts and self.transport is not None:
+            # Twisted tearing the connection down itself (the peer's GOAWAY, a
+            # protocol error) after asking TLS to close: TLS waits for its
+            # producer to go first.
+            self.transport.unregisterProducer()
+        super().connectionLost(reason, _cancelTimeouts)
+        self._heldBack.clear()
+        self._noWindow.clear()
+        if _cancelTimeouts:
+            self.site._channelGone(self)
+
+    def timeoutConnection(self) -> None:
+        """
+        Idle for C{idle_timeout}: GOAWAY and close, as the HTTP/1.1 channel
+        closes between requests. A connection with a stream open is not idle
+        (its backend may take its time; a stalled upload has its own timer).
+        """
+        if self.streams:
+            self.setTimeout(self.timeOut)
+            return
+        self._log.info(
+            "closing idle HTTP/2 connection from {peer}", peer=self.getPeer()
+        )
+        self._goAway()
+
+    # -- what the listener's factory asks of its connections --
+
+    def drain(self) -> None:
+        """
+        Graceful stop: GOAWAY now, so the client opens no more streams; close
+        once the streams already open are done.
+        """
+        if self._draining or self._lost:
+            return
+        self._draining = True
+        if not self.streams:
+            self._goAway()
+            return
+        # h2 refuses to send anything after its own GOAWAY, so this first one
+        # is written directly; the final one (h2's) follows the last stream.
+        self._lastStreamID = self.conn.highest_inbound_stream_id
+        self._tryToWriteControlData()
+        frame = GoAwayFrame(0, last_stream_id=self._lastStreamID)
+        self.transport.write(frame.serialize())
+
+    def loseConnection(self) -> None:
+        """Close once what was written is sent."""
+        transport = self.transport
+        if transport is not None:
+            # TLS sends its close alert only once no producer is left.
+            transport.unregisterProducer()
+            transport.loseConnection()
+
+    def abortConnection(self) -> None:
+        """Cut the connection now."""
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    def resetStream(
+        self, streamID: int, code: ErrorCodes = ErrorCodes.INTERNAL_ERROR
+    ) -> None:
+        """Reset one stream, whose response is cut short; the others go on."""
+        stream = self.streams.get(streamID)
+        if stream is None:
+            return
+        with suppress(StreamClosedError):
+            self.conn.reset_stream(streamID, code)
+        stream.connectionLost(Failure(ConnectionLost("stream reset by the proxy")))
+        if self._tryToWriteControlData():
+            self._requestDone(streamID)
+
+    def _goAway(self) -> None:
+        if self._closing or self._lost:
+            return
+        self._closing = True
+        last = self._lastStreamID
+        if last is None:
+            last = self.conn.highest_inbound_stream_id
+        self.conn.close_connection(last_stream_id=last)
+        self._tryToWriteControlData()
+        self.loseConnection()
+
+    # -- Twisted's private methods, overridden --
+
+    def _requestReceived(self, event: Any) -> None:
+        # Routing waits until here, not parseCookies(): inside the stream's
+        # constructor the stream is not registered yet, and an answer given
+        # at once (404, 413) would fail. event.stream_ended also says whether
+        # a body follows, which the stream does not tell its request.
+        streamID = event.stream_id
+        if self._lastStreamID is not None and streamID > self._lastStreamID:
+            # Opened after our GOAWAY: refused, which the client may retry.
+            self.conn.reset_stream(streamID, ErrorCodes.REFUSED_STREAM)
+            return
+        super()._requestReceived(event)
+        request = self._requests.get(streamID)
+        if request is not None:
+            request.headReceived(endStream=event.stream_ended is not None)
+
+    def _requestDataReceived(self, event: Any) -> None:
+        # Twisted raises KeyError (dropping every stream) for DATA on a stream
+        # it has finished: a client still uploading after its answer.
+        if event.stream_id in self.streams:
+            super()._requestDataReceived(event)
+        else:
+            self.conn.acknowledge_received_data(
+                event.flow_controlled_length, event.stream_id
+            )
+
+    def _requestEnded(self, event: Any) -> None:
+        if event.stream_id in self.streams:
+            super()._requestEnded(event)
+
+    def _requestAborted(self, event: Any) -> None:
+        if event.stream_id in self.streams:
+            super()._requestAborted(event)
+
+    def _requestDone(self, streamID: int) -> None:
+        super()._requestDone(streamID)
+        self._requests.pop(streamID, None)
+        self._heldBack.discard(streamID)
+        self._noWindow.discard(streamID)
+        if self._lost:
+            return
+        stream = self.conn.streams.get(streamID)
+        if stream is not None and not stream.closed:
+            # Answered before the client sent all of its body: ask it to stop
+            # sending, without error (RFC 9113 8.1).
+            self.conn.reset_stream(streamID, ErrorCodes.NO_ERROR)
+            self._tryToWriteControlData()
+        if self._draining and not self.streams:
+            self._goAway()
+
+    def remainingOutboundWindow(self, streamID: int) -> int:
+        # Called by Twisted after each write to a stream and each DATA frame
+        # sent. Two changes to its answer:
+        #  - a stream with no window left and data queued leaves the send
+        #    loop's priority tree until its window opens (see dataReceived):
+        #    Twisted keeps picking it, sending nothing, every reactor turn;
+        #  - a stream with STREAM_BUFFER bytes queued is out of window too,
+        #    whatever window the client gave, so its producer is paused until
+        #    the queue drains (see _sendPrioritisedData).
+        queued = sum(
+            len(chunk)
+            for chunk in self._outboundStreamQueues[streamID]
+            if isinstance(chunk, bytes)
+        )
+        window: int = self.conn.local_flow_control_window(streamID)
+        if window <= 0:
+            if queued:
+                self.priority.block(streamID)
+                self._noWindow.add(streamID)
+        elif window > STREAM_BUFFER:
+            window = STREAM_BUFFER
+            if queued >= STREAM_BUFFER:
+                self._heldBack.add(streamID)
+        return window - queued
+
+    def _sendPrioritisedData(self, *args: object) -> None:
+        super()._sendPrioritisedData(*args)
+        if self._heldBack:
+            for streamID in list(self._heldBack):
+                stream = self.streams.get(streamID)
+                if stream is None:
+                    self._heldBack.discard(streamID)
+                elif self.remainingOutboundWindow(streamID) > 0:
+                    self._heldBack.discard(streamID)
+                    stream.windowUpdated()
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        if self._noWindow:
+            self._windowsOpened()
+
+    def _windowsOpened(self) -> None:
+        # A WINDOW_UPDATE or a SETTINGS frame (a larger initial window) may
+        # have given the streams taken out of the send loop room again.
+        reopened = False
+        for streamID in list(self._noWindow):
+            stream = self.streams.get(streamID)
+            if stream is None:
+                self._noWindow.discard(streamID)
+            elif self.conn.local_flow_control_window(streamID) > 0:
+                self._noWindow.discard(streamID)
+                self.priority.unblock(streamID)
+                stream.windowUpdated()
+                reopened = True
+        waiting, self._sendingDeferred = self._sendingDeferred, None
+        if waiting is not None:
+            if reopened:
+                waiting.callback(None)
+            else:
+                self._sendingDeferred = waiting
+
+    def queuedBytes(self) -> int:
+        """Response bytes waiting in this connection for the client."""
+        return sum(
+            len(chunk)
+            for queue in self._outboundStreamQueues.values()
+            for chunk in queue
+            if isinstance(chunk, bytes)
+        )
+
+
+@implementer(IHandshakeListener)
+class _Negotiating(Protocol):
+    """
+    A TLS connection until its handshake is done: its listener's
+    HTTP/1.1 channel meanwhile, then whichever protocol ALPN chose, given
+    the TLS transport directly.
+    """
+
+    def __init__(self, site: HTTPProxyFactory, channel: HTTPServerChannel) -> None:
+        self._site = site
+        self._protocol: IProtocol = channel
+
+    transport: Any
+
+    def connectionMade(self) -> None:
+        self._protocol.makeConnection(self.transport)
+
+    def handshakeCompleted(self) -> None:
+        transport: Any = self.transport
+        if getattr(transport, "negotiatedProtocol", None) == b"h2":
+            self._protocol = self._speakH2(transport)
+        if getattr(transport, "wrappedProtocol", None) is self:
+            transport.wrappedProtocol = self._protocol
+
+    def _speakH2(self, transport: Any) -> H2ProxyConnection:
+        channel = self._protocol
+        connection = H2ProxyConnection(self._site)
+        self._site.channels.add(connection)
+        # The HTTP/1.1 channel lets go: its producer role, timer and place
+        # among the listener's connections.
+        transport.unregisterProducer()
+        channel.connectionLost(Failure(ConnectionDone("the client speaks HTTP/2")))
+        connection.makeConnection(transport)
+        transport.registerProducer(connection, True)
+        return connection
+
+    # Until then (or where TLS cannot be handed over): passed on.
+
+    def dataReceived(self, data: bytes) -> None:
+        self._protocol.dataReceived(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._protocol.connectionLost(reason)
+
+
+class NegotiatingFactory(Factory):
+    """
+    The factory of a TLS listener that offers C{h2}: wrap it in
+    C{TLSMemoryBIOFactory} in place of the listener's L{HTTPProxyFactory},
+    which keeps serving HTTP/1.1 and counts, drains and cuts both kinds of
+    connection.
+    """
+
+    noisy = False
+
+    def __init__(self, site: HTTPProxyFactory) -> None:
+        self.site = site
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:
+        return _Negotiating(self.site, self.site.buildProtocol(addr))
+
+    def startFactory(self) -> None:
+        self.site.doStart()
+
+    def stopFactory(self) -> None:
+        self.site.doStop()
+
+
+__all__ = ["STREAM_BUFFER", "H2ProxyConnection", "H2Request", "NegotiatingFactory"]
