@@ -355,24 +355,29 @@ def shippedTLS(folder: Path) -> Config:
 
 @pytest_twisted.ensureDeferred
 async def test_tlsBackendToldSchemeAndPort(stack: Stack, tmp_path: Path) -> None:
-    """Over HTTPS the plain-HTTP backend hears https and the public port; HSTS."""
+    """
+    Over HTTPS (HTTP/1.1 or HTTP/2) the plain-HTTP backend hears https and
+    the public port; HSTS is sent.
+    """
     config = shippedTLS(tmp_path)
     backend = RecordingBackend()
     await stack.backend(backend, targetPort(routeFor(config, "/")))
     service = await startProxy(stack, config)
     port = service.port
-    out, err, code = await curl(
-        "-i",
-        "--http1.1",
-        "--cacert",
-        str(tmp_path / "ca.pem"),
-        "--resolve",
-        f"localhost:{port}:127.0.0.1",
-        f"https://localhost:{port}/account?id=1",
-    )
-    assert code == 0, err
-    assert b"\r\nstrict-transport-security: max-age=31536000\r\n" in out.lower()
-    assert out.endswith(b"backend saw GET /account?id=1")
+    for version, shown in (("--http1.1", b"HTTP/1.1 200"), ("--http2", b"HTTP/2 200")):
+        out, err, code = await curl(
+            "-i",
+            version,
+            "--cacert",
+            str(tmp_path / "ca.pem"),
+            "--resolve",
+            f"localhost:{port}:127.0.0.1",
+            f"https://localhost:{port}/account?id=1",
+        )
+        assert code == 0, err
+        assert out.startswith(shown), out
+        assert b"\r\nstrict-transport-security: max-age=31536000\r\n" in out.lower()
+        assert out.endswith(b"backend saw GET /account?id=1")
     received = backend.requests[-1]
     assert received.header(b"x-forwarded-proto") == b"https"
     assert received.header(b"x-forwarded-port") == str(port).encode()
