@@ -269,9 +269,6 @@ class H2ProxyConnection(H2Connection):  # type: ignore[misc]
         if self.streams:
             self.setTimeout(self.timeOut)
             return
-        self._log.info(
-            "closing idle HTTP/2 connection from {peer}", peer=self.getPeer()
-        )
         self._goAway()
 
     # -- what the listener's factory asks of its connections --

@@ -314,15 +314,24 @@ async def h2clients() -> AsyncIterator[Callable[..., Any]]:
 
 @pytest_twisted.ensureDeferred
 async def test_curlGetsTheBackendOverHTTP2(stack: Stack, tmp_path: Path) -> None:
-    """curl --http2 gets the HTTP/1.1 backend's body; the backend is told https."""
+    """
+    curl --http2 gets the HTTP/1.1 backend's body with the listener's response
+    headers; the backend is told https and gets its own Host.
+    """
     backend = RecordingBackend()
     port = await stack.backend(backend)
     site = await front(stack, tmp_path, port)
     out, err, code = await curl(
-        *site.curlArgs("-w", "\n%{http_version}", site.url("/app/hello?x=1"))
+        *site.curlArgs("-i", "-w", "\n%{http_version}", site.url("/app/hello?x=1"))
     )
     assert code == 0, err
-    assert out == b"backend saw GET /hello?x=1\n2"
+    head, body = out.split(b"\r\n\r\n", 1)
+    assert body == b"backend saw GET /hello?x=1\n2"
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"HTTP/2 200 "
+    assert b"strict-transport-security: max-age=300" in lines
+    assert b"server: twisted-proxy" in lines
+    assert b"x-backend: backend" in lines
     [seen] = backend.requests
     assert seen.header(b"x-forwarded-proto") == b"https"
     assert seen.header(b"x-forwarded-port") == str(site.port).encode()

@@ -384,7 +384,7 @@ def test_hostOnceFromAuthority() -> None:
     ]
 
 
-def test_clientCertificateHeaderCannotBeForged(tmp_path: Path) -> None:
+def test_clientCertificateHeaderCannotBeForged() -> None:
     """The listener's client-certificate header is dropped when a client sends it."""
     tls = ListenerTLS(certificate="c.pem", key="c.key", client_cert_header="X-Cert")
     resource = Resource()
@@ -756,7 +756,7 @@ def test_otherwiseTheHTTP11ChannelItself(tmp_path: Path, offer: list[bytes]) -> 
     assert client.received.endswith(b"hello")
 
 
-def test_interfaces(tmp_path: Path) -> None:
+def test_interfaces() -> None:
     """The negotiating protocol hears of the handshake; its factory is a factory."""
     site, _ = front(Resource())
     factory = NegotiatingFactory(site)
