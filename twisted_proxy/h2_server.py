@@ -193,7 +193,7 @@ class H2Request(StreamingRequest):
         StreamingRequest.connectionLost(self, reason)
 
 
-class H2ProxyConnection(H2Connection):  # type: ignore[misc]
+class H2ProxyConnection(H2Connection):
     """
     Twisted's HTTP/2 connection serving one listener's requests as
     L{H2Request}s, with what a proxy needs on top: bounded response

@@ -108,7 +108,9 @@ async def front(
     """A proxy with a listener per C{listeners} (alpn lines), routes to C{port}."""
     ca = TestCA(folder)
     leaf = ca.issue("localhost", "127.0.0.1")
-    text = f"[proxy]\naccess_log = false\n{proxy}\n"
+    if "access_log" not in proxy:
+        proxy += "\naccess_log = false"
+    text = f"[proxy]\n{proxy}\n"
     for index, alpn in enumerate(listeners or (H2,)):
         listen = "0" if index == 0 else str(freePort())
         text += LISTENER.replace("{alpn}", alpn).replace("{listen}", listen)
@@ -711,3 +713,17 @@ async def test_curlRefusedUploadGetsItsAnswer(stack: Stack, tmp_path: Path) -> N
     )
     assert (code, out) == (0, b"request body too large\n\n413"), err
     assert backend.requests == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_accessLogSaysHTTP2(stack: Stack, tmp_path: Path) -> None:
+    """An h2 request's access-log line names HTTP/2, its status and body size."""
+    backend = RecordingBackend()
+    port = await stack.backend(backend)
+    log = tmp_path / "access.log"
+    site = await front(stack, tmp_path, port, proxy=f'access_log = "{log}"')
+    _, err, code = await curl(*site.curlArgs("-o", "/dev/null", site.url("/app/x")))
+    assert code == 0, err
+    await site.proxy.stopService()
+    [line] = log.read_text().splitlines()
+    assert '"GET /app/x HTTP/2" 200 18 ' in line

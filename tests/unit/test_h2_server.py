@@ -573,6 +573,25 @@ def _frames(kind: bytes, streamID: int, payload: bytes, flags: int = 0) -> bytes
     )
 
 
+def test_bodyOverTheLimitMidStream() -> None:
+    """A body without a length passing max_body_bytes is answered 413, then reset."""
+    resource = Resource()
+    peer = Peer(*front(resource, max_body_bytes=10))
+    peer.request(1, b"POST", b"/upload", end=False)
+    peer.send(1, b"0123456789")
+    assert peer.response(1)[0] == {}
+    peer.send(1, b"!")
+    headers, body, ended = peer.response(1)
+    assert (headers[b":status"], body, ended) == (
+        b"413",
+        b"request body too large\n",
+        True,
+    )
+    [reset] = peer.of(h2.events.StreamReset, 1)
+    assert reset.error_code == ErrorCodes.NO_ERROR
+    assert resource.bodies[0].chunks == [b"0123456789"]
+
+
 def test_stalledUploadIsRequestTimeout() -> None:
     """A body that stops arriving for idle_timeout is answered 408."""
     resource = Resource()
