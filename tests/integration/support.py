@@ -14,13 +14,14 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import Resource
 from twisted.web.server import Site
+from zope.interface import implementer
 
 from twisted_proxy.config import loadString
 from twisted_proxy.service import ProxyService
@@ -425,3 +426,49 @@ def answerEach(
             respond(proto, answered - 1, head)
 
     return onData
+
+
+@implementer(IPushProducer)
+class Trickle:
+    """
+    A backend's response body, one chunk per reactor turn: its socket keeps
+    up unless the proxy stops reading, so its first pause is backpressure.
+    """
+
+    def __init__(self, request: Any, total: int, chunk: int = 16384) -> None:
+        self.request = request
+        self.total = total
+        self.sent = 0
+        self.chunk = b"x" * chunk
+        self.paused = False
+        self.pausedOnce: defer.Deferred[int] = defer.Deferred()
+        request.registerProducer(self, True)
+        theReactor().callLater(0, self._pump)
+
+    def _pump(self) -> None:
+        if self.paused:
+            return
+        if self.sent < self.total:
+            self.request.write(self.chunk)
+            self.sent += len(self.chunk)
+            theReactor().callLater(0, self._pump)
+        else:
+            self.request.unregisterProducer()
+            self.request.finish()
+            if not self.pausedOnce.called:
+                # Never paused: all of it went into the proxy.
+                self.pausedOnce.callback(self.sent)
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        if not self.pausedOnce.called:
+            self.pausedOnce.callback(self.sent)
+
+    def resumeProducing(self) -> None:
+        if self.paused:
+            self.paused = False
+            theReactor().callLater(0, self._pump)
+
+    def stopProducing(self) -> None:
+        self.paused = True
+        self.sent = self.total

@@ -27,17 +27,16 @@ from twisted.internet.endpoints import (
     wrapClientTLS,
 )
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET
-from zope.interface import implementer
 
 from tests.integration.support import (
     RawBackend,
     RecordingBackend,
     Stack,
+    Trickle,
     curl,
     theReactor,
 )
@@ -471,52 +470,6 @@ async def test_uploadReachesBackendAsItArrives(
     assert (headers[b":status"], body) == (b"201", b"ok")
 
 
-@implementer(IPushProducer)
-class _Trickle:
-    """
-    A backend's response body, one chunk per reactor turn: its socket keeps
-    up unless the proxy stops reading, so its first pause is backpressure.
-    """
-
-    def __init__(self, request: Any, total: int, chunk: int = 16384) -> None:
-        self.request = request
-        self.total = total
-        self.sent = 0
-        self.chunk = b"x" * chunk
-        self.paused = False
-        self.pausedOnce: defer.Deferred[int] = defer.Deferred()
-        request.registerProducer(self, True)
-        theReactor().callLater(0, self._pump)
-
-    def _pump(self) -> None:
-        if self.paused:
-            return
-        if self.sent < self.total:
-            self.request.write(self.chunk)
-            self.sent += len(self.chunk)
-            theReactor().callLater(0, self._pump)
-        else:
-            self.request.unregisterProducer()
-            self.request.finish()
-            if not self.pausedOnce.called:
-                # Never paused: all of it went into the proxy.
-                self.pausedOnce.callback(self.sent)
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-        if not self.pausedOnce.called:
-            self.pausedOnce.callback(self.sent)
-
-    def resumeProducing(self) -> None:
-        if self.paused:
-            self.paused = False
-            theReactor().callLater(0, self._pump)
-
-    def stopProducing(self) -> None:
-        self.paused = True
-        self.sent = self.total
-
-
 def mostQueued(connection: H2ProxyConnection) -> list[int]:
     """The most response bytes C{connection} has held, updated as it queues."""
     most = [0]
@@ -540,11 +493,11 @@ async def test_clientNotReadingPausesBackend(
     response; then the whole body arrives.
     """
     total = 32 * 1024 * 1024
-    producers: list[_Trickle] = []
+    producers: list[Trickle] = []
 
     def handler(request: Any) -> object:
         request.setHeader(b"content-length", b"%d" % total)
-        producers.append(_Trickle(request, total))
+        producers.append(Trickle(request, total))
         return NOT_DONE_YET
 
     port = await stack.backend(RecordingBackend(handler=handler))

@@ -10,15 +10,13 @@ from typing import Any
 
 import pytest_twisted
 import treq
-from twisted.internet import defer
-from twisted.internet.interfaces import IPushProducer
 from twisted.web.server import NOT_DONE_YET
-from zope.interface import implementer
 
 from tests.integration.support import (
     RawBackend,
     RecordingBackend,
     Stack,
+    Trickle,
     curl,
     request,
 )
@@ -124,55 +122,15 @@ async def test_repeatedSetCookieUnmergedAndLocationRewritten(stack: Stack) -> No
     assert b"Location: http://www.example.test/api/users/login?next=%2F" in head
 
 
-@implementer(IPushProducer)
-class _Trickle:
-    """A backend response body written by a push producer, counting pauses."""
-
-    def __init__(self, request: Any, total: int, chunk: int = 65536) -> None:
-        self.request = request
-        self.total = total
-        self.sent = 0
-        self.chunk = b"x" * chunk
-        self.paused = False
-        self.pausedOnce: defer.Deferred[int] = defer.Deferred()
-        request.registerProducer(self, True)
-        from twisted.internet import reactor  # noqa: TID251
-
-        self._reactor = reactor
-        self._reactor.callLater(0, self._pump)
-
-    def _pump(self) -> None:
-        while not self.paused and self.sent < self.total:
-            self.request.write(self.chunk)
-            self.sent += len(self.chunk)
-        if self.sent >= self.total and not self.paused:
-            self.request.unregisterProducer()
-            self.request.finish()
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-        if not self.pausedOnce.called:
-            self.pausedOnce.callback(self.sent)
-
-    def resumeProducing(self) -> None:
-        if self.paused:
-            self.paused = False
-            self._reactor.callLater(0, self._pump)
-
-    def stopProducing(self) -> None:
-        self.paused = True
-        self.sent = self.total
-
-
 @pytest_twisted.ensureDeferred
 async def test_slowClientPausesBackend(stack: Stack) -> None:
     """A client that stops reading makes the backend pause; then all bytes arrive."""
     total = 32 * 1024 * 1024
-    producers: list[_Trickle] = []
+    producers: list[Trickle] = []
 
     def handler(request: Any) -> object:
         request.setHeader(b"content-length", b"%d" % total)
-        producers.append(_Trickle(request, total))
+        producers.append(Trickle(request, total))
         return NOT_DONE_YET
 
     port = await stack.backend(RecordingBackend(handler=handler))
