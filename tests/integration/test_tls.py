@@ -512,3 +512,20 @@ async def test_expiredCertificateWarnsAtStart(
         and "the certificate expired on" in line
         for line in logged
     )
+
+
+@pytest_twisted.ensureDeferred
+async def test_stalledHandshakeClosedAfterHeaderTimeout(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A client that connects and never starts TLS is closed by header_timeout."""
+    TestCA(tmp_path).issue("localhost", stem="proxy")
+    service = await stack.proxy(
+        ONE_TLS_LISTENER.replace("[proxy]", "[proxy]\nheader_timeout = 0.2"),
+        configDir=str(tmp_path),
+    )
+    client = await stack.connect(service.port)
+    started = stack.reactor.seconds()
+    await client.lost.addTimeout(5, stack.reactor)
+    assert 0.15 <= stack.reactor.seconds() - started < 5
+    assert client.received == b""
