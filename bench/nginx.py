@@ -20,19 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-# Mozilla's "intermediate" configuration (version 5.7), as twisted_proxy.tls has
-# it: the TLS 1.2 suites (TLS 1.3 keeps OpenSSL's defaults) and the groups.
-INTERMEDIATE_CIPHERS = ":".join(
-    (
-        "ECDHE-ECDSA-AES128-GCM-SHA256",
-        "ECDHE-RSA-AES128-GCM-SHA256",
-        "ECDHE-ECDSA-AES256-GCM-SHA384",
-        "ECDHE-RSA-AES256-GCM-SHA384",
-        "ECDHE-ECDSA-CHACHA20-POLY1305",
-        "ECDHE-RSA-CHACHA20-POLY1305",
-    )
-)
-INTERMEDIATE_GROUPS = "X25519:prime256v1:secp384r1"
+# Mozilla's "intermediate" configuration, the same as twisted-proxy's defaults.
+from twisted_proxy.tls import INTERMEDIATE_CIPHERS, INTERMEDIATE_GROUPS
+
 PROBE_BODY = b"probe\n"
 
 

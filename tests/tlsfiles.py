@@ -19,6 +19,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from OpenSSL import SSL
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from zope.interface import implementer
 
 _PEM = serialization.Encoding.PEM
 
@@ -165,3 +168,23 @@ class TestCA:
     def clientCertificate(self, commonName: str, stem: str | None = None) -> Issued:
         """A client certificate with subject CN=C{commonName}."""
         return self.issue(commonName=commonName, client=True, stem=stem)
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ServingTLS:
+    """A test backend's side of TLS: one certificate; records the SNI names sent."""
+
+    def __init__(self, issued: Issued) -> None:
+        self.serverNames: list[bytes | None] = []
+        self._context = SSL.Context(SSL.TLS_SERVER_METHOD)
+        self._context.use_certificate_chain_file(str(issued.certificate))
+        self._context.use_privatekey_file(str(issued.key))
+        self._context.set_tlsext_servername_callback(
+            lambda connection: self.serverNames.append(connection.get_servername())
+        )
+
+    def serverConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
+        """A server-side connection with the certificate."""
+        connection = SSL.Connection(self._context, None)
+        connection.set_accept_state()
+        return connection

@@ -11,11 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest_twisted
-from OpenSSL import SSL
-from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.server import Site
-from zope.interface import implementer
 
 from tests.integration.support import (
     RawBackend,
@@ -27,7 +24,7 @@ from tests.integration.support import (
     parseReplies,
     request,
 )
-from tests.tlsfiles import Issued, TestCA
+from tests.tlsfiles import Issued, ServingTLS, TestCA
 
 ROUTE = """
 [proxy]
@@ -59,25 +56,6 @@ tls_ca = "ca.pem"
 """
 
 
-@implementer(IOpenSSLServerConnectionCreator)
-class BackendTLS:
-    """A backend's TLS: one certificate, and the SNI names clients sent."""
-
-    def __init__(self, issued: Issued) -> None:
-        self.serverNames: list[bytes | None] = []
-        self._context = SSL.Context(SSL.TLS_SERVER_METHOD)
-        self._context.use_certificate_chain_file(str(issued.certificate))
-        self._context.use_privatekey_file(str(issued.key))
-        self._context.set_tlsext_servername_callback(
-            lambda connection: self.serverNames.append(connection.get_servername())
-        )
-
-    def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
-        connection = SSL.Connection(self._context, None)
-        connection.set_accept_state()
-        return connection
-
-
 class CountingTLS(TLSMemoryBIOFactory):
     """A TLS server factory that counts the connections it accepts."""
 
@@ -95,7 +73,7 @@ class HTTPSBackend:
 
     port: int
     resource: RecordingBackend
-    tls: BackendTLS
+    tls: ServingTLS
     factory: CountingTLS
 
 
@@ -107,7 +85,7 @@ async def httpsBackend(
     site = Site(resource)
     site.noisy = False
     stack.sites.append(site)
-    tls = BackendTLS(issued)
+    tls = ServingTLS(issued)
     factory = CountingTLS(tls, False, site)
     port = await stack.listen(factory)
     return HTTPSBackend(port, resource, tls, factory)

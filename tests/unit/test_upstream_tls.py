@@ -20,7 +20,6 @@ from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import (
     IHandshakeListener,
     IOpenSSLClientConnectionCreator,
-    IOpenSSLServerConnectionCreator,
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import platformTrust
@@ -33,7 +32,7 @@ from twisted.test.iosim import connectedServerAndClient
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from tests.tlsfiles import Issued, TestCA
+from tests.tlsfiles import Issued, ServingTLS, TestCA
 from tests.unit.test_upstream import FakeEndpoint, Sink
 from twisted_proxy.config import parseTarget
 from twisted_proxy.config.model import Balancer, Member, ProxySettings, Route
@@ -309,25 +308,6 @@ def test_startUpRefusesABadCAFile(tmp_path: Path) -> None:
 # -- real handshakes, in memory -----------------------------------------------
 
 
-@implementer(IOpenSSLServerConnectionCreator)
-class ServerTLS:
-    """A backend's side of the handshake: one certificate; records SNI."""
-
-    def __init__(self, issued: Issued) -> None:
-        self.serverNames: list[bytes | None] = []
-        self._context = SSL.Context(SSL.TLS_SERVER_METHOD)
-        self._context.use_certificate_chain_file(str(issued.certificate))
-        self._context.use_privatekey_file(str(issued.key))
-        self._context.set_tlsext_servername_callback(
-            lambda c: self.serverNames.append(c.get_servername())
-        )
-
-    def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
-        connection = SSL.Connection(self._context, None)
-        connection.set_accept_state()
-        return connection
-
-
 @implementer(IHandshakeListener)
 class Outcome(Protocol):
     """The client side's view: handshake done, or the connection lost why."""
@@ -347,7 +327,7 @@ class Outcome(Protocol):
 
 def handshake(creator: Any, issued: Issued) -> Outcome:
     """Run a TLS handshake between C{creator} and a server with C{issued}."""
-    server = ServerTLS(issued)
+    server = ServingTLS(issued)
     outcome = Outcome()
     serverFactory = TLSMemoryBIOFactory(server, False, Factory.forProtocol(Protocol))
     clientFactory = TLSMemoryBIOFactory(
