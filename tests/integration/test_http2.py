@@ -32,6 +32,7 @@ from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET
 
+from tests.h2frames import takeGoAways
 from tests.integration.support import (
     RawBackend,
     RecordingBackend,
@@ -188,20 +189,9 @@ class H2Client(Protocol):
         self.lost.callback(None)
 
     def _withoutGoAways(self, data: bytes) -> bytes:
-        buffer = self._frames + data
-        passed = []
-        while len(buffer) >= 9:
-            size = 9 + int.from_bytes(buffer[:3], "big")
-            if len(buffer) < size:
-                break
-            frame, buffer = buffer[:size], buffer[size:]
-            if frame[3] == 0x7:
-                last = int.from_bytes(frame[9:13], "big") & 0x7FFFFFFF
-                self.goaways.append((last, int.from_bytes(frame[13:17], "big")))
-            else:
-                passed.append(frame)
-        self._frames = buffer
-        return b"".join(passed)
+        passed, self._frames, found = takeGoAways(self._frames + data)
+        self.goaways.extend(found)
+        return passed
 
     # -- what a test does with it --
 

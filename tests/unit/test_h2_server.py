@@ -36,6 +36,7 @@ from twisted.web._http2 import H2Connection
 from zope.interface import directlyProvides, implementer
 from zope.interface.verify import verifyObject
 
+from tests.h2frames import takeGoAways
 from tests.tlsfiles import TestCA
 from twisted_proxy.config.model import Listener, ListenerTLS, ProxySettings
 from twisted_proxy.h2_server import (
@@ -200,20 +201,9 @@ class Peer:
 
     def _goaways(self, data: bytes) -> bytes:
         """C{data} without its GOAWAY frames, which are noted in L{goaways}."""
-        buffer = self._frames + data
-        passed = []
-        while len(buffer) >= 9:
-            size = 9 + int.from_bytes(buffer[:3], "big")
-            if len(buffer) < size:
-                break
-            frame, buffer = buffer[:size], buffer[size:]
-            if frame[3] == 0x7:
-                last = int.from_bytes(frame[9:13], "big") & 0x7FFFFFFF
-                self.goaways.append((last, int.from_bytes(frame[13:17], "big")))
-            else:
-                passed.append(frame)
-        self._frames = buffer
-        return b"".join(passed)
+        passed, self._frames, found = takeGoAways(self._frames + data)
+        self.goaways.extend(found)
+        return passed
 
     def request(
         self,
