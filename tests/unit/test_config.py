@@ -26,7 +26,12 @@ from twisted_proxy.config import (
     load,
     loadString,
 )
-from twisted_proxy.config.model import HealthCheck, SNICertificate, Sticky
+from twisted_proxy.config.model import (
+    HealthCheck,
+    SNICertificate,
+    Sticky,
+    WebSocketSettings,
+)
 
 
 def errorsOf(text: str, source: str = "site.toml") -> list[str]:
@@ -1677,15 +1682,15 @@ def test_memberValueErrors(line: str, message: str) -> None:
     ("url", "message"),
     [
         ('"tcp://127.0.0.1:5432"', "tcp:// members are not supported yet"),
-        ('"ws://127.0.0.1:8081"', "ws:// members are not supported yet"),
+        ('"h2c://127.0.0.1:8081"', "h2c:// members are not supported yet"),
         ('"ajp://127.0.0.1:8009"', "ajp:// members are not supported yet"),
         ('"http://h/app/"', "a path on a member URL is not supported yet"),
         (
             '"ftp://h"',
-            'expected an http:// or https:// URL, got "ftp://h"',
+            'expected an http://, https://, ws:// or wss:// URL, got "ftp://h"',
         ),
-        ('"h:80"', 'expected an http:// or https:// URL, got "h:80"'),
-        ("80", "expected an http:// or https:// URL, got 80"),
+        ('"h:80"', 'expected an http://, https://, ws:// or wss:// URL, got "h:80"'),
+        ("80", "expected an http://, https://, ws:// or wss:// URL, got 80"),
     ],
 )
 def test_memberBadURL(url: str, message: str) -> None:
@@ -2034,4 +2039,37 @@ def test_configExampleUnsupportedParts() -> None:
     assert errorsOf(text) == [
         'site.toml: route[3].handler: handler "balancer-manager" is not supported yet',
         "site.toml: balancer.db.member[0].url: tcp:// members are not supported yet",
+    ]
+
+
+def test_websocketSettings() -> None:
+    """[proxy.websocket] keys; defaults: no pings, 64 MiB messages, no idle limit."""
+    assert loadString("").proxy.websocket == WebSocketSettings(0.0, 64 << 20, 0.0)
+    config = loadString(
+        "[proxy.websocket]\nping_interval = 20\nmax_message_bytes = 1048576\n"
+        "idle_timeout = 300\n"
+    )
+    assert config.proxy.websocket == WebSocketSettings(20.0, 1048576, 300.0)
+    assert errorsOf("[proxy.websocket]\nping_interval = -1\nmax_size = 3\n") == [
+        "site.toml: proxy.websocket.max_size: unknown key",
+        "site.toml: proxy.websocket.ping_interval: expected a number of seconds "
+        "(0: off), got -1",
+    ]
+
+
+def test_websocketMembers() -> None:
+    """ws:// and wss:// members are accepted; wss:// ones take tls_ca."""
+    config = loadString(
+        """
+        [[balancer.chat.member]]
+        url = "ws://127.0.0.1:8081"
+        [[balancer.chat.member]]
+        url = "wss://chat.internal:8443"
+        tls_ca = "/etc/ca.pem"
+        """
+    )
+    members = config.balancer("chat").members
+    assert [(m.scheme, m.port, m.tls_ca) for m in members] == [
+        ("ws", 8081, None),
+        ("wss", 8443, "/etc/ca.pem"),
     ]

@@ -43,6 +43,7 @@ from .model import (
     Target,
     TLSVersion,
     ViaMode,
+    WebSocketSettings,
 )
 
 __all__ = ["ConfigError", "load", "loadString", "parseTarget"]
@@ -151,8 +152,10 @@ _PROXY = frozenset(
         "pool_size",
         "pool_ttl",
         "shutdown_grace",
+        "websocket",
     }
 )
+_WEBSOCKET = frozenset({"ping_interval", "max_message_bytes", "idle_timeout"})
 
 _LISTEN = frozenset({"endpoint", "tls", "redirect_https"})
 _LISTEN_LATER = frozenset({"connect", "protocol", "to", "proxy_protocol"})
@@ -245,7 +248,7 @@ _MEMBER = frozenset(
         "tls_verify",
     }
 )
-_MEMBER_SCHEMES_LATER = ("tcp", "ajp", "ws", "wss", "h2", "h2c", "fcgi")
+_MEMBER_SCHEMES_LATER = ("tcp", "ajp", "h2", "h2c", "fcgi")
 
 _TARGET_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
@@ -649,7 +652,31 @@ class _Checker:
             pool_size=get("pool_size", self.positiveInt, d.pool_size),
             pool_ttl=get("pool_ttl", self.seconds, d.pool_ttl),
             shutdown_grace=get("shutdown_grace", self.seconds, d.shutdown_grace),
+            websocket=get("websocket", self.websocketSettings, d.websocket),
         )
+
+    def websocketSettings(self, path: str, value: Any) -> WebSocketSettings:
+        """The C{[proxy.websocket]} table."""
+        table = self.table(path, value)
+        self.keys(table, path, _WEBSOCKET)
+        d = WebSocketSettings()
+
+        def get(key: str, convert: Callable[[str, Any], _T], default: _T) -> _T:
+            return self.field(table, path, key, convert, default)
+
+        return WebSocketSettings(
+            ping_interval=get("ping_interval", self.secondsOrOff, d.ping_interval),
+            max_message_bytes=get(
+                "max_message_bytes", self.positiveInt, d.max_message_bytes
+            ),
+            idle_timeout=get("idle_timeout", self.secondsOrOff, d.idle_timeout),
+        )
+
+    def secondsOrOff(self, path: str, value: Any) -> float:
+        """A duration in seconds, or 0 for off."""
+        if not _isNumber(value) or value < 0:
+            _fail("a number of seconds (0: off)", value)
+        return float(value)
 
     def listeners(self, path: str, value: Any) -> tuple[Listener, ...]:
         """The C{[[listen]]} array."""
@@ -1240,15 +1267,15 @@ class _Checker:
                 self.error(_join(path, key), f"{where}, not {scheme}://")
 
     def memberURL(self, path: str, value: Any) -> tuple[str, str, str, int]:
-        """An http(s) member URL: (url, scheme, host, port)."""
-        expected = "an http:// or https:// URL"
+        """An http(s) or ws(s) member URL: (url, scheme, host, port)."""
+        expected = "an http://, https://, ws:// or wss:// URL"
         if isinstance(value, str):
             scheme = value.partition("://")[0].lower()
             if scheme in _MEMBER_SCHEMES_LATER:
                 raise _InvalidValueError(f"{scheme}:// members are not supported yet")
         parts = self.url(value, expected)
         scheme = parts.scheme.lower()
-        if scheme not in ("http", "https"):
+        if scheme not in ("http", "https", "ws", "wss"):
             _fail(expected, value)
         if parts.path not in ("", "/"):
             raise _InvalidValueError("a path on a member URL is not supported yet")

@@ -31,6 +31,20 @@ class HeaderDirectives:
 
 
 @dataclass(frozen=True)
+class WebSocketSettings:
+    """``[proxy.websocket]``: how bridged WebSockets are kept and limited."""
+
+    # Seconds between pings on each leg (0: none); a leg that does not
+    # answer within the same time is closed.
+    ping_interval: float = 0.0
+    # A message larger than this (either way) closes both legs with 1009.
+    max_message_bytes: int = 64 * 1024 * 1024
+    # No message either way for this long: both legs closed with 1001
+    # (0: never).
+    idle_timeout: float = 0.0
+
+
+@dataclass(frozen=True)
 class ProxySettings:
     """The ``[proxy]`` table: defaults for the whole server."""
 
@@ -56,6 +70,7 @@ class ProxySettings:
     pool_ttl: float = 60.0
     # SIGTERM: how long requests in flight may take to finish before being cut.
     shutdown_grace: float = 30.0
+    websocket: WebSocketSettings = field(default_factory=WebSocketSettings)
 
 
 @dataclass(frozen=True)

@@ -346,7 +346,7 @@ def tlsBackends(
             )
     for balancer in balancers:
         for index, member in enumerate(balancer.members):
-            if member.scheme == "https":
+            if member.scheme in ("https", "wss"):
                 found.append(
                     TLSBackend(
                         f"balancer.{balancer.name}.member[{index}]",
