@@ -47,3 +47,15 @@ def sendNow(transport: Any, data: bytes) -> None:
                 return
             data = data[sent:]
     transport.write(data)
+
+
+def replaceProtocol(transport: Any, protocol: Any) -> None:
+    """
+    Make C{transport} deliver to C{protocol} from now on (a WebSocket bridge
+    taking over an HTTP connection): a TLS transport's wrapped protocol, or a
+    TCP connection's own protocol.
+    """
+    if hasattr(transport, "wrappedProtocol"):
+        transport.wrappedProtocol = protocol
+    else:
+        transport.protocol = protocol

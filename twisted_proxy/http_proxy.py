@@ -49,6 +49,7 @@ from twisted_proxy.upstream.tls import (
     tlsBackends,
     unverifiedWarnings,
 )
+from twisted_proxy.websocket_rules import isUpgrade
 
 _log = Logger()
 
@@ -83,9 +84,22 @@ class ProxyContext:
     _memberAddresses: dict[MemberState, Address] = field(
         default_factory=dict, init=False, repr=False
     )
+    _websocketFactories: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.compressTypes = tuple(t.lower().encode() for t in self.settings.compress)
+
+    def websocketFactories(self) -> Any:
+        """The Autobahn factories (client leg, backend leg) of every bridge."""
+        if self._websocketFactories is None:
+            from twisted_proxy.websocket import legFactories
+
+            settings = self.settings
+            server = None if settings.server_tokens == "none" else "twisted-proxy"
+            self._websocketFactories = legFactories(
+                settings.websocket, server, settings.timeout
+            )
+        return self._websocketFactories
 
     def checkBackendTLS(
         self, routes: Iterable[Route] = (), balancers: Iterable[Balancer] = ()
@@ -172,6 +186,7 @@ class _RoutePlan:
             )
             upstreamHost = formatHostPort(target.host, target.port, target.scheme)
         self.requestRewriter = RequestHeaderRewriter(settings, route, upstreamHost)
+        self.websocket = route.websocket or target.scheme in ("ws", "wss")
         self.reverseRewriter = ReverseRewriter(
             routePrefixes(route, balancer),
             frontPath,
@@ -276,6 +291,13 @@ class ReverseProxyResource(Resource):
             )
             _respondError(request, 403, "forbidden")
             return None
+        if plan.websocket and buffered is None and hasattr(request.channel, "detach"):
+            pairs = _headerPairs(request)
+            if isUpgrade(request.method, pairs):
+                from twisted_proxy.websocket import WebSocketBridge
+
+                WebSocketBridge(request, plan, self.context, pairs).start()
+                return None
         exchange = ProxyExchange(request, plan, self.context, buffered)
         exchange.start()
         return exchange

@@ -36,7 +36,7 @@ from twisted.web.resource import IResource
 from zope.interface import implementer
 
 from twisted import copyright
-from twisted_proxy._twisted_internals import sendNow
+from twisted_proxy._twisted_internals import replaceProtocol, sendNow
 from twisted_proxy.config.model import Listener, ProxySettings
 from twisted_proxy.headers import ResponseHeaderRewriter
 from twisted_proxy.http11 import (
@@ -529,6 +529,27 @@ class HTTPServerChannel(Protocol):
         self._cancelTimer()
         if self.transport is not None:
             self.transport.abortConnection()
+
+    def detach(self, protocol: Any) -> bytes:
+        """
+        Hand the connection to C{protocol} (a WebSocket bridge's client leg):
+        this channel stops reading and timing, lets go of the transport, and
+        leaves the listener's connections. Return the bytes the client sent
+        after the current request's head, for C{protocol} to read first.
+        """
+        self.abandoned = True
+        self._cancelTimer()
+        transport = self.transport
+        transport.unregisterProducer()
+        if self._readPaused:
+            self._readPaused = False
+            transport.resumeProducing()
+        leftover, self._buffer = self._buffer, b""
+        self.request = None
+        self.site._channelGone(self)
+        replaceProtocol(transport, protocol)
+        protocol.makeConnection(transport)
+        return leftover
 
     def refuse(self, status: int, message: str) -> None:
         """Answer C{status} outside any request and close the connection."""
