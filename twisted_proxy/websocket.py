@@ -241,6 +241,7 @@ class WebSocketBridge:
         self._backendDied = False
         self._legsGone = 0
         self._protocol: str | None = None
+        self._site: Any = None
 
     # -- the backend's handshake first --
 
@@ -435,8 +436,12 @@ class WebSocketBridge:
         leg.other = client
         self._client = client
         request.setResponseCode(101)
-        channel.site.log(request)
+        site = channel.site
+        site.log(request)
         leftover = channel.detach(client)
+        # The listener's graceful stop reaches the bridge like a connection.
+        self._site = site
+        site.channels.add(self)
         client.dataReceived(_headBytes(request) + leftover)
 
     def acceptance(self) -> Any:
@@ -537,10 +542,24 @@ class WebSocketBridge:
             if timer is not None and timer.active():
                 timer.cancel()
             self._release(ok=not self._backendDied)
-        else:
-            other = leg.other
-            if other is not None and other.state != other.STATE_CLOSED:  # type: ignore[attr-defined]
-                pass
+            site, self._site = self._site, None
+            if site is not None:
+                site._channelGone(self)
+
+    # -- the listener stopping --
+
+    def drain(self) -> None:
+        """Graceful stop: close both legs with 1001 (going away)."""
+        for leg in (self._client, self._backend):
+            if leg is not None:
+                leg.closeWith(CLOSE_GOING_AWAY, "server shutting down")
+
+    def abortConnection(self) -> None:
+        """The grace period is over: cut both connections."""
+        for leg in (self._client, self._backend):
+            transport: Any = leg.transport if leg is not None else None
+            if transport is not None:
+                transport.abortConnection()
 
     def _release(self, ok: bool) -> None:
         member, self._member = self._member, None
