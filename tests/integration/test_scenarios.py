@@ -14,7 +14,15 @@ from typing import Any
 
 import pytest_twisted
 import treq
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
+)
 from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
@@ -395,6 +403,63 @@ async def test_tlsPlainHTTPRedirected(stack: Stack, tmp_path: Path) -> None:
     assert response.code == 301
     assert header(response, b"location") == [b"https://localhost:8443/account?id=1"]
     assert backend.requests == []
+
+
+# -- scenario 5: WebSockets beside HTTP --
+
+
+class _Echo(WebSocketServerProtocol):  # type: ignore[misc]
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.sendMessage(payload, isBinary)
+
+
+class _Talker(WebSocketClientProtocol):  # type: ignore[misc]
+    """Sends each of C{messages}, collects the echoes, closes with 4000."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[tuple[bytes, bool]] = []
+        self.echoes: list[tuple[bytes, bool]] = []
+        self.closed: defer.Deferred[tuple[bool, int | None]] = defer.Deferred()
+
+    def onOpen(self) -> None:
+        for payload, isBinary in self.messages:
+            self.sendMessage(payload, isBinary)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.echoes.append((payload, isBinary))
+        if len(self.echoes) == len(self.messages):
+            self.sendClose(4000, "done")
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.closed.callback((wasClean, code))
+
+
+@pytest_twisted.ensureDeferred
+async def test_websocketsBridgedBesideHTTP(stack: Stack) -> None:
+    """
+    Under /ws/ a WebSocket reaches the application's endpoint and echoes come
+    back byte-exact; a page from the same application is plain HTTP.
+    """
+    config = shipped("scenario-5-websockets.toml")
+    root = Resource()
+    echoFactory = WebSocketServerFactory()
+    echoFactory.protocol = _Echo
+    root.putChild(b"ws", WebSocketResource(echoFactory))
+    root.putChild(b"page", RecordingBackend("app"))
+    await stack.backend(root, targetPort(routeFor(config, "/")))
+    service = await startProxy(stack, config)
+    response, body = await get(stack, service.port, "/page")
+    assert (response.code, body) == (200, b"app saw GET /page")
+    factory = WebSocketClientFactory(f"ws://127.0.0.1:{service.port}/ws/")
+    talker = _Talker()
+    talker.messages = [("héllo".encode(), False), (bytes(range(256)) * 4, True)]
+    factory.protocol = lambda: talker  # type: ignore[assignment]
+    endpoint = TCP4ClientEndpoint(stack.reactor, "127.0.0.1", service.port)
+    await endpoint.connect(factory)
+    wasClean, code = await talker.closed.addTimeout(10, stack.reactor)
+    assert talker.echoes == talker.messages
+    assert wasClean
 
 
 # -- scenario 6: hardening --

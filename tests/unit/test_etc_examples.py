@@ -25,6 +25,7 @@ def test_examplesShipped() -> None:
         "scenario-2-cluster.toml",
         "scenario-3-microservices.toml",
         "scenario-4-tls.toml",
+        "scenario-5-websockets.toml",
         "scenario-6-hardening.toml",
         "scenario-7-tuning.toml",
         "scenario-8-backend-down.toml",
