@@ -65,6 +65,10 @@ _log = Logger()
 
 _IP4 = "0123456789."
 
+# A message in one frame up to this size is relayed as one frame, whole;
+# larger ones, and fragmented ones, go on frame by frame as they arrive.
+_WHOLE_LIMIT = 65536
+
 
 def _isIPv4(host: str) -> bool:
     return all(c in _IP4 for c in host) and host.count(".") == 3
@@ -79,6 +83,9 @@ class _Leg:
     # Bytes of the frame being sent that are still to come (0: between frames).
     _sendingFrame = 0
     _propagated = False
+    _isBinary = False
+    _firstFrame = True
+    _whole: list[bytes] | None = None
 
     # -- messages in, relayed as they come --
 
@@ -86,9 +93,9 @@ class _Leg:
         super().onMessageBegin(isBinary)  # type: ignore[misc]
         self.message_data = None
         self.bridge.activity()
-        other = self.other
-        if other is not None and other.isOpen():
-            other.beginMessage(isBinary)  # type: ignore[attr-defined]
+        self._isBinary = isBinary
+        self._firstFrame = True
+        self._whole: list[bytes] | None = None
 
     def onMessageFrameBegin(self, length: int) -> None:
         # The base class checks max_message_bytes before any payload.
@@ -98,17 +105,31 @@ class _Leg:
                 self.bridge.tooBig(self)
             return
         other = self.other
-        if other is not None and other.isOpen():
-            other._sendingFrame = length
-            other.beginMessageFrame(length)  # type: ignore[attr-defined]
+        if other is None or not other.isOpen():
+            return
+        first, self._firstFrame = self._firstFrame, False
+        if first and self.current_frame.fin and length <= _WHOLE_LIMIT:  # type: ignore[attr-defined]
+            # A small message in one frame goes on as one frame.
+            self._whole = []
+            return
+        if first:
+            other.beginMessage(self._isBinary)
+        other._sendingFrame = length
+        other.beginMessageFrame(length)
+        if length == 0:
+            other.sendMessageFrameData(b"")
 
     def onMessageFrameData(self, payload: bytes) -> None:
         if self.failedByMe:  # type: ignore[attr-defined]
             return
+        whole = self._whole
+        if whole is not None:
+            whole.append(payload)
+            return
         other = self.other
         if other is not None and other.isOpen():
             other._sendingFrame -= len(payload)
-            other.sendMessageFrameData(payload)  # type: ignore[attr-defined]
+            other.sendMessageFrameData(payload)
 
     def onMessageFrameEnd(self) -> None:
         pass
@@ -117,8 +138,13 @@ class _Leg:
         if self.failedByMe:  # type: ignore[attr-defined]
             return
         other = self.other
-        if other is not None and other.isOpen():
-            other.endMessage()  # type: ignore[attr-defined]
+        if other is None or not other.isOpen():
+            return
+        whole, self._whole = self._whole, None
+        if whole is not None:
+            other.sendMessage(b"".join(whole), self._isBinary)
+        else:
+            other.endMessage()
 
     # -- closes --
 
