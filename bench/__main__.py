@@ -19,6 +19,11 @@
    TLS handshakes/s, HTTP/2 requests/s (h2load, and curl --http2), with each
    proxy's HTTPS/plaintext ratios and twisted-proxy's over nginx's.
    ``--tls-only`` runs just this part; ``--tls-targets none`` skips it.
+4. WebSockets (L{bench.websocket}): twisted-proxy's bridge against a direct
+   connection to an Autobahn backend: messages/s echoed over 50 connections,
+   RSS per idle connection with 5,000 open, and the proxy's RSS while a client
+   reads 1 GiB of messages slowly. ``--ws-only`` runs just this part;
+   ``--no-ws`` skips it.
 
 A summary is printed and written to ``bench/results/latest.json``; each child's
 output goes to ``bench/results/logs/``. Every child is stopped at the end, also on
@@ -46,7 +51,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import backend, picks, tls
+from bench import backend, picks, tls, websocket
 from bench._procs import (
     ROOT,
     Child,
@@ -81,6 +86,7 @@ BUILTIN = "twisted.web.proxy"
 BALANCER_MEMBERS = 3
 PICKS_JSON = RESULTS / "picks.json"
 TLS_JSON = RESULTS / "tls.json"
+WS_JSON = RESULTS / "websocket.json"
 
 
 def twistd() -> Path:
@@ -209,6 +215,10 @@ class Settings:
     tlsTargets: list[str]
     tlsOnly: bool
     tlsRounds: int
+    ws: bool
+    wsOnly: bool
+    wsIdle: int
+    wsRate: float
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -855,6 +865,24 @@ def _parseArgs(argv: list[str] | None) -> Settings:
         help=f"only the TLS part; figures in {TLS_JSON.relative_to(ROOT)}",
     )
     parser.add_argument(
+        "--ws-only",
+        action="store_true",
+        help=f"only the WebSocket part; figures in {WS_JSON.relative_to(ROOT)}",
+    )
+    parser.add_argument("--no-ws", action="store_true", help="skip the WebSocket part")
+    parser.add_argument(
+        "--ws-idle",
+        type=int,
+        help="idle WebSockets opened for the RSS per connection "
+        "(default 5000, or 2000 with --quick)",
+    )
+    parser.add_argument(
+        "--ws-rate",
+        type=float,
+        default=64.0,
+        help="MB/s at which the slow WebSocket client reads (default 64)",
+    )
+    parser.add_argument(
         "--picks-seconds",
         type=float,
         help="time per method and member count (default 0.2, or 0.05 with --quick)",
@@ -879,6 +907,8 @@ def _parseArgs(argv: list[str] | None) -> Settings:
     quick = bool(args.quick)
     if args.tls_only and not tlsNames(args.tls_targets):
         parser.error("--tls-only needs at least one TLS target")
+    if args.ws_only and (args.tls_only or args.picks_only or args.no_ws):
+        parser.error("--ws-only goes with none of --tls-only, --picks-only, --no-ws")
     return Settings(
         quick=quick,
         seconds=args.seconds or (3.0 if quick else 10.0),
@@ -898,6 +928,10 @@ def _parseArgs(argv: list[str] | None) -> Settings:
         tlsOnly=bool(args.tls_only),
         # One round unless asked: the TLS part alone takes about two minutes.
         tlsRounds=max(1, args.rounds) if args.rounds else 1,
+        ws=not args.no_ws or bool(args.ws_only),
+        wsOnly=bool(args.ws_only),
+        wsIdle=args.ws_idle or (2000 if quick else 5000),
+        wsRate=args.ws_rate,
     )
 
 
@@ -911,6 +945,8 @@ def main(argv: list[str] | None = None) -> int:
     pin, why = pinning()
     if settings.tlsOnly:
         return _tlsOnly(settings, pin, why)
+    if settings.wsOnly:
+        return _wsOnly(settings, pin, why)
     logDir = RESULTS / "logs"
     jsonPath = RESULTS / "latest.json"
     report: dict[str, Any] = {
@@ -930,6 +966,9 @@ def main(argv: list[str] | None = None) -> int:
             "profile": settings.profile,
             "picks_seconds": settings.picksSeconds if settings.picks else None,
             "tls_targets": settings.tlsTargets,
+            "ws": settings.ws,
+            "ws_idle": settings.wsIdle,
+            "ws_rate_mb": settings.wsRate,
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -964,6 +1003,8 @@ def main(argv: list[str] | None = None) -> int:
             report["ratios"] = _ratios(report["throughput"])
             report["balancer_ratios"] = _balancerRatios(report["throughput"])
             report["streaming"] = bench.streaming()
+            if settings.ws:
+                report["websocket"] = _wsPart(settings, children, Path(tmp))
             if settings.tlsTargets:
                 report["tls"] = _tlsPart(settings, children, Path(tmp))
     except KeyboardInterrupt:
@@ -986,6 +1027,9 @@ def main(argv: list[str] | None = None) -> int:
             print(_profileSummary(path, name))
     if "throughput" in report:
         print(summarise(report))
+    if report.get("websocket"):
+        WS_JSON.write_text(json.dumps(report["websocket"], indent=2) + "\n")
+        print(websocket.summariseWebSocket(report["websocket"]))
     if report.get("tls"):
         TLS_JSON.write_text(json.dumps(report["tls"], indent=2) + "\n")
         print(tls.summariseTLS(report["tls"]))
@@ -1010,6 +1054,68 @@ def _tlsPart(settings: Settings, children: Children, workDir: Path) -> dict[str,
         loadCPU=LOAD_CPU,
         log=lambda m: print(f"bench: {m}", flush=True),
     ).run()
+
+
+def _wsPart(settings: Settings, children: Children, workDir: Path) -> dict[str, Any]:
+    """The WebSocket part (L{bench.websocket}), on the same CPUs as the others."""
+    return websocket.WebSocketBench(
+        websocket.WebSocketSettings(
+            seconds=settings.seconds,
+            warmup=settings.warmup,
+            connections=settings.connections,
+            idleConnections=settings.wsIdle,
+            transferBytes=settings.transferBytes,
+            rateMB=settings.wsRate,
+        ),
+        children,
+        workDir,
+        proxyCPU=PROXY_CPU,
+        loadCPU=LOAD_CPU,
+        log=lambda m: print(f"bench: {m}", flush=True),
+    ).run()
+
+
+def _wsOnly(settings: Settings, pin: bool, why: str) -> int:
+    """C{--ws-only}: the WebSocket part alone, saved to L{WS_JSON}."""
+    began = time.monotonic()
+    report: dict[str, Any] = {}
+    code = 0
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="twisted-proxy-bench-") as tmp,
+            Children(RESULTS / "logs", pin) as children,
+        ):
+            report = _wsPart(settings, children, Path(tmp))
+    except KeyboardInterrupt:
+        print("\nbench: interrupted; every child process has been stopped")
+        return 130
+    except ChildError as e:
+        print(f"bench: failed: {e}", file=sys.stderr)
+        report = {"error": str(e)}
+        code = 1
+    report.update(
+        started=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        commit=_commit(),
+        quick=settings.quick,
+        pinning=(
+            f"proxy on CPU {PROXY_CPU}; backend and clients on CPU {LOAD_CPU}"
+            if pin
+            else f"none ({why})"
+        ),
+        loadavg_after=_loadavg(),
+        seconds_total=time.monotonic() - began,
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    WS_JSON.write_text(json.dumps(report, indent=2) + "\n")
+    if "settings" in report:
+        print(
+            f"\nWebSocket benchmark, commit {_shortCommit(report['commit'])}, "
+            f"pinning: {report['pinning']}"
+        )
+        print(websocket.summariseWebSocket(report))
+    print(f"\nJSON: {WS_JSON}")
+    print(f"bench: done in {report['seconds_total']:.0f} s")
+    return code
 
 
 def _tlsOnly(settings: Settings, pin: bool, why: str) -> int:
