@@ -33,6 +33,7 @@ the figures also go to C{bench/results/websocket.json}.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import resource
 import sys
@@ -65,6 +66,8 @@ MIB = 1 << 20
 FLAT_GROWTH_MB = 50.0
 # Share of the proxy's CPU taken by other processes above which a row is suspect.
 CONTENTION = 0.05
+# A proxy less busy than this was held back by the load side, not by itself.
+SATURATED = 0.9
 # Descriptors besides the connections themselves (logs, listeners, pipes).
 _SPARE_FILES = 256
 _SETTLE_SECONDS = 1.0
@@ -240,6 +243,7 @@ class WebSocketBench:
         report: dict[str, Any] = {
             "settings": asdict(s),
             "file_limit": {"soft": limits[0], "hard": limits[1]},
+            "versions": _versions(),
         }
         report["echo"] = self._echo()
         report["idle"] = self._idle()
@@ -534,13 +538,16 @@ class WebSocketBench:
                 return {TWISTED_PROXY: {"error": self._noBridge}}
             proxy, port = started
             try:
-                return {TWISTED_PROXY: self._slowMeasure(backend, proxy, port)}
+                row = self._slowMeasure(backend, backendPort, proxy, port)
+                return {TWISTED_PROXY: row}
             finally:
                 self._children.stop(proxy)
         finally:
             self._children.stop(backend)
 
-    def _slowMeasure(self, backend: Child, proxy: Child, port: int) -> dict[str, Any]:
+    def _slowMeasure(
+        self, backend: Child, backendPort: int, proxy: Child, port: int
+    ) -> dict[str, Any]:
         """Run the slow reader while sampling the proxy's and backend's RSS."""
         s = self._s
         size = s.transferBytes
@@ -576,6 +583,8 @@ class WebSocketBench:
                         str(resultFile),
                         "--timeout",
                         str(timeout),
+                        "--stats-port",
+                        str(backendPort),
                     ],
                     timeout + 15,
                 )
@@ -606,6 +615,15 @@ class WebSocketBench:
         if not proxy.alive():
             row["error"] = f"twisted-proxy died:\n{proxy.tail()}"
         return row
+
+
+def _versions() -> dict[str, str]:
+    """The versions of the libraries both sides run on."""
+    versions: dict[str, str] = {}
+    for name in ("autobahn", "twisted", "twisted-proxy"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[name] = importlib.metadata.version(name)
+    return versions
 
 
 def _readJSON(path: Path) -> dict[str, Any] | None:
@@ -663,10 +681,16 @@ def summariseWebSocket(report: dict[str, Any]) -> str:
         if _failed(row):
             lines.append(f"  {'':<16}error: {_failed(row)}")
         other = row.get("proxy_cpu_other_share")
+        share = row.get("proxy_cpu_share")
         if other is not None and other > CONTENTION:
             lines.append(
                 f"  WARNING: other processes took {other:.0%} of the proxy's CPU "
                 "meanwhile: unreliable"
+            )
+        elif share is not None and share < SATURATED:
+            lines.append(
+                f"  {name} was {share:.0%} busy: its msg/s understate it "
+                "(compare CPU/msg)"
             )
     ratios = report.get("ratios") or {}
     if ratios.get("messages_per_second") is not None:
@@ -742,6 +766,12 @@ def summariseWebSocket(report: dict[str, Any]) -> str:
                 f"{_fmt(slow.get('backend_rss_peak_sampled_mb'), '.1f')} MB; "
                 f"proxy CPU {_fmt(slow.get('proxy_cpu_share'), '.0%')}"
             )
+            inFlight = slow.get("in_flight_max_bytes")
+            if inFlight is not None:
+                lines.append(
+                    f"  at most {inFlight / MIB:.1f} MiB sent by the backend and not "
+                    "yet read by the client (socket buffers and the proxy)"
+                )
             if _failed(slow):
                 lines.append(f"  error: {_failed(slow)}")
     if report.get("no_bridge"):

@@ -465,6 +465,8 @@ class _ClientBase(Protocol):
 
     def connectionMade(self) -> None:
         self._transport = self.transport  # type: ignore[assignment]
+        # As Autobahn does: small messages go out at once, not after an ACK.
+        self.transport.setTcpNoDelay(True)  # type: ignore[union-attr]
         self._transport.write(handshakeRequest(self._port, self._path, self._key))
 
     def dataReceived(self, data: bytes) -> None:
@@ -926,10 +928,28 @@ def echoOnce(port: int, timeout: float = 10.0) -> str | None:
 
 
 def slowRead(
-    port: int, size: int, messageSize: int, rate: float, timeout: float
+    port: int,
+    size: int,
+    messageSize: int,
+    rate: float,
+    timeout: float,
+    statsPort: int | None = None,
 ) -> dict[str, Any]:
-    """Read C{size} bytes of firehose through C{port} at C{rate} B/s; report them."""
+    """Read C{size} bytes of firehose through C{port} at C{rate} B/s; report them.
+
+    With C{statsPort} (the backend's own port), the backend's count of bytes
+    sent is read every second: what it has sent and we have not read is in
+    flight, in socket buffers and in whatever sits between us. Its largest
+    value is reported; a relay without flow control lets it grow towards
+    C{size}.
+    """
     result: dict[str, Any] = {"size": size, "message_bytes": messageSize}
+    inFlight: list[int] = []
+    nextSample = time.monotonic() + 1.0
+    sentBefore = 0
+    if statsPort is not None:
+        stats = fetchStats(statsPort)
+        sentBefore = 0 if stats is None else int(stats["firehose_bytes"])
     deadline = time.monotonic() + timeout
     began = time.monotonic()
     mask = os.urandom(4)
@@ -971,6 +991,12 @@ def slowRead(
                     break
                 throttle.account(n)
                 data = bytes(scratch[:n])
+                if statsPort is not None and time.monotonic() >= nextSample:
+                    nextSample = time.monotonic() + 1.0
+                    stats = fetchStats(statsPort)
+                    if stats is not None:
+                        sent = int(stats["firehose_bytes"]) - sentBefore
+                        inFlight.append(sent - received)
         except (OSError, FrameError, TimeoutError) as e:
             result["error"] = repr(e)
     seconds = time.monotonic() - began
@@ -980,6 +1006,8 @@ def slowRead(
         seconds=seconds,
         mb_per_s=received / seconds / 1e6 if seconds > 0 else 0.0,
         closed_by=closedBy,
+        in_flight_max_bytes=max(inFlight) if inFlight else None,
+        in_flight_samples=len(inFlight),
         bytes_ok=received == size,
         crc_ok=crc == patternCrc(size),
     )
@@ -1034,6 +1062,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, required=True, help="MB/s")
     p.add_argument("--result-file", type=Path, required=True)
     p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument("--stats-port", type=int, help="the backend's port, for counters")
     args = parser.parse_args(argv)
     raiseFileLimit()
 
@@ -1073,7 +1102,12 @@ def main(argv: list[str] | None = None) -> int:
         _runReactor(startIdle)
         return 0
     result = slowRead(
-        args.port, args.size, args.message_size, args.rate * 1e6, args.timeout
+        args.port,
+        args.size,
+        args.message_size,
+        args.rate * 1e6,
+        args.timeout,
+        args.stats_port,
     )
     args.result_file.write_text(json.dumps(result))
     return 0 if result.get("bytes_ok") and result.get("crc_ok") else 1

@@ -326,6 +326,7 @@ def _report() -> dict[str, Any]:
                 "rss_start_mb": 61.0,
                 "rss_peak_mb": 62.0,
                 "rss_growth_mb": 1.0,
+                "in_flight_max_bytes": 3 * 1024 * 1024,
                 "flat": True,
             }
         },
@@ -372,7 +373,17 @@ def test_summary() -> None:
     assert "2.75x" in text
     assert "1,073,741,824 / 1,073,741,824 bytes ok, CRC ok" in text
     assert "growth 1.0 MB: flat" in text
+    assert "at most 3.0 MiB sent by the backend and not yet read" in text
     assert "WARNING" not in text
+    assert "understate" not in text
+
+
+def test_summaryUnsaturated() -> None:
+    """A proxy that was not kept busy is said to be understated."""
+    report = _report()
+    report["echo"][TWISTED_PROXY]["proxy_cpu_share"] = 0.6
+    text = summariseWebSocket(report)
+    assert "twisted-proxy was 60% busy: its msg/s understate it" in text
 
 
 def test_summaryFailures() -> None:
