@@ -317,8 +317,10 @@ async def test_fragmentedMessagesFromClient(stack: Stack, peers: AsyncioThread) 
     await peers.call(ws.send(iter([b"caf\xc3", b"\xa9 \xe2\x98", b"\x83"]), text=True))
     await peers.call(ws.send(iter([b"x" * 70000, b"y", b"z" * 100000])))
     assert await peers.call(ws.recv()) == "got them"
-    # websockets ends each fragmented message with an empty final frame.
-    assert seen[0] == [b"one-", b"", b"two-", b"three", b""]
+    # Frame by frame: every fragment with a payload crosses as it was (the
+    # bridge may add or keep empty frames: websockets ends each fragmented
+    # message with an empty final frame, Autobahn's streaming API likewise).
+    assert [f for f in seen[0] if f] == [b"one-", b"two-", b"three"]
     assert "".join(seen[1]) == "caf\u00e9 \u2603"
     assert b"".join(seen[2]) == b"x" * 70000 + b"y" + b"z" * 100000
     assert len(seen[2]) >= 3
