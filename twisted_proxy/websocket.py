@@ -37,9 +37,14 @@ from twisted.internet.endpoints import (
     wrapClientTLS,
 )
 from twisted.internet.error import ConnectingCancelledError
-from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IPushProducer,
+    IStreamClientEndpoint,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from twisted_proxy.balancer.state import MemberState
 from twisted_proxy.config.model import WebSocketSettings
@@ -126,6 +131,10 @@ class _Leg:
         if whole is not None:
             whole.append(payload)
             return
+        if not payload:
+            # A zero-length frame was sent whole when it began; Autobahn
+            # reports its (empty) payload as well.
+            return
         other = self.other
         if other is not None and other.isOpen():
             other._sendingFrame -= len(payload)
@@ -161,6 +170,11 @@ class _Leg:
         return result  # type: ignore[no-any-return]
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        # Autobahn leaves this timer behind when the connection is lost.
+        timer = getattr(self, "closeHandshakeTimeoutCall", None)
+        if timer is not None:
+            timer.cancel()
+            self.closeHandshakeTimeoutCall = None
         if not self._propagated:
             self._propagated = True
             self.bridge.legClosed(self, code, reason, clean=False)
@@ -241,6 +255,7 @@ def legFactories(
             openHandshakeTimeout=handshakeTimeout,
             closeHandshakeTimeout=5,
             failByDrop=False,
+            echoCloseCodeReason=True,
             tcpNoDelay=True,
         )
     return server, client
@@ -485,8 +500,8 @@ class WebSocketBridge:
         """Both legs are open: pair the transports as each other's producers."""
         client: Any = self._client
         backend: Any = self._backend
-        client.transport.registerProducer(backend.transport, True)
-        backend.transport.registerProducer(client.transport, True)
+        client.transport.registerProducer(_Reading(backend.transport), True)
+        backend.transport.registerProducer(_Reading(client.transport), True)
         self.activity()
 
     # -- while open --
@@ -592,6 +607,28 @@ class WebSocketBridge:
         balancer = self._context.balancer
         if member is not None and balancer is not None:
             balancer.release(member, ok, failure=None if ok else FAIL_RESET)
+
+
+@implementer(IPushProducer)
+class _Reading:
+    """
+    A leg's transport as the other's producer: paused and resumed with it,
+    never closed when the other connection is lost (that leg closes itself,
+    with its own close handshake).
+    """
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+
+    def pauseProducing(self) -> None:
+        self._transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        # The consumer is gone: never leave this side paused.
+        self._transport.resumeProducing()
 
 
 def _isTLSFailure(reason: Failure) -> bool:

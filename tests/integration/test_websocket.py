@@ -33,18 +33,6 @@ async def peers(stack: Stack) -> AsyncIterator[AsyncioThread]:
     try:
         yield thread
         await thread.closeAll()
-        # Workaround, until test_noCloseTimerOutlivesTheBridge passes: a leg
-        # whose closing handshake was cut short keeps a 5 s timer (a no-op
-        # once it fires); cancel those so the other tests are judged on the
-        # rest. Remove with that test's xfail.
-        for _ in range(100):
-            timers = autobahnTimers(stack.reactor)
-            stale = [call for call, closed in timers if closed]
-            if len(stale) == len(timers):
-                for call in stale:
-                    cancelBucket(call)
-                break
-            await deferLater(stack.reactor, 0.01)
     finally:
         thread.stop()
 
@@ -287,14 +275,6 @@ async def test_sixteenMiBMessageBothWays(stack: Stack, peers: AsyncioThread) -> 
     assert hashlib.sha256(echoed).digest() == hashlib.sha256(payload).digest()
 
 
-EMPTY_FRAME_BUG = (
-    "bridge: a zero-length frame (websockets ends every fragmented message with"
-    " an empty FIN continuation) calls sendMessageFrameData twice; Autobahn"
-    " raises, the connection is dropped (1006)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=EMPTY_FRAME_BUG)
 @pytest_twisted.ensureDeferred
 async def test_fragmentedMessagesFromClient(stack: Stack, peers: AsyncioThread) -> None:
     """
@@ -326,7 +306,6 @@ async def test_fragmentedMessagesFromClient(stack: Stack, peers: AsyncioThread) 
     assert len(seen[2]) >= 3
 
 
-@pytest.mark.xfail(strict=True, reason=EMPTY_FRAME_BUG)
 @pytest_twisted.ensureDeferred
 async def test_fragmentedMessagesFromBackend(
     stack: Stack, peers: AsyncioThread
@@ -442,13 +421,6 @@ async def test_backendCloseReachesClient(
     assert replied not in (None, 1006)
 
 
-ECHO_BUG = (
-    "bridge: each leg answers a close frame itself with 1000 and no reason"
-    " (Autobahn's echoCloseCodeReason is off), not with the peer's code"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=ECHO_BUG)
 @pytest_twisted.ensureDeferred
 async def test_closingPeerGetsItsCodeEchoed(stack: Stack, peers: AsyncioThread) -> None:
     """
@@ -608,15 +580,6 @@ async def test_backendDyingMidSessionIs1011(stack: Stack, peers: AsyncioThread) 
     assert member["last_failure"] is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bridge: when one leg's TCP connection goes, Twisted calls stopProducing"
-        " on the producer registered with it - the other leg's transport - which"
-        " loseConnection()s it while that leg waits for its close reply; Autobahn"
-        " never cancels that leg's closeHandshakeTimeout (5 s) on connection loss"
-    ),
-)
 @pytest_twisted.ensureDeferred
 async def test_noCloseTimerOutlivesTheBridge(
     stack: Stack, peers: AsyncioThread
