@@ -15,6 +15,9 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -604,3 +607,68 @@ async def test_noCloseTimerOutlivesTheBridge(
     for call, _ in left:
         cancelBucket(call)
     assert left == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_drainedMemberKeepsItsOpenSockets(
+    stack: Stack, peers: AsyncioThread
+) -> None:
+    """
+    A member set to drain gets no new WebSockets, but the ones open on it
+    go on carrying messages until they close.
+    """
+
+    def saying(name: str) -> Any:
+        async def handler(ws: ServerConnection) -> None:
+            async for message in ws:
+                await ws.send(f"{name} {message!s}")
+
+        return handler
+
+    first = await peers.backend("first", handler=saying("first"))
+    second = await peers.backend("second", handler=saying("second"))
+    proxy = await stack.proxy(balancerConfig([first.port, second.port]))
+    ws = await peers.connect(url(proxy))
+    await peers.call(ws.send("before"))
+    owner = str(await peers.call(ws.recv())).split()[0]
+    drained = "a" if owner == "first" else "b"
+    proxy.balancer.setFlags("ws", drained, drain=True)
+    for _ in range(3):
+        other = await peers.connect(url(proxy))
+        await peers.call(other.send("new"))
+        assert str(await peers.call(other.recv())).split()[0] != owner
+        await peers.call(other.close())
+    await peers.call(ws.send("after"))
+    assert await peers.call(ws.recv()) == f"{owner} after"
+
+
+class _PingCounter(WebSocketClientProtocol):  # type: ignore[misc]
+    """A client that counts the pings it is sent (Autobahn answers them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pinged: defer.Deferred[bytes] = defer.Deferred()
+        self.closed: defer.Deferred[None] = defer.Deferred()
+
+    def onPing(self, payload: bytes) -> None:
+        super().onPing(payload)
+        if not self.pinged.called:
+            self.pinged.callback(payload)
+            self.sendClose(1000)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.closed.callback(None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_pingIntervalPingsTheClient(stack: Stack, peers: AsyncioThread) -> None:
+    """With ping_interval, the proxy pings an idle client on its own."""
+    backend = await peers.backend()
+    proxy = await proxyTo(stack, backend, websocket="ping_interval = 0.05")
+    factory = WebSocketClientFactory(url(proxy))
+    client = _PingCounter()
+    factory.protocol = lambda: client  # type: ignore[assignment]
+    endpoint = TCP4ClientEndpoint(stack.reactor, "127.0.0.1", proxy.port)
+    await endpoint.connect(factory)
+    await client.pinged.addTimeout(5, stack.reactor)
+    await client.closed.addTimeout(5, stack.reactor)
