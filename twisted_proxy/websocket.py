@@ -33,7 +33,6 @@ from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
     TCP6ClientEndpoint,
-    connectProtocol,
     wrapClientTLS,
 )
 from twisted.internet.error import ConnectingCancelledError
@@ -42,6 +41,7 @@ from twisted.internet.interfaces import (
     IPushProducer,
     IStreamClientEndpoint,
 )
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -357,7 +357,7 @@ class WebSocketBridge:
         factory.protocols = offeredProtocols(self._pairs)
         leg.factory = factory
         self._backend = leg
-        d = connectProtocol(self._endpoint(), leg)
+        d = self._endpoint().connect(_OneLeg(leg))
         self._connecting = d
         d.addCallbacks(self._tcpConnected, self._connectFailed)
 
@@ -607,6 +607,18 @@ class WebSocketBridge:
         balancer = self._context.balancer
         if member is not None and balancer is not None:
             balancer.release(member, ok, failure=None if ok else FAIL_RESET)
+
+
+class _OneLeg(Factory):
+    """Connects one backend leg (which keeps its Autobahn factory), quietly."""
+
+    noisy = False
+
+    def __init__(self, leg: BackendLeg) -> None:
+        self._leg = leg
+
+    def buildProtocol(self, addr: Any) -> BackendLeg:
+        return self._leg
 
 
 @implementer(IPushProducer)
