@@ -7,8 +7,18 @@ STAMP := $(VENV)/.installed
 # than pyOpenSSL needs, so it lives in a virtualenv of its own.
 SSLYZE_VENV := .venv-sslyze
 SSLYZE := $(SSLYZE_VENV)/bin/sslyze
+# The WebSocket conformance run needs wstest (autobahntestsuite), which runs
+# only on Python 2.7, so it gets a virtualenv of its own, pinned whole.
+# PYTHON27=/path/to/python2.7 picks the interpreter; otherwise the first
+# working one of python2.7 on PATH and pyenv's.
+AUTOBAHN_VENV := .venv-autobahn
+AUTOBAHN_STAMP := $(AUTOBAHN_VENV)/.installed
+AUTOBAHN_REQUIREMENTS := tests/conformance/requirements-autobahn.txt
+PYENV_PYTHON27 := /root/.pyenv/versions/2.7.18/bin/python
+PYTHON27_CANDIDATES = $(strip $(PYTHON27) python2.7 $(PYENV_PYTHON27) \
+	$(filter-out $(PYENV_PYTHON27),$(wildcard $(HOME)/.pyenv/versions/2.7*/bin/python)))
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest bench conformance clean
 
 $(STAMP): pyproject.toml setup.cfg
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +33,32 @@ $(SSLYZE):
 	$(PYTHON) -m venv $(SSLYZE_VENV)
 	$(SSLYZE_VENV)/bin/pip install -q --upgrade pip
 	$(SSLYZE_VENV)/bin/pip install -q "sslyze==6.3.1"
+
+# Python 2.7 has no venv module: virtualenv 20.15.1 (the last that makes 2.7
+# environments) is put in a throwaway directory by 2.7's own pip and run from
+# there.
+$(AUTOBAHN_STAMP): $(AUTOBAHN_REQUIREMENTS)
+	rm -rf $(AUTOBAHN_VENV)
+	@py=; for p in $(PYTHON27_CANDIDATES); do \
+		if "$$p" -c 'import sys; assert sys.version_info[:2] == (2, 7)' 2>/dev/null; \
+		then py=$$p; break; fi; \
+	done; \
+	if [ -z "$$py" ]; then \
+		echo "make conformance: no working Python 2.7 (tried: $(PYTHON27_CANDIDATES))." >&2; \
+		echo "wstest (autobahntestsuite) runs on nothing newer, and Debian no longer" >&2; \
+		echo "packages 2.7: install one (pyenv install 2.7.18) and put it on PATH," >&2; \
+		echo "or name it: make conformance PYTHON27=/path/to/python2.7" >&2; \
+		exit 1; \
+	fi; \
+	echo "$(AUTOBAHN_VENV): $$py"; \
+	boot=$$(mktemp -d) && trap 'rm -rf "$$boot"' EXIT && \
+	"$$py" -m pip install -q --disable-pip-version-check --target "$$boot" \
+		virtualenv==20.15.1 && \
+	PYTHONPATH="$$boot" "$$py" -m virtualenv -q -p "$$py" $(AUTOBAHN_VENV)
+	$(AUTOBAHN_VENV)/bin/pip install -q --disable-pip-version-check \
+		-r $(AUTOBAHN_REQUIREMENTS)
+	$(AUTOBAHN_VENV)/bin/wstest --autobahnversion 2>/dev/null
+	touch $(AUTOBAHN_STAMP)
 
 # The demo: two backends on 127.0.0.1:9001/9002 and the proxy on :8080 in
 # front of them. Ctrl-C stops all three.
@@ -47,5 +83,11 @@ pytest: $(STAMP) $(SSLYZE)
 bench: $(STAMP)
 	$(PY) -m bench
 
+# Autobahn|Testsuite's fuzzingclient against an echo backend, directly and
+# through the proxy (tests/conformance/run.py): fails on any case that passes
+# directly but not through the proxy. Reports in build/conformance/.
+conformance: $(STAMP) $(AUTOBAHN_STAMP)
+	$(PY) -m tests.conformance.run --wstest $(AUTOBAHN_VENV)/bin/wstest
+
 clean:
-	rm -rf $(VENV) $(SSLYZE_VENV) build *.egg-info twisted/plugins/dropin.cache
+	rm -rf $(VENV) $(SSLYZE_VENV) $(AUTOBAHN_VENV) build *.egg-info twisted/plugins/dropin.cache

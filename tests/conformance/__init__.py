@@ -1,0 +1,1 @@
+"""The Autobahn|Testsuite conformance run: echo backend, runner, report."""
