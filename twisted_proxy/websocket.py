@@ -29,12 +29,6 @@ from autobahn.twisted.websocket import (
     WebSocketServerProtocol,
 )
 from autobahn.websocket.types import ConnectingRequest, ConnectionRequest
-from twisted.internet.endpoints import (
-    HostnameEndpoint,
-    TCP4ClientEndpoint,
-    TCP6ClientEndpoint,
-    wrapClientTLS,
-)
 from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import (
     IDelayedCall,
@@ -55,6 +49,7 @@ from twisted_proxy.upstream.connection import (
     FAIL_PROTOCOL,
     FAIL_RESET,
     FAIL_TIMEOUT,
+    Address,
 )
 from twisted_proxy.upstream.tls import TLSPolicy, failureReason
 from twisted_proxy.websocket_rules import (
@@ -68,15 +63,9 @@ from twisted_proxy.websocket_rules import (
 
 _log = Logger()
 
-_IP4 = "0123456789."
-
 # A message in one frame up to this size is relayed as one frame, whole;
 # larger ones, and fragmented ones, go on frame by frame as they arrive.
 _WHOLE_LIMIT = 65536
-
-
-def _isIPv4(host: str) -> bool:
-    return all(c in _IP4 for c in host) and host.count(".") == 3
 
 
 class _Leg:
@@ -332,19 +321,11 @@ class WebSocketBridge:
         return True
 
     def _endpoint(self) -> IStreamClientEndpoint:
-        _, host, port, policy = self._address
-        reactor = self._context.reactor
-        timeout = self._context.settings.connect_timeout
-        endpoint: IStreamClientEndpoint
-        if ":" in host:
-            endpoint = TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
-        elif _isIPv4(host):
-            endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
-        else:
-            endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
-        if policy is not None:
-            creator = self._context.pool.tls.creatorFor(host, policy)
-            endpoint = wrapClientTLS(creator, endpoint)
+        scheme, host, port, policy = self._address
+        wire = "https" if scheme in ("https", "wss") else "http"
+        endpoint: IStreamClientEndpoint = self._context.pool.endpointFor(
+            Address(wire, host, port, policy)
+        )
         return endpoint
 
     def _connect(self) -> None:

@@ -502,6 +502,11 @@ class UpstreamPool:
         self._idle.clear()
         return gatherResults(waits)  # type: ignore[return-value]
 
+    def endpointFor(self, address: Address) -> IStreamClientEndpoint:
+        """Where a connection to C{address} is made (TLS added for https)."""
+        endpoint: IStreamClientEndpoint = self._endpointFactory(address)
+        return endpoint
+
     def _defaultEndpoint(self, address: Address) -> IStreamClientEndpoint:
         scheme, host, port, policy = address
         timeout = self.connectTimeout
