@@ -287,11 +287,25 @@ def formatWorse(
     return "\n".join(lines)
 
 
-def reasonFor(caseReport: Mapping[str, Any]) -> str:
-    """Autobahn's explanation in one case's detail report (its JSON file)."""
+def reasonFor(caseReport: Mapping[str, Any], limit: int = 160) -> str:
+    """
+    Autobahn's explanation in one case's detail report (its JSON file): its
+    verdicts' texts and, for a case short of OK, what it received against
+    what OK expects (each cut to C{limit} characters).
+    """
     parts = [
         str(caseReport.get(key))
         for key in ("result", "resultClose", "wasNotCleanReason")
         if caseReport.get(key)
     ]
+    expected = caseReport.get("expected")
+    shortOfOK = caseReport.get("behavior") != OK
+    if shortOfOK and isinstance(expected, Mapping) and OK in expected:
+        received = _cut(repr(caseReport.get("received")), limit)
+        wanted = _cut(repr(expected[OK]), limit)
+        parts.append(f"received {received}, OK expects {wanted}")
     return " | ".join(parts)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -248,3 +248,20 @@ def test_reasonFor() -> None:
         " handshake"
     )
     assert reasonFor({"result": "ok", "wasNotCleanReason": None}) == "ok"
+
+
+def test_reasonForShortOfOK() -> None:
+    """A case short of OK also shows what it received and what OK expects."""
+    report: dict[str, Any] = {
+        "behavior": "NON-STRICT",
+        "result": "Actual events match at least one expected.",
+        "expected": {"NON-STRICT": [], "OK": [["message", "Hello, world!", False]]},
+        "received": [],
+    }
+    assert reasonFor(report) == (
+        "Actual events match at least one expected."
+        " | received [], OK expects [['message', 'Hello, world!', False]]"
+    )
+    report["received"] = [["message", "x" * 400, False]]
+    assert "received [['message', 'xxxx" in reasonFor(report, limit=40)
+    assert len(reasonFor(report, limit=40)) < 200
