@@ -73,15 +73,18 @@ class Child:
         self.log = log
         self._ready = ready
         self._found: queue.Queue[re.Match[str] | None] = queue.Queue()
-        self.process = subprocess.Popen(
-            argv,
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-        )
+        try:
+            self.process = subprocess.Popen(
+                argv,
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+            )
+        except OSError as e:
+            raise HarnessError(f"{name} did not start: {e}") from e
         assert self.process.stdout is not None
         self._copier = threading.Thread(
             target=self._copy, args=(self.process.stdout,), daemon=True
