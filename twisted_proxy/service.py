@@ -30,6 +30,7 @@ from twisted_proxy.redirect import RedirectResource
 from twisted_proxy.requestlog import AccessLogger
 from twisted_proxy.router import RouterResource
 from twisted_proxy.tls import ServerTLS, inspectFiles
+from twisted_proxy.tls_sniff import TLSSniffingFactory
 
 # The access log reaches its file at least this often.
 _LOG_FLUSH_INTERVAL = 1.0
@@ -110,7 +111,10 @@ class ProxyService(MultiService):
             if "h2" in tls.tls.alpn:
                 # HTTP/2 only where the listener asks for it, as ALPN decides.
                 factory = NegotiatingFactory(site)
-            factory = TLSMemoryBIOFactory(tls, False, factory, self._reactor)
+            # Plain HTTP sent to this port gets a 400 saying so, not silence.
+            factory = TLSSniffingFactory(
+                TLSMemoryBIOFactory(tls, False, factory, self._reactor), site
+            )
         return factory
 
     def _warnAboutFiles(self) -> None:
