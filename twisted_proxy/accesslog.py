@@ -48,7 +48,7 @@ class LogRecord:
     """Epoch seconds when the request started."""
     method: bytes
     target: bytes
-    """The request-target as received: raw path and optional ``?query``."""
+    """The request-target as forwarded: normalised path and optional ``?query``."""
     protocol: bytes
     status: int
     bodyBytes: int
@@ -65,6 +65,9 @@ class LogRecord:
     """Variables for ``%{NAME}e``: ``BALANCER_NAME``, ``BALANCER_WORKER_NAME``..."""
     serverName: str = "-"
     """The canonical server name, for ``%v``."""
+    requestLine: bytes | None = None
+    """The request line as received, for ``%r`` (the evidence); C{None}:
+    method, target and protocol."""
 
 
 NAMED_FORMATS = {
@@ -251,9 +254,17 @@ def _query(record: LogRecord) -> str:
     return "" if index < 0 else escapeLogItem(record.target[index:])
 
 
+def _rawLine(record: LogRecord) -> bytes:
+    """The first line of the request, as received."""
+    line = record.requestLine
+    if line is None:
+        line = b"%s %s %s" % (record.method, record.target, record.protocol)
+    return line
+
+
 def _requestLine(record: LogRecord) -> str:
-    """Render ``%r``: the first line of the request."""
-    return escapeLogItem(b"%s %s %s" % (record.method, record.target, record.protocol))
+    """Render ``%r``: the first line of the request, as received."""
+    return escapeLogItem(_rawLine(record))
 
 
 def _user(record: LogRecord) -> str:
@@ -390,6 +401,7 @@ def _formatJSON(record: LogRecord) -> str:
             "time": _isoTimeCache(when).format(millis),
             "remote": record.remoteHost,
             "user": record.remoteUser,
+            "request": _text(_rawLine(record)),
             "method": _text(record.method),
             "uri": _text(record.target),
             "protocol": _text(record.protocol),

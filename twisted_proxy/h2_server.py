@@ -95,8 +95,21 @@ class H2Request(StreamingRequest):
         self._initProxied(0.0, self._front.maxBodyBytes)
         self._length: int | None = None
         self._uploadTimer: IDelayedCall | None = None
+        self._expectContinue = False
 
     # -- called by the stream, while its headers are added --
+
+    def parseCookies(self) -> None:
+        # Called once every header is in, just before Twisted's stream sends
+        # 100 Continue for an Expect header on its own: the header is taken
+        # away here, and the interim answer sent only once the request is
+        # routed and let through (headReceived).
+        headers = self.requestHeaders
+        expect = headers.getRawHeaders(b"expect")
+        if expect is not None:
+            headers.removeHeader(b"expect")
+            self._expectContinue = expect[0].lower() == b"100-continue"
+        server.Request.parseCookies(self)
 
     def gotLength(self, length: int | None) -> None:
         # Called at content-length, before the headers after it are in (or at
@@ -119,6 +132,7 @@ class H2Request(StreamingRequest):
         self.uri = stream.path or b""  # CONNECT has no :path
         self.clientproto = b"HTTP/2"
         self.path = self.uri.split(b"?", 1)[0]
+        self.requestLine = b"%s %s HTTP/2" % (self.method, self.uri)
         headers = self.requestHeaders
         hosts = headers.getRawHeaders(b"host")
         if (
@@ -136,15 +150,26 @@ class H2Request(StreamingRequest):
             headers.setRawHeaders(b"transfer-encoding", [b"chunked"])
         if site.clientCertHeader is not None:
             site.prepareRequest(self, self._connection.transport)
-        problem = refusal(self, length)
+        settings = site.settings
+        fields = sum(len(values) for _, values in headers.getAllRawHeaders())
+        if fields > settings.max_headers:
+            self.respondError(400, f"more than {settings.max_headers} header fields")
+            return
+        problem = refusal(self, length, settings.merge_slashes)
         if problem is not None:
             self.respondError(*problem)
             return
+        if self.target is None:
+            # OPTIONS *: the proxy answers for itself.
+            self.respondOptions()
+            return
         if not endStream:
             self._uploadTimer = site.reactor.callLater(
-                site.settings.idle_timeout, self._uploadStalled
+                settings.idle_timeout, self._uploadStalled
             )
         self.bodyConsumer = site.resource.startStream(self)
+        if self._expectContinue and not self.startedWriting and not self.finished:
+            self._connection.sendContinue(stream.streamID)
 
     # -- the body --
 
@@ -303,6 +328,10 @@ class H2ProxyConnection(H2Connection):
         """Cut the connection now."""
         if self.transport is not None:
             self.transport.abortConnection()
+
+    def sendContinue(self, streamID: int) -> None:
+        """Ask the client for the body of stream C{streamID} (100 Continue)."""
+        self._send100Continue(streamID)
 
     def resetStream(
         self, streamID: int, code: ErrorCodes = ErrorCodes.INTERNAL_ERROR

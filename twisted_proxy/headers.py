@@ -65,6 +65,9 @@ _FORWARDED_OTHERS: tuple[bytes, ...] = (
     b"x-forwarded-port",
 )
 _FORWARDED_ALL: frozenset[bytes] = frozenset({b"x-forwarded-for", *_FORWARDED_OTHERS})
+# What else a client could claim about itself: dropped from an untrusted
+# client, as its X-Forwarded-* are (RFC 7239's header and nginx's).
+_CLIENT_CLAIMS: frozenset[bytes] = frozenset({b"forwarded", b"x-real-ip"})
 
 _VIA_VERSIONS: dict[bytes, bytes] = {
     b"HTTP/1.0": b"1.0",
@@ -227,9 +230,11 @@ class RequestHeaderRewriter:
     """
     Turn a client's request headers into the headers sent to one route's backend.
 
-    Built once per route. L{rewrite} removes hop-by-hop headers, sets C{Host},
-    adds C{X-Forwarded-*} and C{Via}, then applies the route's C{RequestHeader}
-    directives (which win over everything the proxy added).
+    Built once per route. L{rewrite} removes hop-by-hop headers and header
+    names with an underscore, sets C{Host}, replaces C{X-Forwarded-*} (and
+    drops an untrusted client's C{Forwarded} and C{X-Real-IP}), adds C{Via},
+    then applies the route's C{RequestHeader} directives (which win over
+    everything the proxy added).
 
     The headers the proxy adds come after the client's C{Connection} tokens
     have been applied, so C{Connection: X-Forwarded-For} cannot strip them.
@@ -277,7 +282,7 @@ class RequestHeaderRewriter:
         # From an untrusted client every X-Forwarded-* is the proxy's own; a
         # trusted proxy's are kept, except For, which is collected and extended.
         if self._forwarded:
-            self._dropUntrusted = frozenset(base | _FORWARDED_ALL)
+            self._dropUntrusted = frozenset(base | _FORWARDED_ALL | _CLIENT_CLAIMS)
             self._dropTrusted = frozenset(base | {b"x-forwarded-for"})
         else:
             self._dropUntrusted = self._dropTrusted = frozenset(base)
@@ -335,6 +340,11 @@ class RequestHeaderRewriter:
         priorXFF: list[bytes] | None = None
         for item in headers:
             lower = item[0].lower()
+            if b"_" in lower:
+                # X_Forwarded_For, Content_Length: many backends (CGI, WSGI,
+                # PHP) read "_" as "-", so such a name could stand in for a
+                # header the proxy controls; dropped, as nginx does.
+                continue
             if lower in drop:
                 if lower == b"connection":
                     if tokens is None:
@@ -356,9 +366,14 @@ class RequestHeaderRewriter:
 
         out: Headers = []
         if self._emitHost:
-            host = client.host if self._preserveHost else None
-            if host is None:
-                host = upstreamHost if upstreamHost is not None else self._upstreamHost
+            if self._preserveHost:
+                # An HTTP/1.0 client may send no Host: the public name, then,
+                # as Apache does, never the backend's own address.
+                host = client.host if client.host is not None else self._serverName
+            elif upstreamHost is not None:
+                host = upstreamHost
+            else:
+                host = self._upstreamHost
             out.append((b"Host", host))
         out.extend(kept)
 

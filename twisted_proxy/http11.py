@@ -4,12 +4,14 @@ chunked-body decoder. Errors carry the status a server answers them with.
 
 The rules are RFC 9112's, strict where leniency lets a request be read two
 ways (request smuggling): Content-Length beside Transfer-Encoding, differing
-Content-Lengths, a final coding other than chunked, obsolete line folding,
-whitespace before a header's colon, control characters in values.
+Content-Lengths, a coding other than exactly chunked, obsolete line folding,
+whitespace before a header's colon, lines ending in a bare LF, control
+characters in the target, in values, in chunk lines and trailers.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,8 +22,15 @@ _TCHAR = frozenset(
     b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 )
 _HEX = frozenset(b"0123456789abcdefABCDEF")
-_BAD_VALUE = (b"\x00", b"\r", b"\n")
-_VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
+# Control bytes a head may not carry anywhere (HTAB is whitespace; CR and LF
+# are allowed only as CRLF, which is checked by counting).
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# What a request-target may hold: printable ASCII and bytes outside ASCII.
+_TARGET_BYTES = bytes(range(0x21, 0x7F)) + bytes(range(0x80, 0x100))
+_VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
+
+MAX_HEADERS = 100
+"""Header fields a request may have, by default (C{max_headers})."""
 
 NO_BODY = 0
 """C{RequestHead.length} of a request without a body."""
@@ -45,33 +54,76 @@ class RequestHead:
     method: bytes
     target: bytes
     version: bytes
+    """C{HTTP/1.0} or C{HTTP/1.1}: a later 1.x is answered as 1.1."""
     headers: Headers
     length: int
     """Body bytes to read; L{NO_BODY}, or L{CHUNKED}."""
     keepAlive: bool
     expectContinue: bool
     headBytes: int
+    requestLine: bytes = b""
+    """The request line as received."""
 
 
-def parseRequestHead(head: bytes) -> RequestHead:
+def parseRequestLine(line: bytes) -> tuple[bytes, bytes, bytes]:
     """
-    Parse a request head: everything before the blank line (which is not
-    included). Raises L{HTTPError} for what must be refused.
+    Split a request line into method, target and version (C{HTTP/1.0} or
+    C{HTTP/1.1}); raise L{HTTPError} for what must be refused.
     """
-    lines = head.split(b"\r\n")
-    requestLine = lines[0]
-    parts = requestLine.split(b" ")
+    parts = line.split(b" ")
     if len(parts) != 3:
+        if len(parts) == 2 and parts[0] and _TCHAR.issuperset(parts[0]):
+            raise HTTPError(400, "HTTP/0.9 request (no protocol version)")
         raise HTTPError(400, "malformed request line")
     method, target, version = parts
     if not method or not _TCHAR.issuperset(method):
         raise HTTPError(400, "malformed request method")
-    if not target or b"\x00" in target or b"\t" in target:
+    if not target:
         raise HTTPError(400, "malformed request target")
-    if version not in _VERSIONS:
-        if version.startswith(b"HTTP/"):
-            raise HTTPError(505, "HTTP version not supported")
+    if target.translate(None, _TARGET_BYTES):
+        raise HTTPError(400, "a control character in the request target")
+    if version == b"HTTP/1.1" or version == b"HTTP/1.0":
+        return method, target, version
+    numbers = _VERSION.fullmatch(version)
+    if numbers is None:
         raise HTTPError(400, "malformed request line")
+    if numbers.group(1) != b"1":
+        raise HTTPError(505, "HTTP version not supported")
+    # RFC 9110 6.2: a later HTTP/1.x is answered as the highest we speak.
+    return method, target, b"HTTP/1.1"
+
+
+def checkHeadStart(data: bytes) -> None:
+    """
+    Refuse an incomplete request head at once when what has arrived already
+    cannot become a valid one: a bare LF (a client that ends lines with LF
+    alone would otherwise wait for a CRLF CRLF that never comes), or a
+    complete request line that is wrong (an HTTP/0.9 request, which waits
+    for its answer after one line).
+    """
+    if data.count(b"\n") != data.count(b"\r\n"):
+        raise HTTPError(400, "bare LF in the request head")
+    end = data.find(b"\r\n")
+    if end >= 0:
+        parseRequestLine(data[:end])
+
+
+def parseRequestHead(head: bytes, maxHeaders: int = MAX_HEADERS) -> RequestHead:
+    """
+    Parse a request head: everything before the blank line (which is not
+    included). Raises L{HTTPError} for what must be refused.
+    """
+    if _CONTROL.search(head) is not None:
+        raise HTTPError(400, "a control character in the request head")
+    if head.count(b"\r") != head.count(b"\n") or head.count(b"\n") != head.count(
+        b"\r\n"
+    ):
+        raise HTTPError(400, "bare CR or LF in the request head")
+    lines = head.split(b"\r\n")
+    if len(lines) - 1 > maxHeaders:
+        raise HTTPError(400, f"more than {maxHeaders} header fields")
+    requestLine = lines[0]
+    method, target, version = parseRequestLine(requestLine)
     headers: Headers = []
     length = NO_BODY
     lengthSeen: bytes | None = None
@@ -85,16 +137,15 @@ def parseRequestHead(head: bytes) -> RequestHead:
             # whitespace between the name and the colon.
             raise HTTPError(400, "malformed header line")
         value = value.strip(b" \t")
-        for bad in _BAD_VALUE:
-            if bad in value:
-                raise HTTPError(400, "control character in a header value")
-        headers.append((name, value))
         lower = name.lower()
         if lower == b"content-length":
             if not value.isdigit() or len(value) > 18:
                 raise HTTPError(400, "malformed Content-Length")
-            if lengthSeen is not None and value != lengthSeen:
-                raise HTTPError(400, "conflicting Content-Length headers")
+            if lengthSeen is not None:
+                if value != lengthSeen:
+                    raise HTTPError(400, "conflicting Content-Length headers")
+                # The same length twice: forwarded once.
+                continue
             lengthSeen = value
         elif lower == b"transfer-encoding":
             transferEncoding = (
@@ -104,14 +155,13 @@ def parseRequestHead(head: bytes) -> RequestHead:
             connection += b"," + value.lower()
         elif lower == b"expect":
             expect = value.lower() == b"100-continue"
+        headers.append((name, value))
     if transferEncoding is not None:
         if lengthSeen is not None:
             raise HTTPError(400, "Content-Length with Transfer-Encoding")
-        codings = [c.strip().lower() for c in transferEncoding.split(b",")]
-        if codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
-            raise HTTPError(400, "unsupported Transfer-Encoding")
         if version == b"HTTP/1.0":
             raise HTTPError(400, "Transfer-Encoding in an HTTP/1.0 request")
+        _checkTransferEncoding(transferEncoding)
         length = CHUNKED
     elif lengthSeen is not None:
         length = int(lengthSeen)
@@ -127,7 +177,25 @@ def parseRequestHead(head: bytes) -> RequestHead:
         keepAlive=keepAlive,
         expectContinue=expect and version == b"HTTP/1.1",
         headBytes=len(head) + 4,
+        requestLine=requestLine,
     )
+
+
+def _checkTransferEncoding(value: bytes) -> None:
+    """
+    Accept exactly C{chunked}: anything else could be framed two ways by the
+    proxy and the backend (a coding dropped on the way is a body misread).
+    """
+    codings = [c.strip(b" \t").lower() for c in value.split(b",")]
+    if codings == [b"chunked"]:
+        return
+    if (
+        codings[-1] == b"chunked"
+        and codings.count(b"chunked") == 1
+        and all(c and _TCHAR.issuperset(c) for c in codings)
+    ):
+        raise HTTPError(501, "transfer codings other than chunked are not supported")
+    raise HTTPError(400, "unsupported Transfer-Encoding")
 
 
 # ChunkedDecoder states.
@@ -137,6 +205,8 @@ _DATA_END = 2
 _TRAILER = 3
 _DONE = 4
 _MAX_LINE = 4096
+# Trailer lines are read and dropped, up to this much in all.
+_MAX_TRAILERS = 65536
 
 
 class ChunkedDecoder:
@@ -153,6 +223,7 @@ class ChunkedDecoder:
         self._state = _SIZE
         self._remaining = 0
         self._buffer = b""
+        self._trailerBytes = 0
 
     @property
     def done(self) -> bool:
@@ -181,13 +252,20 @@ class ChunkedDecoder:
                 continue
             if state == _DONE:
                 return data
-            end = data.find(b"\r\n")
+            if state == _DATA_END and data[:2] != b"\r\n"[: len(data)]:
+                # Chunk data longer than its size: refused at once.
+                raise HTTPError(400, "malformed chunked body")
+            end = data.find(b"\n")
             if end < 0:
                 if len(data) > _MAX_LINE:
                     raise HTTPError(400, "chunk line too long")
                 self._buffer = data
                 return b""
-            line, data = data[:end], data[end + 2 :]
+            if not end or data[end - 1] != 13:  # 13: CR
+                raise HTTPError(400, "bare LF in a chunked body")
+            line, data = data[: end - 1], data[end + 1 :]
+            if _CONTROL.search(line) is not None or b"\r" in line:
+                raise HTTPError(400, "a control character in a chunked body")
             if state == _DATA_END:
                 if line:
                     raise HTTPError(400, "malformed chunked body")
@@ -201,4 +279,11 @@ class ChunkedDecoder:
             elif not line:
                 self._state = _DONE
                 self._onEnd()
+            else:
+                name, sep, _ = line.partition(b":")
+                if not sep or not name or not _TCHAR.issuperset(name):
+                    raise HTTPError(400, "malformed trailer line")
+                self._trailerBytes += len(line)
+                if self._trailerBytes > _MAX_TRAILERS:
+                    raise HTTPError(400, "trailers too large")
         return b""

@@ -29,9 +29,16 @@ from twisted_proxy.compress import GzipStream, compressedHeaders, shouldCompress
 from twisted_proxy.config import parseTarget
 from twisted_proxy.config.model import Balancer, ProxySettings, Route
 from twisted_proxy.headers import ClientInfo, RequestHeaderRewriter, formatHostPort
+from twisted_proxy.requesttarget import TargetError
 from twisted_proxy.reverse import ReverseRewriter, routePrefixes
 from twisted_proxy.routing import upstreamTarget
-from twisted_proxy.site import IStreamingResource, ProxiedRequest, errorHeaders
+from twisted_proxy.site import (
+    ALLOWED_METHODS,
+    IStreamingResource,
+    ProxiedRequest,
+    errorHeaders,
+    targetOf,
+)
 from twisted_proxy.upstream.connection import (
     FAIL_CONNECT,
     FAIL_RESET,
@@ -291,6 +298,19 @@ class ReverseProxyResource(Resource):
             )
             _respondError(request, 403, "forbidden")
             return None
+        try:
+            target = targetOf(request, self.context.settings.merge_slashes)
+            upstreamPath = upstreamTarget(plan.frontPath, plan.targetPath, target)
+        except (TargetError, ValueError) as e:
+            # Only under an ordinary twisted.web Site: the proxy's own front
+            # ends normalise (and refuse) targets before routing.
+            _respondError(request, 400, str(e))
+            return None
+        if request.method == b"TRACE" and not plan.route.trace:
+            _respondError(
+                request, 405, "TRACE is not allowed here", [(b"Allow", ALLOWED_METHODS)]
+            )
+            return None
         if plan.websocket and buffered is None and hasattr(request.channel, "detach"):
             pairs = _headerPairs(request)
             if isUpgrade(request.method, pairs):
@@ -298,7 +318,7 @@ class ReverseProxyResource(Resource):
 
                 WebSocketBridge(request, plan, self.context, pairs).start()
                 return None
-        exchange = ProxyExchange(request, plan, self.context, buffered)
+        exchange = ProxyExchange(request, plan, self.context, buffered, upstreamPath)
         exchange.start()
         return exchange
 
@@ -357,13 +377,18 @@ def _clientAddress(request: Any) -> str:
     return str(getattr(address, "host", "") or "")
 
 
-def _respondError(request: Any, status: int, message: str) -> None:
+def _respondError(
+    request: Any,
+    status: int,
+    message: str,
+    headers: list[tuple[bytes, bytes]] = (),  # type: ignore[assignment]
+) -> None:
     if isinstance(request, ProxiedRequest):
-        request.respondError(status, message)
+        request.respondError(status, message, headers)
         return
     body = (message + "\n").encode()
     request.setResponseCode(status)
-    for name, value in errorHeaders(None, len(body)):
+    for name, value in errorHeaders(None, len(body), headers):
         request.responseHeaders.addRawHeader(name, value)
     request.write(body)
     request.finish()
@@ -400,9 +425,11 @@ class ProxyExchange:
         plan: _RoutePlan,
         context: ProxyContext,
         buffered: bytes | None,
+        upstreamPath: bytes,
     ) -> None:
         self._request = request
         self._plan = plan
+        self._upstreamPath = upstreamPath
         self._context = context
         self._address: Address = plan.address or Address("http", "", 0)
         self._member: MemberState | None = None
@@ -485,8 +512,11 @@ class ProxyExchange:
                 out.append(b"Content-Length: %d\r\n" % len(buffered))
         elif self._chunked:
             out.append(b"Transfer-Encoding: chunked\r\n")
-        target = upstreamTarget(plan.frontPath, plan.targetPath, request.uri)
-        return b"%s %s HTTP/1.1\r\n%s\r\n" % (request.method, target, b"".join(out))
+        return b"%s %s HTTP/1.1\r\n%s\r\n" % (
+            request.method,
+            self._upstreamPath,
+            b"".join(out),
+        )
 
     def start(self) -> None:
         """Get a backend connection and send the request."""

@@ -45,6 +45,7 @@ from twisted_proxy.http11 import (
     ChunkedDecoder,
     HTTPError,
     RequestHead,
+    checkHeadStart,
     parseRequestHead,
 )
 from twisted_proxy.site import (
@@ -158,6 +159,7 @@ class ProxyRequest(ProxiedRequest):
         self._initProxied(channel.site.reactor.seconds(), channel.site.maxBodyBytes)
         self.headBytes = head.headBytes
         self.bodyComplete = head.length == NO_BODY
+        self.requestLine = head.requestLine
 
     # -- what resources and the access log ask of a request --
 
@@ -343,6 +345,11 @@ class HTTPServerChannel(Protocol):
         limit = self.site.settings.max_header_bytes
         end = buffer.find(b"\r\n\r\n", 0, limit + 4)
         if end < 0:
+            try:
+                checkHeadStart(buffer[:limit])
+            except HTTPError as e:
+                self.refuse(e.status, e.message, _firstLine(buffer))
+                return False
             if len(buffer) > limit:
                 if b"\r\n" not in buffer[:limit]:
                     self.refuse(414, "request line too long")
@@ -353,9 +360,9 @@ class HTTPServerChannel(Protocol):
             return False
         head, self._buffer = buffer[:end], buffer[end + 4 :]
         try:
-            parsed = parseRequestHead(head)
+            parsed = parseRequestHead(head, self.site.settings.max_headers)
         except HTTPError as e:
-            self.refuse(e.status, e.message)
+            self.refuse(e.status, e.message, _firstLine(head))
             return False
         self._startRequest(parsed)
         return True
@@ -380,16 +387,31 @@ class HTTPServerChannel(Protocol):
             self._arm(self.site.settings.idle_timeout, _UPLOAD)
         if self.site.clientCertHeader is not None:
             self.site.prepareRequest(request, self.transport)
-        problem = refusal(request, None if head.length == CHUNKED else head.length)
+        problem = refusal(
+            request,
+            None if head.length == CHUNKED else head.length,
+            self.site.settings.merge_slashes,
+        )
         if problem is not None:
             # Refused on its head alone: answer, then close (nothing after it
             # on this connection is to be trusted).
             self.persistent = False
             request.respondError(*problem)
             return
-        if head.expectContinue and self._state == _BODY:
-            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if request.target is None:
+            # OPTIONS *: the proxy answers for itself.
+            request.respondOptions()
+            return
         request.bodyConsumer = self.site.resource.startStream(request)
+        if (
+            head.expectContinue
+            and self._state == _BODY
+            and not request.startedWriting
+            and not request.finished
+        ):
+            # Only now that the route and its access list let it through is
+            # the client asked for its body.
+            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if self._state == _WAIT:
             consumer, request.bodyConsumer = request.bodyConsumer, None
             if consumer is not None:
@@ -551,8 +573,13 @@ class HTTPServerChannel(Protocol):
         protocol.makeConnection(transport)
         return leftover
 
-    def refuse(self, status: int, message: str) -> None:
-        """Answer C{status} outside any request and close the connection."""
+    def refuse(
+        self, status: int, message: str, requestLine: bytes | None = None
+    ) -> None:
+        """
+        Answer C{status} outside any request and close the connection;
+        C{requestLine} is what the client sent as one, for the access log.
+        """
         if self.abandoned:
             return
         self.abandoned = True
@@ -567,10 +594,9 @@ class HTTPServerChannel(Protocol):
         self.writeSequence([*head, body])
         peer = str(getattr(self.transport.getPeer(), "host", "-"))
         if self.site.accessLog is not None:
-            line = b""
+            line = requestLine or b""
             if self.request is not None:
-                r = self.request
-                line = b" ".join((r.method, r.uri, r.clientproto))
+                line = self.request.requestLine or b""
             self.site.accessLog.logRefusal(peer, line, status, len(body))
         self.site._log.info(
             "refused {peer}: {status} {message}",
@@ -636,6 +662,11 @@ class HTTPServerChannel(Protocol):
                 request.refuseBody(408, "request body not received in time")
             else:
                 self.abortConnection()
+
+
+def _firstLine(data: bytes) -> bytes:
+    """The first line of C{data} (to a CR or LF), at most 8 KiB of it."""
+    return data[:8192].split(b"\n", 1)[0].split(b"\r", 1)[0]
 
 
 class HTTPProxyFactory(ServerFactory):

@@ -60,6 +60,7 @@ class AccessLogger:
             responseHeaders=responseHeader,
             env=request.logEnv,
             serverName=self._serverName,
+            requestLine=request.requestLine,
         )
         self._writer.log(self._format(record))
 
@@ -86,6 +87,7 @@ class AccessLogger:
             bytesIn=0,
             duration=0.0,
             serverName=self._serverName,
+            requestLine=requestLine or None,
         )
         self._writer.log(self._format(record))
 

@@ -34,7 +34,7 @@ class RouterResource(Resource):
 
     def _resourceFor(self, request: Any) -> ReverseProxyResource | None:
         hosts = request.requestHeaders.getRawHeaders(b"host")
-        route = self._table.match(hosts[0] if hosts else None, request.path)
+        route = self._table.match(hosts[0] if hosts else None, request.matchPath)
         if route is None:
             return None
         return self._resources.get(route.index)

@@ -1,8 +1,9 @@
 """
 Route matching: which ``[[route]]`` answers a request, and what the upstream sees.
 
-Pure and per request: the table is sorted once, and matching compares raw
-(undecoded) path bytes, so ``%2F`` in a path is never mistaken for a ``/``.
+Pure and per request: the table is sorted once, and matching compares the
+request's normalised path (L{twisted_proxy.requesttarget}) with the routes'
+prefixes, byte for byte: ``%2F`` in a path is never mistaken for a ``/``.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from functools import lru_cache
 from urllib.parse import quote
 
 from twisted_proxy.config.model import Route
+from twisted_proxy.requesttarget import RequestTarget
 
-__all__ = ["RouteTable", "normalizeHost", "originForm", "upstreamTarget"]
+__all__ = ["RouteTable", "normalizeHost", "upstreamTarget"]
 
 # Everything printable in ASCII stays as written; only non-ASCII, spaces and
 # controls in a configured path are percent-encoded, as a client would send them.
@@ -70,8 +72,9 @@ class _Entry:
         prefix = _encodePath(route.path) or b"/"
         self.prefix = prefix
         if prefix.endswith(b"/"):
-            # "/api/users/" also answers the bare "/api/users".
-            self.exact = prefix[:-1]
+            # As Apache's ProxyPass: "/api/users/" answers "/api/users/..."
+            # only, never the bare "/api/users".
+            self.exact: bytes | None = None
             self.under = prefix
         else:
             # Like Apache, "/api" matches "/api" and "/api/..." but not "/apix".
@@ -89,17 +92,22 @@ class _Entry:
             self.host = host
 
     def sortKey(self) -> tuple[int, int, int, int]:
-        """Longest prefix first; then exact host, wildcard host, no host."""
-        return (-len(self.prefix), -self.hostKind, -len(self.host), self.route.index)
+        """
+        The host first (exact, then the longest wildcard, then none), then the
+        longest prefix, then file order.
+        """
+        return (-self.hostKind, -len(self.host), -len(self.prefix), self.route.index)
 
 
 class RouteTable:
     """
     The routes of one configuration, ready for per-request matching.
 
-    The longest matching path prefix wins; among equally long prefixes a route
-    for the request's host beats a wildcard host, which beats a route for any
-    host. Ties keep the order of the file.
+    The host is chosen first: among the routes of the request's host (an
+    exact name, else the most specific C{*.domain}), the longest matching
+    path prefix wins; the routes of a less specific host, and last the
+    host-less ones, are tried only when none of those matches the path. Ties
+    keep the order of the file.
     """
 
     def __init__(self, routes: Sequence[Route]) -> None:
@@ -108,21 +116,19 @@ class RouteTable:
         self._entries = tuple(entries)
         self._anyHost = all(e.hostKind == _HOST_NONE for e in entries)
 
+    @property
+    def routes(self) -> tuple[Route, ...]:
+        """The routes in the order matching tries them."""
+        return tuple(e.route for e in self._entries)
+
     def match(self, host: bytes | None, path: bytes) -> Route | None:
         """
         Return the route answering C{path} on C{host}, or C{None}.
 
         :param host: the raw ``Host`` header value (port and case ignored).
-        :param path: the raw request path (or whole request-target: anything
-            from ``?`` on is ignored, an absolute-form target is understood).
+        :param path: the request's normalised path, without its query and
+            its path parameters (L{RequestTarget.match}).
         """
-        if path[:1] != b"/":
-            path = originForm(path)
-        query = path.find(b"?")
-        if query >= 0:
-            path = path[:query]
-        if not path:
-            path = b"/"
         name = None if self._anyHost else normalizeHost(host)
         for entry in self._entries:
             if path != entry.exact and not path.startswith(entry.under):
@@ -140,66 +146,36 @@ class RouteTable:
         return None
 
 
-def originForm(target: bytes) -> bytes:
-    """
-    Return the origin form (path and query) of a request-target.
-
-    An absolute-form target (``http://host/path?q``), which HTTP/1.1 servers
-    must accept, loses its scheme and authority; anything else is returned as is.
-    """
-    if target[:1] == b"/":
-        return target
-    scheme = target.find(b"://")
-    if scheme < 0:
-        return target
-    start = scheme + 3
-    end = len(target)
-    for separator in (b"/", b"?"):
-        index = target.find(separator, start)
-        if 0 <= index < end:
-            end = index
-    rest = target[end:]
-    return rest if rest[:1] == b"/" else b"/" + rest
-
-
 @lru_cache(maxsize=1024)
 def _targetParts(routePath: str, targetPath: str) -> tuple[bytes, bytes]:
     """Return the encoded route prefix and target prefix for L{upstreamTarget}."""
     return _encodePath(routePath) or b"/", _encodePath(targetPath) or b"/"
 
 
-def upstreamTarget(routePath: str, targetPath: str, rawTarget: bytes) -> bytes:
+def upstreamTarget(routePath: str, targetPath: str, target: RequestTarget) -> bytes:
     """
     Rewrite a request-target for the backend: swap the route's prefix for the target's.
 
-    Byte for byte, with no decoding: ``%2F``, ``%20`` and ``+`` reach the backend
-    as the client sent them. The join never doubles or drops a slash.
+    Byte for byte on the normalised target: ``%2F``, ``%20`` and ``+`` reach
+    the backend as the client sent them. The join never doubles or drops a
+    slash.
 
     :param routePath: the matched route's C{path}, e.g. ``"/api/users/"``.
     :param targetPath: the path of the route's C{to} URL, e.g. ``"/"``.
-    :param rawTarget: the request-target as received,
-        e.g. ``b"/api/users/x%2Fy?q=1+2"`` (an absolute-form target is reduced
-        to its path and query first).
-    :raise ValueError: if C{rawTarget} is not under C{routePath}.
+    :param target: the request's normalised target, e.g. the one of
+        ``b"/api/users/x%2Fy?q=1+2"``.
+    :raise ValueError: if C{target} is not under C{routePath}.
     """
-    prefix, target = _targetParts(routePath, targetPath)
-    if rawTarget[:1] != b"/":
-        rawTarget = originForm(rawTarget)
-    if rawTarget.startswith(prefix):
-        rest = rawTarget[len(prefix) :]
-    elif (
-        prefix.endswith(b"/")
-        and rawTarget.startswith(prefix[:-1])
-        and rawTarget[len(prefix) - 1 : len(prefix)] in (b"", b"?")
-    ):
-        rest = rawTarget[len(prefix) - 1 :]
-    else:
-        raise ValueError(f"{rawTarget!r} is not under the route path {routePath!r}")
+    prefix, base = _targetParts(routePath, targetPath)
+    rest = target.after(prefix)
+    if rest is None:
+        raise ValueError(f"{target.path!r} is not under the route path {routePath!r}")
+    rest += target.query
     if not rest:
-        return target
+        return base
     first = rest[:1]
     if first == b"?":
-        return target + rest
-    if target.endswith(b"/"):
-        return target + rest[1:] if first == b"/" else target + rest
-    return target + rest if first == b"/" else target + b"/" + rest
+        return base + rest
+    if base.endswith(b"/"):
+        return base + rest[1:] if first == b"/" else base + rest
+    return base + rest if first == b"/" else base + b"/" + rest

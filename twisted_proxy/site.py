@@ -8,7 +8,9 @@ of proxied request do: the proxy's own front end (L{twisted_proxy.http_server})
 and L{StreamingRequest}, the request factory that makes an ordinary
 twisted.web C{Site} stream to a mounted L{ReverseProxyResource}.
 L{refusal} is what the head alone rules out (CONNECT, a forward-proxy request,
-an ambiguous Host, a body over the limit).
+an ambiguous or malformed Host, a target that cannot be normalised, a body
+over the limit); it also puts the request's target in normal form, once,
+before anything routes, checks or logs it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ from zope.interface import Attribute, Interface
 
 from twisted_proxy._twisted_internals import pendingRequestLine
 from twisted_proxy.headers import ResponseHeaderRewriter
+from twisted_proxy.requesttarget import (
+    RequestTarget,
+    TargetError,
+    isValidHost,
+    normalizeTarget,
+    splitAbsoluteForm,
+)
 
 _REASONS = {
     400: b"Bad Request",
@@ -45,7 +54,7 @@ _REASONS = {
     505: b"HTTP Version Not Supported",
 }
 
-_ALLOW = b"GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
+ALLOWED_METHODS = b"GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
 
 
 def reasonPhrase(status: int) -> bytes:
@@ -107,6 +116,13 @@ class ProxiedRequest:
     finished: Any
 
     def _initProxied(self, startTime: float, maxBodyBytes: int) -> None:
+        # The normalised target (set by refusal()), and the path routes and
+        # access lists match: the path without its path parameters.
+        self.target: RequestTarget | None = None
+        self.matchPath = b"/"
+        # The request line as received, for the access log's %r (None: made
+        # up from method, uri and clientproto).
+        self.requestLine: bytes | None = None
         self.bodyConsumer: IBodyConsumer | None = None
         self.streaming = True
         self.bodyComplete = False
@@ -187,6 +203,17 @@ class ProxiedRequest:
         for name, value in errorHeaders(self.channel.site, len(body), headers):
             rh.addRawHeader(name, value)
         self.finishResponse(body)
+
+    def respondOptions(self) -> None:
+        """Answer C{OPTIONS *}: what the proxy as a whole allows."""
+        self.setResponseCode(200, b"OK")
+        rh = self.responseHeaders
+        for name, value in errorHeaders(
+            self.channel.site, 0, [(b"Allow", ALLOWED_METHODS)]
+        ):
+            if name != b"Content-Type":
+                rh.addRawHeader(name, value)
+        self.finishResponse()
 
     def finishResponse(self, body: bytes = b"") -> None:
         """
@@ -321,45 +348,84 @@ def errorHeaders(
         (b"Date", datetimeToString()),
         (b"Content-Type", b"text/plain; charset=utf-8"),
         (b"Content-Length", b"%d" % length),
-        *extra,
     ]
+    # Connection is the proxy's own word on this hop: the rewriter, which
+    # drops a backend's hop-by-hop headers, must not drop it.
+    hop = [h for h in extra if h[0].lower() == b"connection"]
+    headers.extend(h for h in extra if h[0].lower() != b"connection")
     rewriter: ResponseHeaderRewriter | None = getattr(site, "responseRewriter", None)
     if rewriter is not None:
         headers = rewriter.rewrite(headers)
-    return headers
+    return headers + hop
 
 
-def refusal(request: ProxiedRequest, length: int | None) -> tuple[int, str] | None:
+def refusal(
+    request: ProxiedRequest, length: int | None, mergeSlashes: bool = True
+) -> tuple[int, str] | None:
     """
     What the head alone rules out, before any backend is involved; None if
-    nothing. Pure apart from reading the request's head.
+    nothing. A request that passes has its target normalised: C{uri},
+    C{path}, C{target} and C{matchPath} are set from it (an absolute-form
+    target naming this proxy becomes origin-form, its authority the Host).
+    C{OPTIONS *} passes with C{uri} C{b"*"} and no C{target}: the front end
+    answers it (L{ProxiedRequest.respondOptions}).
     """
     if request.method == b"CONNECT":
-        request.responseHeaders.setRawHeaders(b"allow", [_ALLOW])
+        request.responseHeaders.setRawHeaders(b"allow", [ALLOWED_METHODS])
         return 405, "CONNECT is not enabled on this listener"
-    hosts = request.requestHeaders.getRawHeaders(b"host")
+    headers = request.requestHeaders
+    hosts = headers.getRawHeaders(b"host")
     if hosts is not None and len(hosts) > 1:
         return 400, "more than one Host header"
     if request.clientproto == b"HTTP/1.1" and not hosts:
         return 400, "missing Host header"
     uri = request.uri
-    if not uri.startswith(b"/") and uri != b"*":
-        lower = uri[:8].lower()
-        if lower.startswith((b"http://", b"https://")):
-            rest = uri.split(b"/", 3)
-            authority = rest[2]
+    if uri[:1] != b"/":
+        if uri == b"*":
+            if request.method != b"OPTIONS":
+                return 400, "the target * is only for OPTIONS"
+        else:
+            parts = splitAbsoluteForm(uri)
+            if parts is None:
+                return 400, "malformed request target"
+            authority, uri = parts
+            if not isValidHost(authority):
+                return 400, "malformed authority in the request target"
             if not _servesAuthority(request, authority):
                 return 403, "this is not a forward proxy"
             # Absolute-form naming a host we serve: carry on in origin-form,
             # with the authority as the Host (RFC 9112 3.2.2).
-            request.uri = b"/" + (rest[3] if len(rest) > 3 else b"")
-            request.path = request.uri.split(b"?", 1)[0]
-            request.requestHeaders.setRawHeaders(b"host", [authority])
-        else:
-            return 400, "malformed request target"
+            hosts = [authority]
+            headers.setRawHeaders(b"host", hosts)
+    if hosts and not isValidHost(hosts[0]):
+        return 400, "malformed Host header"
+    if uri != b"*":
+        try:
+            target = normalizeTarget(uri, mergeSlashes)
+        except TargetError as e:
+            return 400, str(e)
+        request.target = target
+        request.uri = target.path + target.query
+        request.path = target.path
+        request.matchPath = target.match
     if request.maxBodyBytes and length is not None and length > request.maxBodyBytes:
         return 413, "request body too large"
     return None
+
+
+def targetOf(request: Any, mergeSlashes: bool = True) -> RequestTarget:
+    """
+    The request's normalised target: the one L{refusal} made, or (for a
+    request of an ordinary twisted.web C{Site}, which never met L{refusal})
+    made now from its C{uri} and kept on it.
+
+    :raise TargetError: when C{uri} cannot be normalised.
+    """
+    target: RequestTarget | None = getattr(request, "target", None)
+    if target is None:
+        target = normalizeTarget(request.uri, mergeSlashes)
+        request.target = target
+    return target
 
 
 def _servesAuthority(request: ProxiedRequest, authority: bytes) -> bool:
@@ -367,11 +433,13 @@ def _servesAuthority(request: ProxiedRequest, authority: bytes) -> bool:
     Whether an absolute-form target names this proxy: its server_name, a
     route's host, or the address the client connected to.
     """
-    host = authority.rsplit(b"@", 1)[-1].lower()
+    host = authority.lower()
     if host.startswith(b"["):
         host = host[1:].split(b"]", 1)[0]
     elif host.count(b":") == 1:
         host = host.split(b":", 1)[0]
+    if host.endswith(b"."):
+        host = host[:-1]
     name = host.decode("latin-1")
     site = request.channel.site
     names: frozenset[str] = getattr(site, "hostNames", frozenset())

@@ -44,6 +44,7 @@ from twisted_proxy.balancer.state import MemberState
 from twisted_proxy.config.model import WebSocketSettings
 from twisted_proxy.headers import ClientInfo, formatHostPort
 from twisted_proxy.routing import upstreamTarget
+from twisted_proxy.site import targetOf
 from twisted_proxy.upstream.connection import (
     FAIL_CONNECT,
     FAIL_PROTOCOL,
@@ -375,7 +376,7 @@ class WebSocketBridge:
             or (hostName.endswith("]") is False and ":" in hostName)
         ):
             hostName, portText = hostHeader, str(port)
-        target = upstreamTarget(plan.frontPath, plan.targetPath, request.uri)
+        target = upstreamTarget(plan.frontPath, plan.targetPath, targetOf(request))
         return ConnectingRequest(
             host=hostName,
             port=int(portText),

@@ -100,6 +100,7 @@ def test_json() -> None:
         "time": "2000-10-10T13:55:36.250-07:00",
         "remote": "127.0.0.1",
         "user": "frank",
+        "request": "GET /apache_pb.gif?x=1 HTTP/1.0",
         "method": "GET",
         "uri": "/apache_pb.gif?x=1",
         "protocol": "HTTP/1.0",
@@ -112,6 +113,24 @@ def test_json() -> None:
         "user_agent": "Mozilla/4.08 [en] (Win98; I ;Nav)",
         "worker": "http://127.0.0.1:9001",
     }
+
+
+def test_requestLineAsReceivedPathNormalised() -> None:
+    """
+    %r shows the request line as the client sent it (the evidence), %U and
+    %q the normalised path and query the request was routed and forwarded by;
+    the JSON format has both.
+    """
+    rec = record(
+        target=b"/admin/secret?x=1",
+        requestLine=b"GET //admin/./x/../secret?x=1 HTTP/1.1",
+    )
+    assert compileFormat("%r|%U|%q")(rec) == (
+        "GET //admin/./x/../secret?x=1 HTTP/1.1|/admin/secret|?x=1"
+    )
+    parsed = json.loads(compileFormat("json")(rec))
+    assert parsed["request"] == "GET //admin/./x/../secret?x=1 HTTP/1.1"
+    assert parsed["uri"] == "/admin/secret?x=1"
 
 
 def test_jsonOddBytes() -> None:

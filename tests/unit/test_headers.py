@@ -329,10 +329,17 @@ def test_hostRouteNoPreserveOverridesSettings() -> None:
 
 
 def test_hostPreservedButAbsent() -> None:
-    """With preserve_host and no client Host, the upstream host is sent."""
+    """
+    With preserve_host and no client Host (HTTP/1.0), the proxy's
+    server_name is sent, as Apache does, never the backend's own address.
+    """
     client = dataclasses.replace(CLIENT, host=None)
-    out = rewriteRequest([], proxy=settings(preserve_host=True), client=client)
-    assert values(out, b"Host") == [UPSTREAM]
+    out = rewriteRequest(
+        [],
+        proxy=settings(preserve_host=True, server_name="proxy.example.test"),
+        client=client,
+    )
+    assert values(out, b"Host") == [b"proxy.example.test"]
 
 
 def test_hostFirstAndSingle() -> None:

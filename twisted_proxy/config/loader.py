@@ -143,6 +143,8 @@ _PROXY = frozenset(
         "header_timeout",
         "idle_timeout",
         "max_header_bytes",
+        "max_headers",
+        "merge_slashes",
         "max_body_bytes",
         "access_log",
         "access_log_format",
@@ -193,6 +195,7 @@ _ROUTE = frozenset(
         "websocket",
         "tls_ca",
         "tls_verify",
+        "trace",
     }
 )
 _HANDLERS = ("balancer-manager", "status", "metrics")
@@ -639,6 +642,8 @@ class _Checker:
             max_header_bytes=get(
                 "max_header_bytes", self.intAtLeast(1024), d.max_header_bytes
             ),
+            max_headers=get("max_headers", self.intAtLeast(1), d.max_headers),
+            merge_slashes=get("merge_slashes", self.boolean, d.merge_slashes),
             max_body_bytes=get("max_body_bytes", self.intAtLeast(0), d.max_body_bytes),
             access_log=get("access_log", self.accessLog, d.access_log),
             access_log_format=get(
@@ -889,6 +894,7 @@ class _Checker:
             websocket=websocket,
             tls_ca=self.field(table, path, "tls_ca", self.file, None),
             tls_verify=self.field(table, path, "tls_verify", self.boolean, True),
+            trace=self.field(table, path, "trace", self.boolean, False),
         )
         self.backendTLS(path, table, to.scheme if to is not None else None)
         return None if routePath is None else route

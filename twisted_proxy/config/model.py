@@ -59,6 +59,10 @@ class ProxySettings:
     header_timeout: float = 20.0
     idle_timeout: float = 75.0
     max_header_bytes: int = 65536
+    # Header fields a request may carry (more: 400).
+    max_headers: int = 100
+    # "//" in a request path is "/" (nginx's merge_slashes), before routing.
+    merge_slashes: bool = True
     max_body_bytes: int = 0
     access_log: str | None = "-"
     access_log_format: str = "combined"
@@ -163,6 +167,8 @@ class Route:
     # (None: the system trust store), and whether it is verified at all.
     tls_ca: str | None = None
     tls_verify: bool = True
+    # TRACE requests are passed to the backend (else refused with 405).
+    trace: bool = False
 
 
 @dataclass(frozen=True)
