@@ -24,8 +24,11 @@ class Recorder:
         self.ends += 1
 
     def feedBytewise(self, data: bytes) -> None:
-        for i in range(len(data)):
-            self.parser.feed(data[i : i + 1])
+        self.feedInPieces(data, 1)
+
+    def feedInPieces(self, data: bytes, size: int) -> None:
+        for i in range(0, len(data), size):
+            self.parser.feed(data[i : i + size])
 
 
 def test_contentLengthBody() -> None:
@@ -150,4 +153,375 @@ def test_chunkedWithLengthIsNotReused() -> None:
         b"1\r\nx\r\n0\r\n\r\n"
     )
     assert b"".join(r.body) == b"x"
+    assert not r.parser.keepAlive
+
+
+def test_unrequested101IsRefused() -> None:
+    """A 101 nobody asked for is a fault, never a response to relay or reuse."""
+    r = Recorder()
+    with pytest.raises(ResponseParseError, match=r"^unrequested 101 Switching"):
+        r.parser.feed(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n")
+    assert r.heads == []
+    assert r.ends == 0
+
+
+def test_101AcceptedWhenAskedFor() -> None:
+    """A caller that asked for an upgrade gets the 101, and no keep-alive after it."""
+    r = Recorder()
+    r.parser.expect(b"GET", allowUpgrade=True)
+    rest = r.parser.feed(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n")
+    assert rest == b""
+    assert r.heads == [(101, b"Switching Protocols", [(b"Upgrade", b"x")])]
+    assert r.ends == 1
+    assert not r.parser.keepAlive
+
+
+def test_upgradeIsAllowedForOneResponseOnly() -> None:
+    """Allowing a 101 holds for the response asked for, not for the next."""
+    r = Recorder()
+    r.parser.expect(b"GET", allowUpgrade=True)
+    r.parser.expect(b"GET")
+    with pytest.raises(ResponseParseError, match=r"^unrequested 101"):
+        r.parser.feed(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+
+
+@pytest.mark.parametrize("byte", [b"\x00", b"\x01", b"\x08", b"\x1b", b"\x7f"])
+def test_controlCharacterInReasonRefused(byte: bytes) -> None:
+    """A reason phrase with a control byte other than HTAB is refused."""
+    r = Recorder()
+    with pytest.raises(
+        ResponseParseError, match=r"^control character in the reason phrase$"
+    ):
+        r.parser.feed(b"HTTP/1.1 200 O" + byte + b"K\r\nContent-Length: 0\r\n\r\n")
+    assert r.heads == []
+
+
+@pytest.mark.parametrize(
+    ("head", "fault"),
+    [
+        # A bare LF in the reason would carry a header of the backend's choosing.
+        (
+            b"HTTP/1.1 200 OK\nSet-Cookie: session=evil\r\nContent-Length: 0",
+            "control character in the reason phrase",
+        ),
+        (
+            b"HTTP/1.1 200 OK\rSet-Cookie: session=evil\r\nContent-Length: 0",
+            "control character in the reason phrase",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nX-A: 1\nSet-Cookie: session=evil\r\n",
+            "control character in the value of b'X-A'",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nX-A: 1\rSet-Cookie: session=evil\r\n",
+            "control character in the value of b'X-A'",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 0\n",
+            "control character in the value of b'Content-Length'",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nX-A: 1\r\nSet-Cookie\n: x",
+            "header name is not a token: b'Set-Cookie\\n'",
+        ),
+    ],
+)
+def test_bareLineBreakInHeadRefused(head: bytes, fault: str) -> None:
+    """A CR or LF that is not part of a CRLF, anywhere in the head, is refused."""
+    r = Recorder()
+    with pytest.raises(ResponseParseError) as caught:
+        r.parser.feed(head + b"\r\n\r\n")
+    assert str(caught.value) == fault
+    assert r.heads == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        b"X Bad",
+        b"X-Bad ",
+        b"X(Bad)",
+        b'X"Bad',
+        b"X/Bad",
+        b"X@Bad",
+        b"X[Bad]",
+        b"X{Bad}",
+        b"X=Bad",
+        b"X\x00Bad",
+        b"X\x7fBad",
+        b"\xe9t\xe9",
+        b"",
+    ],
+)
+def test_headerNameNotATokenRefused(name: bytes) -> None:
+    """A header name with a byte outside RFC 9110's tchar is refused."""
+    r = Recorder()
+    response = b"HTTP/1.1 200 OK\r\nX-Good: 1\r\n%s: v\r\nContent-Length: 0\r\n\r\n"
+    with pytest.raises(ResponseParseError):
+        r.parser.feed(response % name)
+    assert r.heads == []
+
+
+def test_headerNameNotATokenNamesTheFault() -> None:
+    """The fault names the header, in short."""
+    r = Recorder()
+    with pytest.raises(
+        ResponseParseError, match=r"^header name is not a token: b'X Bad'$"
+    ):
+        r.parser.feed(b"HTTP/1.1 200 OK\r\nX Bad: 1\r\n\r\n")
+
+
+def test_everyTokenCharacterAccepted() -> None:
+    """Every tchar of RFC 9110 is accepted in a header name."""
+    name = (
+        b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    )
+    r = Recorder()
+    r.parser.feed(b"HTTP/1.1 204 No Content\r\n%s: v\r\n\r\n" % name)
+    assert r.heads == [(204, b"No Content", [(name, b"v")])]
+
+
+@pytest.mark.parametrize(
+    "byte", [b"\x00", b"\x01", b"\x08", b"\x0b", b"\x0c", b"\x1b", b"\x1f", b"\x7f"]
+)
+def test_controlCharacterInHeaderValueRefused(byte: bytes) -> None:
+    """A header value with a control byte other than HTAB is refused."""
+    r = Recorder()
+    with pytest.raises(
+        ResponseParseError, match=r"^control character in the value of b'X-Esc'$"
+    ):
+        r.parser.feed(b"HTTP/1.1 200 OK\r\nX-Esc: a" + byte + b"b\r\n\r\n")
+    assert r.heads == []
+
+
+def test_tabAndObsTextAccepted() -> None:
+    """HTAB and bytes 0x80-0xff are allowed in the reason and in values."""
+    obsText = bytes(range(0x80, 0x100))
+    r = Recorder()
+    r.parser.feed(
+        b"HTTP/1.1 200 OK\tfine " + obsText + b"\r\n"
+        b"X-Text: a\tb " + obsText + b"\r\nContent-Length: 0\r\n\r\n"
+    )
+    [(status, reason, headers)] = r.heads
+    assert status == 200
+    assert reason == b"OK\tfine " + obsText
+    assert headers[0] == (b"X-Text", b"a\tb " + obsText)
+
+
+@pytest.mark.parametrize(
+    ("statusLine", "reason"),
+    [
+        (b"HTTP/1.1 200", b""),
+        (b"HTTP/1.1 200 ", b""),
+        (b"HTTP/1.0 599 Odd", b"Odd"),
+        (b"HTTP/1.1 100 Continue", None),
+        (b"HTTP/1.1 404 Not  Found ", b"Not  Found "),
+    ],
+)
+def test_goodStatusLines(statusLine: bytes, reason: bytes | None) -> None:
+    """Status lines with or without a reason parse, the reason kept as sent."""
+    r = Recorder()
+    r.parser.feed(statusLine + b"\r\nContent-Length: 0\r\n\r\n")
+    if reason is None:
+        assert r.heads == []
+    else:
+        assert r.heads[0][:2] == (int(statusLine[9:12]), reason)
+
+
+@pytest.mark.parametrize(
+    "code", [b"099", b"000", b"600", b"999", b"20", b"2000", b"+20", b"2 0", b"20x"]
+)
+def test_badStatusCodesRefused(code: bytes) -> None:
+    """A status code is three digits from 100 to 599; anything else is refused."""
+    r = Recorder()
+    with pytest.raises(ResponseParseError, match=r"^bad status (code|line) "):
+        r.parser.feed(b"HTTP/1.1 " + code + b" OK\r\nContent-Length: 0\r\n\r\n")
+    assert r.heads == []
+
+
+def test_status099NamesTheFault() -> None:
+    """Status 099 is refused as such, not read as 99."""
+    r = Recorder()
+    with pytest.raises(ResponseParseError, match=r"^bad status code b'099'$"):
+        r.parser.feed(b"HTTP/1.1 099 Odd\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    "statusLine",
+    [
+        b"HTTP/1.1  200 OK",
+        b"HTTP/1.1\t200 OK",
+        b" HTTP/1.1 200 OK",
+        b"HTTP/1.10 200 OK",
+        b"HTTP/1. 200 OK",
+        b"HTTP/1.x 200 OK",
+        b"http/1.1 200 OK",
+        b"HTTP/1.1",
+        b"HTTP/1.1 ",
+        b"HTTP/1.1 200OK",
+        b"ICY 200 OK",
+        b"",
+    ],
+)
+def test_badStatusLinesRefused(statusLine: bytes) -> None:
+    """Only HTTP/1.x SP 3DIGIT, then SP and a reason or nothing, is a status line."""
+    r = Recorder()
+    with pytest.raises(ResponseParseError):
+        r.parser.feed(statusLine + b"\r\nContent-Length: 0\r\n\r\n")
+    assert r.heads == []
+
+
+def test_longFaultsAreShortenedInTheMessage() -> None:
+    """A fault quotes at most ~40 of the backend's bytes, so it cannot flood a log."""
+    r = Recorder()
+    with pytest.raises(ResponseParseError) as caught:
+        r.parser.feed(b"HTTP/1.1 200 OK\r\n" + b"X" * 5000 + b" : v\r\n\r\n")
+    assert len(str(caught.value)) < 100
+
+
+def _headOf(size: int) -> bytes:
+    """A 200 head of exactly C{size} bytes, the blank line included."""
+    start = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Pad: "
+    return start + b"p" * (size - len(start) - 4) + b"\r\n\r\n"
+
+
+def test_headAtTheLimitAccepted() -> None:
+    """A head of exactly 64 KiB, blank line included, is accepted."""
+    r = Recorder()
+    r.parser.feed(_headOf(65536))
+    assert r.ends == 1
+
+
+def test_headOverTheLimitInOneReadRefused() -> None:
+    """A head larger than 64 KiB is refused even when it arrives in one read."""
+    r = Recorder()
+    with pytest.raises(
+        ResponseParseError, match=r"^response head larger than 65536 bytes$"
+    ):
+        r.parser.feed(_headOf(65537))
+    assert r.heads == []
+
+
+def test_70KBHeadWithBodyInOneReadRefused() -> None:
+    """A 70 KB head followed by its body in the same read is refused."""
+    r = Recorder()
+    with pytest.raises(ResponseParseError, match=r"^response head larger than"):
+        r.parser.feed(_headOf(70 * 1024) + b"body")
+
+
+@pytest.mark.parametrize("size", [1, 1000, 4096, 65535, 65536])
+def test_headOverTheLimitInPiecesRefused(size: int) -> None:
+    """A head larger than 64 KiB is refused whatever the sizes of the reads."""
+    head = _headOf(65537)
+    r = Recorder()
+    with pytest.raises(ResponseParseError, match=r"^response head larger than"):
+        r.feedInPieces(head, size)
+    assert r.heads == []
+
+
+def test_headWithoutEndRefusedAtTheLimit() -> None:
+    """Bytes that never end a head are refused once they pass the limit."""
+    r = Recorder()
+    r.parser.feed(b"HTTP/1.1 200 OK\r\nX: " + b"x" * 65000)
+    with pytest.raises(ResponseParseError, match=r"^response head larger than"):
+        r.parser.feed(b"x" * 1000)
+
+
+def test_obsFoldJoinedWithSpace() -> None:
+    """A folded header value is joined with single spaces (RFC 9112 5.2)."""
+    r = Recorder()
+    r.parser.feed(
+        b"HTTP/1.1 200 OK\r\nX-Long: a\r\n  b\r\n\tc \r\n \r\nContent-Length: 0\r\n\r\n"
+    )
+    assert r.heads[0][2] == [(b"X-Long", b"a b c"), (b"Content-Length", b"0")]
+
+
+@pytest.mark.parametrize("byte", [b"\x00", b"\x01", b"\x1b", b"\x7f", b"\n", b"\r"])
+def test_obsFoldCannotCarryAControlCharacter(byte: bytes) -> None:
+    """A continuation line is checked like the value it joins."""
+    r = Recorder()
+    with pytest.raises(
+        ResponseParseError, match=r"^control character in the value of b'X-Long'$"
+    ):
+        r.parser.feed(b"HTTP/1.1 200 OK\r\nX-Long: a\r\n b" + byte + b"c\r\n\r\n")
+    assert r.heads == []
+
+
+def test_obsFoldBeforeAnyHeaderRefused() -> None:
+    """A continuation line right after the status line is refused."""
+    r = Recorder()
+    with pytest.raises(ResponseParseError, match=r"^continuation line before any"):
+        r.parser.feed(b"HTTP/1.1 200 OK\r\n X: 1\r\n\r\n")
+
+
+def test_interimResponsesUpToTheCapSkipped() -> None:
+    """Sixteen interim responses before the final one are skipped."""
+    r = Recorder()
+    r.parser.feed(
+        b"HTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\n" * 16
+        + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert [h[0] for h in r.heads] == [200]
+    assert r.ends == 1
+
+
+def test_interimFloodRefused() -> None:
+    """A seventeenth interim response is refused."""
+    r = Recorder()
+    with pytest.raises(ResponseParseError, match=r"^more than 16 interim responses$"):
+        r.parser.feed(b"HTTP/1.1 100 Continue\r\n\r\n" * 17)
+    assert r.heads == []
+
+
+def test_interimHeadsCountTowardTheLimit() -> None:
+    """Interim heads and the final head share the 64 KiB limit."""
+    r = Recorder()
+    interim = b"HTTP/1.1 103 Early Hints\r\nLink: " + b"l" * 40000 + b"\r\n\r\n"
+    with pytest.raises(ResponseParseError, match=r"^response head larger than"):
+        r.parser.feed(interim + _headOf(30000))
+    assert r.heads == []
+
+
+def test_limitsStartAfreshForEachResponse() -> None:
+    """The next response on the connection has its own head budget and interim cap."""
+    r = Recorder()
+    for _ in range(3):
+        r.parser.expect(b"GET")
+        r.parser.feed(b"HTTP/1.1 100 Continue\r\n\r\n" * 16 + _headOf(60000))
+    assert r.ends == 3
+
+
+def test_wholeResponseByteByByte() -> None:
+    """A head with interim responses, folding and no reason parses byte by byte."""
+    r = Recorder()
+    r.feedBytewise(
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 200\r\nX-Fold: a\r\n b\r\nX-Obs: \xff\tz\r\n"
+        b"Content-Length: 3\r\n\r\nabc"
+    )
+    assert r.heads == [
+        (
+            200,
+            b"",
+            [(b"X-Fold", b"a b"), (b"X-Obs", b"\xff\tz"), (b"Content-Length", b"3")],
+        )
+    ]
+    assert b"".join(r.body) == b"abc"
+    assert r.ends == 1
+    assert r.parser.keepAlive
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nxHTTP/1.1 200 OK\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nextra",
+    ],
+)
+def test_bytesAfterTheResponseMeanNoReuse(response: bytes) -> None:
+    """A backend that sends more than its response is not asked again."""
+    r = Recorder()
+    assert r.parser.feed(response) != b""
+    assert r.ends == 1
     assert not r.parser.keepAlive

@@ -13,6 +13,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_proxy.upstream.connection import (
+    FAIL_PROTOCOL,
     FAIL_RESET,
     FAIL_TIMEOUT,
     Address,
@@ -260,3 +261,41 @@ def test_garbageFromBackendIsProtocolError() -> None:
     assert sink.failed is not None
     assert sink.failed[0] == "protocol"
     assert conn.transport.disconnected
+
+
+def test_unrequested101FailsAndIsNeverPooled() -> None:
+    """A 101 nobody asked for fails the exchange; its connection is cut, not kept."""
+    pool, _endpoint, clock = makePool()
+    conn, _ = acquire(pool)
+    sink = Sink()
+    conn.sendRequest(b"GET / HTTP/1.1\r\n\r\n", b"GET", sink, 5.0, False, True)
+    conn.dataReceived(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n")
+    assert sink.status is None
+    assert sink.failed == (
+        FAIL_PROTOCOL,
+        "bad response from backend: unrequested 101 Switching Protocols",
+        False,
+    )
+    assert conn.transport.disconnected
+    assert pool.idleCount(ADDRESS) == 0
+    assert clock.getDelayedCalls() == []
+    again, reused = acquire(pool)
+    assert again is not conn
+    assert not reused
+    again.abort()
+
+
+def test_moreThanTheResponseIsNeverPooled() -> None:
+    """Bytes after the end of a response: it is relayed, the connection closed."""
+    pool, _endpoint, clock = makePool()
+    conn, _ = acquire(pool)
+    sink = Sink()
+    conn.sendRequest(b"GET / HTTP/1.1\r\n\r\n", b"GET", sink, 5.0, False, True)
+    conn.dataReceived(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nforge"
+    )
+    assert (sink.status, sink.body, sink.finished) == (200, b"ok", True)
+    assert pool.idleCount(ADDRESS) == 0
+    assert conn.transport.disconnecting
+    assert clock.getDelayedCalls() == []

@@ -5,18 +5,34 @@ It frames a backend's response (status line, headers, then a body delimited by
 Content-Length, chunked coding or the connection's close) and hands the
 decoded body on as it arrives, never holding a whole body. It knows the
 request method so that HEAD, 1xx, 204 and 304 responses end at their headers.
+
+A backend is held to the grammar a client is: a status line of exactly
+C{HTTP/1.x SP 3DIGIT [SP reason]}, header names that are tokens, no control
+byte but HTAB in a reason or a value (so no CR or LF outside a CRLF), a head
+of at most 64 KiB with its interim responses, and no 101 unless one was asked
+for. What breaks it is a L{ResponseParseError} whose text names the fault,
+quoting at most a few dozen of the backend's bytes.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 Headers = list[tuple[bytes, bytes]]
 
 _MAX_HEAD = 65536
+"""Bytes of response head (interim heads included), blank line included."""
+_MAX_INTERIM = 16
 _MAX_CHUNK_LINE = 4096
+_SHOWN = 40
+"""How many of the backend's bytes a fault quotes."""
 _HEX = frozenset(b"0123456789abcdefABCDEF")
-_TOKEN_BAD = frozenset(b" \t\r\n:\x00")
+_VERSION = re.compile(rb"HTTP/1\.[0-9]")
+# RFC 9110 5.6.2: token = 1*tchar.
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+# Anything but HTAB, SP, VCHAR and obs-text (RFC 9112 4 and RFC 9110 5.5).
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class ResponseParseError(Exception):
@@ -39,34 +55,58 @@ _TRAILERS = 5
 _DONE = 6
 
 
+def _shown(data: bytes) -> str:
+    """C{data} quoted for a fault, cut short so a backend cannot flood the log."""
+    if len(data) > _SHOWN:
+        return f"{data[:_SHOWN]!r}..."
+    return repr(data)
+
+
 def _parseHead(head: bytes) -> tuple[bytes, int, bytes, Headers]:
+    """
+    Parse a response head (without its blank line) into version, status,
+    reason and headers; raise L{ResponseParseError} at the first fault.
+    """
     lines = head.split(b"\r\n")
+    # A CR or LF left in a line was not part of a CRLF: the control-byte checks
+    # of the reason, the names and the values below refuse it.
     statusLine = lines[0]
-    parts = statusLine.split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
-        raise ResponseParseError(f"bad status line {statusLine[:80]!r}")
-    version = parts[0]
-    code = parts[1]
-    if len(code) != 3 or not code.isdigit():
-        raise ResponseParseError(f"bad status code {code[:20]!r}")
-    reason = parts[2] if len(parts) == 3 else b""
+    version, sep, rest = statusLine.partition(b" ")
+    if not sep or _VERSION.fullmatch(version) is None:
+        raise ResponseParseError(f"bad status line {_shown(statusLine)}")
+    code, _, reason = rest.partition(b" ")
+    if not code:
+        raise ResponseParseError(f"bad status line {_shown(statusLine)}")
+    if len(code) != 3 or not code.isdigit() or not b"100" <= code <= b"599":
+        raise ResponseParseError(f"bad status code {_shown(code)}")
+    if _CONTROL.search(reason) is not None:
+        raise ResponseParseError("control character in the reason phrase")
     headers: Headers = []
     for line in lines[1:]:
-        if not line:
-            continue
-        if line[0] in b" \t":
-            # Obsolete line folding (RFC 9112 5.2): join onto the previous value.
+        if line[:1] in (b" ", b"\t"):
+            # Obsolete line folding (RFC 9112 5.2): replaced by a space, the
+            # folded part held to the same rules as the value it extends.
             if not headers:
                 raise ResponseParseError("continuation line before any header")
-            name, value = headers[-1]
-            headers[-1] = (name, value + b" " + line.strip(b" \t"))
+            foldedName, folded = headers[-1]
+            more = line.strip(b" \t")
+            if _CONTROL.search(more) is not None:
+                raise ResponseParseError(
+                    f"control character in the value of {_shown(foldedName)}"
+                )
+            if more:
+                headers[-1] = (foldedName, folded + b" " + more if folded else more)
             continue
         name, sep, value = line.partition(b":")
-        if not sep or not name or not _TOKEN_BAD.isdisjoint(name):
-            raise ResponseParseError(f"bad header line {line[:80]!r}")
+        if not sep:
+            raise ResponseParseError(f"bad header line {_shown(line)}")
+        if _TOKEN.fullmatch(name) is None:
+            raise ResponseParseError(f"header name is not a token: {_shown(name)}")
         value = value.strip(b" \t")
-        if b"\x00" in value or b"\r" in value or b"\n" in value:
-            raise ResponseParseError("control character in a header value")
+        if _CONTROL.search(value) is not None:
+            raise ResponseParseError(
+                f"control character in the value of {_shown(name)}"
+            )
         headers.append((name, value))
     return version, int(code), reason, headers
 
@@ -76,7 +116,7 @@ class ResponseParser:
     Parse one response at a time from a backend connection.
 
     :param onHead: called with (status, reason, headers) once the head is in;
-        interim 1xx responses (other than 101) are skipped.
+        interim 1xx responses (other than 101) are skipped, up to 16 of them.
     :param onData: called with each piece of decoded body.
     :param onEnd: called when the response is complete.
     """
@@ -97,12 +137,27 @@ class ResponseParser:
         self.keepAlive = False
         self.bodyStarted = False
         self.bytesReceived = 0
+        self._method = b""
+        self._allowUpgrade = False
+        self._headBytes = 0
+        self._interim = 0
+        self._scanned = 0
 
-    def expect(self, method: bytes) -> None:
-        """Get ready for the response to a request made with C{method}."""
+    def expect(self, method: bytes, allowUpgrade: bool = False) -> None:
+        """
+        Get ready for the response to a request made with C{method}.
+
+        :param allowUpgrade: whether the request asked for an upgrade, so that
+            a 101 is its answer; otherwise a 101 is a fault (the backend would
+            take the connection over for a protocol nobody agreed to).
+        """
         self._method = method
+        self._allowUpgrade = allowUpgrade
         self._state = _HEAD
         self._buffer = b""
+        self._headBytes = 0
+        self._interim = 0
+        self._scanned = 0
         self.bodyStarted = False
         self.bytesReceived = 0
 
@@ -154,16 +209,28 @@ class ResponseParser:
         return self._state == _DONE
 
     def _feedHead(self, data: bytes) -> bytes:
-        end = data.find(b"\r\n\r\n")
+        budget = _MAX_HEAD - self._headBytes
+        # Only a blank line within the budget ends an acceptable head, however
+        # much arrived at once.
+        end = data.find(b"\r\n\r\n", self._scanned, budget)
         if end < 0:
-            if len(data) > _MAX_HEAD:
-                raise ResponseParseError("response head too large")
+            if len(data) >= budget:
+                raise ResponseParseError(f"response head larger than {_MAX_HEAD} bytes")
             self._buffer = data
+            # A head trickled in byte by byte is not searched again from its start.
+            self._scanned = max(0, len(data) - 3)
             return b""
+        self._scanned = 0
         head, rest = data[:end], data[end + 4 :]
         version, status, reason, headers = _parseHead(head)
+        if status == 101 and not self._allowUpgrade:
+            raise ResponseParseError("unrequested 101 Switching Protocols")
         if 100 <= status < 200 and status != 101:
             # Interim response (100 Continue, 103 Early Hints): wait for the real one.
+            self._interim += 1
+            if self._interim > _MAX_INTERIM:
+                raise ResponseParseError(f"more than {_MAX_INTERIM} interim responses")
+            self._headBytes += end + 4
             return rest
         self._startBody(version, status, headers)
         if self.framing == _CHUNKED:
@@ -173,7 +240,7 @@ class ResponseParser:
         self.bodyStarted = True
         self._onHead(status, reason, headers)
         if self._state == _DONE:
-            self._onEnd()
+            self._ended(rest)
         return rest
 
     def _startBody(self, version: bytes, status: int, headers: Headers) -> None:
@@ -199,7 +266,12 @@ class ResponseParser:
             self.keepAlive = b"close" not in tokens
         else:
             self.keepAlive = b"keep-alive" in tokens
-        if self._method == b"HEAD" or status in (204, 304) or status == 101:
+        if status == 101:
+            # What follows is another protocol: never an HTTP connection again.
+            self.framing = _NONE
+            self._state = _DONE
+            self.keepAlive = False
+        elif self._method == b"HEAD" or status in (204, 304):
             self.framing = _NONE
             self._state = _DONE
         elif chunked:
@@ -231,7 +303,7 @@ class ResponseParser:
         self._state = _DONE
         if piece:
             self._onData(piece)
-        self._onEnd()
+        self._ended(rest)
         return rest
 
     def _feedChunkData(self, data: bytes) -> bytes:
@@ -272,5 +344,15 @@ class ResponseParser:
         elif not line:
             # The empty line that ends the trailers (which are dropped).
             self._state = _DONE
-            self._onEnd()
+            self._ended(rest)
         return rest
+
+    def _ended(self, rest: bytes) -> None:
+        """
+        The response is complete; C{rest} arrived with its end. A backend that
+        sends more than it was asked for is confused or smuggling a response:
+        its connection is not to be asked again.
+        """
+        if rest:
+            self.keepAlive = False
+        self._onEnd()
