@@ -525,3 +525,42 @@ def test_bytesAfterTheResponseMeanNoReuse(response: bytes) -> None:
     assert r.parser.feed(response) != b""
     assert r.ends == 1
     assert not r.parser.keepAlive
+
+
+def test_hugeContentLengthRefused() -> None:
+    """A Content-Length of thousands of digits is a fault, not a crash."""
+    r = Recorder()
+    with pytest.raises(ResponseParseError, match=r"^bad Content-Length b'1111"):
+        r.parser.feed(
+            b"HTTP/1.1 200 OK\r\nContent-Length: " + b"1" * 4301 + b"\r\n\r\n"
+        )
+    assert r.heads == []
+
+
+def test_longestContentLengthAccepted() -> None:
+    """Eighteen digits of Content-Length are accepted."""
+    r = Recorder()
+    r.parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 999999999999999999\r\n\r\n")
+    assert r.heads[0][0] == 200
+    assert r.ends == 0
+
+
+_CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize("size", [1, 100, 8192])
+def test_longChunkLineRefusedWhateverTheReads(size: int) -> None:
+    """A chunk line over 4096 bytes is refused, whole or split."""
+    r = Recorder()
+    r.parser.feed(_CHUNKED_HEAD)
+    with pytest.raises(ResponseParseError, match=r"^chunk line longer than 4096"):
+        r.feedInPieces(b"1;" + b"e" * 4095 + b"\r\nA\r\n0\r\n\r\n", size)
+    assert r.body == []
+
+
+def test_chunkLineAtTheLimitAccepted() -> None:
+    """A chunk line of exactly 4096 bytes, extension included, is accepted."""
+    r = Recorder()
+    r.parser.feed(_CHUNKED_HEAD + b"1;" + b"e" * 4094 + b"\r\nA\r\n0\r\n\r\n")
+    assert r.body == [b"A"]
+    assert r.ends == 1

@@ -250,8 +250,10 @@ class ResponseParser:
         for name, value in headers:
             lower = name.lower()
             if lower == b"content-length":
-                if not value.isdigit():
-                    raise ResponseParseError(f"bad Content-Length {value[:40]!r}")
+                # Eighteen digits are an exabyte; more would only slow int() down
+                # (or make it raise, past 4300).
+                if not value.isdigit() or len(value) > 18:
+                    raise ResponseParseError(f"bad Content-Length {_shown(value)}")
                 if length is not None and int(value) != length:
                     raise ResponseParseError("conflicting Content-Length headers")
                 length = int(value)
@@ -319,10 +321,13 @@ class ResponseParser:
         return rest
 
     def _feedChunkLine(self, data: bytes) -> bytes:
-        end = data.find(b"\r\n")
+        # Like the head, a line is held to its limit however it arrives.
+        end = data.find(b"\r\n", 0, _MAX_CHUNK_LINE + 2)
         if end < 0:
-            if len(data) > _MAX_CHUNK_LINE:
-                raise ResponseParseError("chunk line too long")
+            if len(data) >= _MAX_CHUNK_LINE + 2:
+                raise ResponseParseError(
+                    f"chunk line longer than {_MAX_CHUNK_LINE} bytes"
+                )
             self._buffer = data
             return b""
         line, rest = data[:end], data[end + 2 :]
