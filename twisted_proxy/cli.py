@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from typing import TextIO
 
 from . import __version__
 from .config import Config, ConfigError, Route, load
+from .routing import RouteTable
 
 __all__ = ["main"]
 
@@ -132,32 +132,13 @@ def _routes(path: str, out: TextIO, err: TextIO) -> int:
     if config is None:
         return 1
     rows = [("HOST", "PATH", "TARGET", "OPTIONS")]
-    rows += [_row(config, route) for route in _matchOrder(config.routes)]
+    # In the order matching tries them: the host first, then the longest prefix.
+    rows += [_row(config, route) for route in RouteTable(config.routes).routes]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         print("  ".join([*cells, row[3]]).rstrip(), file=out)
     return 0
-
-
-def _matchOrder(routes: Sequence[Route]) -> list[Route]:
-    """
-    The routes in the order matching tries them.
-
-    The longest path prefix first; for the same path an exact host before a
-    C{*.domain} one before none; then file order.
-    """
-
-    def key(route: Route) -> tuple[int, int, int]:
-        if route.host is None:
-            hostRank = 2
-        elif route.host.startswith("*."):
-            hostRank = 1
-        else:
-            hostRank = 0
-        return (-len(route.path), hostRank, route.index)
-
-    return sorted(routes, key=key)
 
 
 def _row(config: Config, route: Route) -> tuple[str, str, str, str]:
@@ -173,6 +154,8 @@ def _row(config: Config, route: Route) -> tuple[str, str, str, str]:
     ]
     if not route.websocket:
         options.append("websocket=false")
+    if route.trace:
+        options.append("trace=true")
     if route.allow:
         options.append("allow=" + ",".join(str(n) for n in route.allow))
     if route.deny:

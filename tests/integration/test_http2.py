@@ -61,6 +61,10 @@ to = "http://127.0.0.1:{port}/"
 [[route]]
 path = "/down/"
 to = "http://127.0.0.1:{closed}/"
+[[route]]
+path = "/admin/"
+to = "http://127.0.0.1:{port}/"
+allow = ["192.0.2.0/24"]
 """
 
 H2 = 'alpn = ["h2", "http/1.1"]'
@@ -670,3 +674,154 @@ async def test_accessLogSaysHTTP2(stack: Stack, tmp_path: Path) -> None:
     await site.proxy.stopService()
     [line] = log.read_text().splitlines()
     assert '"GET /app/x HTTP/2" 200 18 ' in line
+
+
+# -- the same edge rules as HTTP/1.1 ------------------------------------------------
+
+
+async def _answered(client: H2Client, streamID: int) -> tuple[bytes, bytes]:
+    """(status, body) of C{streamID} once its response has ended."""
+    await client.waitFor(lambda: streamID in client.ended)
+    headers, body, _ = client.response(streamID)
+    return headers[b":status"], body
+
+
+@pytest_twisted.ensureDeferred
+async def test_pathsNormalisedBeforeAccessLists(
+    stack: Stack, tmp_path: Path, h2clients: Any
+) -> None:
+    """
+    Over HTTP/2 as over HTTP/1.1, every spelling of a path under /admin/
+    meets its access list; the backend sees the normalised path.
+    """
+    backend = RecordingBackend()
+    port = await stack.backend(backend)
+    site = await front(stack, tmp_path, port)
+    client = await h2clients(site)
+    spellings = [b"/admin/x", b"//admin/x", b"/app/../admin/x", b"/%61dmin;p/x"]
+    for index, path in enumerate(spellings):
+        client.request(1 + 2 * index, b"GET", path)
+    for index in range(len(spellings)):
+        assert await _answered(client, 1 + 2 * index) == (b"403", b"forbidden\n")
+    client.request(11, b"GET", b"/app//a/./b/../%7ec?q=%7e")
+    assert (await _answered(client, 11))[0] == b"200"
+    assert [r.uri for r in backend.requests] == [b"/a/~c?q=%7e"]
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        (b"/app/a b", b"a control character or space in the request target\n"),
+        (b"/app/a\x01", b"a control character or space in the request target\n"),
+        (b"/app/a\x7f", b"a control character or space in the request target\n"),
+        (b"/../etc/passwd", b"the path climbs above the root\n"),
+        (b"/app/%00", b"%00 in the request path\n"),
+        (b"/app/#x", b"a fragment in the request target\n"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_badPathRefused(
+    stack: Stack, tmp_path: Path, h2clients: Any, path: bytes, message: bytes
+) -> None:
+    """A :path with a space or control byte, or one that cannot be normalised: 400."""
+    backend = RecordingBackend()
+    port = await stack.backend(backend)
+    site = await front(stack, tmp_path, port)
+    client = await h2clients(site)
+    client.conn.config.validate_outbound_headers = False
+    client.request(1, b"GET", path)
+    assert await _answered(client, 1) == (b"400", message)
+    assert backend.requests == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_badAuthorityRefused(
+    stack: Stack, tmp_path: Path, h2clients: Any
+) -> None:
+    """An :authority that is not host[:port] is a 400, as a bad Host is."""
+    backend = RecordingBackend()
+    port = await stack.backend(backend)
+    site = await front(stack, tmp_path, port)
+    client = await h2clients(site)
+    client.conn.config.validate_outbound_headers = False
+    client.conn.send_headers(
+        1,
+        [
+            (b":method", b"GET"),
+            (b":path", b"/app/"),
+            (b":scheme", b"https"),
+            (b":authority", b'evil.com/"><x'),
+        ],
+        end_stream=True,
+    )
+    client.flush()
+    assert await _answered(client, 1) == (b"400", b"malformed Host header\n")
+    assert backend.requests == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_optionsAsteriskAndTrace(
+    stack: Stack, tmp_path: Path, h2clients: Any
+) -> None:
+    """OPTIONS * is answered by the proxy; TRACE is refused with 405."""
+    backend = RecordingBackend()
+    port = await stack.backend(backend)
+    site = await front(stack, tmp_path, port)
+    client = await h2clients(site)
+    client.request(1, b"OPTIONS", b"*")
+    client.request(3, b"TRACE", b"/app/")
+    assert (await _answered(client, 1))[0] == b"200"
+    assert client.response(1)[0][b"allow"] == (
+        b"GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
+    )
+    assert (await _answered(client, 3))[0] == b"405"
+    assert backend.requests == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_continueOnlyOnceLetThrough(
+    stack: Stack, tmp_path: Path, h2clients: Any
+) -> None:
+    """
+    An upload with Expect: 100-continue gets no 100 on a route that refuses
+    it (403 alone), and a 100 before its answer on one that takes it.
+    """
+    backend = RecordingBackend()
+    port = await stack.backend(backend)
+    site = await front(stack, tmp_path, port)
+    client = await h2clients(site)
+    expect = [(b"expect", b"100-continue")]
+    client.request(1, b"POST", b"/admin/up", expect, end=False)
+    client.request(3, b"POST", b"/app/up", expect, end=False)
+
+    def informational() -> list[tuple[int, bytes]]:
+        return [
+            (e.stream_id, dict(e.headers)[b":status"])
+            for e in client.events
+            if isinstance(e, h2.events.InformationalResponseReceived)
+        ]
+
+    await client.waitFor(lambda: 1 in client.ended and bool(informational()))
+    assert client.response(1)[0][b":status"] == b"403"
+    assert informational() == [(3, b"100")]
+    assert 3 not in client.heads
+    client.conn.send_data(3, b"body", end_stream=True)
+    client.flush()
+    assert (await _answered(client, 3))[0] == b"200"
+    assert [(r.uri, r.body) for r in backend.requests] == [(b"/up", b"body")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_tooManyHeaderFields(
+    stack: Stack, tmp_path: Path, h2clients: Any
+) -> None:
+    """More header fields than max_headers is a 400 over HTTP/2 too."""
+    backend = RecordingBackend()
+    port = await stack.backend(backend)
+    site = await front(stack, tmp_path, port, proxy="max_headers = 10")
+    client = await h2clients(site)
+    client.request(1, b"GET", b"/app/", [(b"x-n", b"%d" % i) for i in range(10)])
+    client.request(3, b"GET", b"/app/", [(b"x-n", b"%d" % i) for i in range(9)])
+    assert await _answered(client, 1) == (b"400", b"more than 10 header fields\n")
+    assert (await _answered(client, 3))[0] == b"200"
+    assert len(backend.requests) == 1

@@ -194,7 +194,10 @@ def test_checkMissingFile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_routesTable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """routes prints aligned columns, longest path first, with effective options."""
+    """
+    routes prints aligned columns in the order matching tries the routes
+    (host first, then the longest path), with effective options.
+    """
     path = writeConfig(tmp_path, VALID)
     assert main(["routes", path]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -224,6 +227,24 @@ def test_routesProxyDefaults(
     assert capsys.readouterr().out.splitlines()[1] == (
         "*     /     http://h/  preserve_host=true timeout=60 set=X-A unset=X-B"
     )
+
+
+def test_routesHostBeforePath(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A host's short route is listed (and tried) before a longer host-less one."""
+    path = writeConfig(
+        tmp_path,
+        '[[route]]\npath = "/api/v1/"\nto = "http://h/"\ntrace = true\n'
+        '[[route]]\nhost = "www.example.test"\npath = "/"\nto = "http://w/"\n',
+    )
+    assert main(["routes", path]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines[1:]] == [
+        ["www.example.test", "/"],
+        ["*", "/api/v1/"],
+    ]
+    assert lines[2].endswith("trace=true")
 
 
 def test_routesEmpty(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -564,3 +564,22 @@ def test_chunkLineAtTheLimitAccepted() -> None:
     r.parser.feed(_CHUNKED_HEAD + b"1;" + b"e" * 4094 + b"\r\nA\r\n0\r\n\r\n")
     assert r.body == [b"A"]
     assert r.ends == 1
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\n",
+        b"HTTP/1.1 200 OK\n",
+    ],
+)
+def test_bareLFHeadRefusedBeforeItEnds(head: bytes) -> None:
+    """
+    A head whose lines end in bare LF (which never ends in CRLF CRLF) is a
+    fault as soon as the LF arrives, not a response waited for until timeout.
+    """
+    parser = ResponseParser(lambda *a: None, lambda d: None, lambda: None)
+    parser.expect(b"GET")
+    with pytest.raises(ResponseParseError, match="bare LF in the response head"):
+        parser.feed(head)

@@ -216,6 +216,10 @@ class ResponseParser:
         if end < 0:
             if len(data) >= budget:
                 raise ResponseParseError(f"response head larger than {_MAX_HEAD} bytes")
+            if data.count(b"\n") != data.count(b"\r\n"):
+                # A head of bare-LF lines never ends in CRLF CRLF: refused now,
+                # not after the backend timeout.
+                raise ResponseParseError("bare LF in the response head")
             self._buffer = data
             # A head trickled in byte by byte is not searched again from its start.
             self._scanned = max(0, len(data) - 3)
