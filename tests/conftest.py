@@ -7,12 +7,20 @@ a test that leaves a DelayedCall, a connection or a listening port behind fails.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import pytest_twisted
+from hypothesis import settings
 from twisted.internet import task
+
+# Property tests run the same examples on every run, and keep no database, so
+# a CI failure reproduces anywhere; HYPOTHESIS_PROFILE=explore draws new ones.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", derandomize=False, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def _leftovers(reactor: Any, readers0: set[Any], writers0: set[Any]) -> list[str]:
