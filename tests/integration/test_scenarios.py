@@ -307,6 +307,30 @@ async def test_microservicesRouteByLongestPrefix(stack: Stack) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_microservicesPathsNormalisedAsTheCommentsSay(stack: Stack) -> None:
+    """
+    Scenario 3, as its comments say: /api/users/../payments/x reaches the
+    payments service as /x, and /api/users (no slash) the main application.
+    """
+    config = shipped("scenario-3-microservices.toml")
+    users = RecordingBackend("users")
+    payments = RecordingBackend("payments")
+    main = RecordingBackend("main")
+    await stack.backend(users, targetPort(routeFor(config, "/api/users/")))
+    await stack.backend(payments, targetPort(routeFor(config, "/api/payments/")))
+    await stack.backend(main, targetPort(routeFor(config, "/")))
+    proxy = await startProxy(stack, config)
+    client = await stack.connect(proxy.port)
+    client.transport.write(  # type: ignore[union-attr]
+        request(b"GET", b"/api/users/../payments/x") + request(b"GET", b"/api/users")
+    )
+    await client.waitFor(lambda d: d.count(b"HTTP/1.1 200 ") == 2)
+    assert [r.uri for r in payments.requests] == [b"/x"]
+    assert [r.uri for r in main.requests] == [b"/api/users"]
+    assert users.requests == []
+
+
+@pytest_twisted.ensureDeferred
 async def test_microservicesRedirectsAndCookiesRewrittenBack(stack: Stack) -> None:
     """Scenario 3: each service's redirects and cookie paths point under its prefix."""
     config = shipped("scenario-3-microservices.toml")
@@ -582,6 +606,48 @@ async def test_hardenedClientOutsideAllowedNetworkRefused(stack: Stack) -> None:
     assert data.startswith(b"HTTP/1.1 403 ")
     _assertHardenedHead(_head(data))
     assert backend.requests == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_hardenedEdgeRulesAsTheCommentsSay(stack: Stack) -> None:
+    """
+    Scenario 6, as its comments say: a path above the root and a malformed
+    Host get 400, TRACE 405, more than max_headers fields 400; a client's
+    Forwarded, X-Real-IP and "_" headers never reach the backend.
+    """
+    config = shipped("scenario-6-hardening.toml")
+    backend = RecordingBackend()
+    await stack.backend(backend, targetPort(config.routes[0]))
+    proxy = await startProxy(stack, config)
+    many = [(b"X-N", b"%d" % i) for i in range(50)]
+    for data, status in [
+        (request(b"GET", b"/../../etc/passwd"), b"400"),
+        (request(b"GET", b"/", host=b"evil.example/x?y"), b"400"),
+        (request(b"TRACE", b"/"), b"405"),
+        (request(b"GET", b"/", many), b"400"),
+    ]:
+        client = await stack.connect(proxy.port)
+        client.transport.write(data)  # type: ignore[union-attr]
+        reply = await client.waitFor(lambda d: b"\r\n\r\n" in d)
+        assert reply.startswith(b"HTTP/1.1 " + status + b" ")
+        _assertHardenedHead(_head(reply))
+    assert backend.requests == []
+    client = await stack.connect(proxy.port)
+    client.transport.write(  # type: ignore[union-attr]
+        request(
+            b"GET",
+            b"/ok",
+            [
+                (b"Forwarded", b"for=6.6.6.6"),
+                (b"X-Real-IP", b"6.6.6.6"),
+                (b"X_Forwarded_For", b"6.6.6.6"),
+            ],
+        )
+    )
+    await client.waitFor(lambda d: d.endswith(b"backend saw GET /ok"))
+    [seen] = backend.requests
+    names = {n.lower() for n, _ in seen.headers}
+    assert not names & {b"forwarded", b"x-real-ip", b"x_forwarded_for"}
 
 
 @pytest_twisted.ensureDeferred
