@@ -261,6 +261,9 @@ class ChunkedDecoder:
                     raise HTTPError(400, "chunk line too long")
                 self._buffer = data
                 return b""
+            if end > _MAX_LINE:
+                # However the line arrived: the same limit as while it waits.
+                raise HTTPError(400, "chunk line too long")
             if not end or data[end - 1] != 13:  # 13: CR
                 raise HTTPError(400, "bare LF in a chunked body")
             line, data = data[: end - 1], data[end + 1 :]

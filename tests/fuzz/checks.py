@@ -6,15 +6,13 @@ L{PropertyViolationError} when the outcome breaks a property, or lets an excepti
 the target must not raise escape. The hypothesis tests and the atheris harness
 call the same checks, so both fuzzers hold the code to the same contract.
 
-Defects already found and pinned by a strict xfail test are listed in
-L{KNOWN_DEFECTS}: their exceptions are let through here, so that fuzzing keeps
-looking for new ones. Fixing one flips its xfail test, whose entry then goes.
+Inputs that once crashed a target are kept in L{CONFIG_REGRESSIONS} (and the
+parsers' in the tests), each run as a plain test.
 """
 
 from __future__ import annotations
 
 import itertools
-import traceback
 import zlib
 from dataclasses import dataclass, field
 
@@ -45,38 +43,6 @@ def _require(condition: bool, message: str) -> None:
         raise PropertyViolationError(message)
 
 
-@dataclass(frozen=True)
-class KnownDefect:
-    """A defect found by fuzzing (or in reading a target for it), not yet fixed."""
-
-    target: str
-    """C{"config"}, C{"request"}, C{"chunked"} or C{"response"}."""
-    name: str
-    reproducers: tuple[str, ...] | tuple[bytes, ...]
-    """The smallest inputs known to show it (config texts, or message bytes)."""
-    symptom: str
-    exception: type[BaseException]
-    raisedIn: tuple[str, ...]
-    """
-    Where it comes from: each fragment must be in some frame of the traceback,
-    written C{FILE:FUNCTION}.
-    """
-    message: str = ""
-    """A fragment of the exception's text."""
-
-    def matches(self, target: str, error: BaseException) -> bool:
-        """Whether C{error}, raised by C{target}, is this defect."""
-        if target != self.target or not isinstance(error, self.exception):
-            return False
-        if self.message not in str(error):
-            return False
-        frames = [
-            f"{frame.filename}:{frame.name}"
-            for frame in traceback.extract_tb(error.__traceback__)
-        ]
-        return all(any(part in f for f in frames) for part in self.raisedIn)
-
-
 def _healthRegex(pattern: str) -> str:
     return (
         f"[balancer.b]\nhealth = {{ expect_body = {pattern} }}\n"
@@ -84,59 +50,19 @@ def _healthRegex(pattern: str) -> str:
     )
 
 
-KNOWN_DEFECTS: tuple[KnownDefect, ...] = (
-    KnownDefect(
-        target="config",
-        name="balancer-url-urlsplit",
-        reproducers=(
-            '[[route]]\npath = "/"\nto = "balancer://["\n',
-            '[[route]]\npath = "/"\nto = "balancer://[x]y/"\n',
-            '[[route]]\npath = "/"\nto = "balancer://a\\uff03b/"\n',
-        ),
-        symptom="ValueError from urlsplit() in _Checker.target's balancer:// branch, "
-        "which calls it outside the try that _Checker.url has (an unclosed or "
-        "misplaced [ in the netloc, or a character NFKC turns into one of /?#@:)",
-        exception=ValueError,
-        raisedIn=("loader.py:target", "urllib/parse.py"),
-    ),
-    KnownDefect(
-        target="config",
-        name="toml-deep-nesting",
-        reproducers=("a = " + "[" * 1000 + "]" * 1000 + "\n",),
-        symptom="RecursionError from tomllib on deeply nested arrays or inline "
-        "tables; loadString catches only TOMLDecodeError",
-        exception=RecursionError,
-        raisedIn=("loader.py:loadString", "toml"),
-    ),
-    KnownDefect(
-        target="config",
-        name="health-regex-deep-nesting",
-        reproducers=(_healthRegex('"' + "(" * 1000 + ")" * 1000 + '"'),),
-        symptom="RecursionError from re.compile() in _Checker.expectBody, which "
-        "catches only re.error",
-        exception=RecursionError,
-        raisedIn=("loader.py:expectBody",),
-    ),
-    KnownDefect(
-        target="config",
-        name="health-regex-huge-repeat",
-        reproducers=(_healthRegex('"a{4294967296}"'),),
-        symptom="OverflowError from re.compile() in _Checker.expectBody, which "
-        "catches only re.error",
-        exception=OverflowError,
-        raisedIn=("loader.py:expectBody",),
-    ),
+CONFIG_REGRESSIONS: tuple[tuple[str, str], ...] = (
+    # urlsplit() raised ValueError on a balancer:// URL with a stray "[" (or
+    # a character NFKC turns into one of /?#@:), outside the loader's checks.
+    ("balancer-url-bracket", '[[route]]\npath = "/"\nto = "balancer://["\n'),
+    ("balancer-url-address", '[[route]]\npath = "/"\nto = "balancer://[x]y/"\n'),
+    ("balancer-url-nfkc", '[[route]]\npath = "/"\nto = "balancer://a\\uff03b/"\n'),
+    # tomllib raised RecursionError on deeply nested arrays.
+    ("toml-deep-nesting", "a = " + "[" * 1000 + "]" * 1000 + "\n"),
+    # re.compile() raised RecursionError / OverflowError on an expect_body.
+    ("health-regex-deep-nesting", _healthRegex('"' + "(" * 1000 + ")" * 1000 + '"')),
+    ("health-regex-huge-repeat", _healthRegex('"a{4294967296}"')),
 )
-
-
-def knownDefectCases(target: str) -> list[tuple[KnownDefect, str | bytes]]:
-    """Every reproducer of C{target}'s known defects, with its defect."""
-    return [(d, r) for d in KNOWN_DEFECTS if d.target == target for r in d.reproducers]
-
-
-def isKnownDefect(target: str, error: BaseException) -> bool:
-    """Whether C{error} from C{target} is one of L{KNOWN_DEFECTS}."""
-    return any(d.matches(target, error) for d in KNOWN_DEFECTS)
+"""Config texts that once made the loader raise something other than ConfigError."""
 
 
 def cutPoints(data: bytes, count: int = 6) -> list[int]:
@@ -421,12 +347,7 @@ def checkResponse(
     (and byte by byte when short): the outcomes must agree, each response ends
     at most once, and no more body comes out than went in.
     """
-    try:
-        whole = parseResponses(methods, [data], close)
-    except Exception as e:
-        if isKnownDefect("response", e):
-            return ResponseOutcome([], b"", True, None)
-        raise
+    whole = parseResponses(methods, [data], close)
     bodyBytes = sum(len(body) for _, _, body, _ in whole.records)
     _require(
         bodyBytes + len(whole.leftover) <= len(data),
@@ -449,13 +370,10 @@ def checkResponse(
 # -- config -------------------------------------------------------------------
 
 
-def checkConfig(
-    text: str, source: str = "<fuzz>", tolerate: bool = True
-) -> Config | None:
+def checkConfig(text: str, source: str = "<fuzz>") -> Config | None:
     """
     Load C{text}: it is a L{Config}, or a L{ConfigError} each of whose
-    messages names C{source}; nothing else may come out of the loader (but a
-    known defect, when C{tolerate}).
+    messages names C{source}; nothing else may come out of the loader.
     """
     try:
         config = loadString(text, source)
@@ -467,9 +385,5 @@ def checkConfig(
                 f"message {message!r} does not name {source!r}",
             )
         return None
-    except Exception as e:
-        if tolerate and isKnownDefect("config", e):
-            return None
-        raise
     _require(isinstance(config, Config), f"loadString returned {config!r}")
     return config

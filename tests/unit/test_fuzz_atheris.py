@@ -46,8 +46,8 @@ def _fuzz(target: str, workdir: Path) -> tuple[subprocess.CompletedProcess[str],
         target,
         f"-runs={_RUNS[target]}",
         f"-max_total_time={_SECONDS}",
-        # Inputs up to 4 KiB: the size limits' split-dependence (an xfail in
-        # test_fuzz_parsers) takes more, and so do slow-input false alarms.
+        # Inputs up to 4 KiB: the size limits have tests of their own
+        # (test_fuzz_parsers), and longer inputs bring slow-input false alarms.
         "-max_len=4096",
         "-timeout=5",
         "-rss_limit_mb=2048",

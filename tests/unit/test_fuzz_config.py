@@ -26,7 +26,7 @@ else:  # pragma: no cover - Python 3.10
 from tests.fuzz import checks, tomlwriter
 from tests.fuzz.corpus import CONFIGS, TOKENS
 from tests.fuzz.strategies import mutated
-from twisted_proxy.config import loader, loadString
+from twisted_proxy.config import ConfigError, loader, loadString
 
 _SOURCES = st.sampled_from(["<fuzz>", "/srv/proxy/fuzz.toml", "etc/x y.toml"])
 
@@ -357,17 +357,12 @@ def test_configTextFuzz(text: str, source: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("defect", "reproducer"),
-    [
-        pytest.param(
-            d,
-            r,
-            id=f"{d.name}-{i}",
-            marks=pytest.mark.xfail(strict=True, reason=d.symptom),
-        )
-        for i, (d, r) in enumerate(checks.knownDefectCases("config"))
-    ],
+    "text",
+    [text for _, text in checks.CONFIG_REGRESSIONS],
+    ids=[name for name, _ in checks.CONFIG_REGRESSIONS],
 )
-def test_knownConfigDefects(defect: checks.KnownDefect, reproducer: str) -> None:
-    """The loader raises nothing but ConfigError on an input that once crashed it."""
-    checks.checkConfig(reproducer, "<fuzz>", tolerate=False)
+def test_configRegressions(text: str) -> None:
+    """An input that once crashed the loader is now a ConfigError naming the file."""
+    with pytest.raises(ConfigError) as caught:
+        loadString(text, "<fuzz>")
+    assert all(m.startswith("<fuzz>: ") for m in caught.value.errors)

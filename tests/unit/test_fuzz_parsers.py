@@ -248,12 +248,6 @@ def test_responseHeadControlCharactersRefused(where: str, control: int) -> None:
 
 
 _LONG = b"x" * 4096
-_SPLIT_LIMIT = pytest.mark.xfail(
-    strict=True,
-    reason="ChunkedDecoder limits a chunk line (size, extensions, trailer) to "
-    "4096 bytes only while it waits for its CRLF: a longer line that arrives "
-    "whole passes, the same line cut before its CRLF is refused",
-)
 
 
 @pytest.mark.parametrize(
@@ -264,14 +258,12 @@ _SPLIT_LIMIT = pytest.mark.xfail(
             b"1;" + _LONG + b"\r\nA\r\n0\r\n\r\n",
             b"\r\nA",
             id="extension",
-            marks=_SPLIT_LIMIT,
         ),
         pytest.param(
             "chunked",
             b"0\r\nX-T: " + _LONG + b"\r\n\r\n",
             b"\r\n\r\n",
             id="trailer",
-            marks=_SPLIT_LIMIT,
         ),
         pytest.param(
             "response",

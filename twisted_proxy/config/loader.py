@@ -101,6 +101,10 @@ def loadString(text: str, source: str = "<string>") -> Config:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([_syntaxError(source, text, str(e))]) from e
+    except RecursionError:
+        raise ConfigError(
+            [f"{source}: invalid TOML: arrays or tables nested too deeply"]
+        ) from None
     isFile = not source.startswith("<")
     folder = os.path.dirname(os.path.abspath(source)) if isFile else os.getcwd()
     checker = _Checker(source, folder)
@@ -951,7 +955,10 @@ class _Checker:
         """A C{to =} URL: a direct backend or C{balancer://NAME/}."""
         expected = "an http://, https://, ws://, wss:// or balancer:// URL"
         if isinstance(value, str) and value.lower().startswith("balancer://"):
-            parts = urlsplit(value)
+            try:
+                parts = urlsplit(value)
+            except ValueError:
+                _fail('a URL like "balancer://NAME/"', value)
             name = parts.netloc
             if not name or parts.query or parts.fragment or "?" in value:
                 _fail('a URL like "balancer://NAME/"', value)
@@ -1174,7 +1181,7 @@ class _Checker:
         pattern = self.string(path, value)
         try:
             re.compile(pattern)
-        except re.error as e:
+        except (re.error, RecursionError, OverflowError) as e:
             raise _InvalidValueError(
                 f"expected a regular expression, got {_describe(pattern)}: {e}"
             ) from None
