@@ -469,3 +469,49 @@ async def test_accessLogKeepsTheRequestLineAndTheNormalisedPath(
         '127.0.0.1 "GET //x/./../admin;p/secret?q=1 HTTP/1.1" 403 /admin;p/secret?q=1',
         '127.0.0.1 "GET /a HTTP/1.1" 400 /a',
     ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_stickyPathParameterSurvivesNormalisation(stack: Stack) -> None:
+    """
+    A ;jsessionid= path parameter still names the member once the path is
+    normalised, and reaches that member unchanged.
+    """
+    one, two = RecordingBackend("one"), RecordingBackend("two")
+    ports = [await stack.backend(one), await stack.backend(two)]
+    service = await stack.proxy(
+        """
+        [proxy]
+        access_log = false
+        [[listen]]
+        endpoint = "tcp:0:interface=127.0.0.1"
+        [[route]]
+        path = "/app/"
+        to = "balancer://b/"
+        [balancer.b]
+        sticky = {{ name = "JSESSIONID" }}
+        [[balancer.b.member]]
+        url = "http://127.0.0.1:{one}"
+        route = "n1"
+        [[balancer.b.member]]
+        url = "http://127.0.0.1:{two}"
+        route = "n2"
+        """,
+        one=ports[0],
+        two=ports[1],
+    )
+    client = await stack.connect(service.port)
+    targets = [
+        b"/app/cart;jsessionid=ABC.n2",
+        b"//app/./x/../cart;jsessionid=ABC.n2?q=1",
+        b"/%61pp/cart;jsessionid=ABC.n2",
+    ]
+    _write(client, b"".join(request(b"GET", t) for t in targets))
+    replies = parseReplies(await client.waitFor(hasReplies(3)))
+    assert [r.status for r in replies] == [200, 200, 200]
+    assert one.requests == []
+    assert [r.uri for r in two.requests] == [
+        b"/cart;jsessionid=ABC.n2",
+        b"/cart;jsessionid=ABC.n2?q=1",
+        b"/cart;jsessionid=ABC.n2",
+    ]
