@@ -3,7 +3,8 @@ Requests that stream, and the decisions every proxied request shares.
 
 twisted.web reads a whole request body before C{render()} runs. A proxied
 request starts its upstream exchange as soon as its head is in and feeds the
-body on as it arrives (see DESIGN.md). L{ProxiedRequest} holds what both kinds
+body on as it arrives, so memory stays flat whatever the body's size.
+L{ProxiedRequest} holds what both kinds
 of proxied request do: the proxy's own front end (L{twisted_proxy.http_server})
 and L{StreamingRequest}, the request factory that makes an ordinary
 twisted.web C{Site} stream to a mounted L{ReverseProxyResource}.

@@ -70,7 +70,7 @@ def test_emptyDocumentGivesDefaults() -> None:
 
 
 def test_proxyDefaults() -> None:
-    """Every [proxy] default matches CONFIG.md."""
+    """Every [proxy] default is the documented one."""
     proxy = loadString("[proxy]\n").proxy
     assert proxy == ProxySettings(
         server_name="localhost",
@@ -1268,7 +1268,7 @@ def test_hashWithoutKeyHashesTheClientAddress() -> None:
 
 
 def test_hashKeyWithAnotherMethod() -> None:
-    """hash_key beside another method is accepted (and unused), as in CONFIG.md."""
+    """hash_key beside another method is accepted (and unused)."""
     text = (
         '[balancer.web]\nmethod = "byrequests"\nhash_key = "uri"\n'
         '[[balancer.web.member]]\nurl = "http://h"\n'
@@ -1892,7 +1892,7 @@ def test_loadCRLF(tmp_path: Path) -> None:
     assert load(str(path)).listen == (Listener("tcp:8080"),)
 
 
-# -- the CONFIG.md example ------------------------------------------------------
+# -- the full vocabulary example -------------------------------------------------
 
 FULL_EXAMPLE = """
 [proxy]
@@ -1980,7 +1980,7 @@ standby = true
 
 
 def test_configExample() -> None:
-    """The CONFIG.md example, without the parts of later issues, loads whole."""
+    """The full vocabulary example, without the parts not built yet, loads whole."""
     config = loadString(FULL_EXAMPLE, "/etc/twisted-proxy/site.toml")
     assert config.source == "/etc/twisted-proxy/site.toml"
     assert config.proxy.server_name == "proxy.example.test"
@@ -2006,7 +2006,7 @@ def test_configExample() -> None:
 
 
 def test_configExampleBalancer() -> None:
-    """The CONFIG.md balancer, sticky and health tables load as written."""
+    """The example balancer, sticky and health tables load as written."""
     web = loadString(FULL_EXAMPLE).balancer("web")
     assert (web.hash_key, web.max_attempts, web.fail_on_status, web.retry) == (
         "cookie:session",
@@ -2029,7 +2029,7 @@ def test_configExampleBalancer() -> None:
 
 
 def test_configExampleUnsupportedParts() -> None:
-    """The later parts of the CONFIG.md example are each named, not silently used."""
+    """The example's parts not built yet are each named, not silently used."""
     text = FULL_EXAMPLE + (
         '[[route]]\npath = "/balancer-manager"\nhandler = "balancer-manager"\n'
         'allow = ["127.0.0.0/8", "::1/128"]\n'

@@ -127,7 +127,12 @@ _SAMPLES: dict[str, list[Any]] = {
     "server_name": ["proxy.example.test", "a b", ""],
     "server_tokens": ["prod", "full", "none", "Prod"],
     "via": ["off", "on", "full", "block", True],
-    "trusted_proxies": [["10.0.0.0/8", "::1"], ["10.0.0.1/8"], ["300.1.1.1"], "::1"],
+    "trusted_proxies": [
+        ["198.51.100.0/24", "::1"],
+        ["198.51.100.1/24"],
+        ["300.1.1.1"],
+        "::1",
+    ],
     "allow": [["127.0.0.1", "::/0"], ["fe80::1%eth0"], []],
     "deny": [["0.0.0.0/0"], ["1.2.3.4/33"]],
     "timeout": _SECONDS,

@@ -1,7 +1,9 @@
 """
 The lean HTTP/1.1 client connection to a backend, and its keep-alive pool.
 
-Not C{Agent}, not treq (see DESIGN.md): one request at a time per connection,
+Not C{Agent}, not treq (Agent drops 1xx and 101 responses and costs several
+times the CPU per request; treq shares a cookie jar between clients, decodes
+gzip and follows redirects): one request at a time per connection,
 a response parsed by L{ResponseParser} and handed to a sink as it arrives, the
 connection itself offered as the push producer that a slow client pauses.
 An https backend's connection is handed out only once its TLS handshake is
