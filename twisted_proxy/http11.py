@@ -115,13 +115,12 @@ def parseRequestHead(head: bytes, maxHeaders: int = MAX_HEADERS) -> RequestHead:
     """
     if _CONTROL.search(head) is not None:
         raise HTTPError(400, "a control character in the request head")
-    if head.count(b"\r") != head.count(b"\n") or head.count(b"\n") != head.count(
-        b"\r\n"
-    ):
+    fields = head.count(b"\r\n")
+    if head.count(b"\r") != fields or head.count(b"\n") != fields:
         raise HTTPError(400, "bare CR or LF in the request head")
-    lines = head.split(b"\r\n")
-    if len(lines) - 1 > maxHeaders:
+    if fields > maxHeaders:
         raise HTTPError(400, f"more than {maxHeaders} header fields")
+    lines = head.split(b"\r\n")
     requestLine = lines[0]
     method, target, version = parseRequestLine(requestLine)
     headers: Headers = []

@@ -4,10 +4,10 @@ Requests that stream, and the decisions every proxied request shares.
 twisted.web reads a whole request body before C{render()} runs. A proxied
 request starts its upstream exchange as soon as its head is in and feeds the
 body on as it arrives, so memory stays flat whatever the body's size.
-L{ProxiedRequest} holds what both kinds
-of proxied request do: the proxy's own front end (L{twisted_proxy.http_server})
-and L{StreamingRequest}, the request factory that makes an ordinary
-twisted.web C{Site} stream to a mounted L{ReverseProxyResource}.
+L{ProxiedRequest} holds what both kinds of proxied request do: the proxy's own
+front end (L{twisted_proxy.http_server}) and L{StreamingRequest}, the request
+factory that makes an ordinary twisted.web C{Site} stream to a mounted
+L{ReverseProxyResource}.
 L{refusal} is what the head alone rules out (CONNECT, a forward-proxy request,
 an ambiguous or malformed Host, a target that cannot be normalised, a body
 over the limit); it also puts the request's target in normal form, once,
@@ -406,7 +406,7 @@ def refusal(
         except TargetError as e:
             return 400, str(e)
         request.target = target
-        request.uri = target.path + target.query
+        request.uri = target.uri
         request.path = target.path
         request.matchPath = target.match
     if request.maxBodyBytes and length is not None and length > request.maxBodyBytes:
