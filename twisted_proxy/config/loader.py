@@ -144,6 +144,9 @@ _PROXY = frozenset(
         "via",
         "timeout",
         "connect_timeout",
+        "send_timeout",
+        "safe_reuse",
+        "continue_timeout",
         "header_timeout",
         "idle_timeout",
         "max_header_bytes",
@@ -153,6 +156,7 @@ _PROXY = frozenset(
         "access_log",
         "access_log_format",
         "compress",
+        "compress_level",
         "response_headers",
         "keepalive",
         "pool_size",
@@ -231,6 +235,7 @@ _HEALTH = frozenset(
         "method",
         "uri",
         "interval",
+        "fast_interval",
         "timeout",
         "passes",
         "fails",
@@ -641,6 +646,11 @@ class _Checker:
             via=get("via", self.via, d.via),
             timeout=get("timeout", self.seconds, d.timeout),
             connect_timeout=get("connect_timeout", self.seconds, d.connect_timeout),
+            send_timeout=get("send_timeout", self.seconds, d.send_timeout),
+            safe_reuse=get("safe_reuse", self.secondsOrOff, d.safe_reuse),
+            continue_timeout=get(
+                "continue_timeout", self.secondsOrOff, d.continue_timeout
+            ),
             header_timeout=get("header_timeout", self.seconds, d.header_timeout),
             idle_timeout=get("idle_timeout", self.seconds, d.idle_timeout),
             max_header_bytes=get(
@@ -654,6 +664,7 @@ class _Checker:
                 "access_log_format", self.string, d.access_log_format
             ),
             compress=get("compress", self.strings, d.compress),
+            compress_level=get("compress_level", self.compressLevel, d.compress_level),
             response_headers=get(
                 "response_headers", self.headerDirectives, d.response_headers
             ),
@@ -680,6 +691,12 @@ class _Checker:
             ),
             idle_timeout=get("idle_timeout", self.secondsOrOff, d.idle_timeout),
         )
+
+    def compressLevel(self, path: str, value: Any) -> int:
+        """A gzip level, 1 to 9."""
+        if not _isInt(value) or not 1 <= value <= 9:
+            _fail("a gzip level from 1 to 9", value)
+        return int(value)
 
     def secondsOrOff(self, path: str, value: Any) -> float:
         """A duration in seconds, or 0 for off."""
@@ -1123,6 +1140,7 @@ class _Checker:
             method=get("method", self.healthMethod, d.method),
             uri=get("uri", self.healthURI, d.uri),
             interval=d.interval if interval is None else interval,
+            fast_interval=get("fast_interval", self.seconds, d.fast_interval),
             timeout=d.timeout if timeout is None else timeout,
             passes=get("passes", self.positiveInt, d.passes),
             fails=get("fails", self.positiveInt, d.fails),

@@ -54,8 +54,19 @@ class ProxySettings:
     forwarded_headers: bool = True
     trusted_proxies: tuple[Network, ...] = ()
     via: ViaMode = "off"
+    # No byte moved to or from the backend for this long: 504 (or the
+    # client's connection cut once the response has begun).
     timeout: float = 60.0
     connect_timeout: float = 5.0
+    # The client accepted no byte of the response for this long: both legs
+    # closed (nginx's send_timeout).
+    send_timeout: float = 60.0
+    # A request with a body goes on a pooled connection only if that
+    # connection's last response ended less than this long ago.
+    safe_reuse: float = 1.0
+    # Expect: 100-continue goes to the backend; its body is sent anyway if
+    # the backend says nothing for this long.
+    continue_timeout: float = 1.0
     header_timeout: float = 20.0
     idle_timeout: float = 75.0
     max_header_bytes: int = 65536
@@ -67,6 +78,8 @@ class ProxySettings:
     access_log: str | None = "-"
     access_log_format: str = "combined"
     compress: tuple[str, ...] = ()
+    # gzip level (1: fastest, 9: smallest).
+    compress_level: int = 6
     response_headers: HeaderDirectives = field(default_factory=HeaderDirectives)
     # Upstream keep-alive pool (Apache's keepalive / max / ttl worker options).
     keepalive: bool = True
@@ -218,6 +231,9 @@ class HealthCheck:
     method: HealthMethod = "GET"
     uri: str = "/"
     interval: float = 30.0
+    # After a failed check, the next ones come this often until the member is
+    # confirmed down or back (None: the smaller of 2 s and interval).
+    fast_interval: float | None = None
     timeout: float = 5.0
     passes: int = 2
     fails: int = 3
