@@ -49,6 +49,21 @@ def sendNow(transport: Any, data: bytes) -> None:
     transport.write(data)
 
 
+def pendingWriteBytes(transport: Any) -> int | None:
+    """
+    The bytes written to C{transport} that the peer has not taken yet (still
+    in the socket's user-space buffer; for TLS, in the TCP transport under
+    it), or None when the transport does not tell. A backend that takes
+    none of a stalled upload shows the same count twice.
+    """
+    if hasattr(transport, "wrappedProtocol") and hasattr(transport, "transport"):
+        transport = transport.transport
+    if not isinstance(transport, tcp.Connection):
+        return None
+    held: int = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    return held
+
+
 def replaceProtocol(transport: Any, protocol: Any) -> None:
     """
     Make C{transport} deliver to C{protocol} from now on (a WebSocket bridge

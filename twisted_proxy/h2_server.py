@@ -95,20 +95,19 @@ class H2Request(StreamingRequest):
         self._initProxied(0.0, self._front.maxBodyBytes)
         self._length: int | None = None
         self._uploadTimer: IDelayedCall | None = None
-        self._expectContinue = False
 
     # -- called by the stream, while its headers are added --
 
     def parseCookies(self) -> None:
         # Called once every header is in, just before Twisted's stream sends
         # 100 Continue for an Expect header on its own: the header is taken
-        # away here, and the interim answer sent only once the request is
-        # routed and let through (headReceived).
+        # away here; the request carries Expect on to the backend, whose 100
+        # (or silence) asks the client for its body (sendContinue).
         headers = self.requestHeaders
         expect = headers.getRawHeaders(b"expect")
         if expect is not None:
             headers.removeHeader(b"expect")
-            self._expectContinue = expect[0].lower() == b"100-continue"
+            self.expectContinue = expect[0].lower() == b"100-continue"
         server.Request.parseCookies(self)
 
     def gotLength(self, length: int | None) -> None:
@@ -167,8 +166,19 @@ class H2Request(StreamingRequest):
             self._uploadTimer = site.reactor.callLater(
                 settings.idle_timeout, self._uploadStalled
             )
+        if endStream:
+            self.expectContinue = False
         self.bodyConsumer = site.resource.startStream(self)
-        if self._expectContinue and not self.startedWriting and not self.finished:
+
+    def sendContinue(self) -> None:
+        stream = self.channel
+        if (
+            self.expectContinue
+            and stream is not None
+            and not self.startedWriting
+            and not self.finished
+        ):
+            self.expectContinue = False
             self._connection.sendContinue(stream.streamID)
 
     # -- the body --

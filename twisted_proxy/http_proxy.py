@@ -36,6 +36,7 @@ from twisted_proxy.site import (
     ALLOWED_METHODS,
     IStreamingResource,
     ProxiedRequest,
+    abandon,
     errorHeaders,
     targetOf,
 )
@@ -67,7 +68,7 @@ _REPLAY_LIMIT = 65536
 _PENDING_LIMIT = 262144
 # Methods whose request may be sent again when a member dropped it unanswered
 # (RFC 9110 9.2.2), and only when it has no body.
-_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"TRACE"})
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"TRACE", b"PUT"})
 # How long a request waits when every member is at its max_connections.
 _CAPACITY_WAIT = 5.0
 
@@ -396,21 +397,30 @@ def _respondError(
 
 @implementer(IPushProducer)
 class _ClientReader:
-    """Pauses reading from the client while the backend cannot take more body."""
+    """
+    Pauses reading from the client while the backend cannot take more body,
+    and tells the backend connection (C{watcher}) so, which times the backend
+    only while it holds the upload up.
+    """
 
     def __init__(self, transport: Any) -> None:
         self._transport = transport
         self.paused = False
+        self.watcher: UpstreamConnection | None = None
 
     def pauseProducing(self) -> None:
         if not self.paused:
             self.paused = True
             self._transport.pauseProducing()
+        if self.watcher is not None:
+            self.watcher.uploadBlocked()
 
     def resumeProducing(self) -> None:
         if self.paused:
             self.paused = False
             self._transport.resumeProducing()
+        if self.watcher is not None:
+            self.watcher.uploadFlowing()
 
     def stopProducing(self) -> None:
         pass
@@ -454,6 +464,15 @@ class ProxyExchange:
         self._readerOn: Any = None
         self.bytesFromBackend = 0
         self._chunked, self._bodyEnded = self._framing()
+        # Only a request the backend may run twice is ever sent twice: an
+        # idempotent one without a body (RFC 9110 9.2.2). Any other goes on a
+        # fresh connection or one that answered within safe_reuse seconds,
+        # and is never sent again once a byte of it reached a connection.
+        self._replayable = request.method in _IDEMPOTENT and not self._hasBody
+        # Expect: 100-continue goes to the backend, and its 100 to the client.
+        self._expectContinue = bool(getattr(request, "expectContinue", False))
+        self._continueTimer: Any = None
+        self._continued = False
         # A balancer route builds its head once the member (its Host) is known.
         self._head = self._headFor(None) if plan.address is not None else b""
         if buffered:
@@ -507,6 +526,8 @@ class ProxyExchange:
             ):
                 continue
             out.append(b"%s: %s\r\n" % (name, value))
+        if self._expectContinue:
+            out.append(b"Expect: 100-continue\r\n")
         if buffered is not None:
             if buffered or self._length is not None:
                 out.append(b"Content-Length: %d\r\n" % len(buffered))
@@ -579,8 +600,9 @@ class ProxyExchange:
             self._connect(fresh=False)
 
     def _connect(self, fresh: bool) -> None:
+        maxAge = None if self._replayable else self._context.settings.safe_reuse
         attempt = self._context.pool.acquire(
-            self._address, self._connected, self._connectFailed, fresh
+            self._address, self._connected, self._connectFailed, fresh, maxAge
         )
         if attempt is not None:
             self._connecting = attempt
@@ -603,6 +625,13 @@ class ProxyExchange:
             self._bodyEnded,
             pending,
         )
+        if self._expectContinue and self._continueTimer is None:
+            # The backend may answer 100 (relayed), or refuse the upload with
+            # a final status before the client sends it; if it says nothing
+            # for continue_timeout, the client is asked for the body anyway.
+            self._continueTimer = self._context.reactor.callLater(
+                self._context.settings.continue_timeout, self._sendContinue
+            )
         if self._bodyEnded:
             if self._chunked:
                 conn.finishBody()
@@ -717,6 +746,13 @@ class ProxyExchange:
         if self._done:
             return
         self._responded = True
+        if self._expectContinue:
+            self._cancelContinue()
+            if not self._continued and not request.bodyComplete:
+                # A final answer before the body was asked for: the client
+                # will not send it, so nothing more on its connection can be
+                # told apart from it. Closed after this response.
+                abandon(request.channel)
         plan = self._plan
         member = self._member
         balancer = self._context.balancer
@@ -781,26 +817,49 @@ class ProxyExchange:
         if self._done:
             return
         self._conn = None
-        if retryable and not self._retried and self._replay is not None:
-            # A pooled connection the backend had just closed: once more, fresh.
+        if retryable and not self._retried and self._replayable:
+            # It failed on a reused connection before any of an answer (the
+            # backend had closed it while idle, or left bytes on it): one
+            # more try, fresh, on the same member, outside max_attempts.
             self._retried = True
             self._unregisterResponseProducer()
             self._stopUploadFlow()
-            self._pending = list(self._replay)
+            self._pending = []
             self._connect(fresh=True)
             return
-        if (
-            kind == FAIL_RESET
-            and not self._responded
-            and not self._hasBody
-            and self._request.method in _IDEMPOTENT
-        ):
-            # The member dropped a body-less idempotent request before
-            # answering: another member may safely answer it instead.
+        if kind == FAIL_RESET and not self._responded and self._replayable:
+            # The member dropped a request that may run twice before
+            # answering: another member may answer it instead.
             self._unregisterResponseProducer()
             if self._failover(kind, detail):
                 return
+        if retryable:
+            method = self._request.method.decode("latin-1")
+            detail += f"; not sent again ({method}{' with a body' * self._hasBody})"
         self._fail(kind, detail)
+
+    # -- Expect: 100-continue --
+
+    def interimResponse(self, status: int) -> None:
+        """The backend answered 100 Continue: the client may send its body."""
+        if status == 100:
+            self._sendContinue()
+
+    def _sendContinue(self) -> None:
+        timer, self._continueTimer = self._continueTimer, True
+        if timer is True:
+            return
+        if timer is not None and timer.active():
+            timer.cancel()
+        request = self._request
+        if not self._done and not self._responded and not request.bodyComplete:
+            self._continued = True
+            request.sendContinue()
+
+    def _cancelContinue(self) -> None:
+        timer, self._continueTimer = self._continueTimer, True
+        if timer is not None and timer is not True and timer.active():
+            timer.cancel()
 
     # -- endings --
 
@@ -840,6 +899,7 @@ class ProxyExchange:
 
     def _finishWith(self, ok: bool, failure: str | None = None) -> None:
         self._done = True
+        self._cancelContinue()
         self._unregisterResponseProducer()
         self._stopUploadFlow()
         if self._connecting is not None:
@@ -873,6 +933,7 @@ class ProxyExchange:
 
     def _startUploadFlow(self, conn: UpstreamConnection) -> None:
         reader = self._clientReader()
+        reader.watcher = conn
         conn.transport.registerProducer(reader, True)
         self._readerOn = conn.transport
         reader.resumeProducing()
@@ -882,5 +943,7 @@ class ProxyExchange:
             transport, self._readerOn = self._readerOn, None
             if getattr(transport, "producer", None) is self._reader:
                 transport.unregisterProducer()
-        if self._reader is not None and not self._request.clientGone:
-            self._reader.resumeProducing()
+        if self._reader is not None:
+            self._reader.watcher = None
+            if not self._request.clientGone:
+                self._reader.resumeProducing()

@@ -178,6 +178,11 @@ class ProxyRequest(ProxiedRequest):
         values = self.requestHeaders.getRawHeaders(name)
         return values[-1] if values else None
 
+    def sendContinue(self) -> None:
+        if self.expectContinue and not self.startedWriting and not self.finished:
+            self.expectContinue = False
+            self.channel.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
     def setResponseCode(self, code: int, message: bytes | None = None) -> None:
         self.code = code
         self.code_message = message or reasonPhrase(code)
@@ -402,16 +407,11 @@ class HTTPServerChannel(Protocol):
             # OPTIONS *: the proxy answers for itself.
             request.respondOptions()
             return
+        # Expect: 100-continue goes on to the backend, whose 100 (or silence)
+        # asks the client for its body: never before the route, its access
+        # list and the backend have let the request through.
+        request.expectContinue = head.expectContinue and self._state == _BODY
         request.bodyConsumer = self.site.resource.startStream(request)
-        if (
-            head.expectContinue
-            and self._state == _BODY
-            and not request.startedWriting
-            and not request.finished
-        ):
-            # Only now that the route and its access list let it through is
-            # the client asked for its body.
-            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if self._state == _WAIT:
             consumer, request.bodyConsumer = request.bodyConsumer, None
             if consumer is not None:

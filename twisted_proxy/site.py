@@ -124,6 +124,9 @@ class ProxiedRequest:
         # The request line as received, for the access log's %r (None: made
         # up from method, uri and clientproto).
         self.requestLine: bytes | None = None
+        # The client sent Expect: 100-continue and waits for a 100 before its
+        # body (the front ends that leave answering it to the proxy set it).
+        self.expectContinue = False
         self.bodyConsumer: IBodyConsumer | None = None
         self.streaming = True
         self.bodyComplete = False
@@ -204,6 +207,13 @@ class ProxiedRequest:
         for name, value in errorHeaders(self.channel.site, len(body), headers):
             rh.addRawHeader(name, value)
         self.finishResponse(body)
+
+    def sendContinue(self) -> None:
+        """
+        Tell a client waiting with Expect: 100-continue to send its body
+        (the backend said 100, or nothing for continue_timeout). A front end
+        that answers Expect itself (twisted.web's) has nothing to do here.
+        """
 
     def respondOptions(self) -> None:
         """Answer C{OPTIONS *}: what the proxy as a whole allows."""

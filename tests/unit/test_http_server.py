@@ -150,16 +150,37 @@ def test_malformedChunkIs400() -> None:
     assert echo.seen == []
 
 
-def test_expectContinue() -> None:
-    """Expect: 100-continue is answered before the body is read."""
+def test_expectContinueLeftToTheResource() -> None:
+    """
+    The channel does not answer Expect: 100-continue itself: the request
+    says the client waits, and 100 goes out only when the resource (the
+    proxy, once the backend agrees) calls sendContinue, at most once.
+    """
     channel, transport, echo, clock = connect()
     channel.dataReceived(
         b"PUT / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
         b"Content-Length: 2\r\n\r\n"
     )
+    assert transport.value() == b""
+    request = channel.request
+    assert request is not None
+    assert request.expectContinue
+    request.sendContinue()
+    request.sendContinue()
     assert transport.value() == b"HTTP/1.1 100 Continue\r\n\r\n"
     channel.dataReceived(b"ok")
     assert echo.seen == [(b"PUT", b"/", b"ok")]
+
+
+def test_noContinueWithoutExpectOrBody() -> None:
+    """sendContinue writes nothing for a request that did not ask."""
+    channel, transport, echo, clock = connect()
+    echo.hold = True
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n")
+    [request] = echo.held
+    assert not request.expectContinue
+    request.sendContinue()
+    assert transport.value() == b""
 
 
 def test_http10GetsConnectionClose() -> None:

@@ -40,7 +40,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_proxy._twisted_internals import sendNow
+from twisted_proxy._twisted_internals import pendingWriteBytes, sendNow
 from twisted_proxy.upstream.parser import Headers, ResponseParseError, ResponseParser
 from twisted_proxy.upstream.tls import (
     BackendTLS,
@@ -73,6 +73,7 @@ FAIL_TIMEOUT = "timeout"
 FAIL_PROTOCOL = "protocol"
 
 _RESPONSE = "response"
+_UPLOAD = "upload"
 _IDLE = "idle"
 _HANDSHAKE = "handshake"
 _TLS_SCHEMES = frozenset({"https", "wss"})
@@ -99,9 +100,14 @@ class IResponseSink(TypingProtocol):
     def responseFailed(self, kind: str, detail: str, retryable: bool) -> None:
         """
         The exchange failed: C{kind} is one of the C{FAIL_*} names;
-        C{retryable} says nothing reached the backend's application for sure
-        (a pooled connection found closed before any response byte).
+        C{retryable} says it failed on a reused connection before any of a
+        response arrived (closed, reset, or bytes that start no response), so
+        the backend may well not have seen the request: one more try on a
+        fresh connection is safe for a request that may be sent twice.
         """
+
+    def interimResponse(self, status: int) -> None:
+        """An interim 1xx response arrived (a 100 Continue, say)."""
 
 
 @implementer(IPushProducer, IHandshakeListener)
@@ -115,7 +121,9 @@ class UpstreamConnection(Protocol):
     def __init__(self, pool: UpstreamPool, address: Address) -> None:
         self._pool = pool
         self.address = address
-        self._parser = ResponseParser(self._onHead, self._onData, self._onEnd)
+        self._parser = ResponseParser(
+            self._onHead, self._onData, self._onEnd, self._onInterim
+        )
         self._sink: IResponseSink | None = None
         self._timeout = 0.0
         # One timer per connection, reset rather than re-created: the response
@@ -128,6 +136,10 @@ class UpstreamConnection(Protocol):
         self._lost = False
         self._whenLost: list[Deferred[None]] = []
         self.requestsSent = 0
+        # When the last response on it ended (the pool's clock).
+        self.lastUsed = 0.0
+        # While an upload is held up: what the backend had not taken yet.
+        self._stuckAt: int | None = None
         # TLS: set while the handshake is under way, then the outcome.
         self.handshaking = False
         self._ready: Deferred[UpstreamConnection] | None = None
@@ -185,14 +197,19 @@ class UpstreamConnection(Protocol):
             self._pool._discard(self)
             self.transport.loseConnection()
             return
-        if self._timerPurpose == _RESPONSE and self._timer is not None:
-            self._timer.reset(self._timeout)
+        if not self._paused:
+            # Bytes moved: the backend is not stuck.
+            self._arm(self._timeout, _RESPONSE)
         sink = self._sink
         sink.batchStarted()
         try:
             self._parser.feed(data)
         except ResponseParseError as e:
-            self._fail(FAIL_PROTOCOL, f"bad response from backend: {e}", False)
+            # Bytes that start no response, on a reused connection: most
+            # likely left over from the response before (a confused backend),
+            # so the request may not have been read at all.
+            retryable = self.requestsSent > 1 and not self._parser.bodyStarted
+            self._fail(FAIL_PROTOCOL, f"bad response from backend: {e}", retryable)
             self.transport.abortConnection()
         finally:
             sink.batchEnded()
@@ -233,6 +250,12 @@ class UpstreamConnection(Protocol):
         """
         Send a request head with the start of its body (C{body}, already in
         hand); the rest follows by L{writeBody}.
+
+        C{timeout} is per I/O, not per exchange: the backend fails it only by
+        moving no byte for that long, while it should be taking the body
+        (L{uploadBlocked}) or answering (once the body is all sent, or its
+        answer has begun). While the body waits on the client, the client's
+        own timeouts apply instead.
         """
         self._sink = sink
         self._chunked = chunked
@@ -240,7 +263,10 @@ class UpstreamConnection(Protocol):
         self._timeout = timeout
         self.requestsSent += 1
         self._parser.expect(method)
-        self._arm(timeout, _RESPONSE)
+        if bodyDone:
+            self._arm(timeout, _RESPONSE)
+        else:
+            self._cancelTimeout()
         if body:
             pieces = [head]
             for data in body:
@@ -259,10 +285,31 @@ class UpstreamConnection(Protocol):
         return (data,)
 
     def finishBody(self) -> None:
-        """The request body is complete."""
+        """The request body is complete: the backend's answer is awaited."""
         if self._chunked:
             self.transport.write(b"0\r\n\r\n")
         self._bodyDone = True
+        if (
+            self._sink is not None
+            and not self._paused
+            and self._timerPurpose != _RESPONSE
+        ):
+            self._arm(self._timeout, _RESPONSE)
+
+    def uploadBlocked(self) -> None:
+        """
+        The backend is not taking the body as fast as the client sends it
+        (our send buffer to it is full): its clock runs until it takes some.
+        """
+        if self._sink is None or self._bodyDone or self._timerPurpose == _RESPONSE:
+            return
+        self._stuckAt = pendingWriteBytes(self.transport)
+        self._arm(self._timeout, _UPLOAD)
+
+    def uploadFlowing(self) -> None:
+        """The backend took what was buffered: the body waits on the client."""
+        if self._timerPurpose == _UPLOAD:
+            self._cancelTimeout()
 
     def abort(self) -> None:
         """Give up on this exchange: the connection is dropped, never reused."""
@@ -301,6 +348,10 @@ class UpstreamConnection(Protocol):
 
     # -- parser callbacks --
 
+    def _onInterim(self, status: int) -> None:
+        if self._sink is not None:
+            self._sink.interimResponse(status)
+
     def _onHead(self, status: int, reason: bytes, headers: Headers) -> None:
         if self._sink is not None:
             self._sink.responseStarted(status, reason, headers)
@@ -320,6 +371,7 @@ class UpstreamConnection(Protocol):
         if sink is not None:
             sink.responseFinished()
         if reusable:
+            self.lastUsed = self._pool.clock.seconds()
             self._pool._release(self)
         else:
             self._cancelTimeout()
@@ -340,6 +392,19 @@ class UpstreamConnection(Protocol):
         purpose, self._timerPurpose = self._timerPurpose, None
         if purpose == _RESPONSE:
             self._timedOut()
+        elif purpose == _UPLOAD:
+            pending = pendingWriteBytes(self.transport)
+            stuckAt, self._stuckAt = self._stuckAt, pending
+            if pending is not None and stuckAt is not None and pending < stuckAt:
+                # Slow, not stuck: some of the body was taken meanwhile.
+                self._arm(self._timeout, _UPLOAD)
+                return
+            self._fail(
+                FAIL_TIMEOUT,
+                f"backend took none of the request body for {self._timeout:g}s",
+                False,
+            )
+            self.abort()
         elif purpose == _IDLE:
             self._pool._expire(self)
         elif purpose == _HANDSHAKE:
@@ -420,6 +485,7 @@ class UpstreamPool:
         onReady: Callable[[UpstreamConnection, bool], object],
         onFailed: Callable[[Failure], object],
         fresh: bool = False,
+        maxAge: float | None = None,
     ) -> Deferred[UpstreamConnection] | None:
         """
         Call C{onReady(connection, reused)} with an idle connection at once, or
@@ -428,10 +494,17 @@ class UpstreamPool:
         L{BackendTLSError} when the TLS handshake failed. Returns the
         connection attempt (cancel it to give up), or None when one of the
         two was called already.
+
+        :param maxAge: reuse only a connection whose last response ended less
+            than this many seconds ago (one the backend is unlikely to be
+            closing as the request is written); else connect afresh.
         """
         if not fresh:
             idle = self._idle.get(address)
-            if idle:
+            # The most recently used is last.
+            if idle and (
+                maxAge is None or self.clock.seconds() - idle[-1].lastUsed < maxAge
+            ):
                 conn = idle.pop()
                 # Its idle timer is re-aimed by sendRequest, not re-created.
                 onReady(conn, True)

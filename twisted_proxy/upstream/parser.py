@@ -119,6 +119,8 @@ class ResponseParser:
         interim 1xx responses (other than 101) are skipped, up to 16 of them.
     :param onData: called with each piece of decoded body.
     :param onEnd: called when the response is complete.
+    :param onInterim: called with the status of each interim response
+        skipped (a 100 Continue the client may be waiting for).
     """
 
     def __init__(
@@ -126,10 +128,12 @@ class ResponseParser:
         onHead: Callable[[int, bytes, Headers], object],
         onData: Callable[[bytes], object],
         onEnd: Callable[[], object],
+        onInterim: Callable[[int], object] | None = None,
     ) -> None:
         self._onHead = onHead
         self._onData = onData
         self._onEnd = onEnd
+        self._onInterim = onInterim
         self._state = _DONE
         self._buffer = b""
         self._remaining = 0
@@ -235,6 +239,8 @@ class ResponseParser:
             if self._interim > _MAX_INTERIM:
                 raise ResponseParseError(f"more than {_MAX_INTERIM} interim responses")
             self._headBytes += end + 4
+            if self._onInterim is not None:
+                self._onInterim(status)
             return rest
         self._startBody(version, status, headers)
         if self.framing == _CHUNKED:
