@@ -30,7 +30,7 @@ from twisted_proxy.config import parseTarget
 from twisted_proxy.config.model import Balancer, ProxySettings, Route
 from twisted_proxy.headers import ClientInfo, RequestHeaderRewriter, formatHostPort
 from twisted_proxy.requesttarget import TargetError
-from twisted_proxy.reverse import ReverseRewriter, routePrefixes
+from twisted_proxy.reverse import ReverseRewriter, ReverseTable, routePrefixes
 from twisted_proxy.routing import upstreamTarget
 from twisted_proxy.site import (
     ALLOWED_METHODS,
@@ -175,6 +175,7 @@ class _RoutePlan:
         settings: ProxySettings,
         frontPath: str,
         balancer: Balancer | None = None,
+        reverseTable: ReverseTable | None = None,
     ) -> None:
         assert route.to is not None
         target = route.to
@@ -200,6 +201,7 @@ class _RoutePlan:
             frontPath,
             route.cookie_domain,
             route.cookie_path,
+            reverseTable,
         )
 
 
@@ -216,6 +218,8 @@ class ReverseProxyResource(Resource):
     :param target: a backend URL (``"http://127.0.0.1:3000/"``) or a L{Route}.
     :param context: shared pool/balancer/settings; one of its own if omitted.
     :param reactor: used to build the context when C{context} is omitted.
+    :param reverseTable: every route's ProxyPassReverse (for a resource mounted
+        at its route), which backend URLs in responses are checked against too.
     """
 
     isLeaf = True
@@ -229,6 +233,7 @@ class ReverseProxyResource(Resource):
         reactor: Any = None,
         settings: ProxySettings | None = None,
         mountedAtRoute: bool = False,
+        reverseTable: ReverseTable | None = None,
     ) -> None:
         super().__init__()
         if isinstance(target, str):
@@ -245,6 +250,7 @@ class ReverseProxyResource(Resource):
         self.context = context
         context.checkBackendTLS(routes=[route])
         self._mountedAtRoute = mountedAtRoute
+        self._reverseTable = reverseTable
         self._plans: dict[str, _RoutePlan] = {}
         if mountedAtRoute:
             self._plans[route.path] = self._newPlan(route.path)
@@ -254,7 +260,9 @@ class ReverseProxyResource(Resource):
         balancer = None
         if route.to is not None and route.to.scheme == "balancer":
             balancer = self.context.balancers.get(route.to.host)
-        return _RoutePlan(route, self.context.settings, frontPath, balancer)
+        return _RoutePlan(
+            route, self.context.settings, frontPath, balancer, self._reverseTable
+        )
 
     # -- IResource / IStreamingResource --
 

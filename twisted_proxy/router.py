@@ -12,13 +12,19 @@ from zope.interface import implementer
 
 from twisted_proxy.config.model import Config
 from twisted_proxy.http_proxy import ProxyContext, ProxyExchange, ReverseProxyResource
+from twisted_proxy.reverse import ReverseTable
 from twisted_proxy.routing import RouteTable
 from twisted_proxy.site import IStreamingResource, ProxiedRequest
 
 
 @implementer(IStreamingResource)
 class RouterResource(Resource):
-    """Dispatch by host and longest path prefix to one resource per route."""
+    """
+    Dispatch by host and longest path prefix to one resource per route.
+
+    The routes share one L{ReverseTable}, built here once, so a response's
+    backend URLs are rewritten by whichever route of its host fronts them.
+    """
 
     isLeaf = True
     streaming = True
@@ -26,8 +32,11 @@ class RouterResource(Resource):
     def __init__(self, config: Config, context: ProxyContext) -> None:
         super().__init__()
         self._table = RouteTable(config.routes)
+        reverse = ReverseTable(config.routes, context.balancers)
         self._resources = {
-            route.index: ReverseProxyResource(route, context, mountedAtRoute=True)
+            route.index: ReverseProxyResource(
+                route, context, mountedAtRoute=True, reverseTable=reverse
+            )
             for route in config.routes
             if route.to is not None
         }
