@@ -52,6 +52,7 @@ from twisted.web import server
 from twisted.web._http2 import H2Connection
 from zope.interface import implementer
 
+from twisted_proxy._twisted_internals import pendingWriteBytes
 from twisted_proxy.http_server import HTTPProxyFactory, HTTPServerChannel
 from twisted_proxy.site import StreamingRequest, refusal
 
@@ -253,6 +254,11 @@ class H2ProxyConnection(H2Connection):
         # with data but no window, taken out of Twisted's send loop.
         self._heldBack: set[int] = set()
         self._noWindow: set[int] = set()
+        # send_timeout: streams the client gives no window, and the whole
+        # connection while the client takes none of what was written.
+        self._stalled: dict[int, IDelayedCall] = {}
+        self._sendTimer: IDelayedCall | None = None
+        self._sendHeld: int | None = None
         self._draining = False
         self._closing = False
         self._lost = False
@@ -291,7 +297,9 @@ class H2ProxyConnection(H2Connection):
             self.transport.unregisterProducer()
         super().connectionLost(reason, _cancelTimeouts)
         self._heldBack.clear()
-        self._noWindow.clear()
+        for streamID in list(self._noWindow):
+            self._windowOpen(streamID)
+        self._cancelSendTimer()
         if _cancelTimeouts:
             self.site._channelGone(self)
 
@@ -406,7 +414,7 @@ class H2ProxyConnection(H2Connection):
         super()._requestDone(streamID)
         self._requests.pop(streamID, None)
         self._heldBack.discard(streamID)
-        self._noWindow.discard(streamID)
+        self._windowOpen(streamID)
         if self._lost:
             return
         stream = self.conn.streams.get(streamID)
@@ -436,7 +444,7 @@ class H2ProxyConnection(H2Connection):
         if window <= 0:
             if queued:
                 self.priority.block(streamID)
-                self._noWindow.add(streamID)
+                self._windowShut(streamID)
         elif window > STREAM_BUFFER:
             window = STREAM_BUFFER
             if queued >= STREAM_BUFFER:
@@ -466,9 +474,9 @@ class H2ProxyConnection(H2Connection):
         for streamID in list(self._noWindow):
             stream = self.streams.get(streamID)
             if stream is None:
-                self._noWindow.discard(streamID)
+                self._windowOpen(streamID)
             elif self.conn.local_flow_control_window(streamID) > 0:
-                self._noWindow.discard(streamID)
+                self._windowOpen(streamID)
                 self.priority.unblock(streamID)
                 stream.windowUpdated()
                 reopened = True
@@ -478,6 +486,66 @@ class H2ProxyConnection(H2Connection):
                 waiting.callback(None)
             else:
                 self._sendingDeferred = waiting
+
+    # -- send_timeout: a client that takes none of its responses --
+
+    def _windowShut(self, streamID: int) -> None:
+        self._noWindow.add(streamID)
+        if streamID not in self._stalled:
+            self._stalled[streamID] = self.site.reactor.callLater(
+                self.site.settings.send_timeout, self._streamStalled, streamID
+            )
+
+    def _windowOpen(self, streamID: int) -> None:
+        self._noWindow.discard(streamID)
+        timer = self._stalled.pop(streamID, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _streamStalled(self, streamID: int) -> None:
+        """A stream's window stayed shut for send_timeout: reset it."""
+        self._stalled.pop(streamID, None)
+        self._log.info(
+            "client gave stream {stream} no window for {seconds:g}s "
+            "(send_timeout): resetting it and closing its backend connection",
+            stream=streamID,
+            seconds=self.site.settings.send_timeout,
+        )
+        self._noWindow.discard(streamID)
+        self.resetStream(streamID)
+
+    def pauseProducing(self) -> None:
+        super().pauseProducing()
+        if self._sendTimer is None and self.transport is not None:
+            self._sendHeld = pendingWriteBytes(self.transport)
+            self._sendTimer = self.site.reactor.callLater(
+                self.site.settings.send_timeout, self._sendTimedOut
+            )
+
+    def resumeProducing(self) -> None:
+        self._cancelSendTimer()
+        super().resumeProducing()
+
+    def _cancelSendTimer(self) -> None:
+        timer, self._sendTimer = self._sendTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _sendTimedOut(self) -> None:
+        """The client's socket stayed full for send_timeout: let it go."""
+        self._sendTimer = None
+        held = pendingWriteBytes(self.transport)
+        before, self._sendHeld = self._sendHeld, held
+        seconds = self.site.settings.send_timeout
+        if held is not None and before is not None and held < before:
+            self._sendTimer = self.site.reactor.callLater(seconds, self._sendTimedOut)
+            return
+        self._log.info(
+            "HTTP/2 client took no bytes for {seconds:g}s (send_timeout): "
+            "closing its connection and its backends'",
+            seconds=seconds,
+        )
+        self.abortConnection()
 
     def queuedBytes(self) -> int:
         """Response bytes waiting in this connection for the client."""

@@ -36,7 +36,11 @@ from twisted.web.resource import IResource
 from zope.interface import implementer
 
 from twisted import copyright
-from twisted_proxy._twisted_internals import replaceProtocol, sendNow
+from twisted_proxy._twisted_internals import (
+    pendingWriteBytes,
+    replaceProtocol,
+    sendNow,
+)
 from twisted_proxy.config.model import Listener, ProxySettings
 from twisted_proxy.headers import ResponseHeaderRewriter
 from twisted_proxy.http11 import (
@@ -288,6 +292,9 @@ class HTTPServerChannel(Protocol):
         self._host: Any = None
         self._timer: IDelayedCall | None = None
         self._timerPurpose: str | None = None
+        # While the client takes none of its response: send_timeout.
+        self._sendTimer: IDelayedCall | None = None
+        self._sendHeld: int | None = None
 
     # -- Protocol --
 
@@ -321,6 +328,7 @@ class HTTPServerChannel(Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._cancelTimer()
+        self._cancelSendTimer()
         self.site._channelGone(self)
         request, self.request = self.request, None
         if request is not None:
@@ -360,7 +368,12 @@ class HTTPServerChannel(Protocol):
                     self.refuse(414, "request line too long")
                 else:
                     self.refuse(431, "request head too large")
+            elif self._timerPurpose == _FIRST:
+                # The clock started when the client connected: its head is
+                # due within header_timeout of that, not of its first byte.
+                self._timerPurpose = _PARTIAL
             elif self._timerPurpose != _PARTIAL:
+                # A keep-alive connection: from the request's first byte.
                 self._arm(self.site.settings.header_timeout, _PARTIAL)
             return False
         head, self._buffer = buffer[:end], buffer[end + 4 :]
@@ -549,6 +562,7 @@ class HTTPServerChannel(Protocol):
         """Cut the connection now."""
         self.abandoned = True
         self._cancelTimer()
+        self._cancelSendTimer()
         if self.transport is not None:
             self.transport.abortConnection()
 
@@ -561,6 +575,7 @@ class HTTPServerChannel(Protocol):
         """
         self.abandoned = True
         self._cancelTimer()
+        self._cancelSendTimer()
         transport = self.transport
         transport.unregisterProducer()
         if self._readPaused:
@@ -622,11 +637,41 @@ class HTTPServerChannel(Protocol):
         self._writePaused = True
         if self._producer is not None:
             self._producer.pauseProducing()
+        if self._sendTimer is None:
+            self._sendHeld = pendingWriteBytes(self.transport)
+            self._sendTimer = self.site.reactor.callLater(
+                self.site.settings.send_timeout, self._sendTimedOut
+            )
 
     def resumeProducing(self) -> None:
         self._writePaused = False
+        self._cancelSendTimer()
         if self._producer is not None:
             self._producer.resumeProducing()
+
+    def _cancelSendTimer(self) -> None:
+        timer, self._sendTimer = self._sendTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _sendTimedOut(self) -> None:
+        """The client's socket stayed full for send_timeout: let it go."""
+        self._sendTimer = None
+        held = pendingWriteBytes(self.transport)
+        before, self._sendHeld = self._sendHeld, held
+        seconds = self.site.settings.send_timeout
+        if held is not None and before is not None and held < before:
+            # Slow, not gone: it took some meanwhile.
+            self._sendTimer = self.site.reactor.callLater(seconds, self._sendTimedOut)
+            return
+        peer = str(getattr(self.transport.getPeer(), "host", "-"))
+        self.site._log.info(
+            "client {peer} took no response bytes for {seconds:g}s (send_timeout):"
+            " closing its connection and the backend's",
+            peer=peer,
+            seconds=seconds,
+        )
+        self.abortConnection()
 
     def stopProducing(self) -> None:
         if self._producer is not None:
