@@ -162,22 +162,22 @@ def _absoluteTable(
 
 
 class _PublicPaths:
-    """Where routes are mounted on the front side, for absolute-path Locations."""
+    """
+    Where routes are mounted on the front side, for absolute-path Locations.
 
-    __slots__ = ("_exact", "_under")
+    A mount point covers its path with or without the trailing slash, as a
+    backend path does: a backend that says C{/api/users} for the root it
+    knows as C{/api/users/} has written a public path too.
+    """
+
+    __slots__ = ("_bases",)
 
     def __init__(self, paths: Iterable[bytes]) -> None:
-        paths = tuple(paths)
-        # As routing matches them: "/api/" answers "/api/..." but not "/api";
-        # "/api" answers "/api" and "/api/...".
-        self._under = frozenset(path.rstrip(b"/") for path in paths)
-        self._exact = frozenset(path for path in paths if not path.endswith(b"/"))
+        self._bases = frozenset(path.rstrip(b"/") for path in paths)
 
     def depth(self, path: bytes) -> int:
         """How much of C{path} a mount point covers (see L{_depth}), or -1."""
-        if path in self._exact:
-            return len(path)
-        return _depth(path, self._under, whole=False)
+        return _depth(path, self._bases)
 
 
 def routePrefixes(route: Route, balancer: Balancer | None = None) -> tuple[str, ...]:

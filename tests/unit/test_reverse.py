@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pytest
 
+from twisted_proxy.config import parseTarget
 from twisted_proxy.config.model import Balancer, Member, Route, Target
-from twisted_proxy.reverse import ReverseRewriter, routePrefixes
+from twisted_proxy.reverse import ReverseRewriter, ReverseTable, routePrefixes
 
 FRONT = b"api.example.test"
 
@@ -300,6 +301,29 @@ def test_relativeUsesReversePaths() -> None:
     assert location(r, b"/app/y") == b"/api/users/y"
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"/api/users/login",
+        b"/api/users/",
+        b"/api/users",
+        b"/api/users/a/b?next=/api/users/#f",
+    ],
+)
+def test_relativeAlreadyPublicNotPrefixedTwice(value: bytes) -> None:
+    """A backend that writes its public path (from X-Forwarded-Prefix) keeps it."""
+    assert location(rewriter("http://127.0.0.1:3000/"), value) is value
+
+
+def test_relativeLongestOfBackendAndPublicPathWins() -> None:
+    """Whichever covers more of the path, a backend path or the route path, wins."""
+    r = rewriter("http://backend/", "http://backend/api/users/v1/", front="/api/")
+    assert location(r, b"/api/users/v1/x") == b"/api/x"
+    assert location(r, b"/x") == b"/api/x"
+    value = b"/api/x"
+    assert location(r, value) is value
+
+
 # -- cookies ---------------------------------------------------------------
 
 
@@ -480,6 +504,272 @@ def test_cookieOnlyRewriterLeavesLocation() -> None:
     headers = [(b"Location", b"/login"), (b"Set-Cookie", b"a=1; Path=/")]
     out = cookies(paths=(("/", "/a/"),)).rewriteResponseHeaders(headers, "https", FRONT)
     assert out == [(b"Location", b"/login"), (b"Set-Cookie", b"a=1; Path=/a/")]
+
+
+# -- every route of a host ------------------------------------------------------------
+
+
+def route(path: str, to: str, host: str | None = None, **extra: object) -> Route:
+    """A route from C{path} (on C{host}) to the backend URL C{to}."""
+    return Route(path=path, host=host, to=parseTarget(to), **extra)  # type: ignore[arg-type]
+
+
+# Scenario 3: microservices by path.
+USERS = route(
+    "/api/users/", "http://127.0.0.1:9131/", cookie_path=(("/", "/api/users/"),)
+)
+PAYMENTS = route(
+    "/api/payments/",
+    "http://127.0.0.1:9132/",
+    reverse=("http://payments.internal/",),
+    cookie_domain=(("payments.internal", "api.example.test"),),
+    cookie_path=(("/", "/api/payments/"),),
+)
+MAIN = route("/", "http://127.0.0.1:9133/")
+
+
+def tabled(
+    *routes: Route, balancers: dict[str, Balancer] | None = None
+) -> list[ReverseRewriter]:
+    """Each route's rewriter, sharing one table of C{routes}."""
+    table = ReverseTable(routes, balancers)
+    return [
+        ReverseRewriter.fromRoute(
+            r, (balancers or {}).get(r.to.host) if r.to else None, table
+        )
+        for r in routes
+    ]
+
+
+def test_tableRedirectToAnotherRoute() -> None:
+    """A backend URL of another route of the host maps to that route's path."""
+    users, payments, main = tabled(USERS, PAYMENTS, MAIN)
+    assert location(users, b"http://127.0.0.1:9132/pay?x=1") == (
+        b"https://api.example.test/api/payments/pay?x=1"
+    )
+    assert location(payments, b"http://127.0.0.1:9131/42") == (
+        b"https://api.example.test/api/users/42"
+    )
+    assert location(users, b"http://127.0.0.1:9133/") == b"https://api.example.test/"
+    assert location(main, b"http://127.0.0.1:9131/me") == (
+        b"https://api.example.test/api/users/me"
+    )
+    # Without the table (an embedded resource) only a route's own URLs count.
+    value = b"http://127.0.0.1:9132/pay"
+    assert location(ReverseRewriter.fromRoute(USERS), value) is value
+
+
+def test_tableReverseURLsOfAnotherRoute() -> None:
+    """Another route's reverse URLs are recognised too, with or without a port."""
+    users, _, main = tabled(USERS, PAYMENTS, MAIN)
+    assert location(users, b"http://payments.internal/receipt") == (
+        b"https://api.example.test/api/payments/receipt"
+    )
+    assert location(main, b"http://PAYMENTS.internal:80") == (
+        b"https://api.example.test/api/payments/"
+    )
+
+
+def test_tableBalancerMembersOfAnotherRoute() -> None:
+    """A balancer route's members are recognised in another route's responses."""
+    shop = Route(
+        path="/shop/", to=Target("balancer://web/app/", "balancer", "web", 0, "/app/")
+    )
+    balancer = Balancer(
+        name="web",
+        members=(
+            Member("http://198.51.100.1:9001", "http", "198.51.100.1", 9001),
+            Member("http://198.51.100.2:9001/", "http", "198.51.100.2", 9001),
+        ),
+    )
+    users, shopRewriter = tabled(USERS, shop, balancers={"web": balancer})
+    assert location(users, b"http://198.51.100.2:9001/app/cart") == (
+        b"https://api.example.test/shop/cart"
+    )
+    assert location(shopRewriter, b"http://127.0.0.1:9131/x") == (
+        b"https://api.example.test/api/users/x"
+    )
+
+
+def test_tableLongestBackendPathWins() -> None:
+    """Among routes to one backend, the one with the longest backend path wins."""
+    site, deep = tabled(
+        route("/site/", "http://backend/"), route("/deep/", "http://backend/v2/")
+    )
+    for r in (site, deep):
+        assert location(r, b"http://backend/v2/x") == b"https://api.example.test/deep/x"
+        assert location(r, b"http://backend/v2") == b"https://api.example.test/deep"
+        assert location(r, b"http://backend/v22") == (
+            b"https://api.example.test/site/v22"
+        )
+        assert location(r, b"http://backend/x") == b"https://api.example.test/site/x"
+
+
+def test_tableTieGoesToOwnRouteThenFirst() -> None:
+    """Two routes to one backend URL: the answering one wins, else the first."""
+    one, two, other = tabled(
+        route("/one/", "http://backend/"),
+        route("/two/", "http://backend/"),
+        route("/other/", "http://elsewhere/"),
+    )
+    assert location(one, b"http://backend/x") == b"https://api.example.test/one/x"
+    assert location(two, b"http://backend/x") == b"https://api.example.test/two/x"
+    assert location(other, b"http://backend/x") == b"https://api.example.test/one/x"
+
+
+def test_tableContentLocationAndURI() -> None:
+    """Content-Location and URI are rewritten across routes as Location is."""
+    users, _, _ = tabled(USERS, PAYMENTS, MAIN)
+    headers = [
+        (b"Location", b"http://127.0.0.1:9132/pay"),
+        (b"Content-Location", b"http://payments.internal/receipt/7"),
+        (b"URI", b"http://127.0.0.1:9133/catalog"),
+        (b"Link", b"<http://127.0.0.1:9132/pay>"),
+    ]
+    assert users.rewriteResponseHeaders(headers, "http", b"shop.example.test:8083") == [
+        (b"Location", b"http://shop.example.test:8083/api/payments/pay"),
+        (b"Content-Location", b"http://shop.example.test:8083/api/payments/receipt/7"),
+        (b"URI", b"http://shop.example.test:8083/catalog"),
+        (b"Link", b"<http://127.0.0.1:9132/pay>"),
+    ]
+
+
+def test_tableCookiesStayPerRoute() -> None:
+    """Set-Cookie goes through the answering route's cookie mappings only."""
+    users, payments, _ = tabled(USERS, PAYMENTS, MAIN)
+    value = b"sid=1; Domain=payments.internal; Path=/"
+    assert users.rewriteSetCookie(value) == (
+        b"sid=1; Domain=payments.internal; Path=/api/users/"
+    )
+    assert payments.rewriteSetCookie(value) == (
+        b"sid=1; Domain=api.example.test; Path=/api/payments/"
+    )
+
+
+def test_tableRelativeStaysWithOwnBackend() -> None:
+    """An absolute path is the answering backend's: other routes never map it."""
+    users, payments, main = tabled(USERS, PAYMENTS, MAIN)
+    assert location(users, b"/pay") == b"/api/users/pay"
+    assert location(payments, b"/login") == b"/api/payments/login"
+    value = b"/pay"
+    assert location(main, value) is value
+
+
+@pytest.mark.parametrize(
+    "value", [b"/api/payments/pay", b"/api/payments", b"/api/users/42?x=/"]
+)
+def test_tableRelativePublicPathOfAnotherRouteKept(value: bytes) -> None:
+    """An absolute path naming another route's public path is left as it is."""
+    users, payments, main = tabled(USERS, PAYMENTS, MAIN)
+    for r in (users, payments, main):
+        assert location(r, value) is value
+
+
+def test_tableHostScoping() -> None:
+    """A route for one host never rewrites responses for another host."""
+    a, b, anyHost = tabled(
+        route("/a/", "http://a.internal/", host="a.test"),
+        route("/b/", "http://b.internal/", host="b.test"),
+        route("/", "http://main.internal/"),
+    )
+    for r in (b, anyHost):
+        value = b"http://a.internal/x"
+        assert r.rewriteLocation(value, "https", b"b.test") is value
+        assert r.rewriteLocation(value, "https", b"other.test") is value
+    assert anyHost.rewriteLocation(b"http://a.internal/x", "https", b"a.test") == (
+        b"https://a.test/a/x"
+    )
+    assert b.rewriteLocation(b"http://main.internal/x", "https", b"b.test") == (
+        b"https://b.test/x"
+    )
+    value = b"http://b.internal/x"
+    assert a.rewriteLocation(value, "https", b"a.test") is value
+    # Nor is the other host's route path taken for a public one.
+    assert b.rewriteLocation(b"/a/x", "https", b"b.test") == b"/b/a/x"
+
+
+def test_tableHostComparedAsRoutingDoes() -> None:
+    """The Host header's case, port and trailing dot are ignored; it is kept as sent."""
+    _, anyHost = tabled(
+        route("/a/", "http://a.internal/", host="A.Test"),
+        route("/", "http://main.internal/"),
+    )
+    for host in (b"a.test", b"A.TEST:8443", b"a.test.", b"a.test:80"):
+        assert anyHost.rewriteLocation(b"http://a.internal/x", "https", host) == (
+            b"https://" + host + b"/a/x"
+        )
+
+
+def test_tableWildcardHosts() -> None:
+    """A *.domain route's mappings apply to every name under it, exact or not."""
+    exact, wild, wider, anyHost = tabled(
+        route("/e/", "http://e.internal/", host="x.example.test"),
+        route("/w/", "http://w.internal/", host="*.example.test"),
+        route("/ww/", "http://ww.internal/", host="*.test"),
+        route("/", "http://main.internal/"),
+    )
+    w = b"http://w.internal/1"
+    ww = b"http://ww.internal/1"
+    for host in (b"x.example.test", b"y.example.test", b"a.b.example.test"):
+        assert anyHost.rewriteLocation(w, "http", host) == b"http://%s/w/1" % host
+        assert anyHost.rewriteLocation(ww, "http", host) == b"http://%s/ww/1" % host
+    assert wild.rewriteLocation(b"http://e.internal/1", "http", b"x.example.test") == (
+        b"http://x.example.test/e/1"
+    )
+    e = b"http://e.internal/1"
+    assert wild.rewriteLocation(e, "http", b"y.example.test") is e
+    assert wider.rewriteLocation(w, "http", b"other.test") is w
+    assert anyHost.rewriteLocation(w, "http", b"example.test") is w
+    assert anyHost.rewriteLocation(ww, "http", b"example.test") == (
+        b"http://example.test/ww/1"
+    )
+    assert exact.rewriteLocation(ww, "http", b"example.com") is ww
+    assert wider.rewriteLocation(ww, "http", b"example.com") == (
+        b"http://example.com/ww/1"
+    )
+
+
+def test_tableShadowedRouteLeftOut() -> None:
+    """A route a more specific host's route covers is not reached for that host."""
+    shop, _ = tabled(
+        route("/", "http://shop.internal/", host="shop.test"),
+        route("/api/payments/", "http://payments.internal/"),
+    )
+    value = b"http://payments.internal/pay"
+    assert shop.rewriteLocation(value, "http", b"shop.test") is value
+    assert shop.rewriteLocation(value, "http", b"other.test") == (
+        b"http://other.test/api/payments/pay"
+    )
+
+
+def test_tablePartlyShadowedRouteKept() -> None:
+    """A route only part of whose paths a more specific host answers still maps."""
+    shop, _ = tabled(
+        route("/api/payments/admin/", "http://admin.internal/", host="shop.test"),
+        route("/api/payments/", "http://payments.internal/"),
+    )
+    assert shop.rewriteLocation(
+        b"http://payments.internal/x", "http", b"shop.test"
+    ) == (b"http://shop.test/api/payments/x")
+
+
+def test_tableWithoutAbsoluteURLsInactive() -> None:
+    """A table with no backend URLs leaves a cookie-less route inactive."""
+    status = Route(path="/status", handler="status")
+    table = ReverseTable([status])
+    assert not table.active
+    assert not ReverseRewriter.fromRoute(status, table=table).active
+
+
+def test_tableMakesPrefixlessRouteActive() -> None:
+    """A route with no URLs of its own still rewrites the other routes' URLs."""
+    status = Route(path="/status", handler="status")
+    table = ReverseTable([status, USERS])
+    r = ReverseRewriter.fromRoute(status, table=table)
+    assert r.active
+    assert location(r, b"http://127.0.0.1:9131/x") == (
+        b"https://api.example.test/api/users/x"
+    )
 
 
 # -- building from a route -----------------------------------------------------------
