@@ -1549,6 +1549,89 @@ def test_healthTimeoutComparedOnlyWhenValid() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("lines", "fast"),
+    [
+        ("", None),
+        ("fast_interval = 0.5\ntimeout = 0.25", 0.5),
+        ("interval = 10\nfast_interval = 10\ntimeout = 1", 10.0),
+        ("fast_interval = 6", 6.0),
+    ],
+)
+def test_healthFastInterval(lines: str, fast: float | None) -> None:
+    """fast_interval is read as seconds; absent, it is None (2 s or interval)."""
+    text = (
+        f'[balancer.web.health]\n{lines}\n[[balancer.web.member]]\nurl = "http://h"\n'
+    )
+    health = loadString(text).balancer("web").health
+    assert health is not None
+    assert health.fast_interval == fast
+
+
+@pytest.mark.parametrize(
+    ("lines", "messages"),
+    [
+        (
+            "fast_interval = 0",
+            ["fast_interval: expected a positive number of seconds, got 0"],
+        ),
+        (
+            'fast_interval = "1"',
+            ['fast_interval: expected a positive number of seconds, got "1"'],
+        ),
+        (
+            "fast_interval = 45",
+            [
+                "fast_interval: fast_interval must not exceed interval, got "
+                "fast_interval 45 and interval 30 (the default)"
+            ],
+        ),
+        (
+            "interval = 10\nfast_interval = 12\ntimeout = 1",
+            [
+                "fast_interval: fast_interval must not exceed interval, got "
+                "fast_interval 12 and interval 10"
+            ],
+        ),
+        (
+            "fast_interval = 2",
+            [
+                "timeout: timeout must be shorter than fast_interval, got timeout 5 "
+                "(the default) and fast_interval 2"
+            ],
+        ),
+        (
+            "fast_interval = 1\ntimeout = 1",
+            [
+                "timeout: timeout must be shorter than fast_interval, got timeout 1 "
+                "and fast_interval 1"
+            ],
+        ),
+        (
+            "interval = 4\nfast_interval = 8\ntimeout = 6",
+            [
+                "timeout: timeout must be shorter than interval, got timeout 6 and "
+                "interval 4",
+                "fast_interval: fast_interval must not exceed interval, got "
+                "fast_interval 8 and interval 4",
+            ],
+        ),
+        (
+            'interval = "x"\nfast_interval = 50\ntimeout = "y"',
+            [
+                'interval: expected a positive number of seconds, got "x"',
+                'timeout: expected a positive number of seconds, got "y"',
+            ],
+        ),
+    ],
+)
+def test_healthFastIntervalErrors(lines: str, messages: list[str]) -> None:
+    """fast_interval is at most interval and longer than timeout, named by key."""
+    assert balancerErrors("health", lines) == [
+        f"site.toml: balancer.web.health.{message}" for message in messages
+    ]
+
+
 def test_balancerErrorsAllAtOnce() -> None:
     """Several wrong balancer, sticky, health and member values are all reported."""
     text = """

@@ -1149,12 +1149,27 @@ class _Checker:
         )
         intervalKnown = interval is not None or "interval" not in table
         timeoutKnown = timeout is not None or "timeout" not in table
+        fast = check.fast_interval
+        written = "" if "timeout" in table else " (the default)"
         if intervalKnown and timeoutKnown and check.timeout >= check.interval:
-            written = "" if "timeout" in table else " (the default)"
             self.error(
                 _join(path, "timeout"),
                 "timeout must be shorter than interval, got timeout "
                 f"{check.timeout:g}{written} and interval {check.interval:g}",
+            )
+        elif timeoutKnown and fast is not None and check.timeout >= fast:
+            # A check must be over before the next one is due, fast or not.
+            self.error(
+                _join(path, "timeout"),
+                "timeout must be shorter than fast_interval, got timeout "
+                f"{check.timeout:g}{written} and fast_interval {fast:g}",
+            )
+        if intervalKnown and fast is not None and fast > check.interval:
+            written = "" if "interval" in table else " (the default)"
+            self.error(
+                _join(path, "fast_interval"),
+                "fast_interval must not exceed interval, got fast_interval "
+                f"{fast:g} and interval {check.interval:g}{written}",
             )
         return check
 
