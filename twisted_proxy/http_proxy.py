@@ -25,7 +25,12 @@ from zope.interface import implementer
 from twisted_proxy.acl import AccessList
 from twisted_proxy.balancer import IBalancer, MemberState
 from twisted_proxy.balancer.keys import RequestFacts, headerLookup
-from twisted_proxy.compress import GzipStream, compressedHeaders, shouldCompress
+from twisted_proxy.compress import (
+    GzipStream,
+    compressedHeaders,
+    shouldCompress,
+    varyHeaders,
+)
 from twisted_proxy.config import parseTarget
 from twisted_proxy.config.model import Balancer, ProxySettings, Route
 from twisted_proxy.headers import ClientInfo, RequestHeaderRewriter, formatHostPort
@@ -785,13 +790,14 @@ class ProxyExchange:
             headers = rewriter.rewrite(headers, clientVersion=request.clientproto)
         types = self._context.compressTypes
         if types:
+            headers = varyHeaders(types, status, headers)
             accept = request.requestHeaders.getRawHeaders(b"accept-encoding")
             if shouldCompress(
                 types, request.method, status, accept[0] if accept else None, headers
             ):
                 headers = compressedHeaders(headers)
                 if request.method != b"HEAD":
-                    self._gzip = GzipStream()
+                    self._gzip = GzipStream(self._context.settings.compress_level)
         request.setResponseCode(status, reason or None)
         responseHeaders = request.responseHeaders
         for name, value in headers:

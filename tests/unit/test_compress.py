@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 
 import pytest
 
 from twisted_proxy.compress import (
     GzipStream,
+    Headers,
     acceptsGzip,
     compressedHeaders,
     shouldCompress,
+    varyHeaders,
 )
 
 HTML = [(b"Content-Type", b"text/html; charset=utf-8"), (b"Content-Length", b"10")]
@@ -64,3 +67,96 @@ def test_varyExtended() -> None:
     """An existing Vary gets Accept-Encoding added, once."""
     headers = compressedHeaders([*HTML, (b"Vary", b"Cookie")])
     assert (b"Vary", b"Cookie, Accept-Encoding") in headers
+
+
+def test_varyStarLeftAlone() -> None:
+    """A Vary: * already says everything; gzipping adds nothing to it."""
+    headers = compressedHeaders([*HTML, (b"Vary", b"*")])
+    assert [v for n, v in headers if n == b"Vary"] == [b"*"]
+
+
+@pytest.mark.parametrize(
+    ("status", "headers"),
+    [
+        (200, HTML),
+        # Already encoded by the backend: the proxy passes it as it is.
+        (200, [*HTML, (b"Content-Encoding", b"br")]),
+        # A 304 carries the Vary its 200 would have (RFC 9110, 15.4.5).
+        (304, [(b"Content-Type", b"text/html")]),
+    ],
+)
+def test_varyOnCompressibleResponses(status: int, headers: Headers) -> None:
+    """A listed type gets Vary: Accept-Encoding, whatever the client accepts."""
+    assert varyHeaders((b"text/html",), status, headers) == [
+        *headers,
+        (b"Vary", b"Accept-Encoding"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("types", "status", "headers"),
+    [
+        ((), 200, HTML),
+        ((b"text/css",), 200, HTML),
+        ((b"text/html",), 404, HTML),
+        ((b"text/html",), 206, HTML),
+        ((b"text/html",), 200, [(b"Content-Length", b"3")]),
+    ],
+)
+def test_noVaryWhenNeverCompressed(
+    types: tuple[bytes, ...], status: int, headers: Headers
+) -> None:
+    """A response that no client would get gzipped is left as it came."""
+    assert varyHeaders(types, status, headers) == headers
+
+
+@pytest.mark.parametrize(
+    ("vary", "merged"),
+    [
+        ([b"Cookie"], [b"Cookie, Accept-Encoding"]),
+        ([b"Cookie", b"Origin"], [b"Cookie, Accept-Encoding", b"Origin"]),
+        ([b"accept-encoding"], [b"accept-encoding"]),
+        ([b"Cookie", b"Origin,  Accept-Encoding "], None),
+        ([b"*"], [b"*"]),
+        ([b"Cookie", b"*"], None),
+        ([b""], [b"Accept-Encoding"]),
+    ],
+)
+def test_varyMerged(vary: list[bytes], merged: list[bytes] | None) -> None:
+    """Accept-Encoding joins an existing Vary once; a Vary: * stays as it is."""
+    headers = [*HTML, *((b"Vary", v) for v in vary)]
+    out = varyHeaders((b"text/html",), 200, headers)
+    assert [v for n, v in out if n.lower() == b"vary"] == (merged or vary)
+
+
+def test_varyThenCompressedHeaders() -> None:
+    """Vary added before the gzip decision is not added twice by it."""
+    headers = compressedHeaders(varyHeaders((b"text/html",), 200, HTML))
+    assert [v for n, v in headers if n.lower() == b"vary"] == [b"Accept-Encoding"]
+
+
+def test_streamFlushesEveryPieceAtAnyLevel() -> None:
+    """Every level's stream hands out each piece decodable at once."""
+    for level in (1, 6, 9):
+        stream = GzipStream(level)
+        decoder = zlib.decompressobj(zlib.MAX_WBITS + 16)
+        for n in range(3):
+            event = b"data: event %d\n\n" % n
+            assert decoder.decompress(stream.compress(event)) == event
+        assert stream.compress(b"") == b""
+        assert decoder.decompress(stream.finish()) == b""
+        assert decoder.eof
+
+
+def test_streamLevelChangesTheOutput() -> None:
+    """The level given is the level used: 9 makes a smaller body than 1."""
+    body = b"".join(
+        b'{"id": %d, "name": "item %d"},\n' % (i, i % 97) for i in range(5000)
+    )
+    sizes = {}
+    for level in (1, 9):
+        stream = GzipStream(level)
+        data = stream.compress(body) + stream.finish()
+        assert gzip.decompress(data) == body
+        sizes[level] = len(data)
+    assert sizes[9] < sizes[1]
