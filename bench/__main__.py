@@ -24,6 +24,10 @@
    RSS per idle connection with 5,000 open, and the proxy's RSS while a client
    reads 1 GiB of messages slowly. ``--ws-only`` runs just this part;
    ``--no-ws`` skips it.
+5. Compression (L{bench.compress}): gzip MiB/s of the proxy's C{GzipStream}
+   against Apache's mod_deflate (pinned like the proxies) and zlib alone, at
+   levels 1, 6 and 9 over the same 100 MiB of HTML and JSON, with the ratios.
+   ``--compress-only`` runs just this part.
 
 A summary is printed and written to ``bench/results/latest.json``; each child's
 output goes to ``bench/results/logs/``. Every child is stopped at the end, also on
@@ -51,7 +55,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import backend, picks, tls, websocket
+from bench import backend, compress, picks, tls, websocket
 from bench._procs import (
     ROOT,
     Child,
@@ -87,6 +91,7 @@ BALANCER_MEMBERS = 3
 PICKS_JSON = RESULTS / "picks.json"
 TLS_JSON = RESULTS / "tls.json"
 WS_JSON = RESULTS / "websocket.json"
+COMPRESS_JSON = RESULTS / "compress.json"
 
 
 def twistd() -> Path:
@@ -219,6 +224,7 @@ class Settings:
     wsOnly: bool
     wsIdle: int
     wsRate: float
+    compressOnly: bool = False
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -883,6 +889,12 @@ def _parseArgs(argv: list[str] | None) -> Settings:
         help="MB/s at which the slow WebSocket client reads (default 64)",
     )
     parser.add_argument(
+        "--compress-only",
+        action="store_true",
+        help="only the gzip part (100 MiB, or 32 MiB with --quick); figures in "
+        f"{COMPRESS_JSON.relative_to(ROOT)}",
+    )
+    parser.add_argument(
         "--picks-seconds",
         type=float,
         help="time per method and member count (default 0.2, or 0.05 with --quick)",
@@ -932,6 +944,7 @@ def _parseArgs(argv: list[str] | None) -> Settings:
         wsOnly=bool(args.ws_only),
         wsIdle=args.ws_idle or (2000 if quick else 5000),
         wsRate=args.ws_rate,
+        compressOnly=bool(args.compress_only),
     )
 
 
@@ -947,6 +960,8 @@ def main(argv: list[str] | None = None) -> int:
         return _tlsOnly(settings, pin, why)
     if settings.wsOnly:
         return _wsOnly(settings, pin, why)
+    if settings.compressOnly:
+        return _compressOnly(settings, pin, why)
     logDir = RESULTS / "logs"
     jsonPath = RESULTS / "latest.json"
     report: dict[str, Any] = {
@@ -1007,6 +1022,7 @@ def main(argv: list[str] | None = None) -> int:
                 report["websocket"] = _wsPart(settings, children, Path(tmp))
             if settings.tlsTargets:
                 report["tls"] = _tlsPart(settings, children, Path(tmp))
+            report["compress"] = _compressPart(settings, children)
     except KeyboardInterrupt:
         print("\nbench: interrupted; every child process has been stopped")
         return 130
@@ -1034,6 +1050,9 @@ def main(argv: list[str] | None = None) -> int:
         TLS_JSON.write_text(json.dumps(report["tls"], indent=2) + "\n")
         print(tls.summariseTLS(report["tls"]))
         print(f"\nTLS JSON: {TLS_JSON}")
+    if report.get("compress"):
+        COMPRESS_JSON.write_text(json.dumps(report["compress"], indent=2) + "\n")
+        print(compress.summariseCompress(report["compress"]))
     print(f"bench: done in {report['seconds']:.0f} s")
     return code
 
@@ -1073,6 +1092,43 @@ def _wsPart(settings: Settings, children: Children, workDir: Path) -> dict[str, 
         loadCPU=LOAD_CPU,
         log=lambda m: print(f"bench: {m}", flush=True),
     ).run()
+
+
+def _compressPart(settings: Settings, children: Children) -> dict[str, Any]:
+    """The compression part (L{bench.compress}), on the same CPUs as the others."""
+    return compress.CompressBench(
+        compress.CompressSettings(corpusBytes=(32 if settings.quick else 100) * MIB),
+        children,
+        proxyCPU=PROXY_CPU,
+        loadCPU=LOAD_CPU,
+        log=lambda m: print(f"bench: {m}", flush=True),
+    ).run()
+
+
+def _compressOnly(settings: Settings, pin: bool, why: str) -> int:
+    """C{--compress-only}: the compression part alone, saved to L{COMPRESS_JSON}."""
+    began = time.monotonic()
+    try:
+        with Children(RESULTS / "logs", pin) as children:
+            report = _compressPart(settings, children)
+    except KeyboardInterrupt:
+        print("\nbench: interrupted; every child process has been stopped")
+        return 130
+    report.update(
+        started=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        commit=_commit(),
+        pinning=f"in-process and Apache on CPU {PROXY_CPU}, curl on CPU {LOAD_CPU}"
+        if pin
+        else f"none ({why})",
+        seconds_total=time.monotonic() - began,
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    COMPRESS_JSON.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nCompression benchmark, commit {_shortCommit(report['commit'])}")
+    print(compress.summariseCompress(report))
+    print(f"\nJSON: {COMPRESS_JSON}")
+    print(f"bench: done in {report['seconds_total']:.0f} s")
+    return 0
 
 
 def _wsOnly(settings: Settings, pin: bool, why: str) -> int:
