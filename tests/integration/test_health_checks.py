@@ -1,19 +1,27 @@
 """
 Active health checks against real twisted.web backends on 127.0.0.1: members
-go down and come back as their /health page, their port or their body says.
+go down and come back as their /health page, their port or their body says;
+through the proxy, started before its backends, in error after a failed
+request, and checked at fast_interval while their state is in doubt.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from itertools import pairwise
 from typing import Any
 
+import pytest
 import pytest_twisted
 from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
-from tests.integration.support import Stack
+from tests.integration.support import Stack, theReactor
 from twisted_proxy.balancer.health import HealthMonitor
 from twisted_proxy.balancer.state import DOWN, UNKNOWN, UP, MemberState
 from twisted_proxy.config.model import HealthCheck, HealthMethod, Member
@@ -184,3 +192,232 @@ async def test_hungBackendTimesOut(stack: Stack, monitors: Monitors) -> None:
     await monitors.close()
     for finished in page.hung:
         await finished
+
+
+# Through the proxy: checks, fast_interval and recovery as an operator sees them.
+
+
+class App(Resource):
+    """A backend: /health as switched, any other path its name or a 503 when told."""
+
+    isLeaf = True
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        self.healthy = True
+        self.unavailableOnce = False
+        self.checkedAt: list[float] = []
+
+    def render(self, request: Any) -> bytes:
+        """Answer a check or a page."""
+        if request.path == b"/health":
+            self.checkedAt.append(theReactor().seconds())
+            request.setResponseCode(200 if self.healthy else 500)
+            return b"ok" if self.healthy else b"failing"
+        if self.unavailableOnce:
+            self.unavailableOnce = False
+            request.setResponseCode(503)
+            return b"busy"
+        return self.name.encode()
+
+
+class LogWaiter:
+    """Fires Deferreds when a log line containing some text is emitted."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self.lines: list[str] = []
+        self._waiting: list[tuple[str, defer.Deferred[float]]] = []
+
+    def __call__(self, event: LogEvent) -> None:
+        """Keep the line; wake whoever waits for it, with the time it came."""
+        line = formatEvent(event)
+        self.lines.append(line)
+        still = []
+        for text, d in self._waiting:
+            if text in line:
+                d.callback(self.reactor.seconds())
+            else:
+                still.append((text, d))
+        self._waiting = still
+
+    def next(self, text: str, timeout: float = 10.0) -> defer.Deferred[float]:
+        """Fire with the time of the next line containing C{text}."""
+        d: defer.Deferred[float] = defer.Deferred()
+        self._waiting.append((text, d))
+        d.addTimeout(timeout, self.reactor)
+        return d
+
+
+@pytest.fixture
+def logs(stack: Stack) -> Iterator[LogWaiter]:
+    """The log, watched for lines, while the test runs."""
+    waiter = LogWaiter(stack.reactor)
+    observer = implementer(ILogObserver)(waiter)
+    globalLogPublisher.addObserver(observer)
+    yield waiter
+    globalLogPublisher.removeObserver(observer)
+
+
+def checkedBalancer(ports: list[int], health: str, extra: str = "") -> str:
+    """A proxy config: balancer "web" of 127.0.0.1 members, with health checks."""
+    members = "".join(
+        f'[[balancer.web.member]]\nurl = "http://127.0.0.1:{p}"\n' for p in ports
+    )
+    return f"""
+[proxy]
+access_log = false
+connect_timeout = 1.0
+[[listen]]
+endpoint = "tcp:0:interface=127.0.0.1"
+[[route]]
+path = "/"
+to = "balancer://web/"
+[balancer.web]
+method = "byrequests"
+{extra}
+[balancer.web.health]
+method = "GET"
+uri = "/health"
+{health}
+{members}
+"""
+
+
+async def freePort(stack: Stack) -> int:
+    """A 127.0.0.1 port nothing listens on (for now)."""
+    endpoint = TCP4ServerEndpoint(stack.reactor, 0, interface="127.0.0.1")
+    listening = await endpoint.listen(Factory.forProtocol(Protocol))
+    port = int(listening.getHost().port)
+    await defer.maybeDeferred(listening.stopListening)
+    return port
+
+
+async def status(stack: Stack, port: int, path: str = "/page") -> tuple[int, str]:
+    """GET C{path} through the proxy: the status and body text."""
+    response = await stack.treq().get(f"http://127.0.0.1:{port}{path}")
+    return response.code, await response.text()
+
+
+@pytest_twisted.ensureDeferred
+async def test_proxyStartedBeforeItsBackends(stack: Stack, logs: LogWaiter) -> None:
+    """
+    Down only after C{fails} checks counted from the first; in service within
+    C{passes} fast checks of the backends answering, not after the interval.
+    """
+    ports = [await freePort(stack), await freePort(stack)]
+    down = [logs.next(f"member http://127.0.0.1:{p} down") for p in ports]
+    proxy = await stack.proxy(
+        checkedBalancer(
+            ports, "interval = 30.0\nfast_interval = 0.2\ntimeout = 0.1\nfails = 3"
+        )
+    )
+    began = stack.reactor.seconds()
+    for d in down:
+        await d
+    for p in ports:
+        assert any(
+            f"member http://127.0.0.1:{p} down: connect refused (3 of 3 failed)" in line
+            for line in logs.lines
+        )
+    assert stack.reactor.seconds() - began >= 0.4
+    assert await status(stack, proxy.port) == (503, "no backend available\n")
+    up = [logs.next(f"member http://127.0.0.1:{p} up") for p in ports]
+    apps = [App("one"), App("two")]
+    for app, p in zip(apps, ports, strict=True):
+        await stack.backend(app, p)
+    answering = stack.reactor.seconds()
+    for d in up:
+        await d
+    # Measured: about 0.4 s (two passes, 0.2 s apart), against interval 30.
+    assert stack.reactor.seconds() - answering < 5.0
+    assert (await status(stack, proxy.port))[0] == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_failOnStatusMemberBackAfterPasses(stack: Stack, logs: LogWaiter) -> None:
+    """
+    A member in error for answering 503 is logged, checked fast and back once
+    C{passes} checks pass: well before retry (60 s) or the interval (30 s).
+    """
+    apps = [App("one"), App("two")]
+    ports = [await stack.backend(app) for app in apps]
+    up = [logs.next(f"member http://127.0.0.1:{p} up") for p in ports]
+    proxy = await stack.proxy(
+        checkedBalancer(
+            ports,
+            "interval = 30.0\nfast_interval = 0.2\ntimeout = 0.1\npasses = 2",
+            "fail_on_status = [503]\nretry = 60.0",
+        )
+    )
+    for d in up:
+        await d
+    sick = proxy.balancer.member("web", f"http://127.0.0.1:{ports[0]}")
+    back = logs.next(f"member http://127.0.0.1:{ports[0]} of balancer://web back")
+    apps[0].unavailableOnce = True
+    answers = [await status(stack, proxy.port) for _ in range(2)]
+    assert (503, "busy") in answers
+    failed = stack.reactor.seconds()
+    assert sick.inError(failed)
+    assert (
+        f"member http://127.0.0.1:{ports[0]} of balancer://web in error: answered 503"
+        in logs.lines
+    )
+    assert {await status(stack, proxy.port) for _ in range(3)} == {(200, "two")}
+    returned = await back
+    # Measured: about 0.4 s (checks 0.2 s apart from the last), not 30 or 60.
+    assert returned - failed < 5.0
+    assert not sick.inError(stack.reactor.seconds())
+    served = {(await status(stack, proxy.port))[1] for _ in range(4)}
+    assert served == {"one", "two"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_refusedMemberDownFast(stack: Stack, logs: LogWaiter) -> None:
+    """A member refusing a request is checked at once and fast: down in a moment."""
+    apps = [App("one"), App("two")]
+    ports = [await stack.backend(app) for app in apps]
+    up = [logs.next(f"member http://127.0.0.1:{p} up") for p in ports]
+    proxy = await stack.proxy(
+        checkedBalancer(
+            ports, "interval = 30.0\nfast_interval = 0.2\ntimeout = 0.1\nfails = 2"
+        )
+    )
+    for d in up:
+        await d
+    listening = stack.ports.pop(0)
+    await defer.maybeDeferred(listening.stopListening)
+    down = logs.next(f"member http://127.0.0.1:{ports[0]} down")
+    assert {await status(stack, proxy.port) for _ in range(2)} == {(200, "two")}
+    failed = stack.reactor.seconds()
+    took = await down - failed
+    # Measured: about 0.4 s (two failed checks 0.2 s apart), not 30 s.
+    assert took < 5.0
+    assert proxy.balancer.member("web", f"http://127.0.0.1:{ports[0]}").health == DOWN
+
+
+@pytest_twisted.ensureDeferred
+async def test_failingMemberAloneCheckedFast(stack: Stack, logs: LogWaiter) -> None:
+    """Only the member failing its checks is checked at fast_interval."""
+    steady, failing = App("steady"), App("failing")
+    ports = [await stack.backend(steady), await stack.backend(failing)]
+    up = [logs.next(f"member http://127.0.0.1:{p} up") for p in ports]
+    await stack.proxy(
+        checkedBalancer(
+            ports,
+            "interval = 1.0\nfast_interval = 0.1\ntimeout = 0.05\nfails = 3",
+        )
+    )
+    for d in up:
+        await d
+    down = logs.next(f"member http://127.0.0.1:{ports[1]} down")
+    failing.healthy = False
+    firstFailure = len(failing.checkedAt)
+    downAt = await down
+    failedChecks = failing.checkedAt[firstFailure:]
+    assert len(failedChecks) == 3
+    startedFailing = failedChecks[0]
+    assert all(b - a < 0.5 for a, b in pairwise(failedChecks))
+    steadyMeanwhile = [t for t in steady.checkedAt if startedFailing <= t <= downAt]
+    assert len(steadyMeanwhile) <= 1

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from itertools import pairwise
 from typing import Any
 
 import pytest
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
+from twisted.logger import (
+    ILogObserver,
+    LogEvent,
+    LogLevel,
+    formatEvent,
+    globalLogPublisher,
+)
+from zope.interface import implementer
 from zope.interface.verify import verifyClass, verifyObject
 
 from twisted_proxy.balancer import BalancerService, IBalancer, MemberState
@@ -19,7 +28,8 @@ from twisted_proxy.balancer.policy import (
     RoundRobin,
 )
 from twisted_proxy.balancer.service import DEFAULT_RETRY
-from twisted_proxy.config.model import Balancer, BalancerMethod, Member
+from twisted_proxy.balancer.state import DOWN, UNKNOWN, UP
+from twisted_proxy.config.model import Balancer, BalancerMethod, HealthCheck, Member
 
 
 def member(port: int, weight: int = 1, **flags: Any) -> Member:
@@ -339,3 +349,146 @@ def test_startStop() -> None:
     svc.stopService()
     assert not svc.running
     assert clock.getDelayedCalls() == []
+
+
+class Checks:
+    """Health checks on demand: every member passes unless told otherwise."""
+
+    def __init__(self) -> None:
+        self.failing: set[int] = set()
+        self.count = 0
+
+    def __call__(self, state: MemberState) -> Deferred[tuple[bool, str]]:
+        """Check C{state}: fail if its port is in C{failing}."""
+        self.count += 1
+        if state.member.port in self.failing:
+            return succeed((False, "GET /health answered 500"))
+        return succeed((True, "GET /health answered 200"))
+
+
+def checkedService(
+    *members: Member, checks: Checks, **health: Any
+) -> tuple[BalancerService, Clock]:
+    """A started service whose balancer "web" has health checks, on a Clock."""
+    clock = Clock()
+    balancer = Balancer("web", members=members, health=HealthCheck(**health))
+    svc = BalancerService([balancer], clock, healthCheck=checks)
+    svc.startService()
+    return svc, clock
+
+
+def test_firstFailedCheckLeavesMemberServing() -> None:
+    """Started before its backend: one failed check (of fails=3) takes nothing down."""
+    checks = Checks()
+    checks.failing = {1}
+    svc, clock = checkedService(member(1), checks=checks, interval=30.0, fails=3)
+    only = svc.member("web", "1")
+    assert only.health == UNKNOWN
+    assert svc.pick("web") is only
+    svc.release(only, ok=True)
+    clock.advance(2)
+    assert only.health == UNKNOWN
+    assert svc.pick("web") is only
+    svc.stopService()
+    assert clock.getDelayedCalls() == []
+
+
+def test_inErrorBackAfterPassesWithHealthChecks() -> None:
+    """With health checks, a member in error is back once C{passes} checks pass."""
+    checks = Checks()
+    svc, clock = checkedService(
+        member(1), member(2), checks=checks, interval=30.0, fast_interval=0.2
+    )
+    clock.pump([0.2, 0.2])
+    failed = svc.member("web", "1")
+    assert failed.health == UP
+    clock.advance(10)
+    svc.release(failed, ok=False, failure="reset")
+    assert failed.errorUntil == 10.4 + DEFAULT_RETRY
+    assert set(picks(svc, 4)) == {2}
+    clock.advance(0)
+    assert set(picks(svc, 4)) == {2}
+    clock.advance(0.2)
+    assert not failed.inError(clock.seconds())
+    assert set(picks(svc, 4)) == {1, 2}
+    svc.stopService()
+    assert clock.getDelayedCalls() == []
+
+
+def test_inErrorStaysWhileChecksFail() -> None:
+    """A member in error whose checks fail is not back; it goes down after C{fails}."""
+    checks = Checks()
+    svc, clock = checkedService(
+        member(1), member(2), checks=checks, fast_interval=0.5, fails=2
+    )
+    clock.pump([0.5, 0.5])
+    failed = svc.member("web", "1")
+    checks.failing = {1}
+    svc.release(failed, ok=False, failure="timeout")
+    clock.pump([0, 0.5])
+    assert failed.health == DOWN
+    assert failed.inError(clock.seconds())
+    svc.stopService()
+
+
+def test_inErrorWaitsForRetryWithoutHealthChecks() -> None:
+    """Without health checks, the retry time alone brings a failed member back."""
+    svc, clock = service(member(1), member(2))
+    svc.startService()
+    failed = svc.member("web", "1")
+    svc.release(failed, ok=False, failure="reset")
+    clock.advance(DEFAULT_RETRY - 1)
+    assert set(picks(svc, 4)) == {2}
+    clock.advance(1)
+    assert set(picks(svc, 4)) == {1, 2}
+    svc.stopService()
+    assert clock.getDelayedCalls() == []
+
+
+@pytest.fixture
+def warnings() -> Iterator[list[str]]:
+    """The balancer service's warnings, formatted, while the test runs."""
+    lines: list[str] = []
+
+    @implementer(ILogObserver)
+    def observe(event: LogEvent) -> None:
+        """Keep the service's warnings."""
+        if event.get("log_namespace", "").startswith(
+            "twisted_proxy.balancer.service"
+        ) and event["log_level"] in (LogLevel.warn, LogLevel.error):
+            lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    yield lines
+    globalLogPublisher.removeObserver(observe)
+
+
+def test_failOnStatusLogged(warnings: list[str]) -> None:
+    """A member put in error by its status is logged with balancer, member, status."""
+    svc, _ = service(member(9001), member(9002))
+    sick = svc.member("web", "9001")
+    svc.release(sick, ok=False, failure="answered 503")
+    assert warnings == [
+        "member http://127.0.0.1:9001 of balancer://web in error: answered 503"
+    ]
+
+
+def test_failureLoggedOnceWhileInError(warnings: list[str]) -> None:
+    """Entering error is logged once, in words; failures while in error are not."""
+    svc, clock = service(member(9001))
+    sick = svc.member("web", "9001")
+    svc.release(sick, ok=False, failure="connect")
+    svc.release(sick, ok=False, failure="answered 503")
+    clock.advance(DEFAULT_RETRY)
+    svc.release(sick, ok=False, failure="timeout")
+    assert warnings == [
+        "member http://127.0.0.1:9001 of balancer://web in error: connect failed",
+        "member http://127.0.0.1:9001 of balancer://web in error: timed out",
+    ]
+
+
+def test_ignoredErrorsNotLogged(warnings: list[str]) -> None:
+    """A member that ignores errors (+I) is not put in error, nor logged as such."""
+    svc, _ = service(member(9001, ignore_errors=True))
+    svc.release(svc.member("web", "9001"), ok=False, failure="answered 503")
+    assert warnings == []

@@ -29,6 +29,8 @@ from twisted_proxy.balancer.health import (
     HealthMonitor,
     HealthTracker,
     describeFailure,
+    fastInterval,
+    nextCheckDelay,
     statusMatches,
 )
 from twisted_proxy.balancer.state import DOWN, UNKNOWN, UP, MemberState
@@ -125,6 +127,117 @@ def test_trackerRefusesNonsense(passes: int, fails: int, state: str) -> None:
     """Rise and fall below one, or an unknown state, are refused."""
     with pytest.raises(ValueError):  # noqa: PT011 - the message varies
         HealthTracker(passes, fails, state)
+
+
+def settledAfter(tracker: HealthTracker, results: str) -> list[bool]:
+    """Feed C{results}; return whether the tracker was settled after each."""
+    settled = []
+    for r in results:
+        tracker.observe(r == "+")
+        settled.append(tracker.settled)
+    return settled
+
+
+def test_firstFailedCheckNeverTakesItDown() -> None:
+    """Counting starts at the first check: fewer than C{fails} leave it unknown."""
+    tracker = HealthTracker(passes=2, fails=3)
+    assert tracker.observe(False) is None
+    assert (tracker.state, tracker.consecutiveFails) == (UNKNOWN, 1)
+    assert observeAll(tracker, "-") == [None]
+    assert tracker.state == UNKNOWN
+
+
+def test_unknownIsNotSettled() -> None:
+    """Unknown is unconfirmed: not settled until C{passes} pass or C{fails} fail."""
+    tracker = HealthTracker(passes=2, fails=3)
+    assert not tracker.settled
+    assert settledAfter(tracker, "+-++") == [False, False, False, True]
+    assert tracker.state == UP
+
+
+def test_failureOfAnUpMemberUnsettlesUntilARunConfirms() -> None:
+    """Up, a failure: unsettled until C{passes} pass (back) or C{fails} fail (down)."""
+    back = HealthTracker(passes=2, fails=3, state=UP)
+    assert back.settled
+    assert settledAfter(back, "-+-++") == [False] * 4 + [True]
+    assert back.state == UP
+    down = HealthTracker(passes=2, fails=3, state=UP)
+    assert settledAfter(down, "---") == [False, False, True]
+    assert down.state == DOWN
+
+
+def test_passOfADownMemberUnsettlesUntilARunConfirms() -> None:
+    """Down (having been up), a pass: unsettled until a full run either way."""
+    tracker = HealthTracker(passes=2, fails=2, state=UP)
+    observeAll(tracker, "--")
+    assert (tracker.state, tracker.settled) == (DOWN, True)
+    assert settledAfter(tracker, "+--") == [False, False, True]
+    assert settledAfter(tracker, "++") == [False, True]
+    assert tracker.state == UP
+
+
+def test_downWithoutEverBeingUpIsNotSettled() -> None:
+    """A member never up (started after the proxy) stays watched closely while down."""
+    tracker = HealthTracker(passes=2, fails=2)
+    assert settledAfter(tracker, "----") == [False] * 4
+    assert (tracker.state, tracker.everUp) == (DOWN, False)
+    assert settledAfter(tracker, "++") == [False, True]
+    assert tracker.everUp
+
+
+def test_requestFailedNeedsPassesSince() -> None:
+    """A failed request restarts the passes; C{passes} more report UP again."""
+    tracker = HealthTracker(passes=2, fails=3, state=UP)
+    observeAll(tracker, "+++")
+    tracker.requestFailed()
+    assert (tracker.suspect, tracker.consecutivePasses, tracker.settled) == (
+        True,
+        0,
+        False,
+    )
+    assert observeAll(tracker, "+-+") == [None, None, None]
+    assert tracker.observe(True) == UP
+    assert (tracker.state, tracker.suspect, tracker.settled) == (UP, False, True)
+
+
+def test_requestFailedThenChecksFailGoesDown() -> None:
+    """A suspect member whose checks fail goes down after C{fails}, suspicion over."""
+    tracker = HealthTracker(passes=2, fails=2, state=UP)
+    tracker.requestFailed()
+    assert observeAll(tracker, "--") == [None, DOWN]
+    assert (tracker.suspect, tracker.settled) == (False, True)
+
+
+def test_requestFailedIgnoredWhenDown() -> None:
+    """A request that failed on a member already down changes nothing."""
+    tracker = HealthTracker(passes=1, fails=1, state=UP)
+    tracker.observe(False)
+    tracker.requestFailed()
+    assert (tracker.state, tracker.suspect, tracker.settled) == (DOWN, False, True)
+
+
+@pytest.mark.parametrize(
+    ("settings", "fast"),
+    [
+        ({}, 2.0),
+        ({"interval": 1.5}, 1.5),
+        ({"fast_interval": 0.25}, 0.25),
+        ({"fast_interval": 50.0}, 30.0),
+    ],
+)
+def test_fastInterval(settings: dict[str, float], fast: float) -> None:
+    """fast_interval, by default the smaller of 2 s and interval, never above it."""
+    assert fastInterval(HealthCheck(**settings)) == fast  # type: ignore[arg-type]
+
+
+def test_nextCheckDelay() -> None:
+    """Settled members wait the interval, the others the fast interval."""
+    check = HealthCheck(interval=30.0, fast_interval=0.5)
+    up = HealthTracker(passes=1, fails=1, state=UP)
+    assert nextCheckDelay(up, check) == 30.0
+    up.observe(False)
+    assert nextCheckDelay(up, check) == 30.0
+    assert nextCheckDelay(HealthTracker(passes=1, fails=1), check) == 0.5
 
 
 # Judging answers.
@@ -311,16 +424,179 @@ def stop(monitor: HealthMonitor, clock: Clock) -> None:
     assert clock.getDelayedCalls() == []
 
 
+def advanceTo(clock: Clock, when: float) -> None:
+    """Advance C{clock} to C{when}, running each call at the time it is due."""
+    while True:
+        due = [c.getTime() for c in clock.getDelayedCalls()]
+        if not due or min(due) > when:
+            break
+        clock.advance(max(0.0, min(due) - clock.seconds()))
+    clock.advance(when - clock.seconds())
+
+
 def test_firstCheckAtOnceThenEveryInterval() -> None:
-    """The first round runs at start; a 30 s interval costs no time to test."""
+    """Checked at start, fast until confirmed up, then every interval (no waiting)."""
     member = memberState()
     svc, clock, check, _ = monitor(member, interval=30.0)
     svc.startService()
     assert check.times(member) == [0.0]
-    clock.advance(29.9)
+    advanceTo(clock, 1.9)
     assert check.times(member) == [0.0]
-    clock.pump([0.1, 30, 30])
-    assert check.times(member) == [0.0, 30.0, 60.0, 90.0]
+    advanceTo(clock, 2.0)
+    assert member.health == UP
+    advanceTo(clock, 31.9)
+    assert check.times(member) == [0.0, 2.0]
+    advanceTo(clock, 92)
+    assert check.times(member) == [0.0, 2.0, 32.0, 62.0, 92.0]
+    stop(svc, clock)
+
+
+def upMember(port: int = 9002, index: int = 0) -> MemberState:
+    """A member its checks already found up."""
+    member = memberState(port, index)
+    member.health = UP
+    return member
+
+
+def test_failedCheckRecheckedFastUntilDownThenInterval() -> None:
+    """After a failure: fast_interval until down; down: interval; a pass: fast."""
+    member = upMember()
+    svc, clock, check, transitions = monitor(
+        member, interval=30.0, fast_interval=0.5, fails=3, passes=2
+    )
+    check.script(member, OK, BAD, BAD, BAD, BAD, OK, OK)
+    svc.startService()
+    advanceTo(clock, 31.0)
+    assert check.times(member) == [0.0, 30.0, 30.5, 31.0]
+    assert member.health == DOWN
+    advanceTo(clock, 91.5)
+    assert check.times(member)[4:] == [61.0, 91.0, 91.5]
+    assert member.health == UP
+    advanceTo(clock, 150)
+    assert check.times(member)[7:] == [121.5]
+    assert [(state, when) for _, _, state, when in transitions.seen] == [
+        (DOWN, BAD[1]),
+        (UP, OK[1]),
+    ]
+    stop(svc, clock)
+
+
+def test_failedCheckRecheckedFastUntilBack() -> None:
+    """One failure, then passes: fast until C{passes} in a row, still up throughout."""
+    member = upMember()
+    svc, clock, check, transitions = monitor(
+        member, interval=30.0, fast_interval=0.5, fails=3, passes=2
+    )
+    check.script(member, OK, BAD, OK, OK)
+    svc.startService()
+    advanceTo(clock, 100)
+    assert check.times(member) == [0.0, 30.0, 30.5, 31.0, 61.0, 91.0]
+    assert member.health == UP
+    assert transitions.seen == []
+    stop(svc, clock)
+
+
+def test_flappingMemberSpeedsUpNoOther() -> None:
+    """Each member has its own timer: one flapping leaves the others at interval."""
+    steady, flapping = upMember(9001), upMember(9002, 1)
+    svc, clock, check, _ = monitor(
+        steady, flapping, interval=10.0, fast_interval=1.0, fails=3, passes=2
+    )
+    check.script(flapping, OK, *[BAD, OK] * 10)
+    svc.startService()
+    advanceTo(clock, 30)
+    assert check.times(steady) == [0.0, 10.0, 20.0, 30.0]
+    assert check.times(flapping) == [0.0] + [float(t) for t in range(10, 31)]
+    assert flapping.health == UP
+    stop(svc, clock)
+
+
+def test_neverUpMemberDownIsCheckedFast() -> None:
+    """Started before its backend: down after C{fails}, up soon after it answers."""
+    member = memberState()
+    svc, clock, check, transitions = monitor(
+        member, interval=30.0, fast_interval=0.5, fails=3, passes=2
+    )
+    check.script(member, BAD, BAD, BAD, BAD, BAD)
+    svc.startService()
+    advanceTo(clock, 0.5)
+    assert member.health == UNKNOWN
+    advanceTo(clock, 1.0)
+    assert member.health == DOWN
+    advanceTo(clock, 3.0)
+    assert check.times(member) == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+    assert member.health == UP
+    advanceTo(clock, 40)
+    assert check.times(member)[7:] == [33.0]
+    assert [state for _, _, state, _ in transitions.seen] == [DOWN, UP]
+    stop(svc, clock)
+
+
+def test_requestFailedChecksAtOnceAndBackAfterPasses(logged: list[str]) -> None:
+    """A failed request: checked at once, then fast; C{passes} passes report it fit."""
+    member = upMember()
+    svc, clock, check, transitions = monitor(
+        member, interval=30.0, fast_interval=0.5, passes=2
+    )
+    svc.startService()
+    advanceTo(clock, 10)
+    svc.requestFailed(member)
+    assert svc.nextCheck(member) == 10.0
+    advanceTo(clock, 10)
+    assert svc.tracker(member).suspect
+    advanceTo(clock, 10.5)
+    assert transitions.seen == [("web", member.name, UP, OK[1])]
+    assert logged == [
+        "member http://127.0.0.1:9002 of balancer://web back from error: "
+        "GET /health answered 200 (2 of 2 passed)"
+    ]
+    advanceTo(clock, 45)
+    assert check.times(member) == [0.0, 10.0, 10.5, 40.5]
+    stop(svc, clock)
+
+
+def test_requestFailedChecksAtMostEveryFastInterval() -> None:
+    """Failed requests in a burst bring the next check in, no more often than fast."""
+    member = upMember()
+    svc, clock, check, _ = monitor(member, interval=30.0, fast_interval=0.5, passes=3)
+    svc.startService()
+    advanceTo(clock, 0.2)
+    for _ in range(5):
+        svc.requestFailed(member)
+    assert svc.nextCheck(member) == 0.5
+    advanceTo(clock, 0.5)
+    svc.requestFailed(member)
+    advanceTo(clock, 0.9)
+    assert check.times(member) == [0.0, 0.5]
+    advanceTo(clock, 1.5)
+    assert check.times(member) == [0.0, 0.5, 1.0, 1.5]
+    stop(svc, clock)
+
+
+def test_passSentBeforeTheFailedRequestDoesNotCount() -> None:
+    """A check under way when a request fails may pass: that pass is not counted."""
+    member = upMember()
+    svc, clock, check, transitions = monitor(
+        member, interval=30.0, fast_interval=0.5, timeout=0.4, passes=1
+    )
+    check.script(member, "deaf")
+    svc.startService()
+    svc.requestFailed(member)
+    check.hanging[0].callback(OK)
+    assert member.lastCheckResult == OK[1]
+    assert svc.tracker(member).suspect
+    assert transitions.seen == []
+    advanceTo(clock, 0.5)
+    assert transitions.seen == [("web", member.name, UP, OK[1])]
+    stop(svc, clock)
+
+
+def test_requestFailedOnUnwatchedMemberIgnored() -> None:
+    """A member whose balancer has no health checks is not watched: nothing happens."""
+    svc, clock, check, _ = monitor(memberState(9001), interval=30.0)
+    svc.startService()
+    svc.requestFailed(memberState(9002))
+    assert len(check.calls) == 1
     stop(svc, clock)
 
 
@@ -369,16 +645,17 @@ def test_hangingCheckTimesOutAsFailure() -> None:
     )
     check.script(member, "hang", "hang")
     svc.startService()
-    clock.advance(2.4)
+    advanceTo(clock, 2.4)
     assert (member.lastCheck, member.lastCheckResult) == (0.0, None)
-    clock.advance(0.1)
+    advanceTo(clock, 2.5)
     assert (member.lastCheck, member.lastCheckResult) == (2.5, "timed out after 2.5s")
     assert check.cancelled == 1
-    clock.pump([7.5, 2.5])
+    # The next check was due at 2 s (fast: not settled): it starts once this ends.
+    assert check.times(member) == [0.0, 2.5]
+    advanceTo(clock, 5.0)
     assert member.health == DOWN
     assert transitions.seen == [("web", member.name, DOWN, "timed out after 2.5s")]
-    clock.pump([7.5, 2.5])
-    assert check.times(member) == [0.0, 10.0, 20.0]
+    assert check.times(member) == [0.0, 2.5, 5.0]
     stop(svc, clock)
 
 
@@ -418,10 +695,10 @@ def test_slowMemberDoesNotHoldOthersUp() -> None:
     svc, clock, check, _ = monitor(slow, fast, interval=10.0, timeout=25.0)
     check.script(slow, "hang", "hang")
     svc.startService()
-    clock.pump([10, 10, 10, 10])
-    assert check.times(fast) == [0.0, 10.0, 20.0, 30.0, 40.0]
-    # The slow one is never checked twice at once: skipped while in flight.
-    assert check.times(slow) == [0.0, 30.0]
+    advanceTo(clock, 40)
+    assert check.times(fast) == [0.0, 2.0, 12.0, 22.0, 32.0]
+    # The slow one is never checked twice at once: the next waits for the last.
+    assert check.times(slow) == [0.0, 25.0]
     assert slow.lastCheckResult == "timed out after 25s"
     assert fast.health == UP
     stop(svc, clock)
@@ -440,7 +717,7 @@ def test_lateAnswerAfterTimeoutIgnored() -> None:
     stop(svc, clock)
 
 
-def test_eachBalancerHasItsOwnLoop() -> None:
+def test_eachBalancerHasItsOwnInterval() -> None:
     """Two balancers are checked each at its own interval."""
     a, b = memberState(9001), memberState(9002)
     clock = Clock()
@@ -448,13 +725,13 @@ def test_eachBalancerHasItsOwnLoop() -> None:
     svc = HealthMonitor(
         clock,
         [
-            ("a", HealthCheck(interval=2.0), [a]),
-            ("b", HealthCheck(interval=3.0), [b]),
+            ("a", HealthCheck(interval=2.0, passes=1), [a]),
+            ("b", HealthCheck(interval=3.0, passes=1), [b]),
         ],
         check=check,
     )
     svc.startService()
-    clock.pump([1] * 6)
+    advanceTo(clock, 6)
     assert check.times(a) == [0, 2, 4, 6]
     assert check.times(b) == [0, 3, 6]
     stop(svc, clock)
@@ -527,19 +804,22 @@ def test_trackerStartsFromMemberHealth() -> None:
 
 
 def test_setMembersKeepsCountsAndDropsRemoved() -> None:
-    """Members added at run time are checked; removed ones are no longer."""
+    """Members added at run time are checked at once; removed ones no longer."""
     kept, removed, added = memberState(9001), memberState(9002), memberState(9003)
     svc, clock, check, _ = monitor(kept, removed, interval=10.0, passes=2)
     check.script(removed, "hang")
     svc.startService()
+    advanceTo(clock, 1)
     svc.setMembers("web", [kept, added])
     assert check.cancelled == 1
     assert removed.lastCheckResult is None
-    clock.advance(10)
-    assert kept.health == UP
-    assert added.health == UNKNOWN
+    advanceTo(clock, 10)
+    assert (kept.health, added.health) == (UP, UP)
     assert check.times(removed) == [0.0]
-    assert check.times(added) == [10.0]
+    assert check.times(kept) == [0.0, 2.0]
+    assert check.times(added) == [1.0, 3.0]
+    with pytest.raises(KeyError):
+        svc.nextCheck(removed)
     stop(svc, clock)
 
 

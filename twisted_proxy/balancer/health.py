@@ -2,14 +2,19 @@
 Active health checks: mod_proxy_hcheck's job, with HAProxy's rise and fall.
 
 The deciding part is pure: L{HealthTracker} turns a run of passed and failed
-checks into state transitions, L{statusMatches} and L{Expectation} judge an
-answer. L{HealthMonitor} is the thin I/O around them: one C{LoopingCall} per
-balancer, a TCP connect or an HTTP request per member, each with its own timeout.
+checks (and failed requests) into state transitions and says whether a member
+is settled, L{nextCheckDelay} turns that into the time to its next check,
+L{statusMatches} and L{Expectation} judge an answer. L{HealthMonitor} is the
+thin I/O around them: one timer per member, a TCP connect or an HTTP request
+per check, each with its own timeout.
 
 A member starts L{UNKNOWN} and serves meanwhile (HAProxy's choice; Apache's
-hcheck waits for a first check instead): C{fails} failed checks in a row take it
-L{DOWN}, C{passes} passed checks in a row make it L{UP}, so starting the proxy
-never holds traffic back.
+hcheck waits for a first check instead): C{fails} failed checks in a row,
+counted from the very first, take it L{DOWN}, C{passes} passed checks in a row
+make it L{UP}, so starting the proxy never holds traffic back. Settled members
+are checked every C{interval}; the others (unknown yet, failing or recovering,
+in error after a failed request, or down without ever having been up) every
+C{fast_interval}, as HAProxy's fastinter.
 """
 
 from __future__ import annotations
@@ -41,13 +46,13 @@ from twisted.internet.endpoints import (
     wrapClientTLS,
 )
 from twisted.internet.interfaces import (
+    IDelayedCall,
     IProtocol,
     IProtocolFactory,
     IReactorTime,
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
@@ -75,11 +80,14 @@ from twisted_proxy.upstream.tls import (
 )
 
 __all__ = [
+    "DEFAULT_FAST_INTERVAL",
     "MAX_BODY",
     "Expectation",
     "HealthMonitor",
     "HealthTracker",
     "describeFailure",
+    "fastInterval",
+    "nextCheckDelay",
     "statusMatches",
 ]
 
@@ -89,6 +97,9 @@ MAX_BODY = 65536
 USER_AGENT = b"twisted-proxy health check"
 """What the HTTP checks send as C{User-Agent}, so backends can tell them apart."""
 
+DEFAULT_FAST_INTERVAL = 2.0
+"""Seconds between checks of a member not settled, unless C{fast_interval} says."""
+
 
 class HealthTracker:
     """
@@ -96,10 +107,29 @@ class HealthTracker:
 
     From any state, C{fails} failed checks in a row lead to L{DOWN} and
     C{passes} passed checks in a row to L{UP} (when not already there); a
-    result of the other kind resets the run. Pure: no clock, no I/O.
+    result of the other kind resets the run. Counting starts with the very
+    first check, so a member is never down after fewer than C{fails} checks.
+
+    A request that failed (L{requestFailed}) makes an up or unknown member
+    I{suspect}: its run of passes starts again, and C{passes} passed checks
+    in a row clear the suspicion (L{observe} says L{UP} then, even if the
+    member was up all along).
+
+    L{settled} tells whether the member may wait the normal interval for its
+    next check, or should be re-checked at the fast interval. Pure: no
+    clock, no I/O.
     """
 
-    __slots__ = ("consecutiveFails", "consecutivePasses", "fails", "passes", "state")
+    __slots__ = (
+        "_doubted",
+        "consecutiveFails",
+        "consecutivePasses",
+        "everUp",
+        "fails",
+        "passes",
+        "state",
+        "suspect",
+    )
 
     def __init__(self, passes: int, fails: int, state: str = UNKNOWN) -> None:
         if passes < 1 or fails < 1:
@@ -114,22 +144,82 @@ class HealthTracker:
         """Checks passed in a row, up to now."""
         self.consecutiveFails = 0
         """Checks failed in a row, up to now."""
+        self.suspect = False
+        """A request failed since the last confirmation; passes must clear it."""
+        self.everUp = state == UP
+        """Whether the member has been up (since it was first watched)."""
+        # A result against the state (or none yet) that no full run of
+        # passes or fails has confirmed or overruled since.
+        self._doubted = state == UNKNOWN
 
     def observe(self, ok: bool) -> str | None:
-        """Count one check's result; return the new state if it changed, else None."""
+        """
+        Count one check's result; return the new state if it changed (or
+        L{UP} when C{passes} checks in a row clear a suspect member), else None.
+        """
         if ok:
             self.consecutivePasses += 1
             self.consecutiveFails = 0
-            if self.state != UP and self.consecutivePasses >= self.passes:
-                self.state = UP
-                return UP
+            if self.state != UP:
+                self._doubted = True
+            if self.consecutivePasses >= self.passes:
+                self._doubted = False
+                if self.state != UP or self.suspect:
+                    self.state = UP
+                    self.everUp = True
+                    self.suspect = False
+                    return UP
         else:
             self.consecutiveFails += 1
             self.consecutivePasses = 0
-            if self.state != DOWN and self.consecutiveFails >= self.fails:
-                self.state = DOWN
-                return DOWN
+            if self.state != DOWN:
+                self._doubted = True
+            if self.consecutiveFails >= self.fails:
+                self._doubted = False
+                if self.state != DOWN:
+                    self.state = DOWN
+                    self.suspect = False
+                    return DOWN
         return None
+
+    def requestFailed(self) -> None:
+        """
+        A request to the member failed: its passes start again from zero, and
+        only C{passes} of them in a row clear it. No effect on a down member.
+        """
+        if self.state != DOWN:
+            self.suspect = True
+            self.consecutivePasses = 0
+
+    @property
+    def settled(self) -> bool:
+        """
+        Whether the normal interval applies to the next check.
+
+        Not while the member is unknown, nor after a check against its state
+        (a failure while up, a pass while down) until C{passes} checks in a
+        row pass or C{fails} fail, nor while it is suspect; nor while it is
+        down without ever having been up, so that a backend started after
+        the proxy is in service soon after it answers.
+        """
+        if self.suspect or self._doubted:
+            return False
+        return self.state != DOWN or self.everUp
+
+
+def fastInterval(check: HealthCheck) -> float:
+    """
+    The seconds between checks of a member whose state is not settled:
+    C{fast_interval}, by default the smaller of 2 s and C{interval}, and
+    never more than C{interval}.
+    """
+    fast = DEFAULT_FAST_INTERVAL if check.fast_interval is None else check.fast_interval
+    return min(fast, check.interval)
+
+
+def nextCheckDelay(tracker: HealthTracker, check: HealthCheck) -> float:
+    """Seconds from the start of a member's last check to the start of its next."""
+    return check.interval if tracker.settled else fastInterval(check)
 
 
 def statusMatches(status: int, expect: Sequence[str]) -> bool:
@@ -395,9 +485,9 @@ class _BoundedBody(Protocol):
 
 
 class _Target:
-    """One balancer under watch: its check, members, expectation and loop."""
+    """One balancer under watch: its check, members and expectation."""
 
-    __slots__ = ("check", "expectation", "loop", "members", "name")
+    __slots__ = ("check", "expectation", "members", "name")
 
     def __init__(
         self, name: str, check: HealthCheck, members: Sequence[MemberState]
@@ -406,32 +496,69 @@ class _Target:
         self.check = check
         self.members = tuple(members)
         self.expectation = Expectation(check)
-        self.loop: LoopingCall | None = None
+
+
+class _Watch:
+    """One member under watch: its counter, its next check, the one running."""
+
+    __slots__ = (
+        "inFlight",
+        "member",
+        "stale",
+        "startedAt",
+        "target",
+        "timer",
+        "tracker",
+    )
+
+    def __init__(self, target: _Target, member: MemberState) -> None:
+        self.target = target
+        self.member = member
+        self.tracker = HealthTracker(
+            target.check.passes, target.check.fails, member.health
+        )
+        self.timer: IDelayedCall | None = None
+        self.inFlight: Deferred[Any] | None = None
+        self.startedAt: float | None = None
+        self.stale = False
+        """A request failed while this check ran: a pass of it does not count."""
+
+    def cancelTimer(self) -> None:
+        """Forget the next check."""
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
 
 
 class HealthMonitor(Service):
     """
-    Checks every member of the balancers it is given, every C{interval}.
+    Checks every member of the balancers it is given, each on its own timer.
 
-    One C{LoopingCall} per balancer runs on the given reactor, the first round
-    at once. A round starts one check per member, all at the same time, and
-    returns without waiting for them: the loop never waits on a slow member. A
-    member whose previous check is still running (possible only when
-    C{timeout} > C{interval}) is skipped in that round, so no member has two
-    checks at once. Each check is cut off after C{timeout} seconds; a check
-    that fails, raises or hangs counts as a failed check, never stops the loop.
+    Every member is checked at once when the service starts (and when it is
+    added), then again C{interval} seconds after the start of its previous
+    check once its state is settled, or C{fast_interval} seconds after while
+    it is not (see L{HealthTracker.settled}): from the start until the first
+    checks confirm it, after a failed check until it is confirmed down or
+    back, after a failed request (L{requestFailed}) until C{passes} checks
+    pass. Each member has its own timer, so one member that flaps speeds up
+    no other. A member never has two checks at once: the next one starts
+    when it is due and the previous one is over. Each check is cut off after
+    C{timeout} seconds; a check that fails, raises or hangs counts as a
+    failed check and never stops the timers.
 
     Each result sets the member's C{lastCheck} and C{lastCheckResult} and feeds
     its L{HealthTracker}; a transition sets C{member.health}, is logged once
     and reported to C{onTransition(balancerName, member, newState, reason)}.
-    The tracker is the truth about the health state: it starts from the
-    member's C{health} when the member is first watched.
+    L{UP} is also reported when a member in error after a failed request has
+    passed C{passes} checks since. The tracker is the truth about the health
+    state: it starts from the member's C{health} when the member is first
+    watched.
 
-    C{stopService} stops the loops, cancels the checks in flight, cuts their
+    C{stopService} cancels every timer and the checks in flight, cuts their
     connections and returns a Deferred that fires once every connection is
     closed; results that arrive later are dropped.
 
-    :param reactor: the clock for loops, timeouts and C{lastCheck}; with the
+    :param reactor: the clock for timers, timeouts and C{lastCheck}; with the
         default checks, also the reactor to connect with.
     :param targets: C{(balancerName, healthCheck, members)} for each
         balancer to check.
@@ -458,8 +585,7 @@ class HealthMonitor(Service):
         self._check = check or self._defaultCheck
         self._endpointFor = endpointFor or self._defaultEndpoint
         self._targets: dict[str, _Target] = {}
-        self._watched: dict[MemberState, tuple[_Target, HealthTracker]] = {}
-        self._inFlight: dict[MemberState, Deferred[Any]] = {}
+        self._watched: dict[MemberState, _Watch] = {}
         self._connections = _Connections()
         self._pool = HTTPConnectionPool(reactor, persistent=False)
         self._tls = BackendTLS()
@@ -472,8 +598,9 @@ class HealthMonitor(Service):
     def setMembers(self, balancerName: str, members: Sequence[MemberState]) -> None:
         """
         Watch C{members} from now on for C{balancerName}, after members were
-        added or removed; those kept keep their counts, a removed one's check
-        in flight is cancelled and its result dropped.
+        added or removed; those kept keep their counts and timers, a new one
+        is checked at once, a removed one's timer and check in flight are
+        cancelled and its result dropped.
 
         :raise KeyError: if the balancer is not watched.
         """
@@ -481,21 +608,20 @@ class HealthMonitor(Service):
         keep = set(members)
         for member in target.members:
             if member not in keep:
-                del self._watched[member]
-                inFlight = self._inFlight.get(member)
-                if inFlight is not None:
-                    inFlight.cancel()
+                watch = self._watched.pop(member)
+                watch.cancelTimer()
+                if watch.inFlight is not None:
+                    watch.inFlight.cancel()
         target.members = tuple(members)
         self._watch(target)
 
     def _watch(self, target: _Target) -> None:
-        """Give each new member of C{target} a tracker, from its present health."""
+        """Watch each new member of C{target}, checking it at once if running."""
         for member in target.members:
             if member not in self._watched:
-                tracker = HealthTracker(
-                    target.check.passes, target.check.fails, member.health
-                )
-                self._watched[member] = (target, tracker)
+                watch = self._watched[member] = _Watch(target, member)
+                if self.running:
+                    self._startCheck(watch)
 
     def tracker(self, member: MemberState) -> HealthTracker:
         """
@@ -503,78 +629,154 @@ class HealthMonitor(Service):
 
         :raise KeyError: if the member is not watched.
         """
-        return self._watched[member][1]
+        return self._watched[member].tracker
+
+    def nextCheck(self, member: MemberState) -> float | None:
+        """
+        When the next check of a watched member is due (C{None} while one
+        runs or the service is stopped).
+
+        :raise KeyError: if the member is not watched.
+        """
+        timer = self._watched[member].timer
+        return timer.getTime() if timer is not None and timer.active() else None
+
+    def requestFailed(self, member: MemberState) -> None:
+        """
+        A request to C{member} failed and put it in error: from now on it is
+        checked at the fast interval (the next check at once, or one fast
+        interval after the start of the last), and only C{passes} checks in
+        a row that start after this failure bring it back. Members not
+        watched (their balancer has no health checks) are left to C{retry}.
+        """
+        watch = self._watched.get(member)
+        if watch is None:
+            return
+        watch.tracker.requestFailed()
+        if not watch.tracker.suspect:
+            return
+        if watch.inFlight is not None:
+            # The check under way was sent before the failure: it may pass
+            # without saying anything about the member now.
+            watch.stale = True
+            return
+        if not self.running or watch.timer is None:
+            return
+        now = self._reactor.seconds()
+        due = now
+        if watch.startedAt is not None:
+            due = max(now, watch.startedAt + fastInterval(watch.target.check))
+        if due < watch.timer.getTime():
+            self._schedule(watch, due)
 
     def startService(self) -> None:
-        """Start one loop per balancer, each checking at once."""
+        """Check every member at once; each then follows its own timer."""
         super().startService()
-        for target in self._targets.values():
-            loop = LoopingCall(self._round, target)
-            loop.clock = self._reactor
-            target.loop = loop
-            loop.start(target.check.interval, now=True).addErrback(
-                lambda f: self._log.failure("health check loop stopped", f)
-            )
+        for watch in list(self._watched.values()):
+            self._startCheck(watch)
 
     def stopService(self) -> Deferred[None]:
-        """Stop the loops and checks; fire once every connection is closed."""
+        """Cancel the timers and checks; fire once every connection is closed."""
         super().stopService()
-        for target in self._targets.values():
-            if target.loop is not None and target.loop.running:
-                target.loop.stop()
-            target.loop = None
-        for d in list(self._inFlight.values()):
-            d.cancel()
+        for watch in self._watched.values():
+            watch.cancelTimer()
+        for watch in list(self._watched.values()):
+            if watch.inFlight is not None:
+                watch.inFlight.cancel()
         self._connections.abortAll()
         closing = gatherResults(
             [self._pool.closeCachedConnections(), self._connections.whenClosed()]
         )
         return closing.addCallback(lambda _: None)
 
-    def _round(self, target: _Target) -> None:
-        """Start a check of every member not still being checked."""
-        for member in target.members:
-            if member not in self._inFlight:
-                self._startCheck(target, member)
+    def _current(self, watch: _Watch) -> bool:
+        """Whether C{watch} still counts: running, and its member still watched."""
+        return bool(self.running) and self._watched.get(watch.member) is watch
 
-    def _startCheck(self, target: _Target, member: MemberState) -> None:
-        """Check C{member} once, cut off at the timeout; the result is recorded."""
+    def _schedule(self, watch: _Watch, due: float) -> None:
+        """Have the next check of C{watch}'s member start at C{due}."""
+        watch.cancelTimer()
+        delay = max(0.0, due - self._reactor.seconds())
+        watch.timer = self._reactor.callLater(delay, self._due, watch)
+
+    def _due(self, watch: _Watch) -> None:
+        """The timer of C{watch} fired: check its member now."""
+        watch.timer = None
+        if self._current(watch) and watch.inFlight is None:
+            self._startCheck(watch)
+
+    def _scheduleNext(self, watch: _Watch) -> None:
+        """A check is over: the next one after the interval its state calls for."""
+        if not self._current(watch) or watch.startedAt is None:
+            return
+        delay = nextCheckDelay(watch.tracker, watch.target.check)
+        self._schedule(watch, watch.startedAt + delay)
+
+    def _startCheck(self, watch: _Watch) -> None:
+        """Check a member once, cut off at the timeout; the result is recorded."""
+        member = watch.member
+        watch.startedAt = self._reactor.seconds()
+        watch.stale = False
         d: Deferred[Any] = maybeDeferred(self._check, member)
-        d.addTimeout(target.check.timeout, self._reactor, onTimeoutCancel=_timedOut)
-        self._inFlight[member] = d
-        d.addBoth(self._done, member)
-        d.addCallbacks(
-            self._record, self._failed, callbackArgs=(member,), errbackArgs=(member,)
+        d.addTimeout(
+            watch.target.check.timeout, self._reactor, onTimeoutCancel=_timedOut
         )
-        d.addErrback(lambda f: self._log.failure("health check of {m}", f, m=member))
+        watch.inFlight = d
+        d.addBoth(self._done, watch)
+        d.addCallbacks(
+            self._record, self._failed, callbackArgs=(watch,), errbackArgs=(watch,)
+        )
+        d.addErrback(
+            lambda f: self._log.failure("health check of {m}", f, m=member.name)
+        )
+        d.addCallback(lambda _: self._scheduleNext(watch))
+        d.addErrback(
+            lambda f: self._log.failure("health check timer of {m}", f, m=member.name)
+        )
 
-    def _done(self, result: object, member: MemberState) -> object:
-        """The check of C{member} is over, whatever its result."""
-        del self._inFlight[member]
+    def _done(self, result: object, watch: _Watch) -> object:
+        """The check of C{watch}'s member is over, whatever its result."""
+        watch.inFlight = None
         return result
 
-    def _failed(self, failure: Failure, member: MemberState) -> None:
+    def _failed(self, failure: Failure, watch: _Watch) -> None:
         """A check got no answer: a failure, unless we cancelled it ourselves."""
-        if failure.check(CancelledError) and (
-            not self.running or member not in self._watched
-        ):
+        if failure.check(CancelledError) and not self._current(watch):
             return
-        self._record((False, describeFailure(failure, member.member.host)), member)
+        member = watch.member
+        self._record((False, describeFailure(failure, member.member.host)), watch)
 
-    def _record(self, result: tuple[bool, str], member: MemberState) -> None:
+    def _record(self, result: tuple[bool, str], watch: _Watch) -> None:
         """Count one check's result, and act on a transition."""
-        watched = self._watched.get(member)
-        if watched is None or not self.running:
+        if not self._current(watch):
             return
-        target, tracker = watched
+        member, target, tracker = watch.member, watch.target, watch.tracker
         ok, reason = result
         member.lastCheck = self._reactor.seconds()
         member.lastCheckResult = reason
+        if ok and watch.stale:
+            return
+        before = tracker.state
         newState = tracker.observe(ok)
         if newState is None:
             return
         member.health = newState
-        if newState == UP:
+        # The balancer acts first, so the log line tells what is already so.
+        if self._onTransition is not None:
+            try:
+                self._onTransition(target.name, member, newState, reason)
+            except Exception:
+                self._log.failure("health transition of {member}", member=member.name)
+        if newState == UP and before == UP:
+            self._log.info(
+                "member {member} of balancer://{balancer} back from error: "
+                "{reason} ({count} of {count} passed)",
+                member=member.name,
+                reason=reason,
+                count=tracker.passes,
+                balancer=target.name,
+            )
+        elif newState == UP:
             self._log.info(
                 "member {member} up: {reason} ({count} of {count} passed)",
                 member=member.name,
@@ -590,11 +792,6 @@ class HealthMonitor(Service):
                 count=tracker.fails,
                 balancer=target.name,
             )
-        if self._onTransition is not None:
-            try:
-                self._onTransition(target.name, member, newState, reason)
-            except Exception:
-                self._log.failure("health transition of {member}", member=member.name)
 
     # The checks themselves.
 
@@ -610,7 +807,7 @@ class HealthMonitor(Service):
 
     def _defaultCheck(self, member: MemberState) -> Deferred[tuple[bool, str]]:
         """Check C{member} the way its balancer's health table says."""
-        target = self._watched[member][0]
+        target = self._watched[member].target
         if target.check.method == "TCP":
             return Deferred.fromCoroutine(self._checkTCP(member))
         return Deferred.fromCoroutine(self._checkHTTP(target.expectation, member))

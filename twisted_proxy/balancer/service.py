@@ -24,6 +24,12 @@ from twisted_proxy.balancer.keys import RequestFacts, StickyRoutes, hashKeyExtra
 from twisted_proxy.balancer.policy import POLICIES, ILoadBalancingPolicy
 from twisted_proxy.balancer.state import DOWN, MemberState
 from twisted_proxy.config.model import Balancer, Member
+from twisted_proxy.upstream.connection import (
+    FAIL_CONNECT,
+    FAIL_PROTOCOL,
+    FAIL_RESET,
+    FAIL_TIMEOUT,
+)
 
 __all__ = ["DEFAULT_RETRY", "BalancerService"]
 
@@ -32,6 +38,15 @@ DEFAULT_RETRY = 60.0
 
 # Weight of the newest sample in a member's smoothed response time.
 _EWMA = 0.2
+
+# The failure kinds front ends report, as the log says them; any other
+# reason (such as "answered 503" for fail_on_status) is logged as it is.
+_FAILURE_WORDS = {
+    FAIL_CONNECT: "connect failed",
+    FAIL_RESET: "connection reset",
+    FAIL_TIMEOUT: "timed out",
+    FAIL_PROTOCOL: "broke the protocol",
+}
 
 
 class _BalancerState:
@@ -84,7 +99,8 @@ class BalancerService(MultiService):
          draining (+N), down and full members are passed over; the method picks;
       3. nothing usable at all: members in error (not disabled, not down) are
          tried anyway, as Apache does, and one that then succeeds is back at once.
-    A member that fails is in error for the balancer's C{retry} seconds.
+    A member that fails is in error for the balancer's C{retry} seconds (and
+    logged); with health checks, C{passes} checks in a row bring it back sooner.
     """
 
     name = "balancer"
@@ -340,9 +356,11 @@ class BalancerService(MultiService):
 
         C{ok=False} means the member failed (connection refused or reset,
         timeout, a status in ``fail_on_status``): it is in error for the
-        balancer's retry time, unless it ignores errors (+I). C{failure} names
-        the reason, for the balancer-manager. A client that went away is not
-        the member's fault: report that as C{ok=True}.
+        balancer's retry time, unless it ignores errors (+I), or until
+        C{passes} health checks in a row pass when the balancer has health
+        checks. C{failure} names the reason, for the balancer-manager and the
+        log line that says the member is in error. A client that went away is
+        not the member's fault: report that as C{ok=True}.
 
         :param bytesIn: bytes received from the member.
         :param bytesOut: bytes sent to the member.
@@ -368,10 +386,31 @@ class BalancerService(MultiService):
             member.lastFailure = failure or "error"
             member.retrying = False
             if not member.ignoreErrors:
-                retry = balancer.retry if balancer is not None else DEFAULT_RETRY
-                member.errorUntil = self._clock.seconds() + retry
+                self._putInError(member, balancer, member.lastFailure)
         if balancer is not None and balancer.waiters:
             balancer.waiters.pop(0).callback(None)
+
+    def _putInError(
+        self, member: MemberState, balancer: _BalancerState | None, why: str
+    ) -> None:
+        """
+        A failed exchange puts C{member} in error for the retry time; entering
+        error is logged once. With health checks, C{passes} checks in a row,
+        checked at the fast interval, bring it back sooner.
+        """
+        now = self._clock.seconds()
+        retry = balancer.retry if balancer is not None else DEFAULT_RETRY
+        if not member.inError(now):
+            self._log.warn(
+                "member {member} of balancer://{balancer} in error: {why}",
+                member=member.name,
+                balancer=member.balancerName,
+                why=_FAILURE_WORDS.get(why, why),
+                retry=retry,
+            )
+        member.errorUntil = now + retry
+        if balancer is not None and balancer.config.health is not None:
+            self.health.requestFailed(member)
 
     def _balancerOf(self, member: MemberState) -> _BalancerState | None:
         return self._balancers.get(member.balancerName)
@@ -454,7 +493,10 @@ class BalancerService(MultiService):
     def healthChanged(
         self, balancerName: str, member: MemberState, state: str, reason: str
     ) -> None:
-        """A health check moved C{member} to C{state} (it is already recorded)."""
+        """
+        A health check moved C{member} to C{state} (it is already recorded),
+        or, with L{UP}, found it fit again after a failed request.
+        """
         if state != DOWN:
             # Healthy again by its checks: any passive error is over too.
             member.errorUntil = 0.0
