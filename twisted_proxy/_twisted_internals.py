@@ -9,10 +9,20 @@ any of it, this module (and its tests) is where it breaks, loudly.
 
 from __future__ import annotations
 
+import struct
+import sys
 from typing import Any
 
 from twisted.internet import tcp
 from twisted.web.http import HTTPChannel
+
+if sys.platform == "linux":
+    import fcntl
+    import termios
+
+    _OUTQ: int | None = termios.TIOCOUTQ
+else:  # pragma: no cover - the send queue is not asked for elsewhere
+    _OUTQ = None
 
 
 def pendingRequestLine(channel: HTTPChannel) -> tuple[bytes, bytes, bytes]:
@@ -51,16 +61,24 @@ def sendNow(transport: Any, data: bytes) -> None:
 
 def pendingWriteBytes(transport: Any) -> int | None:
     """
-    The bytes written to C{transport} that the peer has not taken yet (still
-    in the socket's user-space buffer; for TLS, in the TCP transport under
-    it), or None when the transport does not tell. A backend that takes
-    none of a stalled upload shows the same count twice.
+    The bytes written to C{transport} that the peer has not taken yet: in
+    the transport's own buffer (for TLS, the TCP transport's under it) and,
+    where the system tells (Linux's TIOCOUTQ), in the socket's send queue
+    not yet acknowledged. None when the transport does not tell. A peer that
+    takes none of what it was sent shows the same count twice.
     """
     if hasattr(transport, "wrappedProtocol") and hasattr(transport, "transport"):
         transport = transport.transport
     if not isinstance(transport, tcp.Connection):
         return None
     held: int = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    if _OUTQ is not None:
+        try:
+            raw = fcntl.ioctl(transport.socket.fileno(), _OUTQ, b"\0\0\0\0")
+        except (OSError, ValueError):
+            pass
+        else:
+            held += struct.unpack("i", raw)[0]
     return held
 
 

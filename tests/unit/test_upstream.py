@@ -51,6 +51,10 @@ class Sink:
         self.body = b""
         self.finished = False
         self.failed: tuple[str, str, bool] | None = None
+        self.interim: list[int] = []
+
+    def interimResponse(self, status: int) -> None:
+        self.interim.append(status)
 
     def responseStarted(self, status: int, reason: bytes, headers: Headers) -> None:
         self.status = status
@@ -299,3 +303,136 @@ def test_moreThanTheResponseIsNeverPooled() -> None:
     assert pool.idleCount(ADDRESS) == 0
     assert conn.transport.disconnecting
     assert clock.getDelayedCalls() == []
+
+
+def test_uploadTimedOnlyWhileTheBackendHoldsItUp() -> None:
+    """
+    While the body waits on the client the backend is not timed; once our
+    buffer to it is full (it takes nothing), its timeout runs: 504-worthy.
+    """
+    pool, _endpoint, clock = makePool()
+    conn, _ = acquire(pool)
+    sink = Sink()
+    conn.sendRequest(b"PUT / HTTP/1.1\r\n\r\n", b"PUT", sink, 2.0, True, False)
+    clock.advance(100)
+    assert sink.failed is None
+    conn.writeBody(b"x")
+    conn.uploadBlocked()
+    clock.advance(1.9)
+    assert sink.failed is None
+    clock.advance(0.1)
+    assert sink.failed is not None
+    assert sink.failed[0] == FAIL_TIMEOUT
+    assert "took none of the request body for 2s" in sink.failed[1]
+    assert conn.transport.disconnected
+
+
+def test_aSteadyUploadIsNeverCut() -> None:
+    """
+    A backend that keeps taking the body (blocked, then flowing, again and
+    again) is never timed out however long the upload lasts; once the body
+    is all sent, its answer is due within the timeout.
+    """
+    pool, _endpoint, clock = makePool()
+    conn, _ = acquire(pool)
+    sink = Sink()
+    conn.sendRequest(b"PUT / HTTP/1.1\r\n\r\n", b"PUT", sink, 2.0, True, False)
+    for _ in range(100):
+        conn.writeBody(b"x" * 65536)
+        conn.uploadBlocked()
+        clock.advance(1.5)
+        conn.uploadFlowing()
+    assert clock.seconds() == 150
+    assert sink.failed is None
+    conn.finishBody()
+    clock.advance(1.9)
+    assert sink.failed is None
+    clock.advance(0.1)
+    assert sink.failed is not None
+    assert sink.failed[0] == FAIL_TIMEOUT
+    assert "no answer from backend within 2s" in sink.failed[1]
+
+
+def test_earlyAnswerDuringUploadTimesTheResponse() -> None:
+    """Response bytes while the body is still going: the backend is answering."""
+    pool, _endpoint, clock = makePool()
+    conn, _ = acquire(pool)
+    sink = Sink()
+    conn.sendRequest(b"PUT / HTTP/1.1\r\n\r\n", b"PUT", sink, 2.0, True, False)
+    conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
+    clock.advance(1.9)
+    conn.dataReceived(b"c")
+    clock.advance(1.9)
+    assert sink.failed is None
+    clock.advance(0.1)
+    assert sink.failed is not None
+    assert sink.failed[0] == FAIL_TIMEOUT
+
+
+def test_maxAgeReusesOnlyARecentConnection() -> None:
+    """
+    With maxAge (safe_reuse), an idle connection is lent only if its last
+    response ended less than that long ago; otherwise a fresh one is made,
+    and the older one stays for requests without the limit.
+    """
+    pool, endpoint, clock = makePool()
+    conn, _ = acquire(pool)
+    conn.sendRequest(b"GET / HTTP/1.1\r\n\r\n", b"GET", Sink(), 5.0, False, True)
+    conn.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+    clock.advance(0.5)
+    got: list[tuple[UpstreamConnection, bool]] = []
+    pool.acquire(ADDRESS, lambda c, r: got.append((c, r)), lambda f: None, False, 1.0)
+    assert got == [(conn, True)]
+    conn.sendRequest(b"GET / HTTP/1.1\r\n\r\n", b"GET", Sink(), 5.0, False, True)
+    conn.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+    clock.advance(1.0)
+    pool.acquire(ADDRESS, lambda c, r: got.append((c, r)), lambda f: None, False, 1.0)
+    fresh, reused = got[1]
+    assert fresh is not conn
+    assert not reused
+    assert len(endpoint.connected) == 2
+    assert acquire(pool) == (conn, True)
+    conn.abort()
+    fresh.abort()
+
+
+def test_leftoverBytesOnAReusedConnectionAreRetryable() -> None:
+    """
+    Bytes that start no response on a reused connection are most likely the
+    last response's leftovers: reported retryable (the exchange retries what
+    may run twice). On a fresh connection they are the backend's own answer.
+    """
+    pool, _endpoint, _clock = makePool()
+    conn, _ = acquire(pool)
+    first = Sink()
+    conn.sendRequest(b"GET / HTTP/1.1\r\n\r\n", b"GET", first, 5.0, False, True)
+    conn.dataReceived(b"junk\r\n\r\n")
+    assert first.failed is not None
+    assert first.failed[0] == FAIL_PROTOCOL
+    assert first.failed[2] is False
+    conn, _ = acquire(pool)
+    conn.sendRequest(b"GET / HTTP/1.1\r\n\r\n", b"GET", Sink(), 5.0, False, True)
+    conn.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+    again, reused = acquire(pool)
+    assert reused
+    sink = Sink()
+    again.sendRequest(b"GET / HTTP/1.1\r\n\r\n", b"GET", sink, 5.0, False, True)
+    again.dataReceived(b"stray bytes\r\n\r\n")
+    assert sink.failed is not None
+    assert sink.failed[0] == FAIL_PROTOCOL
+    assert sink.failed[2] is True
+
+
+def test_interimContinueReported() -> None:
+    """A 100 Continue is reported to the exchange, and the final answer follows."""
+    pool, _endpoint, _clock = makePool()
+    conn, _ = acquire(pool)
+    sink = Sink()
+    conn.sendRequest(b"PUT / HTTP/1.1\r\n\r\n", b"PUT", sink, 5.0, False, False)
+    conn.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n")
+    assert sink.interim == [100]
+    assert not sink.finished
+    conn.writeBody(b"ab")
+    conn.finishBody()
+    conn.dataReceived(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+    assert (sink.status, sink.finished) == (201, True)

@@ -199,6 +199,7 @@ class UpstreamConnection(Protocol):
             return
         if not self._paused:
             # Bytes moved: the backend is not stuck.
+            self._stuckAt = None
             self._arm(self._timeout, _RESPONSE)
         sink = self._sink
         sink.batchStarted()
@@ -294,6 +295,9 @@ class UpstreamConnection(Protocol):
             and not self._paused
             and self._timerPurpose != _RESPONSE
         ):
+            # The backend may still be reading the last of the body from
+            # the socket: while it does, it is not silent (see _timerFired).
+            self._stuckAt = pendingWriteBytes(self.transport)
             self._arm(self._timeout, _RESPONSE)
 
     def uploadBlocked(self) -> None:
@@ -391,6 +395,9 @@ class UpstreamConnection(Protocol):
         self._timer = None
         purpose, self._timerPurpose = self._timerPurpose, None
         if purpose == _RESPONSE:
+            if self._stillTaking():
+                self._arm(self._timeout, _RESPONSE)
+                return
             self._timedOut()
         elif purpose == _UPLOAD:
             pending = pendingWriteBytes(self.transport)
@@ -413,6 +420,18 @@ class UpstreamConnection(Protocol):
                 Failure(HandshakeTimeoutError(f"no handshake within {seconds:g}s"))
             )
             self.abort()
+
+    def _stillTaking(self) -> bool:
+        """
+        Whether the backend took some of the body sent before its timer ran
+        out (it is reading the last of it from the socket, not silent).
+        """
+        if self._stuckAt is None:
+            return False
+        pending = pendingWriteBytes(self.transport)
+        moved = pending is not None and pending < self._stuckAt
+        self._stuckAt = pending if moved and pending else None
+        return moved
 
     def _timedOut(self) -> None:
         self._fail(
