@@ -497,6 +497,36 @@ def test_clientWindowPausesBackend() -> None:
     assert len(peer.response(1)[1]) == received + 65535
 
 
+def test_streamGivenNoWindowIsResetAfterSendTimeout() -> None:
+    """
+    A client that gives a stream no window for send_timeout has the stream
+    reset (its backend is stopped); a window opened in time starts it over.
+    """
+    resource = Resource()
+    site, clock = front(resource, send_timeout=10.0)
+    peer = Peer(site, clock)
+    peer.acknowledge = False
+    peer.request(1)
+    producer = Producer(resource.requests[0], 200000)
+    producer.pump()
+    peer.flush()
+    assert producer.paused
+    clock.advance(9.0)
+    peer.client.acknowledge_received_data(len(peer.response(1)[1]), 1)
+    peer.flush()
+    producer.pump()
+    peer.flush()
+    clock.advance(9.0)
+    peer.flush()
+    assert not peer.of(h2.events.StreamReset, 1)
+    clock.advance(1.0)
+    peer.flush()
+    assert [e.error_code for e in peer.of(h2.events.StreamReset, 1)] == [
+        ErrorCodes.INTERNAL_ERROR
+    ]
+    assert resource.requests[0].clientGone
+
+
 def test_bufferBoundedWhateverWindowTheClientGives() -> None:
     """A client with a 2 GiB window not reading: the backend pauses at STREAM_BUFFER."""
     resource = Resource()

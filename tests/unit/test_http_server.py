@@ -110,6 +110,58 @@ def test_slowHeadGets408() -> None:
     assert clock.getDelayedCalls() == []
 
 
+def test_headDueFromTheConnectionStart() -> None:
+    """
+    On a new connection the head is due within header_timeout of connecting:
+    a first byte late in that time does not restart the clock, nor do later
+    bytes (a partial head was once held for twice header_timeout).
+    """
+    channel, transport, echo, clock = connect(header_timeout=5.0)
+    clock.advance(4.0)
+    channel.dataReceived(b"GET / HT")
+    clock.advance(0.5)
+    channel.dataReceived(b"TP/1.1\r\nHo")
+    clock.advance(0.4)
+    assert transport.value() == b""
+    clock.advance(0.1)
+    assert transport.value().startswith(b"HTTP/1.1 408 ")
+    assert clock.getDelayedCalls() == []
+
+
+def test_keepAliveHeadDueFromItsFirstByte() -> None:
+    """On a kept-alive connection, the next head is due from its first byte."""
+    channel, transport, echo, clock = connect(header_timeout=5.0, idle_timeout=30.0)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    transport.clear()
+    clock.advance(20.0)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHo")
+    clock.advance(4.9)
+    assert transport.value() == b""
+    clock.advance(0.1)
+    assert transport.value().startswith(b"HTTP/1.1 408 ")
+
+
+def test_clientThatTakesNothingIsLetGo() -> None:
+    """
+    A client whose socket stays full for send_timeout is cut (its backend
+    goes with it once the connection is lost); one that drains its socket
+    meanwhile starts the clock again.
+    """
+    channel, transport, echo, clock = connect(send_timeout=10.0)
+    echo.hold = True
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    channel.pauseProducing()
+    clock.advance(9.9)
+    channel.resumeProducing()
+    channel.pauseProducing()
+    clock.advance(9.9)
+    assert not transport.disconnecting
+    clock.advance(0.1)
+    assert transport.disconnecting
+    assert channel.abandoned
+    assert clock.getDelayedCalls() == []
+
+
 def test_silentConnectionClosedWithoutResponse() -> None:
     """A client that connects and says nothing is closed after header_timeout."""
     channel, transport, echo, clock = connect(header_timeout=5.0)
