@@ -117,8 +117,9 @@ class GzipStream:
     """
     Gzip a body piece by piece. Each piece (a backend read, or one chunk of
     it) goes to zlib in one call and is flushed at once, so an event stream's
-    events are never held back; with the proxy's 64 KiB reads that costs
-    about nothing against compressing the whole body in one call.
+    events are never held back. With the proxy's 64 KiB reads that costs
+    little against compressing the whole body in one call: 1-3% at levels 1
+    and 6, about 10% at 9 (C{bench/compress.py}).
     """
 
     def __init__(self, level: int = DEFAULT_LEVEL) -> None:
