@@ -125,11 +125,21 @@ class GzipStream:
     def __init__(self, level: int = DEFAULT_LEVEL) -> None:
         self._z = zlib.compressobj(level, zlib.DEFLATED, GZIP_WBITS, MEM_LEVEL)
 
-    def compress(self, data: bytes) -> bytes:
-        """Compress C{data} and flush it out."""
+    def compress(self, data: bytes, flush: bool = True) -> bytes:
+        """
+        Compress C{data}; with C{flush}, flush it out too. Without, what
+        zlib holds back goes out at the next L{flush} (the end of a backend
+        read, when it brought several pieces: chunks of a chunked body).
+        """
         if not data:
             return b""
+        if not flush:
+            return self._z.compress(data)
         return self._z.compress(data) + self._z.flush(zlib.Z_SYNC_FLUSH)
+
+    def flush(self) -> bytes:
+        """Everything compressed so far, out."""
+        return self._z.flush(zlib.Z_SYNC_FLUSH)
 
     def finish(self) -> bytes:
         """The gzip trailer."""

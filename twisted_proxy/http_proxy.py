@@ -471,6 +471,8 @@ class ProxyExchange:
         self._responded = False
         self._done = False
         self._gzip: GzipStream | None = None
+        self._gzipPending = False
+        self._inBatch = False
         self._reader: _ClientReader | None = None
         self._corked: Any = None
         self._buffered = buffered
@@ -744,12 +746,19 @@ class ProxyExchange:
     # -- the response, as the backend sends it (IResponseSink) --
 
     def batchStarted(self) -> None:
+        self._inBatch = True
         channel = self._request.channel
         if hasattr(channel, "cork"):
             channel.cork()
             self._corked = channel
 
     def batchEnded(self) -> None:
+        self._inBatch = False
+        if self._gzipPending:
+            # One flush per backend read, not per chunk of a chunked body.
+            self._gzipPending = False
+            if self._gzip is not None and not self._done:
+                self._request.write(self._gzip.flush())
         channel, self._corked = self._corked, None
         if channel is not None:
             channel.uncork()
@@ -812,7 +821,8 @@ class ProxyExchange:
             return
         self.bytesFromBackend += len(data)
         if self._gzip is not None:
-            data = self._gzip.compress(data)
+            data = self._gzip.compress(data, flush=not self._inBatch)
+            self._gzipPending = self._inBatch
         self._request.write(data)
 
     def responseFinished(self) -> None:

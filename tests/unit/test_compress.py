@@ -160,3 +160,22 @@ def test_streamLevelChangesTheOutput() -> None:
         assert gzip.decompress(data) == body
         sizes[level] = len(data)
     assert sizes[9] < sizes[1]
+
+
+def test_piecesOfOneReadFlushedOnce() -> None:
+    """
+    Pieces compressed without a flush (the chunks of one backend read) come
+    out at the next flush, whole, and the stream still decodes exactly.
+    """
+    stream = GzipStream()
+    held = stream.compress(b"event: a\n\n" * 50, flush=False)
+    held += stream.compress(b"event: b\n\n" * 50, flush=False)
+    out = held + stream.flush()
+    # Everything so far can be read before the end of the stream.
+    assert zlib.decompressobj(31).decompress(out) == b"event: a\n\n" * 50 + (
+        b"event: b\n\n" * 50
+    )
+    out += stream.compress(b"tail") + stream.finish()
+    assert gzip.decompress(out) == (
+        b"event: a\n\n" * 50 + b"event: b\n\n" * 50 + b"tail"
+    )
