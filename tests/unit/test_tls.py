@@ -11,10 +11,12 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+import cryptography
+import OpenSSL
 import pytest
 from cryptography import x509
 from OpenSSL import SSL
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from tests.tlsfiles import TestCA
 from twisted_proxy.config.model import (
@@ -198,6 +200,61 @@ def test_onlyProfileGroups(ca: TestCA) -> None:
     for group in ("secp521r1", "X448"):
         with pytest.raises(SSL.Error):
             handshake(server, groups=group)
+
+
+class _BindingWithoutGroups:
+    """pyOpenSSL's binding as cryptography before 47 has it: no groups call."""
+
+    def __init__(self, real: object) -> None:
+        self._real = real
+
+    def __getattr__(self, name: str) -> object:
+        if name in ("SSL_CTX_set1_groups_list", "SSL_CTX_set1_curves_list"):
+            raise AttributeError(f"module 'lib' has no attribute {name!r}")
+        return getattr(self._real, name)
+
+
+def test_noGroupsBindingFallsBackToDefaultsWithOneWarning(
+    ca: TestCA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the binding's groups call a listener still serves, warning once."""
+    from twisted_proxy import _openssl_internals
+
+    events: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(events.append)  # type: ignore[arg-type]
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(_openssl_internals, "_warned", False)
+            patched.setattr(
+                _openssl_internals,
+                "_lib",
+                _BindingWithoutGroups(_openssl_internals._lib),  # type: ignore[attr-defined]
+            )
+            server = ServerTLS(withSNI(ca, listenerTLS(ca), "api.example.test"))
+            assert server.reload() is True
+    finally:
+        globalLogPublisher.removeObserver(events.append)  # type: ignore[arg-type]
+    # OpenSSL's defaults include P-521, which the profile's list leaves out.
+    client, _ = handshake(server, groups="secp521r1")
+    assert client.get_protocol_version_name() == "TLSv1.3"
+    warnings = [e for e in events if e.get("log_level") == LogLevel.warn]
+    assert len(warnings) == 1
+    text = formatEvent(warnings[0])
+    assert "OpenSSL's default key-exchange groups" in text
+    assert "X25519:prime256v1:secp384r1" in text
+    assert f"cryptography {cryptography.__version__}" in text
+    assert f"pyOpenSSL {OpenSSL.__version__}" in text
+
+
+def test_groupsBindingPresentLogsNothing(ca: TestCA) -> None:
+    """With the binding's groups call, building a listener logs no warning."""
+    events: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(events.append)  # type: ignore[arg-type]
+    try:
+        ServerTLS(listenerTLS(ca))
+    finally:
+        globalLogPublisher.removeObserver(events.append)  # type: ignore[arg-type]
+    assert [e for e in events if e.get("log_level") == LogLevel.warn] == []
 
 
 # -- ALPN ---------------------------------------------------------------------------
