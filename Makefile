@@ -17,8 +17,17 @@ AUTOBAHN_REQUIREMENTS := tests/conformance/requirements-autobahn.txt
 PYENV_PYTHON27 := /root/.pyenv/versions/2.7.18/bin/python
 PYTHON27_CANDIDATES = $(strip $(PYTHON27) python2.7 $(PYENV_PYTHON27) \
 	$(filter-out $(PYENV_PYTHON27),$(wildcard $(HOME)/.pyenv/versions/2.7*/bin/python)))
+# The oldest dependencies pyproject.toml allows (tests/oldest-constraints.txt)
+# on the oldest Python it allows: PYTHON_OLDEST=/path/to/python picks the
+# interpreter; otherwise the first working python3.10 on PATH or pyenv's, and
+# $(PYTHON) when there is none.
+OLDEST_VENV := .venv-oldest
+OLDEST_STAMP := $(OLDEST_VENV)/.installed
+OLDEST_CONSTRAINTS := tests/oldest-constraints.txt
+PYTHON_OLDEST_CANDIDATES = $(strip $(PYTHON_OLDEST) python3.10 \
+	$(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python))
 
-.PHONY: run test lint typecheck pytest bench conformance clean
+.PHONY: run test lint typecheck pytest test-oldest bench conformance clean
 
 $(STAMP): pyproject.toml setup.cfg
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +69,38 @@ $(AUTOBAHN_STAMP): $(AUTOBAHN_REQUIREMENTS)
 	$(AUTOBAHN_VENV)/bin/wstest --autobahnversion 2>/dev/null
 	touch $(AUTOBAHN_STAMP)
 
+# The test tools come unpinned; everything the project needs is pinned at its
+# floor, so pip fails loudly if a floor and its pin disagree.
+$(OLDEST_STAMP): pyproject.toml setup.cfg $(OLDEST_CONSTRAINTS)
+	rm -rf $(OLDEST_VENV)
+	@py=; for p in $(PYTHON_OLDEST_CANDIDATES); do \
+		if "$$p" -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null; \
+		then py=$$p; break; fi; \
+	done; \
+	if [ -z "$$py" ]; then \
+		py=$(PYTHON); \
+		echo "$(OLDEST_VENV): no Python 3.10 found (tried: $(PYTHON_OLDEST_CANDIDATES)); using $$py" >&2; \
+	fi; \
+	echo "$(OLDEST_VENV): $$py"; \
+	"$$py" -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/pip install -q --upgrade pip
+	$(OLDEST_VENV)/bin/pip install -q -c $(OLDEST_CONSTRAINTS) \
+		. pytest pytest-twisted pytest-timeout hypothesis
+	touch $(OLDEST_STAMP)
+
+# A non-editable install, as a user gets it (reinstalled each run so it is the
+# current source), on the floors; then the installed twistd starts a TLS
+# listener and serves one HTTPS request (tests/integration/test_oldest_deps.py).
+# --import-mode=append makes the tests import the installed package too.
+test-oldest: $(OLDEST_STAMP)
+	$(OLDEST_VENV)/bin/pip install -q --no-deps --force-reinstall .
+	$(OLDEST_VENV)/bin/pip check
+	@$(OLDEST_VENV)/bin/python -I -c 'import sys, twisted_proxy, importlib.metadata as m; \
+		print("Python", sys.version.split()[0], *(n + "==" + m.version(n) for n in \
+		("twisted", "treq", "autobahn", "pyOpenSSL", "service-identity", "cryptography"))); \
+		print("twisted_proxy from", twisted_proxy.__file__)'
+	$(OLDEST_VENV)/bin/pytest -q --import-mode=append tests/integration/test_oldest_deps.py
+
 # The demo: two backends on 127.0.0.1:9001/9002 and the proxy on :8080 in
 # front of them. Ctrl-C stops all three.
 run: $(STAMP)
@@ -90,4 +131,4 @@ conformance: $(STAMP) $(AUTOBAHN_STAMP)
 	$(PY) -m tests.conformance.run --wstest $(AUTOBAHN_VENV)/bin/wstest
 
 clean:
-	rm -rf $(VENV) $(SSLYZE_VENV) $(AUTOBAHN_VENV) build *.egg-info twisted/plugins/dropin.cache
+	rm -rf $(VENV) $(SSLYZE_VENV) $(AUTOBAHN_VENV) $(OLDEST_VENV) build *.egg-info twisted/plugins/dropin.cache
