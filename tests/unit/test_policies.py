@@ -240,6 +240,11 @@ def test_byBusynessBusyMemberBanksNothing() -> None:
 class FixedDraws(random.Random):
     """A random source whose C{randrange} answers are given in advance."""
 
+    def __new__(cls, draws: Iterable[int]) -> FixedDraws:
+        # Python 3.10's Random.__new__ seeds itself with the arguments given
+        # to the class (a list cannot be a seed): it gets a fixed one instead.
+        return super().__new__(cls, 0)  # type: ignore[call-arg]
+
     def __init__(self, draws: Iterable[int]) -> None:
         """Answer C{randrange} with C{draws}, in order."""
         super().__init__(0)
