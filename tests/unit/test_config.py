@@ -93,6 +93,7 @@ def test_proxyDefaults() -> None:
         pool_size=64,
         pool_ttl=60.0,
         shutdown_grace=30.0,
+        log_level="info",
     )
 
 
@@ -147,6 +148,7 @@ def test_proxyAllKeys() -> None:
         pool_size = 4
         pool_ttl = 10.0
         shutdown_grace = 2.5
+        log_level = "debug"
         """
     ).proxy
     assert proxy == ProxySettings(
@@ -173,6 +175,7 @@ def test_proxyAllKeys() -> None:
         pool_size=4,
         pool_ttl=10.0,
         shutdown_grace=2.5,
+        log_level="debug",
     )
 
 
@@ -196,6 +199,12 @@ def test_serverTokensValues(value: str) -> None:
 def test_viaValues(value: str) -> None:
     """Each documented via value is accepted."""
     assert loadString(f'[proxy]\nvia = "{value}"\n').proxy.via == value
+
+
+@pytest.mark.parametrize("value", ["info", "debug"])
+def test_logLevelValues(value: str) -> None:
+    """Each documented log_level value is accepted."""
+    assert loadString(f'[proxy]\nlog_level = "{value}"\n').proxy.log_level == value
 
 
 def test_trustedProxiesNonStrict() -> None:
@@ -326,6 +335,11 @@ def test_proxyNotATable() -> None:
             "shutdown_grace = true",
             "proxy.shutdown_grace: expected a positive number of seconds, got true",
         ),
+        (
+            'log_level = "trace2"',
+            'proxy.log_level: expected one of "info", "debug", got "trace2"',
+        ),
+        ("log_level = 1", 'proxy.log_level: expected one of "info", "debug", got 1'),
         (
             "max_header_bytes = 1023",
             "proxy.max_header_bytes: expected an integer >= 1024, got 1023",

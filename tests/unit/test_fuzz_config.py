@@ -127,6 +127,7 @@ _SAMPLES: dict[str, list[Any]] = {
     "server_name": ["proxy.example.test", "a b", ""],
     "server_tokens": ["prod", "full", "none", "Prod"],
     "via": ["off", "on", "full", "block", True],
+    "log_level": ["info", "debug", "trace2", "Debug"],
     "trusted_proxies": [
         ["198.51.100.0/24", "::1"],
         ["198.51.100.1/24"],

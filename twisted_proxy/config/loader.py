@@ -33,6 +33,7 @@ from .model import (
     HealthMethod,
     Listener,
     ListenerTLS,
+    LogLevel,
     Member,
     Network,
     ProxySettings,
@@ -162,6 +163,7 @@ _PROXY = frozenset(
         "pool_size",
         "pool_ttl",
         "shutdown_grace",
+        "log_level",
         "websocket",
     }
 )
@@ -597,6 +599,10 @@ class _Checker:
         """What to do with the Via header."""
         return cast(ViaMode, self.choice(("off", "on", "full", "block"))(path, value))
 
+    def logLevel(self, path: str, value: Any) -> LogLevel:
+        """How much the error log says about upstream exchanges."""
+        return cast(LogLevel, self.choice(("info", "debug"))(path, value))
+
     # -- sections --
 
     def document(self, document: dict[str, Any], source: str | None) -> Config:
@@ -672,6 +678,7 @@ class _Checker:
             pool_size=get("pool_size", self.positiveInt, d.pool_size),
             pool_ttl=get("pool_ttl", self.seconds, d.pool_ttl),
             shutdown_grace=get("shutdown_grace", self.seconds, d.shutdown_grace),
+            log_level=get("log_level", self.logLevel, d.log_level),
             websocket=get("websocket", self.websocketSettings, d.websocket),
         )
 

@@ -20,6 +20,7 @@ BalancerMethod = Literal[
 ]
 HealthMethod = Literal["TCP", "OPTIONS", "HEAD", "GET"]
 TLSVersion = Literal["1.2", "1.3"]
+LogLevel = Literal["info", "debug"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,9 @@ class ProxySettings:
     pool_ttl: float = 60.0
     # SIGTERM: how long requests in flight may take to finish before being cut.
     shutdown_grace: float = 30.0
+    # "debug": every upstream exchange is logged too (Apache's LogLevel
+    # proxy:trace2); "info": errors and state changes only.
+    log_level: LogLevel = "info"
     websocket: WebSocketSettings = field(default_factory=WebSocketSettings)
 
 
