@@ -604,10 +604,8 @@ class ProxyExchange:
         m = member.member
         self._address = self._context.memberAddress(member)
         self._head = self._headFor(formatHostPort(m.host, m.port, m.scheme))
-        env = getattr(self._request, "logEnv", None)
-        if env is not None:
-            env["BALANCER_NAME"] = f"balancer://{name}"
-            env["BALANCER_WORKER_NAME"] = m.name
+        if balancer is not None and hasattr(self._request, "logEnv"):
+            self._request.logEnv = balancer.environment(name, self._facts, member)
         return True
 
     def _capacityWaitOver(self, released: bool) -> None:

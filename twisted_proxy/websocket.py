@@ -314,6 +314,8 @@ class WebSocketBridge:
             return False
         self._member = member
         self._tried.append(member)
+        if balancer is not None:
+            self._request.logEnv = balancer.environment(name, self._facts, member)
         m = member.member
         policy = (
             TLSPolicy(m.tls_ca, m.tls_verify) if m.scheme in ("https", "wss") else None

@@ -15,6 +15,7 @@ from tests.integration.support import (
     RecordingBackend,
     Stack,
     hasReplies,
+    parseReplies,
     request,
 )
 from twisted_proxy.requestlog import AccessLogger
@@ -168,3 +169,51 @@ async def test_refusedRequestsAreLogged(stack: Stack, tmp_path: Path) -> None:
     assert proxy.accessLog is not None
     proxy.accessLog.flush()
     assert _lines(log) == ["127.0.0.1 400", "127.0.0.1 431"]
+
+
+# The balancer with sticky sessions, its member on route "node1".
+STICKY = (
+    BALANCED.replace(
+        "[balancer.pool]\n",
+        '[balancer.pool]\n[balancer.pool.sticky]\nname = "ROUTEID"\ninsert = true\n',
+    )
+    + 'route = "node1"\n'
+)
+
+
+@pytest_twisted.ensureDeferred
+async def test_balancerVariablesOfStickySessions(stack: Stack, tmp_path: Path) -> None:
+    """
+    %{BALANCER_WORKER_ROUTE}e is the serving member's route; a client without
+    a route gets BALANCER_ROUTE_CHANGED, one presenting it the session's
+    variables instead.
+    """
+    log = tmp_path / "access.log"
+    port = await stack.backend(RecordingBackend())
+    names = [
+        "NAME",
+        "WORKER_NAME",
+        "WORKER_ROUTE",
+        "ROUTE_CHANGED",
+        "SESSION_STICKY",
+        "SESSION_ROUTE",
+    ]
+    fmt = " ".join(f"%{{BALANCER_{name}}}e" for name in names)
+    proxy = await stack.proxy(
+        STICKY, port=port, log=json.dumps(str(log)), format=json.dumps(fmt)
+    )
+    client = await stack.connect(proxy.port)
+    client.transport.write(request(b"GET", b"/new"))  # type: ignore[union-attr]
+    [first] = parseReplies(await client.waitFor(hasReplies(1)))
+    assert first.header(b"set-cookie") == b"ROUTEID=.node1; Path=/; HttpOnly"
+    client.transport.write(  # type: ignore[union-attr]
+        request(b"GET", b"/again", [(b"Cookie", b"ROUTEID=.node1")])
+    )
+    await client.waitFor(hasReplies(2))
+    assert proxy.accessLog is not None
+    proxy.accessLog.flush()
+    member = f"http://127.0.0.1:{port}"
+    assert _lines(log) == [
+        f"balancer://pool {member} node1 1 - -",
+        f"balancer://pool {member} node1 - ROUTEID node1",
+    ]

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import random
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -538,6 +540,30 @@ async def test_stickyCookieOnHandshake(stack: Stack, peers: AsyncioThread) -> No
         assert "Set-Cookie" not in ws.response.headers  # type: ignore[union-attr]
     assert len(owner.connections) == 5
     assert other.connections == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_accessLogNamesTheMember(
+    stack: Stack, peers: AsyncioThread, tmp_path: Path
+) -> None:
+    """A handshake's access-log line has its member's BALANCER_* variables."""
+    a = await peers.backend("a")
+    log = tmp_path / "access.log"
+    fmt = "%>s %{BALANCER_NAME}e %{BALANCER_WORKER_NAME}e %{BALANCER_WORKER_ROUTE}e"
+    proxy = await stack.proxy(
+        balancerConfig([a.port]).replace(
+            "access_log = false", "access_log = {log}\naccess_log_format = {format}"
+        ),
+        log=json.dumps(str(log)),
+        format=json.dumps(fmt),
+    )
+    ws = await peers.connect(url(proxy))
+    await peers.call(ws.close())
+    assert proxy.accessLog is not None
+    proxy.accessLog.flush()
+    assert log.read_text().splitlines() == [
+        f"101 balancer://ws ws://127.0.0.1:{a.port} a"
+    ]
 
 
 @pytest_twisted.ensureDeferred

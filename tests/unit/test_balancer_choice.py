@@ -86,6 +86,49 @@ def test_insertedCookieOnlyWhenMissingOrWrong() -> None:
     assert b.stickyCookie("b", facts(b"ROUTEID=.2"), one) is not None
 
 
+def test_environmentNamesBalancerMemberAndRoute() -> None:
+    """BALANCER_NAME, _WORKER_NAME and _WORKER_ROUTE name the member that serves."""
+    routeless = Member(
+        url="http://127.0.0.1:2", scheme="http", host="127.0.0.1", port=2
+    )
+    b, _ = service(member(1, route="node1"), routeless)
+    one, two = b.member("b", "node1"), b.member("b", "http://127.0.0.1:2")
+    assert b.environment("b", facts(), one) == {
+        "BALANCER_NAME": "balancer://b",
+        "BALANCER_WORKER_NAME": "http://127.0.0.1:1",
+        "BALANCER_WORKER_ROUTE": "node1",
+    }
+    assert b.environment("b", facts(b"ROUTEID=.node1"), two) == {
+        "BALANCER_NAME": "balancer://b",
+        "BALANCER_WORKER_NAME": "http://127.0.0.1:2",
+    }
+
+
+def test_environmentOfStickySessions() -> None:
+    """
+    With sticky sessions, the route a request names is its SESSION_ROUTE
+    (and SESSION_STICKY the name it came under); ROUTE_CHANGED is 1 when it
+    named none or another member's, as in Apache.
+    """
+    b, _ = service(member(1, route="a"), member(2, route="b"), sticky=Sticky())
+    a = b.member("b", "a")
+    assert b.environment("b", facts(b"ROUTEID=x.a"), a) == {
+        "BALANCER_NAME": "balancer://b",
+        "BALANCER_WORKER_NAME": "http://127.0.0.1:1",
+        "BALANCER_WORKER_ROUTE": "a",
+        "BALANCER_SESSION_STICKY": "ROUTEID",
+        "BALANCER_SESSION_ROUTE": "a",
+    }
+    moved = b.environment("b", facts(target=b"/p;routeid=x.b"), a)
+    assert moved["BALANCER_SESSION_STICKY"] == "ROUTEID"
+    assert moved["BALANCER_SESSION_ROUTE"] == "b"
+    assert moved["BALANCER_ROUTE_CHANGED"] == "1"
+    new = b.environment("b", facts(), a)
+    assert "BALANCER_SESSION_ROUTE" not in new
+    assert new["BALANCER_ROUTE_CHANGED"] == "1"
+    assert b.environment("b", None, a)["BALANCER_ROUTE_CHANGED"] == "1"
+
+
 def test_lowestTierServesStandbyWithinTier() -> None:
     """Tier 0 first; its standby only without its primaries; then tier 1."""
     b, _ = service(

@@ -54,6 +54,15 @@ class IBalancer(Interface):
     ) -> bytes | None:
         """The C{Set-Cookie} value binding the client to C{member}, if one is due."""
 
+    def environment(
+        balancerName: str, facts: RequestFacts | None, member: MemberState
+    ) -> dict[str, str]:
+        """
+        The variables Apache's mod_proxy_balancer sets for a request sent to
+        C{member} (C{BALANCER_NAME}, C{BALANCER_WORKER_NAME}...), for the
+        access log's C{%{NAME}e}.
+        """
+
     def atCapacity(balancerName: str) -> bool:
         """Whether every member that could serve is at its max_connections."""
 

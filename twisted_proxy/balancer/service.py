@@ -296,6 +296,35 @@ class BalancerService(MultiService):
             return None
         return sticky.setCookie(route, facts.secure)
 
+    def environment(
+        self, balancerName: str, facts: RequestFacts | None, member: MemberState
+    ) -> dict[str, str]:
+        """
+        The variables mod_proxy_balancer sets for a request sent to C{member}:
+        C{BALANCER_NAME} (C{balancer://NAME}), C{BALANCER_WORKER_NAME} and,
+        for a member with a route, C{BALANCER_WORKER_ROUTE}. With sticky
+        sessions, a request naming a route also gets C{BALANCER_SESSION_STICKY}
+        (the cookie or parameter name) and C{BALANCER_SESSION_ROUTE}; and
+        C{BALANCER_ROUTE_CHANGED} is C{"1"} when the request named no route or
+        another member's (the client needs the new route).
+        """
+        env = {
+            "BALANCER_NAME": f"balancer://{balancerName}",
+            "BALANCER_WORKER_NAME": member.name,
+        }
+        route = member.member.route
+        if route is not None:
+            env["BALANCER_WORKER_ROUTE"] = route
+        sticky = self._balancers[balancerName].sticky
+        if sticky is not None:
+            asked = sticky.route(facts) if facts is not None else None
+            if asked is not None:
+                env["BALANCER_SESSION_STICKY"] = sticky.sticky.name
+                env["BALANCER_SESSION_ROUTE"] = asked
+            if asked is None or asked != route:
+                env["BALANCER_ROUTE_CHANGED"] = "1"
+        return env
+
     def atCapacity(self, balancerName: str) -> bool:
         """Whether members could serve but every one is at its max_connections."""
         now = self._clock.seconds()
