@@ -542,7 +542,16 @@ class WebSocketBridge:
                 backend=self._backendName(),
                 status=status,
             )
-            self._release(ok=True)
+            balancer = self._context.balancer
+            if (
+                self._member is not None
+                and balancer is not None
+                and balancer.failsOnStatus(self._plan.target.host, status)
+            ):
+                # fail_on_status: the member is put in error, as for a request.
+                self._release(ok=False, failure=f"answered {status}")
+            else:
+                self._release(ok=True)
             self._request.whenClientGone(None)
             self._request.respondError(status, "backend refused the WebSocket")
             return
@@ -586,11 +595,11 @@ class WebSocketBridge:
             if transport is not None:
                 transport.abortConnection()
 
-    def _release(self, ok: bool) -> None:
+    def _release(self, ok: bool, failure: str = FAIL_RESET) -> None:
         member, self._member = self._member, None
         balancer = self._context.balancer
         if member is not None and balancer is not None:
-            balancer.release(member, ok, failure=None if ok else FAIL_RESET)
+            balancer.release(member, ok, failure=None if ok else failure)
 
 
 class _OneLeg(Factory):

@@ -253,8 +253,13 @@ method = "byrequests"
 
 
 @pytest_twisted.ensureDeferred
-async def test_failOnStatusReturnsResponseAndPutsMemberInError(stack: Stack) -> None:
-    """A 503 listed in fail_on_status reaches the client and sidelines the member."""
+async def test_failOnStatusReturnsResponseAndPutsMemberInError(
+    stack: Stack, logged: list[str]
+) -> None:
+    """
+    A 503 listed in fail_on_status reaches the client and sidelines the
+    member, logged with the balancer, member and status.
+    """
 
     def unavailable(request: Any) -> bytes:
         request.setResponseCode(503)
@@ -269,6 +274,10 @@ async def test_failOnStatusReturnsResponseAndPutsMemberInError(stack: Stack) -> 
     assert statuses[1:] == [200] * 5
     assert len(sick.requests) == 1
     assert proxy.balancer.member("web", "1").lastFailure == "answered 503"
+    assert (
+        f"member http://127.0.0.1:{ports[0]} of balancer://web in error: answered 503"
+        in logged
+    )
 
 
 @pytest_twisted.ensureDeferred

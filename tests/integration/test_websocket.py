@@ -567,6 +567,34 @@ async def test_accessLogNamesTheMember(
 
 
 @pytest_twisted.ensureDeferred
+async def test_failOnStatusRefusalPutsMemberInError(
+    stack: Stack, peers: AsyncioThread, logged: list[str]
+) -> None:
+    """
+    A handshake refused with a status in fail_on_status puts the member in
+    error, logged with the balancer, member and status; the next goes elsewhere.
+    """
+    sick = await peers.backend("sick", refuse=503)
+    well = await peers.backend("well")
+    proxy = await stack.proxy(
+        balancerConfig(
+            [sick.port, well.port], method="roundrobin", extra="fail_on_status = [503]"
+        )
+    )
+    assert await refusedStatus(peers, url(proxy)) == 503
+    for _ in range(2):
+        ws = await peers.connect(url(proxy))
+        await peers.call(ws.close())
+    assert len(sick.requests) == 1
+    assert len(well.connections) == 2
+    assert snapshot(proxy)[0]["last_failure"] == "answered 503"
+    assert (
+        f"member ws://127.0.0.1:{sick.port} of balancer://ws in error: answered 503"
+        in logged
+    )
+
+
+@pytest_twisted.ensureDeferred
 async def test_openWebSocketsCountAsBusy(stack: Stack, peers: AsyncioThread) -> None:
     """
     With bybusyness, an open WebSocket keeps its member busy: the next
