@@ -3,6 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# `make run` installs only what running needs (no test tools) into the same
+# virtualenv; `make test` adds the test extra.
+RUN_STAMP := $(VENV)/.installed-run
+DEMO_PORTS ?= 9001 9002
+# setuptools warns, in a box, that the compat editable mode is transitional.
+QUIET_COMPAT := PYTHONWARNINGS="ignore:Compat editable installs"
 # sslyze checks the TLS defaults in the tests; it pins an older cryptography
 # than pyOpenSSL needs, so it lives in a virtualenv of its own.
 SSLYZE_VENV := .venv-sslyze
@@ -37,6 +43,13 @@ $(STAMP): pyproject.toml setup.cfg
 	$(PY) -m pip install -q --config-settings editable_mode=compat -e '.[test]'
 	$(PY) -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
 	touch $(STAMP)
+
+$(RUN_STAMP): pyproject.toml setup.cfg
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(QUIET_COMPAT) $(PY) -m pip install -q --config-settings editable_mode=compat -e .
+	$(PY) -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
+	touch $(RUN_STAMP)
 
 $(SSLYZE):
 	$(PYTHON) -m venv $(SSLYZE_VENV)
@@ -101,13 +114,13 @@ test-oldest: $(OLDEST_STAMP)
 		print("twisted_proxy from", twisted_proxy.__file__)'
 	$(OLDEST_VENV)/bin/pytest -q --import-mode=append tests/integration/test_oldest_deps.py
 
-# The demo: two backends on 127.0.0.1:9001/9002 and the proxy on :8080 in
-# front of them. Ctrl-C stops all three.
-run: $(STAMP)
-	@$(PY) -m twisted_proxy.demo 9001 9002 & demo=$$!; \
-	trap 'kill $$demo 2>/dev/null' EXIT INT TERM; \
-	echo "try: curl -s http://127.0.0.1:8080/"; \
-	$(VENV)/bin/twistd -n --pidfile= proxy --config etc/twisted-proxy.toml
+# The demo (twisted_proxy/demo.py): a backend on 127.0.0.1 at each of
+# DEMO_PORTS, then the proxy on :8080 in front of them, on
+# etc/twisted-proxy.toml (for other ports, on a copy of it under build/demo/
+# that names them). A port that is taken stops it, in one line, before the
+# proxy starts; when the proxy exits the backends stop; Ctrl-C stops both.
+run: $(RUN_STAMP)
+	@$(PY) -m twisted_proxy.demo --proxy etc/twisted-proxy.toml $(DEMO_PORTS)
 
 test: lint typecheck pytest
 
