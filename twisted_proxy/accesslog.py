@@ -5,6 +5,27 @@ Formatting is pure (a L{LogRecord} in, one line out) and cheap: the format is
 parsed once into a template and a list of small functions, and ``%t`` is cached
 per second. Writing is buffered so a busy proxy does not make a system call
 per request; the periodic flush belongs to whoever owns the writer.
+
+Every request gets its line, including one whose response was cut short: its
+status is the one sent (``-`` in ``%s``, null in JSON, when no response head
+went out) and its byte counts are what left for the client. How it ended:
+
+ - ``%X`` is Apache's connection status: ``X`` the response did not complete,
+   ``+`` the connection is kept alive after it, ``-`` it is closed after it;
+ - ``%{PROXY_END_REASON}e`` is twisted-proxy's own (a variable no Apache
+   module sets, so the format stays valid Apache syntax): ``complete``, or
+   why the response was cut short: ``client-closed`` (the client closed or
+   reset its connection or stream), ``backend-closed`` (the backend closed
+   or reset mid-response), ``backend-timeout`` (the backend moved no byte for
+   ``timeout``), ``backend-error`` (the backend broke HTTP mid-response),
+   ``send-timeout`` (the client took none of the response for
+   ``send_timeout``), ``shutdown-grace`` (the proxy stopped and
+   ``shutdown_grace`` ran out), ``upload-refused`` (the request body was
+   refused as too large, malformed or stalled after the response had begun),
+   ``proxy-error`` (the proxy could no longer send an error page);
+ - the ``json`` format has both, as ``connection_status`` and ``end_reason``.
+
+``common`` and ``combined`` are exactly Apache's and show neither.
 """
 
 from __future__ import annotations
@@ -17,6 +38,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 __all__ = [
+    "END_BACKEND_CLOSED",
+    "END_BACKEND_ERROR",
+    "END_BACKEND_TIMEOUT",
+    "END_CLIENT_CLOSED",
+    "END_COMPLETE",
+    "END_PROXY_ERROR",
+    "END_REASON_VARIABLE",
+    "END_SEND_TIMEOUT",
+    "END_SHUTDOWN_GRACE",
+    "END_UPLOAD_REFUSED",
     "BufferedLogWriter",
     "HeaderLookup",
     "LogRecord",
@@ -24,6 +55,20 @@ __all__ = [
     "escapeLogItem",
     "openLogTarget",
 ]
+
+# How a response ended, as %{PROXY_END_REASON}e and the JSON end_reason say.
+END_COMPLETE = "complete"
+END_CLIENT_CLOSED = "client-closed"
+END_BACKEND_CLOSED = "backend-closed"
+END_BACKEND_TIMEOUT = "backend-timeout"
+END_BACKEND_ERROR = "backend-error"
+END_SEND_TIMEOUT = "send-timeout"
+END_SHUTDOWN_GRACE = "shutdown-grace"
+END_UPLOAD_REFUSED = "upload-refused"
+END_PROXY_ERROR = "proxy-error"
+
+END_REASON_VARIABLE = "PROXY_END_REASON"
+"""The C{%{NAME}e} name under which a log format shows how the response ended."""
 
 HeaderLookup = Callable[[bytes], "bytes | None"]
 """
@@ -51,6 +96,7 @@ class LogRecord:
     """The request-target as forwarded: normalised path and optional ``?query``."""
     protocol: bytes
     status: int
+    """The status sent; 0 when no response head went out."""
     bodyBytes: int
     """Response body bytes sent."""
     bytesOut: int
@@ -68,6 +114,10 @@ class LogRecord:
     requestLine: bytes | None = None
     """The request line as received, for ``%r`` (the evidence); C{None}:
     method, target and protocol."""
+    connectionStatus: str = "+"
+    """Apache's ``%X``: ``X`` cut short, ``+`` kept alive, ``-`` closed after."""
+    endReason: str = END_COMPLETE
+    """How the response ended: ``complete`` or an ``END_*`` reason."""
 
 
 NAMED_FORMATS = {
@@ -180,8 +230,8 @@ Part = Callable[[LogRecord], str]
 
 
 def _dash(value: int) -> str:
-    """Render a byte count as Apache's ``%b`` does: ``-`` for none."""
-    return str(value) if value else "-"
+    """Render a byte count (or status) as Apache does: ``-`` for none."""
+    return str(value) if value > 0 else "-"
 
 
 def _headerPart(lookup: Callable[[LogRecord], HeaderLookup], name: str) -> Part:
@@ -281,7 +331,7 @@ _SIMPLE: dict[str, Part] = {
     "l": lambda r: "-",
     "u": _user,
     "r": _requestLine,
-    "s": lambda r: str(r.status),
+    "s": lambda r: _dash(r.status),
     "b": lambda r: _dash(r.bodyBytes),
     "B": lambda r: str(r.bodyBytes),
     "O": lambda r: str(r.bytesOut),
@@ -294,6 +344,7 @@ _SIMPLE: dict[str, Part] = {
     "H": lambda r: escapeLogItem(r.protocol),
     "v": lambda r: escapeLogItem(r.serverName),
     "V": lambda r: escapeLogItem(r.serverName),
+    "X": lambda r: r.connectionStatus,
 }
 
 # %{c}a (the peer rather than the client), %{...}h and friends take an argument
@@ -314,6 +365,8 @@ def _directivePart(letter: str, arg: str | None) -> Part:
     if letter == "e":
         if not arg:
             raise ValueError("log format directive %e needs a variable: %{NAME}e")
+        if arg == END_REASON_VARIABLE:
+            return lambda r: r.endReason
         return _envPart(arg)
     if letter == "t":
         return _timePart(arg)
@@ -405,7 +458,7 @@ def _formatJSON(record: LogRecord) -> str:
             "method": _text(record.method),
             "uri": _text(record.target),
             "protocol": _text(record.protocol),
-            "status": record.status,
+            "status": record.status or None,
             "bytes": record.bodyBytes,
             "bytes_in": record.bytesIn,
             "bytes_out": record.bytesOut,
@@ -413,6 +466,8 @@ def _formatJSON(record: LogRecord) -> str:
             "referer": _text(record.requestHeaders(b"referer")),
             "user_agent": _text(record.requestHeaders(b"user-agent")),
             "worker": record.env.get("BALANCER_WORKER_NAME"),
+            "connection_status": record.connectionStatus,
+            "end_reason": record.endReason,
         },
         separators=(",", ":"),
     )

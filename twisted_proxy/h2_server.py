@@ -53,6 +53,7 @@ from twisted.web._http2 import H2Connection
 from zope.interface import implementer
 
 from twisted_proxy._twisted_internals import pendingWriteBytes
+from twisted_proxy.accesslog import END_SEND_TIMEOUT
 from twisted_proxy.http_server import HTTPProxyFactory, HTTPServerChannel
 from twisted_proxy.site import StreamingRequest, refusal
 
@@ -217,16 +218,27 @@ class H2Request(StreamingRequest):
         self._cancelUploadTimer()
         server.Request.finish(self)
 
-    def abortConnection(self) -> None:
+    def abortConnection(self, reason: str) -> None:
         """Reset this stream, so the client sees its response cut short."""
         self._cancelUploadTimer()
         stream = self.channel
         if stream is not None and not self.clientGone:
+            self.cutShort(reason)
             self._connection.resetStream(stream.streamID)
 
     def connectionLost(self, reason: Failure) -> None:
         self._cancelUploadTimer()
         StreamingRequest.connectionLost(self, reason)
+
+    def queuedBytes(self) -> int:
+        stream = self.channel
+        return 0 if stream is None else self._connection.queuedFor(stream.streamID)
+
+    def keepsConnection(self) -> bool:
+        return self._connection.keepsAlive()
+
+    def _logUnfinished(self) -> None:
+        self._front.log(self)
 
 
 class H2ProxyConnection(H2Connection):
@@ -341,6 +353,15 @@ class H2ProxyConnection(H2Connection):
             # TLS sends its close alert only once no producer is left.
             transport.unregisterProducer()
             transport.loseConnection()
+
+    def keepsAlive(self) -> bool:
+        """Whether the connection stays open for more streams (not draining)."""
+        return not (self._draining or self._closing or self._lost)
+
+    def cutShort(self, reason: str) -> None:
+        """The connection is about to be cut for C{reason}: its streams say so."""
+        for request in list(self._requests.values()):
+            request.cutShort(reason)
 
     def abortConnection(self) -> None:
         """Cut the connection now."""
@@ -512,6 +533,9 @@ class H2ProxyConnection(H2Connection):
             seconds=self.site.settings.send_timeout,
         )
         self._noWindow.discard(streamID)
+        request = self._requests.get(streamID)
+        if request is not None:
+            request.cutShort(END_SEND_TIMEOUT)
         self.resetStream(streamID)
 
     def pauseProducing(self) -> None:
@@ -545,7 +569,16 @@ class H2ProxyConnection(H2Connection):
             "closing its connection and its backends'",
             seconds=seconds,
         )
+        self.cutShort(END_SEND_TIMEOUT)
         self.abortConnection()
+
+    def queuedFor(self, streamID: int) -> int:
+        """Response bytes of stream C{streamID} waiting for the client."""
+        return sum(
+            len(chunk)
+            for chunk in self._outboundStreamQueues.get(streamID, ())
+            if isinstance(chunk, bytes)
+        )
 
     def queuedBytes(self) -> int:
         """Response bytes waiting in this connection for the client."""

@@ -22,6 +22,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
+from twisted_proxy.accesslog import (
+    END_BACKEND_CLOSED,
+    END_BACKEND_ERROR,
+    END_BACKEND_TIMEOUT,
+    END_SEND_TIMEOUT,
+    END_SHUTDOWN_GRACE,
+)
 from twisted_proxy.acl import AccessList
 from twisted_proxy.balancer import IBalancer, MemberState
 from twisted_proxy.balancer.keys import RequestFacts, headerLookup
@@ -47,6 +54,7 @@ from twisted_proxy.site import (
 )
 from twisted_proxy.upstream.connection import (
     FAIL_CONNECT,
+    FAIL_PROTOCOL,
     FAIL_RESET,
     FAIL_TIMEOUT,
     Address,
@@ -78,6 +86,19 @@ _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"TRACE", b"PUT
 _CAPACITY_WAIT = 5.0
 
 _WIRE_SCHEME = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
+
+# A backend failing mid-response: what the client's access-log line says.
+_CUT_BY = {
+    FAIL_CONNECT: END_BACKEND_CLOSED,
+    FAIL_RESET: END_BACKEND_CLOSED,
+    FAIL_TIMEOUT: END_BACKEND_TIMEOUT,
+    FAIL_PROTOCOL: END_BACKEND_ERROR,
+}
+# The client's side ended by the proxy's doing, not the client's.
+_CLIENT_CUT = {
+    END_SHUTDOWN_GRACE: "shutdown grace period over: response cut short",
+    END_SEND_TIMEOUT: "client took none of the response for send_timeout: cut",
+}
 
 
 @dataclass
@@ -886,13 +907,17 @@ class ProxyExchange:
     # -- endings --
 
     def clientGone(self) -> None:
-        """The client disconnected: drop the backend request, never reuse it."""
+        """
+        The client's side ended (the client left, or the proxy cut it): drop
+        the backend request, never reuse its connection.
+        """
         if not self._drop():
             return
-        _log.info(
-            "{label}: client went away before the response ended",
-            label=self._plan.label,
+        why = _CLIENT_CUT.get(
+            getattr(self._request, "endReason", None) or "",
+            "client went away before the response ended",
         )
+        _log.info("{label}: {why}", label=self._plan.label, why=why)
 
     def _logFailure(self, detail: str) -> None:
         memberName = self._member.name if self._member is not None else None
@@ -910,7 +935,7 @@ class ProxyExchange:
         if self._responded:
             # Part of the response is out: the client must see it cut short.
             if isinstance(request, ProxiedRequest):
-                request.abortConnection()
+                request.abortConnection(_CUT_BY.get(kind, END_BACKEND_ERROR))
             else:
                 request.channel.transport.abortConnection()
             return

@@ -41,6 +41,7 @@ from twisted_proxy._twisted_internals import (
     replaceProtocol,
     sendNow,
 )
+from twisted_proxy.accesslog import END_SEND_TIMEOUT, END_SHUTDOWN_GRACE
 from twisted_proxy.config.model import Listener, ProxySettings
 from twisted_proxy.headers import ResponseHeaderRewriter
 from twisted_proxy.http11 import (
@@ -255,6 +256,12 @@ class ProxyRequest(ProxiedRequest):
     def connectionLost(self, reason: Failure | None = None) -> None:
         """The client's connection is gone."""
         self._lostClient()
+
+    def keepsConnection(self) -> bool:
+        return bool(self.channel.keepsAlive())
+
+    def _logUnfinished(self) -> None:
+        self.channel.site.log(self)
 
 
 @implementer(IPushProducer)
@@ -482,6 +489,17 @@ class HTTPServerChannel(Protocol):
         else:
             self.abortConnection()
 
+    def keepsAlive(self) -> bool:
+        """Whether the connection stays open once the current response is done."""
+        if not self.persistent or self.abandoned:
+            return False
+        # As requestDone decides: the rest of an unread body may be too long.
+        return not (
+            self._state == _BODY
+            and self._decoder is None
+            and self._remaining > _DISCARD_LIMIT
+        )
+
     def requestDone(self, request: ProxyRequest) -> None:
         """The response to C{request} is complete."""
         if request is not self.request:
@@ -557,6 +575,11 @@ class HTTPServerChannel(Protocol):
                 # TLS sends its close alert only once no producer is left.
                 transport.unregisterProducer()
             transport.loseConnection()
+
+    def cutShort(self, reason: str) -> None:
+        """The connection is about to be cut for C{reason}: its response says so."""
+        if self.request is not None:
+            self.request.cutShort(reason)
 
     def abortConnection(self) -> None:
         """Cut the connection now."""
@@ -671,6 +694,7 @@ class HTTPServerChannel(Protocol):
             peer=peer,
             seconds=seconds,
         )
+        self.cutShort(END_SEND_TIMEOUT)
         self.abortConnection()
 
     def stopProducing(self) -> None:
@@ -777,7 +801,7 @@ class HTTPProxyFactory(ServerFactory):
         if subject is not None:
             headers.addRawHeader(name, subject)
 
-    def log(self, request: ProxyRequest) -> None:
+    def log(self, request: ProxiedRequest) -> None:
         """Write C{request}'s access-log line."""
         if self.accessLog is not None:
             self.accessLog.logRequest(request)
@@ -806,9 +830,17 @@ class HTTPProxyFactory(ServerFactory):
         self._drained = Deferred()
         return self._drained
 
-    def abortAll(self) -> None:
-        """Cut every remaining connection (the grace period is over)."""
+    def abortAll(self, reason: str = END_SHUTDOWN_GRACE) -> None:
+        """
+        Cut every remaining connection (the grace period is over); C{reason}
+        is what the access log gives for the responses cut short.
+        """
         for channel in list(self.channels):
+            # HTTP/1.1 and HTTP/2 connections note it; WebSocket bridges log
+            # nothing more once open.
+            cut = getattr(channel, "cutShort", None)
+            if cut is not None:
+                cut(reason)
             channel.abortConnection()
 
 

@@ -1,6 +1,6 @@
 """
-The access log: one line per finished request, formatted by L{accesslog} and
-written through a buffer (no system call per line).
+The access log: one line per request, finished or cut short, formatted by
+L{accesslog} and written through a buffer (no system call per line).
 """
 
 from __future__ import annotations
@@ -8,7 +8,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from twisted_proxy.accesslog import BufferedLogWriter, LogRecord, compileFormat
+from twisted_proxy.accesslog import (
+    END_COMPLETE,
+    BufferedLogWriter,
+    LogRecord,
+    compileFormat,
+)
 from twisted_proxy.site import ProxiedRequest
 
 
@@ -30,7 +35,10 @@ class AccessLogger:
         self._serverName = serverName
 
     def logRequest(self, request: ProxiedRequest) -> None:
-        """Log C{request}, which has just finished."""
+        """
+        Log C{request}, which has just finished or been cut short: the status
+        sent (0 when no head went out) and the bytes that left for the client.
+        """
         now: float = self._clock.seconds()  # type: ignore[attr-defined]
         reqHeaders = request.requestHeaders
         respHeaders = request.responseHeaders
@@ -43,7 +51,11 @@ class AccessLogger:
             values = respHeaders.getRawHeaders(name)
             return values[0] if values else None
 
-        body = request.sentLength
+        unsent = request.unsentBytes
+        body = max(0, request.sentLength - unsent)
+        # Cut short before its head went out, a request was answered nothing.
+        # (A WebSocket's 101 is written by the bridge, not the request.)
+        sent = request.startedWriting or request.endReason is None
         record = LogRecord(
             remoteHost=request.clientAddress() or "-",
             remoteUser=None,
@@ -51,9 +63,11 @@ class AccessLogger:
             method=request.method or b"-",
             target=request.uri or b"-",
             protocol=request.clientproto or b"-",
-            status=request.code,
+            status=request.code if sent else 0,
             bodyBytes=body,
-            bytesOut=body + _headBytes(request),
+            bytesOut=(
+                max(0, request.sentLength + _headBytes(request) - unsent) if sent else 0
+            ),
             bytesIn=request.bytesIn + request.headBytes,
             duration=max(0.0, now - (request.startTime or now)),
             requestHeaders=requestHeader,
@@ -61,6 +75,8 @@ class AccessLogger:
             env=request.logEnv,
             serverName=self._serverName,
             requestLine=request.requestLine,
+            connectionStatus=request.connectionStatus(),
+            endReason=request.endReason or END_COMPLETE,
         )
         self._writer.log(self._format(record))
 
@@ -88,6 +104,8 @@ class AccessLogger:
             duration=0.0,
             serverName=self._serverName,
             requestLine=requestLine or None,
+            # A refusal closes the connection after it.
+            connectionStatus="-",
         )
         self._writer.log(self._format(record))
 

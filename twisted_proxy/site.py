@@ -29,7 +29,12 @@ from twisted.web import server
 from twisted.web.http import RESPONSES, HTTPChannel, datetimeToString
 from zope.interface import Attribute, Interface
 
-from twisted_proxy._twisted_internals import pendingRequestLine
+from twisted_proxy._twisted_internals import pendingRequestLine, pendingWriteBytes
+from twisted_proxy.accesslog import (
+    END_CLIENT_CLOSED,
+    END_PROXY_ERROR,
+    END_UPLOAD_REFUSED,
+)
 from twisted_proxy.headers import ResponseHeaderRewriter
 from twisted_proxy.requesttarget import (
     RequestTarget,
@@ -137,6 +142,10 @@ class ProxiedRequest:
         self.maxBodyBytes = maxBodyBytes
         # What the access log reports as %{BALANCER_WORKER_NAME}e and friends.
         self.logEnv: dict[str, str] = {}
+        # Why the response ended before finish() (an END_* reason), and how
+        # many of the bytes written for it had not left when it was cut.
+        self.endReason: str | None = None
+        self.unsentBytes = 0
         self._onClientGone: Callable[[], object] | None = None
 
     # Provided by the concrete classes (twisted.web's Request, or ProxyRequest):
@@ -164,9 +173,48 @@ class ProxiedRequest:
 
     def _lostClient(self) -> None:
         self.clientGone = True
+        if not self.finished:
+            if self.endReason is None:
+                self.endReason = END_CLIENT_CLOSED
+            self._logUnfinished()
         callback, self._onClientGone = self._onClientGone, None
         if callback is not None:
             callback()
+
+    def cutShort(self, reason: str) -> None:
+        """
+        The proxy is about to cut this response short (or drop the request
+        unanswered) for C{reason}, an C{END_*} name: its access-log line says
+        so, and counts only the bytes that had left for the client.
+        """
+        if self.finished or self.endReason is not None:
+            return
+        self.endReason = reason
+        self.unsentBytes = self.queuedBytes()
+
+    def queuedBytes(self) -> int:
+        """Bytes written for the client that it has not taken yet."""
+        transport = getattr(self.channel, "transport", None)
+        if transport is None:
+            return 0
+        return pendingWriteBytes(transport) or 0
+
+    def connectionStatus(self) -> str:
+        """Apache's ``%X``: ``X`` cut short, ``+`` kept alive, ``-`` closed after."""
+        if self.endReason is not None:
+            return "X"
+        return "+" if self.keepsConnection() else "-"
+
+    def keepsConnection(self) -> bool:
+        """Whether the client's connection stays open after this response."""
+        return bool(getattr(self.channel, "persistent", False))
+
+    def _logUnfinished(self) -> None:
+        """
+        Write the access-log line of a response that ended without finish(),
+        where the front end keeps the proxy's access log (twisted.web's own
+        C{Site} logs finished requests only).
+        """
 
     def bodyTooLarge(self) -> None:
         """The body passed C{max_body_bytes}: 413, or cut if answering."""
@@ -185,7 +233,7 @@ class ProxiedRequest:
         if abort is not None:
             abort()
         if self.startedWriting:
-            self.abortConnection()
+            self.abortConnection(END_UPLOAD_REFUSED)
         elif not self.finished:
             self.respondError(status, message)
 
@@ -199,7 +247,7 @@ class ProxiedRequest:
         if self.finished or self.clientGone:
             return
         if self.startedWriting:
-            self.abortConnection()
+            self.abortConnection(END_PROXY_ERROR)
             return
         body = (message + "\n").encode("utf-8", "replace")
         self.setResponseCode(status, reasonPhrase(status))
@@ -238,10 +286,14 @@ class ProxiedRequest:
             self.write(body)
         self.finish()
 
-    def abortConnection(self) -> None:
-        """Cut the client's connection, so it sees the response truncated."""
+    def abortConnection(self, reason: str) -> None:
+        """
+        Cut the client's connection, so it sees the response truncated;
+        C{reason} (an C{END_*} name) is why, for the access log.
+        """
         channel = self.channel
         if channel is not None and channel.transport is not None:
+            self.cutShort(reason)
             abandon(channel)
             channel.transport.abortConnection()
 

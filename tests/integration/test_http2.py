@@ -35,9 +35,11 @@ from twisted.web.server import NOT_DONE_YET
 from tests.h2frames import takeGoAways
 from tests.integration.support import (
     RawBackend,
+    RawServerProtocol,
     RecordingBackend,
     Stack,
     Trickle,
+    answerEach,
     curl,
     theReactor,
 )
@@ -674,6 +676,78 @@ async def test_accessLogSaysHTTP2(stack: Stack, tmp_path: Path) -> None:
     await site.proxy.stopService()
     [line] = log.read_text().splitlines()
     assert '"GET /app/x HTTP/2" 200 18 ' in line
+
+
+def _partialOrWhole(proto: RawServerProtocol, index: int, head: bytes) -> None:
+    """Ten bytes of a 1000-byte body for /partial (then silence), else a whole one."""
+    if head.startswith(b"GET /partial "):
+        body = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789"
+    elif head.startswith(b"GET /whole "):
+        body = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nwhole"
+    else:
+        return
+    proto.transport.write(body)  # type: ignore[union-attr]
+
+
+# The access log's status, body bytes, %X and %{PROXY_END_REASON}e (braces
+# doubled: the text is a template).
+_ENDING = 'access_log_format = "%H %>s %b %X %{{PROXY_END_REASON}}e"'
+
+
+@pytest_twisted.ensureDeferred
+async def test_accessLogOfAStreamCutShort(
+    stack: Stack, tmp_path: Path, h2clients: Any
+) -> None:
+    """
+    A stream whose backend dies mid-body is logged with the status and ten
+    body bytes sent, X and backend-closed; a whole one on the same
+    connection with + and complete.
+    """
+    raw = RawBackend(answerEach(_partialOrWhole))
+    port = await stack.rawBackend(raw)
+    log = tmp_path / "access.log"
+    site = await front(stack, tmp_path, port, proxy=f'access_log = "{log}"\n{_ENDING}')
+    client = await h2clients(site)
+    client.request(1, b"GET", b"/app/partial")
+    await client.waitFor(lambda: client.received(1) == 10)
+    raw.connections[0].transport.abortConnection()  # type: ignore[union-attr]
+    await client.waitFor(
+        lambda: any(isinstance(e, h2.events.StreamReset) for e in client.events)
+    )
+    client.request(3, b"GET", b"/app/whole")
+    await client.waitFor(lambda: 3 in client.ended)
+    await site.proxy.stopService()
+    assert log.read_text().splitlines() == [
+        "HTTP/2 200 10 X backend-closed",
+        "HTTP/2 200 5 + complete",
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_accessLogOfStreamsCutByTheGracePeriod(
+    stack: Stack, tmp_path: Path, h2clients: Any, logged: list[str]
+) -> None:
+    """
+    Streams still open when shutdown_grace runs out are logged as cut by it
+    (one had its head and ten bytes, one nothing), not as the client leaving.
+    """
+    raw = RawBackend(answerEach(_partialOrWhole))
+    port = await stack.rawBackend(raw)
+    log = tmp_path / "access.log"
+    proxy = f'access_log = "{log}"\n{_ENDING}\nshutdown_grace = 0.2'
+    site = await front(stack, tmp_path, port, proxy=proxy)
+    client = await h2clients(site)
+    client.request(1, b"GET", b"/app/partial")
+    await client.waitFor(lambda: client.received(1) == 10)
+    client.request(3, b"GET", b"/app/never")
+    await raw.waitFor(lambda p: b"GET /never " in p.received)
+    await site.proxy.stopService()
+    await client.lost
+    assert sorted(log.read_text().splitlines()) == [
+        "HTTP/2 - - X shutdown-grace",
+        "HTTP/2 200 10 X shutdown-grace",
+    ]
+    assert not any("client went away" in line for line in logged)
 
 
 # -- the same edge rules as HTTP/1.1 ------------------------------------------------

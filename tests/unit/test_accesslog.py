@@ -112,7 +112,44 @@ def test_json() -> None:
         "referer": "http://www.example.com/start.html",
         "user_agent": "Mozilla/4.08 [en] (Win98; I ;Nav)",
         "worker": "http://127.0.0.1:9001",
+        "connection_status": "+",
+        "end_reason": "complete",
     }
+
+
+def test_howTheResponseEnded() -> None:
+    """
+    %X is Apache's connection status and %{PROXY_END_REASON}e why the
+    response ended; the JSON format has both.
+    """
+    fmt = compileFormat("%>s %b %X %{PROXY_END_REASON}e")
+    assert fmt(record()) == "200 2326 + complete"
+    assert fmt(record(connectionStatus="-")) == "200 2326 - complete"
+    cut = record(bodyBytes=10, connectionStatus="X", endReason="backend-closed")
+    assert fmt(cut) == "200 10 X backend-closed"
+    parsed = json.loads(compileFormat("json")(cut))
+    assert (parsed["connection_status"], parsed["end_reason"]) == (
+        "X",
+        "backend-closed",
+    )
+
+
+def test_noResponseHeadSent() -> None:
+    """A request cut before any response head logs its status as - (JSON null)."""
+    gone = record(
+        status=0, bodyBytes=0, bytesOut=0, connectionStatus="X", endReason="x"
+    )
+    assert compileFormat("%s %>s %b %B %O")(gone) == "- - - 0 0"
+    assert json.loads(compileFormat("json")(gone))["status"] is None
+
+
+@pytest.mark.parametrize("named", ["common", "combined"])
+def test_namedFormatsStayApaches(named: str) -> None:
+    """common and combined show neither %X nor the end reason."""
+    fmt = compileFormat(named)
+    cut = record(connectionStatus="X", endReason="client-closed")
+    assert fmt(cut) == fmt(record())
+    assert "client-closed" not in fmt(cut)
 
 
 def test_requestLineAsReceivedPathNormalised() -> None:

@@ -47,6 +47,7 @@ from twisted_proxy.h2_server import (
     _Negotiating,
 )
 from twisted_proxy.http_server import HTTPProxyFactory, HTTPServerChannel
+from twisted_proxy.requestlog import AccessLogger
 from twisted_proxy.site import IStreamingResource
 
 # -- a resource, a client, and a connection between them ------------------------
@@ -418,7 +419,7 @@ def test_resetCutsOneStreamOnly() -> None:
     cut, other = resource.requests
     cut.setResponseCode(200)
     cut.write(b"part")
-    cut.abortConnection()
+    cut.abortConnection("backend-closed")
     peer.flush()
     [reset] = peer.of(h2.events.StreamReset, 1)
     assert reset.error_code == ErrorCodes.INTERNAL_ERROR
@@ -497,6 +498,19 @@ def test_clientWindowPausesBackend() -> None:
     assert len(peer.response(1)[1]) == received + 65535
 
 
+def stalledStream(
+    resource: Resource, site: HTTPProxyFactory, clock: Clock
+) -> tuple[Peer, Producer]:
+    """Stream 1, its response written until the window the client never opens."""
+    peer = Peer(site, clock)
+    peer.acknowledge = False
+    peer.request(1)
+    producer = Producer(resource.requests[0], 200000)
+    producer.pump()
+    peer.flush()
+    return peer, producer
+
+
 def test_streamGivenNoWindowIsResetAfterSendTimeout() -> None:
     """
     A client that gives a stream no window for send_timeout has the stream
@@ -504,12 +518,7 @@ def test_streamGivenNoWindowIsResetAfterSendTimeout() -> None:
     """
     resource = Resource()
     site, clock = front(resource, send_timeout=10.0)
-    peer = Peer(site, clock)
-    peer.acknowledge = False
-    peer.request(1)
-    producer = Producer(resource.requests[0], 200000)
-    producer.pump()
-    peer.flush()
+    peer, producer = stalledStream(resource, site, clock)
     assert producer.paused
     clock.advance(9.0)
     peer.client.acknowledge_received_data(len(peer.response(1)[1]), 1)
@@ -525,6 +534,27 @@ def test_streamGivenNoWindowIsResetAfterSendTimeout() -> None:
         ErrorCodes.INTERNAL_ERROR
     ]
     assert resource.requests[0].clientGone
+
+
+def test_streamResetForSendTimeoutIsLoggedSo() -> None:
+    """
+    A stream reset for send_timeout gets its access-log line: X,
+    send-timeout, and only the body bytes that reached the client (not those
+    still queued on the stream).
+    """
+    resource = Resource()
+    site, clock = front(resource, send_timeout=10.0)
+    written: list[str] = []
+    fmt = "%>s %b %X %{PROXY_END_REASON}e"
+    site.accessLog = AccessLogger(fmt, written.append, None, clock)
+    peer, producer = stalledStream(resource, site, clock)
+    clock.advance(10.0)
+    peer.flush()
+    assert peer.of(h2.events.StreamReset, 1)
+    received = len(peer.response(1)[1])
+    assert 0 < received < producer.sent
+    site.accessLog.flush()
+    assert written == [f"200 {received} X send-timeout\n"]
 
 
 def test_bufferBoundedWhateverWindowTheClientGives() -> None:
