@@ -70,6 +70,7 @@ from twisted_proxy.upstream.tls import (
     tlsBackends,
     unverifiedWarnings,
 )
+from twisted_proxy.upstream.trace import UpstreamTrace
 from twisted_proxy.websocket_rules import isUpgrade
 
 _log = Logger()
@@ -113,6 +114,8 @@ class ProxyContext:
     """The balancers' configuration (their member URLs, for ProxyPassReverse)."""
     compressTypes: tuple[bytes, ...] = field(init=False)
     """The media types to gzip, as bytes (worked out once)."""
+    debug: bool = field(init=False)
+    """Each upstream exchange is logged at debug level (``log_level``)."""
     _warnedTLS: set[str] = field(default_factory=set, init=False, repr=False)
     # Each member's pool key, made on its first pick rather than on every one.
     _memberAddresses: dict[MemberState, Address] = field(
@@ -122,6 +125,7 @@ class ProxyContext:
 
     def __post_init__(self) -> None:
         self.compressTypes = tuple(t.lower().encode() for t in self.settings.compress)
+        self.debug = self.settings.log_level == "debug"
 
     def websocketFactories(self) -> Any:
         """The Autobahn factories (client leg, backend leg) of every bridge."""
@@ -499,6 +503,11 @@ class ProxyExchange:
         self._buffered = buffered
         self._readerOn: Any = None
         self.bytesFromBackend = 0
+        self._trace = (
+            UpstreamTrace(context.reactor, plan.label, request.method, upstreamPath)
+            if context.debug
+            else None
+        )
         self._chunked, self._bodyEnded = self._framing()
         # Only a request the backend may run twice is ever sent twice: an
         # idempotent one without a body (RFC 9110 9.2.2). Any other goes on a
@@ -634,6 +643,8 @@ class ProxyExchange:
             self._connect(fresh=False)
 
     def _connect(self, fresh: bool) -> None:
+        if self._trace is not None:
+            self._trace.asking()
         maxAge = None if self._replayable else self._context.settings.safe_reuse
         attempt = self._context.pool.acquire(
             self._address, self._connected, self._connectFailed, fresh, maxAge
@@ -659,6 +670,8 @@ class ProxyExchange:
             self._bodyEnded,
             pending,
         )
+        if self._trace is not None:
+            self._trace.connected(conn, reused)
         if self._expectContinue and self._continueTimer is None:
             # The backend may answer 100 (relayed), or refuse the upload with
             # a final status before the client sends it; if it says nothing
@@ -757,6 +770,9 @@ class ProxyExchange:
         if self._done:
             return False
         conn = self._conn
+        if self._trace is not None and conn is not None:
+            reason = getattr(self._request, "endReason", None) or "client-closed"
+            self._traceEnd(self._trace, f"abandoned: {reason}")
         self._finishWith(ok=True)
         if conn is not None:
             conn.abort()
@@ -786,6 +802,8 @@ class ProxyExchange:
         request = self._request
         if self._done:
             return
+        if self._trace is not None:
+            self._trace.responded(status)
         self._responded = True
         if self._expectContinue:
             self._cancelContinue()
@@ -850,6 +868,8 @@ class ProxyExchange:
         request = self._request
         if self._gzip is not None:
             request.write(self._gzip.finish())
+        if self._trace is not None:
+            self._traceEnd(self._trace, "answered")
         self._finishWith(ok=True)
         if isinstance(request, ProxiedRequest):
             request.finishResponse()
@@ -859,6 +879,8 @@ class ProxyExchange:
     def responseFailed(self, kind: str, detail: str, retryable: bool) -> None:
         if self._done:
             return
+        if self._trace is not None:
+            self._traceEnd(self._trace, f"failed: {detail}")
         self._conn = None
         if retryable and not self._retried and self._replayable:
             # It failed on a reused connection before any of an answer (the
@@ -885,6 +907,8 @@ class ProxyExchange:
 
     def interimResponse(self, status: int) -> None:
         """The backend answered 100 Continue: the client may send its body."""
+        if self._trace is not None:
+            self._trace.responded(status)
         if status == 100:
             self._sendContinue()
 
@@ -918,6 +942,18 @@ class ProxyExchange:
             "client went away before the response ended",
         )
         _log.info("{label}: {why}", label=self._plan.label, why=why)
+
+    def _traceEnd(self, trace: UpstreamTrace, outcome: str) -> None:
+        """Log this attempt at debug level (log_level = "debug")."""
+        member = self._member
+        trace.ended(
+            outcome,
+            backend=member.name if member else "{}://{}:{}".format(*self._address),
+            balancer=f"balancer://{self._plan.target.host}" if member else None,
+            route=member.member.route if member else None,
+            bytesIn=self.bytesFromBackend,
+            bytesOut=len(self._head) + getattr(self._request, "bytesIn", 0),
+        )
 
     def _logFailure(self, detail: str) -> None:
         memberName = self._member.name if self._member is not None else None

@@ -136,7 +136,9 @@ class UpstreamConnection(Protocol):
         self._lost = False
         self._whenLost: list[Deferred[None]] = []
         self.requestsSent = 0
-        # When the last response on it ended (the pool's clock).
+        # When it connected, and when the last response on it ended (the
+        # pool's clock).
+        self.connectedAt = 0.0
         self.lastUsed = 0.0
         # While an upload is held up: what the backend had not taken yet.
         self._stuckAt: int | None = None
@@ -148,6 +150,7 @@ class UpstreamConnection(Protocol):
     # -- Protocol --
 
     def connectionMade(self) -> None:
+        self.connectedAt = self._pool.clock.seconds()
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
         if self.address.scheme in _TLS_SCHEMES:
