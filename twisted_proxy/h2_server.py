@@ -53,7 +53,7 @@ from twisted.web._http2 import H2Connection
 from zope.interface import implementer
 
 from twisted_proxy._twisted_internals import pendingWriteBytes
-from twisted_proxy.accesslog import END_SEND_TIMEOUT
+from twisted_proxy.accesslog import END_PROXY_ERROR, END_SEND_TIMEOUT
 from twisted_proxy.http_server import HTTPProxyFactory, HTTPServerChannel
 from twisted_proxy.site import StreamingRequest, refusal
 
@@ -218,7 +218,7 @@ class H2Request(StreamingRequest):
         self._cancelUploadTimer()
         server.Request.finish(self)
 
-    def abortConnection(self, reason: str) -> None:
+    def abortConnection(self, reason: str = END_PROXY_ERROR) -> None:
         """Reset this stream, so the client sees its response cut short."""
         self._cancelUploadTimer()
         stream = self.channel

@@ -286,7 +286,7 @@ class ProxiedRequest:
             self.write(body)
         self.finish()
 
-    def abortConnection(self, reason: str) -> None:
+    def abortConnection(self, reason: str = END_PROXY_ERROR) -> None:
         """
         Cut the client's connection, so it sees the response truncated;
         C{reason} (an C{END_*} name) is why, for the access log.
