@@ -3,8 +3,8 @@ The demo that ``make run`` starts: small HTTP backends that answer with their
 name, and the proxy in front of them.
 
 ``python -m twisted_proxy.demo 9001 9002`` serves "backend 1" on
-127.0.0.1:9001 and "backend 2" on 127.0.0.1:9002 until SIGINT or SIGTERM
-(port 0: any free port, announced once bound). With
+127.0.0.1:9001 and "backend 2" on 127.0.0.1:9002 until SIGINT, SIGTERM or
+SIGHUP (port 0: any free port, announced once bound). With
 ``--proxy etc/twisted-proxy.toml`` it then runs ``twistd -n proxy`` on
 that file, or, for ports other than the ones it names, on a copy under
 ``build/demo/`` with one balancer member per port; when the proxy exits, for
@@ -51,11 +51,16 @@ GENERATED_CONFIG = Path("build", "demo", "twisted-proxy.toml")
 # The table the demo's backends are listed in, from its first entry to the end
 # of the file.
 MEMBER_TABLE = "[[balancer.demo.member]]"
-# A stop request reaches the proxy too when it comes from a terminal (Ctrl-C
-# signals the whole process group), so it gets this long to stop on its own
-# before it is sent SIGTERM, and this long after that before SIGKILL.
-PROXY_GRACE = 3.0
+# The stop signals: a terminal's Ctrl-C and hang-up, and kill's default.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Asked to stop, the proxy gets SIGTERM and this long to drain its requests
+# (its shutdown_grace is 30 s by default) before SIGKILL.
 PROXY_KILL_AFTER = 40.0
+# The proxy runs in a process group of its own: a terminal's signals reach
+# only the demo, which stops the proxy with one SIGTERM. (A SIGINT that
+# reached twistd before its reactor ran would end it with a traceback, and
+# SIGHUP makes the proxy reload its certificates.)
+_OWN_GROUP = "import os, sys; os.setpgid(0, 0); os.execv(sys.argv[1], sys.argv[1:])"
 
 _T = TypeVar("_T")
 
@@ -140,6 +145,20 @@ def exitStatus(exitCode: int | None, signalNumber: int | None) -> int:
     return exitCode or 0
 
 
+def killedMessage(signalNumber: int | None) -> str | None:
+    """
+    What the demo says when the proxy was killed by C{signalNumber}, as it
+    can say nothing itself; None when it ended on its own or stopped as asked.
+    """
+    if signalNumber is None or signalNumber in (signal.SIGINT, signal.SIGTERM):
+        return None
+    try:
+        name = signal.Signals(signalNumber).name
+    except ValueError:
+        name = f"signal {signalNumber}"
+    return f"demo: the proxy was killed by {name}; the backends are stopped"
+
+
 class NamedBackend(Resource):
     """Answer every request with this backend's name and what it was asked."""
 
@@ -191,8 +210,8 @@ class _ProxyProcess(ProcessProtocol):
 
 def _stopRequests(reactor: Any) -> Deferred[_Once[int]]:
     """
-    Once the reactor runs: SIGINT and SIGTERM as one stop request, however
-    many arrive (Twisted's own handlers stop the reactor at once, and complain
+    Once the reactor runs: L{STOP_SIGNALS} as one stop request, however many
+    arrive (Twisted's own handlers stop the reactor at once, and complain
     at the second).
     """
     requested: _Once[int] = _Once()
@@ -201,7 +220,7 @@ def _stopRequests(reactor: Any) -> Deferred[_Once[int]]:
         reactor.callFromThread(requested.set, number)
 
     def install() -> _Once[int]:
-        for number in (signal.SIGINT, signal.SIGTERM):
+        for number in STOP_SIGNALS:
             signal.signal(number, onSignal)
         return requested
 
@@ -257,31 +276,33 @@ async def _runProxy(reactor: Any, config: Path, stop: _Once[int]) -> int:
     proxy = _ProxyProcess()
     args = ["-n", "--pidfile=", "proxy", "--config", str(config)]
     print(f"demo: starting the proxy: twistd {' '.join(args)}", flush=True)
-    process = reactor.spawnProcess(
-        proxy,
-        str(twistd),
-        [str(twistd), *args],
-        env=os.environ,
-        childFDs={0: 0, 1: 1, 2: 2},
-    )
+    stdin = os.open(os.devnull, os.O_RDONLY)
+    try:
+        process = reactor.spawnProcess(
+            proxy,
+            sys.executable,
+            [sys.executable, "-c", _OWN_GROUP, str(twistd), *args],
+            env=os.environ,
+            childFDs={0: stdin, 1: 1, 2: 2},
+        )
+    finally:
+        os.close(stdin)
     endedOrStopped: list[Deferred[Any]] = [proxy.ended.wait(), stop.wait()]
     await race(endedOrStopped)
-    ended = await _stopped(reactor, proxy, process)
-    return exitStatus(getattr(ended, "exitCode", None), getattr(ended, "signal", None))
-
-
-async def _stopped(reactor: Any, proxy: _ProxyProcess, process: Any) -> BaseException:
-    """
-    How the proxy ended: at once if it has, else after L{PROXY_GRACE} and a
-    SIGTERM, else after L{PROXY_KILL_AFTER} more and a SIGKILL.
-    """
-    for name, within in (("TERM", PROXY_GRACE), ("KILL", PROXY_KILL_AFTER)):
-        try:
-            return await proxy.ended.wait().addTimeout(within, reactor)
-        except TimeoutError:
-            with contextlib.suppress(ProcessExitedAlready):
-                process.signalProcess(name)
-    return await proxy.ended.wait()
+    # Stopped: SIGTERM, then SIGKILL. (One that has ended cannot be signalled.)
+    with contextlib.suppress(ProcessExitedAlready):
+        process.signalProcess("TERM")
+    try:
+        ended = await proxy.ended.wait().addTimeout(PROXY_KILL_AFTER, reactor)
+    except TimeoutError:
+        with contextlib.suppress(ProcessExitedAlready):
+            process.signalProcess("KILL")
+        ended = await proxy.ended.wait()
+    signalNumber = getattr(ended, "signal", None)
+    message = killedMessage(signalNumber)
+    if message is not None:
+        print(message, file=sys.stderr, flush=True)
+    return exitStatus(getattr(ended, "exitCode", None), signalNumber)
 
 
 async def _demo(reactor: Any, ports: Sequence[int], template: Path | None) -> None:
@@ -326,7 +347,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         ports = parsePorts(options.ports)
     except DemoError as e:
         sys.exit(str(e))
-    react(_demo, (ports, options.proxy))
+    try:
+        react(_demo, (ports, options.proxy))
+    finally:
+        # On the way out (the reactor has put back Python's own handlers): one
+        # more Ctrl-C must not end it with a traceback.
+        for number in STOP_SIGNALS:
+            signal.signal(number, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

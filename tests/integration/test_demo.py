@@ -201,9 +201,10 @@ async def proxyListening(stack: Stack, demo: Demo, port: int) -> None:
     raise AssertionError(f"no proxy on {port}:\n{(demo.out + demo.err).decode()}")
 
 
+@pytest.mark.parametrize("stopSignal", ["INT", "HUP"])
 @pytest_twisted.ensureDeferred
 async def test_proxyRoutesToTheChosenPorts(
-    demos: Any, stack: Stack, tmp_path: Path
+    demos: Any, stack: Stack, tmp_path: Path, stopSignal: str
 ) -> None:
     """With --proxy, the proxy balances the ports the backends got; both stop."""
     proxyPort = freePort()
@@ -218,7 +219,7 @@ async def test_proxyRoutesToTheChosenPorts(
     ]
     bodies = [await answers(stack, f"http://127.0.0.1:{proxyPort}/") for _ in range(2)]
     assert sorted(bodies) == [b"backend 1\n", b"backend 2\n"]
-    transport.signalProcess("INT")
+    transport.signalProcess(stopSignal)
     assert exitCode(await demo.ended()) == 0
     for port in [proxyPort, *ports]:
         assert await refused(stack, port)

@@ -21,6 +21,7 @@ from twisted_proxy.demo import (
     NamedBackend,
     cannotListen,
     exitStatus,
+    killedMessage,
     otherPorts,
     parsePorts,
     proxyConfig,
@@ -132,6 +133,16 @@ def test_exitStatus(
 ) -> None:
     """The demo fails as the proxy failed, and succeeds when it was stopped."""
     assert exitStatus(exitCode, signalNumber) == status
+
+
+def test_killedProxyIsSaid() -> None:
+    """A proxy killed by a signal cannot say so: the demo does, in one line."""
+    assert killedMessage(signal.SIGKILL) == (
+        "demo: the proxy was killed by SIGKILL; the backends are stopped"
+    )
+    assert killedMessage(None) is None
+    assert killedMessage(signal.SIGINT) is None
+    assert killedMessage(signal.SIGTERM) is None
 
 
 @pytest_twisted.ensureDeferred
