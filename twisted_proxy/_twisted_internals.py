@@ -3,8 +3,9 @@ Every touch of Twisted's private attributes, in one place.
 
 Streaming a body into a twisted.web C{Site} before it is complete needs state
 that C{HTTPChannel} keeps privately; writing without a needless poll needs
-the TCP transport's buffer state. Should a Twisted upgrade rename
-any of it, this module (and its tests) is where it breaks, loudly.
+the TCP transport's buffer state; reopening twistd's log file and exiting 0
+after SIGTERM need what twistd keeps to itself. Should a Twisted upgrade
+rename any of it, this module (and its tests) is where it breaks, loudly.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from typing import Any
 
 from twisted.internet import tcp
+from twisted.python.logfile import LogFile
 from twisted.web.http import HTTPChannel
 
 if sys.platform == "linux":
@@ -92,3 +94,28 @@ def replaceProtocol(transport: Any, protocol: Any) -> None:
         transport.wrappedProtocol = protocol
     else:
         transport.protocol = protocol
+
+
+def twistdLogFile(handler: object) -> LogFile | None:
+    """
+    The log file twistd writes to, found in the SIGUSR1 handler twistd set up
+    for it (a closure over the file), or C{None} when C{handler} is not that.
+    """
+    cells = getattr(handler, "__closure__", None) or ()
+    for cell in cells:
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if isinstance(value, LogFile):
+            return value
+    return None
+
+
+def forgetExitSignal(reactor: Any) -> None:
+    """
+    Make twistd exit with status 0 after a stop that SIGTERM or SIGINT asked
+    for: it re-raises the signal on its way out unless the reactor forgets it.
+    """
+    if getattr(reactor, "_exitSignal", None) is not None:
+        reactor._exitSignal = None

@@ -1,9 +1,11 @@
 """
 The C{twisted-proxy} command: check a configuration, show its routes, run it.
 
-C{check FILE} works like C{nginx -t}; C{routes FILE} prints the route table in
-the order matching considers it; C{run --config FILE} is C{twistd -n proxy
---config FILE} without the twistd incantation.
+C{check FILE} works like C{nginx -t}: every check start-up makes, short of
+binding ports; C{routes FILE} prints the route table in the order matching
+considers it; C{run FILE} (or C{run --config FILE}) is C{twistd -n proxy
+--config FILE} without the twistd incantation. C{python -m twisted_proxy} is
+the same command.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from typing import TextIO
 
 from . import __version__
 from .config import Config, ConfigError, Route, load
+from .preflight import startupProblems
 from .routing import RouteTable
+from .tap import LOG_LEVELS, loadForStart
 
 __all__ = ["main"]
 
@@ -34,7 +38,17 @@ def main(argv: list[str] | None = None) -> int:
         return _check(options.file, sys.stdout, sys.stderr)
     if options.command == "routes":
         return _routes(options.file, sys.stdout, sys.stderr)
-    return _run(options.config, sys.stderr)
+    path = options.file or options.config
+    if path is None or (options.file and options.config):
+        why = "the configuration FILE is required (run FILE, or run --config FILE)"
+        if path is not None:
+            why = "give the configuration file once: FILE or --config FILE"
+        print(
+            f"usage: twisted-proxy run [FILE | --config FILE]\nerror: {why}",
+            file=sys.stderr,
+        )
+        return 2
+    return _run(path, options.log_level, sys.stderr)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,7 +77,14 @@ def _parser() -> argparse.ArgumentParser:
         help="run the proxy in the foreground",
         description="Run the proxy in the foreground, as 'twistd -n proxy' does.",
     )
-    run.add_argument("--config", required=True, metavar="FILE")
+    run.add_argument("file", nargs="?", metavar="FILE")
+    run.add_argument("--config", metavar="FILE", help="the same as FILE")
+    run.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        help="override [proxy] log_level; debug logs every upstream exchange"
+        " and shows tracebacks of start-up failures",
+    )
     return parser
 
 
@@ -81,7 +102,8 @@ def _check(path: str, out: TextIO, err: TextIO) -> int:
     config = _load(path, err)
     if config is None:
         return 1
-    errors, warnings = _fileProblems(config)
+    problems = startupProblems(config)
+    errors, warnings = problems.errors, problems.warnings
     for problem in errors:
         print(f"{path}: {problem}", file=err)
     for problem in warnings:
@@ -92,39 +114,6 @@ def _check(path: str, out: TextIO, err: TextIO) -> int:
     note = f" ({n} warning{'s' if n > 1 else ''})" if n else ""
     print(f"{path}: ok{note}", file=out)
     return 0
-
-
-def _fileProblems(config: Config) -> tuple[list[str], list[str]]:
-    """
-    What the files a valid configuration names would stop or trouble at
-    start-up: listeners' certificates and keys, backends' C{tls_ca} files,
-    backends whose certificates are not checked. (errors, warnings)
-    """
-    from .tls import inspectFiles
-    from .upstream.tls import (
-        BackendCAError,
-        BackendTLS,
-        tlsBackends,
-        unverifiedWarnings,
-    )
-
-    errors: list[str] = []
-    warnings: list[str] = []
-    for listener in config.listen:
-        if listener.tls is not None:
-            for problem in inspectFiles(listener.tls):
-                kind = errors if problem.severity == "error" else warnings
-                kind.append(str(problem))
-    backends = tlsBackends(config.routes, [b for _, b in config.balancers])
-    contexts = BackendTLS()
-    for backend in backends:
-        if backend.policy.verify and backend.policy.ca is not None:
-            try:
-                contexts.context(backend.policy)
-            except BackendCAError as e:
-                errors.append(f"{backend.where}.tls_ca: {e}")
-    warnings.extend(warning for _, warning in unverifiedWarnings(backends))
-    return errors, warnings
 
 
 def _routes(path: str, out: TextIO, err: TextIO) -> int:
@@ -176,18 +165,30 @@ def _row(config: Config, route: Route) -> tuple[str, str, str, str]:
     return (route.host or "*", route.path, target, " ".join(options))
 
 
-def _run(path: str, err: TextIO) -> int:
-    """Check C{path}, then hand over to C{twistd -n proxy --config path}."""
-    if _load(path, err) is None:
-        return 1
+def _run(path: str, logLevel: str | None, err: TextIO) -> int:
+    """
+    Check C{path} as C{check} does, then hand over to C{twistd -n proxy
+    --config path}; every start-up failure is its message and exit status 1.
+    """
     from twisted.scripts import twistd
 
+    try:
+        loadForStart(path)
+    except ConfigError as e:
+        for error in e.errors:
+            print(error, file=err)
+        return 1
     saved = sys.argv
     sys.argv = ["twistd", "-n", "--pidfile=", "proxy", "--config", path]
+    if logLevel is not None:
+        sys.argv += ["--log-level", logLevel]
     try:
         twistd.run()
     except SystemExit as e:
-        return e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+        if isinstance(e.code, str):
+            print(e.code, file=err)
+            return 1
+        return 0 if e.code is None else e.code
     finally:
         sys.argv = saved
     return 0

@@ -9,23 +9,29 @@ lets requests in flight finish within C{shutdown_grace}, then closes the rest.
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IStreamServerEndpoint,
+)
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
-from twisted_proxy.accesslog import openLogTarget
 from twisted_proxy.balancer import BalancerService
 from twisted_proxy.config.model import Config, Listener
 from twisted_proxy.h2_server import NegotiatingFactory
 from twisted_proxy.http_proxy import ProxyContext
 from twisted_proxy.http_server import HTTPProxyFactory
+from twisted_proxy.logtarget import LogTarget
+from twisted_proxy.preflight import accessLogProblem, parseEndpoint
 from twisted_proxy.redirect import RedirectResource
 from twisted_proxy.requestlog import AccessLogger
 from twisted_proxy.router import RouterResource
@@ -36,12 +42,35 @@ from twisted_proxy.tls_sniff import TLSSniffingFactory
 _LOG_FLUSH_INTERVAL = 1.0
 
 
+class StartupError(Exception):
+    """
+    The proxy cannot start as configured: a port it cannot listen on, an
+    endpoint string it cannot parse, an access log it cannot open. The
+    message is one line naming the key and the reason.
+    """
+
+
 class ProxyService(MultiService):
-    """Every listener, the balancer and the upstream pool of one configuration."""
+    """
+    Every listener, the balancer and the upstream pool of one configuration.
+
+    Ports are bound in C{privilegedStartService} (before twistd gives up
+    root, as Apache and nginx bind :443 then drop privileges), or in
+    C{startService} when nothing called that first.
+
+    C{daemon}: standard output leads nowhere (twistd without C{-n}), so
+    C{access_log = "-"} goes to the Twisted log instead.
+
+    :raise StartupError: for an endpoint string that cannot be parsed.
+    :raise twisted_proxy.tls.TLSFilesError: for certificate files that
+        cannot be used.
+    """
 
     _log = Logger()
 
-    def __init__(self, config: Config, reactor: Any = None) -> None:
+    def __init__(
+        self, config: Config, reactor: Any = None, daemon: bool = False
+    ) -> None:
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor as globalReactor  # noqa: TID251
@@ -49,6 +78,13 @@ class ProxyService(MultiService):
             reactor = globalReactor
         self.config = config
         self._reactor = reactor
+        self._daemon = daemon
+        self._endpoints: list[IStreamServerEndpoint] = []
+        for index, listener in enumerate(config.listen):
+            try:
+                self._endpoints.append(parseEndpoint(listener.endpoint, reactor))
+            except ValueError as e:
+                raise StartupError(f"listen[{index}].endpoint: {e}") from None
         self.balancer = BalancerService([b for _, b in config.balancers], reactor)
         self.balancer.setServiceParent(self)
         self.context = ProxyContext.create(
@@ -75,32 +111,47 @@ class ProxyService(MultiService):
             for listener in config.listen
         ]
         self.ports: list[IListeningPort] = []
+        self._listening = False
+        self._accessTarget: LogTarget | None = None
         self._flusher: LoopingCall | None = None
 
+    def privilegedStartService(self) -> None:
+        """Open the access log and bind every C{[[listen]]} endpoint."""
+        super().privilegedStartService()
+        self._listen()
+
     def startService(self) -> None:
-        """Start the balancer, then listen on every C{[[listen]]} endpoint."""
+        """Bind (if not yet done), then start the balancer and the log flusher."""
+        self._listen()
         super().startService()
-        self._openAccessLog()
+        self._startAccessLog()
         self._warnAboutFiles()
+        for port in self.ports:
+            self._log.info("listening on {address}", address=port.getHost())
+
+    def _listen(self) -> None:
+        """
+        Open the access log and listen on every endpoint, or on none: on the
+        first failure whatever was bound is let go and L{StartupError} says
+        which endpoint and why.
+        """
+        if self._listening:
+            return
+        self._openAccessTarget()
         failures: list[Failure] = []
-        for index, listener in enumerate(self.config.listen):
-            endpoint = serverFromString(self._reactor, listener.endpoint)
+        for index, endpoint in enumerate(self._endpoints):
             d = endpoint.listen(self._factoryFor(index))
             d.addCallbacks(self.ports.append, failures.append)
             if failures:
-                self._log.error(
-                    "cannot listen on {endpoint}: {why}",
-                    endpoint=listener.endpoint,
-                    why=failures[0].getErrorMessage(),
-                )
                 for port in self.ports:
                     port.stopListening()
                 self.ports = []
                 self._closeAccessLog()
-                super().stopService()
-                failures[0].raiseException()
-        for port in self.ports:
-            self._log.info("listening on {address}", address=port.getHost())
+                raise StartupError(
+                    f"listen[{index}].endpoint: cannot listen on"
+                    f" {self.config.listen[index].endpoint}: {_why(failures[0])}"
+                )
+        self._listening = True
 
     def _factoryFor(self, index: int) -> IProtocolFactory:
         """What listener C{index} serves: its front end, behind TLS if set."""
@@ -140,6 +191,7 @@ class ProxyService(MultiService):
         seconds), then cut what is left and close backend connections.
         """
         super().stopService()
+        self._listening = False
         ports, self.ports = self.ports, []
         stopped = DeferredList(
             [d for d in (port.stopListening() for port in ports) if d is not None]
@@ -174,17 +226,43 @@ class ProxyService(MultiService):
         d.addBoth(closeLog)
         return d
 
-    def _openAccessLog(self) -> None:
+    def _openAccessTarget(self) -> None:
         proxy = self.config.proxy
-        target = openLogTarget(proxy.access_log)
-        if target is None:
+        if proxy.access_log is None or self._accessTarget is not None:
             return
-        write, flush = target
+        problem = accessLogProblem(proxy.access_log)
+        if problem is not None:
+            raise StartupError(f"proxy.access_log: {problem}")
+        try:
+            target = LogTarget(proxy.access_log, self._daemon)
+        except OSError as e:
+            why = f"cannot open {proxy.access_log}: {e.strerror or e}"
+            raise StartupError(f"proxy.access_log: {why}") from None
+        self._accessTarget = target
         self.accessLog = AccessLogger(
-            proxy.access_log_format, write, flush, self._reactor, proxy.server_name
+            proxy.access_log_format,
+            target.write,
+            target.flush,
+            self._reactor,
+            proxy.server_name,
         )
         for site in self.sites:
             site.accessLog = self.accessLog
+
+    def reopenLogs(self) -> bool:
+        """
+        Write out the access log's buffer, then open its file again by name
+        (after logrotate moved it; SIGUSR1 and SIGHUP do this). False if the
+        file could not be opened (the old one is kept).
+        """
+        if self.accessLog is None or self._accessTarget is None:
+            return True
+        self.accessLog.flush()
+        return self._accessTarget.reopen()
+
+    def _startAccessLog(self) -> None:
+        if self.accessLog is None or self._flusher is not None:
+            return
         self._flusher = LoopingCall(self.accessLog.flush)
         self._flusher.clock = self._reactor
         self._flusher.start(_LOG_FLUSH_INTERVAL, now=False)
@@ -196,6 +274,7 @@ class ProxyService(MultiService):
         if self.accessLog is not None:
             self.accessLog.close()
         self.accessLog = None
+        self._accessTarget = None
         for site in self.sites:
             site.accessLog = None
 
@@ -211,4 +290,15 @@ class ProxyService(MultiService):
         return int(self.ports[0].getHost().port)  # type: ignore[attr-defined]
 
 
-__all__ = ["ProxyService"]
+def _why(failure: Failure) -> str:
+    """Why listening failed, in words (the socket error's, when there is one)."""
+    error = failure.value
+    if isinstance(error, CannotListenError) and isinstance(error.socketError, OSError):
+        reason = error.socketError.strerror or str(error.socketError)
+        if error.socketError.errno == errno.EADDRINUSE:
+            reason += " (is another server running on it?)"
+        return reason
+    return failure.getErrorMessage()
+
+
+__all__ = ["ProxyService", "StartupError"]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import pytest_twisted
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
+from tests.integration.processes import Child
 from tests.integration.support import Stack
 
 
@@ -30,3 +32,14 @@ def logged() -> Iterator[list[str]]:
     globalLogPublisher.addObserver(observe)  # type: ignore[arg-type]
     yield lines
     globalLogPublisher.removeObserver(observe)  # type: ignore[arg-type]
+
+
+@pytest_twisted.async_yield_fixture
+async def children() -> AsyncIterator[list[tuple[Child, Any]]]:
+    """Child processes, killed at the end if a test left them running."""
+    started: list[tuple[Child, Any]] = []
+    yield started
+    for child, transport in started:
+        if child.endedWith is None:
+            transport.signalProcess("KILL")
+        await child.whenEnded()

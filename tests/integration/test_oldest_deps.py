@@ -13,7 +13,6 @@ import re
 import socket
 import ssl
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import threads
 
+from tests.integration.processes import BOUND, Child, freePort, startTwistd
 from tests.integration.support import RecordingBackend, Stack
-from tests.integration.test_plugin import BOUND, Child, freePort, startTwistd
 from tests.tlsfiles import TestCA
 
 if sys.version_info >= (3, 11):
@@ -32,17 +31,6 @@ else:
 
 ROOT = Path(__file__).resolve().parents[2]
 CONSTRAINTS = ROOT / "tests" / "oldest-constraints.txt"
-
-
-@pytest_twisted.async_yield_fixture
-async def proxies() -> AsyncIterator[list[tuple[Child, Any]]]:
-    """twistd children, killed at the end if a test left them running."""
-    started: list[tuple[Child, Any]] = []
-    yield started
-    for child, transport in started:
-        if child.endedWith is None:
-            transport.signalProcess("KILL")
-        await child.whenEnded()
 
 
 def _get(port: int, ca: Path, path: str, curve: str | None = None) -> bytes:
@@ -66,9 +54,9 @@ def _get(port: int, ca: Path, path: str, curve: str | None = None) -> bytes:
 
 @pytest_twisted.ensureDeferred
 async def test_installedTwistdServesHTTPS(
-    stack: Stack, proxies: list[tuple[Child, Any]], tmp_path: Path
+    stack: Stack, children: list[tuple[Child, Any]], tmp_path: Path
 ) -> None:
-    """The installed ``twistd -n proxy`` starts a TLS listener and proxies HTTPS."""
+    """The installed ``twistd -n proxy`` starts a TLS listener and children HTTPS."""
     backend = RecordingBackend()
     backendPort = await stack.backend(backend)
     ca = TestCA(tmp_path)
@@ -89,7 +77,7 @@ path = "/"
 to = "http://127.0.0.1:{backendPort}/"
 """
     )
-    child, transport = await startTwistd(stack, proxies, config, port)
+    child, transport = await startTwistd(stack, children, config, port)
     answer = await threads.deferToThread(_get, port, ca.certificate, "/oldest?x=1")
     assert answer == b"HTTP/1.1 200 OK\nbackend saw GET /oldest?x=1", child.output
     assert backend.requests[0].header(b"x-forwarded-proto") == b"https"

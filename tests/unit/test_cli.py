@@ -13,6 +13,7 @@ import pytest
 from tests.tlsfiles import TestCA
 from twisted_proxy import __version__
 from twisted_proxy.cli import main
+from twisted_proxy.preflight import NO_LISTENER
 
 VALID = """
 [proxy]
@@ -154,6 +155,8 @@ def test_checkNamesBackendCAAndUncheckedBackends(
     path = writeConfig(
         tmp_path,
         """
+[[listen]]
+endpoint = "tcp:8080"
 [[route]]
 path = "/a/"
 to = "https://a.internal/"
@@ -302,9 +305,118 @@ def test_runInvalidConfig(
 
 
 def test_runNeedsConfig(capsys: pytest.CaptureFixture[str]) -> None:
-    """run without --config is a usage error (exit 2)."""
+    """run without a file is a usage error (exit 2)."""
     assert main(["run"]) == 2
-    assert "--config" in capsys.readouterr().err
+    assert "the configuration FILE is required" in capsys.readouterr().err
+
+
+def test_runFileTwice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """run FILE --config OTHER is a usage error, not a guess."""
+    path = writeConfig(tmp_path, VALID)
+    assert main(["run", path, "--config", path + ".other"]) == 2
+    assert "give the configuration file once" in capsys.readouterr().err
+
+
+def test_runFileAsArgument(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run FILE works as check FILE does; --log-level goes on to twistd."""
+    from twisted.scripts import twistd
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(twistd, "run", lambda: seen.append(list(sys.argv)))
+    path = writeConfig(tmp_path, VALID)
+    assert main(["run", path]) == 0
+    assert main(["run", path, "--log-level", "debug"]) == 0
+    base = ["twistd", "-n", "--pidfile=", "proxy", "--config", path]
+    assert seen == [base, [*base, "--log-level", "debug"]]
+
+
+def test_runPrintsTwistdExitMessage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A start-up failure twistd exits with is printed, with exit status 1."""
+    from twisted.scripts import twistd
+
+    def exit() -> None:
+        raise SystemExit("site.toml: listen[0].endpoint: cannot listen on tcp:8080")
+
+    monkeypatch.setattr(twistd, "run", exit)
+    assert main(["run", writeConfig(tmp_path, VALID)]) == 1
+    assert capsys.readouterr().err == (
+        "site.toml: listen[0].endpoint: cannot listen on tcp:8080\n"
+    )
+
+
+LISTEN = '[[listen]]\nendpoint = "tcp:8080:interface=127.0.0.1"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[proxy]\naccess_log = "{tmp}/no/such/folder/access.log"\n' + LISTEN,
+            "proxy.access_log: the folder {tmp}/no/such/folder does not exist;"
+            " create it or log elsewhere",
+        ),
+        (
+            '[proxy]\naccess_log = "{tmp}"\n' + LISTEN,
+            "proxy.access_log: {tmp} is a directory; name a file in it",
+        ),
+        (
+            '[[listen]]\nendpoint = "tcp:notaport"\n',
+            "listen[0].endpoint: 'tcp:notaport' is not an endpoint string Twisted"
+            " can listen on (invalid literal for int() with base 10: 'notaport');"
+            ' expected one like "tcp:8080:interface=127.0.0.1"',
+        ),
+        (
+            '[[listen]]\nendpoint = "tcp:70000"\n',
+            "listen[0].endpoint: cannot listen on 'tcp:70000': port 70000 is not"
+            " between 0 and 65535",
+        ),
+        (
+            '[[listen]]\nendpoint = "unix:{tmp}/gone/proxy.sock"\n',
+            "listen[0].endpoint: cannot listen on 'unix:{tmp}/gone/proxy.sock':"
+            " the folder {tmp}/gone does not exist",
+        ),
+        (
+            '[proxy]\naccess_log_format = "%h %p"\n' + LISTEN,
+            "proxy.access_log_format: unknown log format directive %p",
+        ),
+        ("", NO_LISTENER),
+        ('[[route]]\npath = "/"\nto = "http://127.0.0.1:9001"\n', NO_LISTENER),
+    ],
+    ids=[
+        "log-folder-missing",
+        "log-is-folder",
+        "endpoint-syntax",
+        "endpoint-port",
+        "unix-folder-missing",
+        "log-format",
+        "empty-file",
+        "no-listen",
+    ],
+)
+def test_checkCatchesWhatWouldStopRun(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    text: str,
+    message: str,
+) -> None:
+    """
+    What start-up would die of is a one-line error from check (and from run,
+    before twistd starts), not ok.
+    """
+    from twisted.scripts import twistd
+
+    path = writeConfig(tmp_path, text.replace("{tmp}", str(tmp_path)))
+    expected = f"{path}: {message.replace('{tmp}', str(tmp_path))}\n"
+    assert main(["check", path]) == 1
+    assert capsys.readouterr() == ("", expected)
+    started: list[str] = []
+    monkeypatch.setattr(twistd, "run", lambda: started.append("twistd"))
+    assert main(["run", path]) == 1
+    assert capsys.readouterr() == ("", expected)
+    assert started == []
 
 
 def test_noCommand(capsys: pytest.CaptureFixture[str]) -> None:
