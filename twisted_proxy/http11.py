@@ -165,8 +165,12 @@ def parseRequestHead(head: bytes, maxHeaders: int = MAX_HEADERS) -> RequestHead:
     elif lengthSeen is not None:
         length = int(lengthSeen)
     tokens = {t.strip() for t in connection.split(b",")} if connection else set()
-    # HTTP/1.0 keep-alive is not offered: such a client gets Connection: close.
-    keepAlive = version == b"HTTP/1.1" and b"close" not in tokens
+    # HTTP/1.1 stays open unless told to close; HTTP/1.0 only when it asks
+    # (Connection: keep-alive), as Apache and nginx do.
+    if version == b"HTTP/1.1":
+        keepAlive = b"close" not in tokens
+    else:
+        keepAlive = b"keep-alive" in tokens and b"close" not in tokens
     return RequestHead(
         method=method,
         target=target,

@@ -247,6 +247,10 @@ class ProxyRequest(ProxiedRequest):
         if not channel.persistent:
             headers.removeHeader(b"connection")
             headers.addRawHeader(b"Connection", b"close")
+        elif self.clientproto == b"HTTP/1.0":
+            # It asked for keep-alive and the length is known: say it is kept.
+            headers.removeHeader(b"connection")
+            headers.addRawHeader(b"Connection", b"keep-alive")
         head = [self.clientproto, b" %d " % code, self.code_message, b"\r\n"]
         for name, value in headers.pairs():
             head.extend((name, b": ", value, b"\r\n"))

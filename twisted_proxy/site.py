@@ -434,7 +434,7 @@ def refusal(
     answers it (L{ProxiedRequest.respondOptions}).
     """
     if request.method == b"CONNECT":
-        request.responseHeaders.setRawHeaders(b"allow", [ALLOWED_METHODS])
+        request.responseHeaders.setRawHeaders(b"Allow", [ALLOWED_METHODS])
         return 405, "CONNECT is not enabled on this listener"
     headers = request.requestHeaders
     hosts = headers.getRawHeaders(b"host")

@@ -203,6 +203,42 @@ async def test_http10ClientWithLengthIsClosedAfter(stack: Stack) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_http10KeepAliveIsKept(stack: Stack) -> None:
+    """
+    An HTTP/1.0 client asking for keep-alive gets it while the length is
+    known (Connection: keep-alive, two answers on one connection); a body of
+    unknown length still ends with the close.
+    """
+
+    def respond(proto: RawServerProtocol, index: int, head: bytes) -> None:
+        if b" /streamed " in head:
+            _write(proto, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            _write(proto, b"4\r\nlast\r\n0\r\n\r\n")
+        else:
+            _write(proto, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none")
+
+    raw = RawBackend(answerEach(respond))
+    proxy = await _proxy(stack, await stack.rawBackend(raw))
+    client = await stack.connect(proxy.port)
+    ask = b"\r\nConnection: Keep-Alive\r\n\r\n"
+    _write(client, b"GET /a HTTP/1.0" + ask)
+    first = await client.waitFor(hasReplies(1))
+    assert b"\r\nConnection: keep-alive\r\n" in first
+    _write(client, b"GET /b HTTP/1.0" + ask)
+    await client.waitFor(hasReplies(2))
+    _write(client, b"GET /streamed HTTP/1.0" + ask)
+    await client.lost
+    replies = parseReplies(client.received, closed=True)
+    assert [(r.version, r.status, r.body) for r in replies] == [
+        (b"HTTP/1.0", 200, b"one"),
+        (b"HTTP/1.0", 200, b"one"),
+        (b"HTTP/1.0", 200, b"last"),
+    ]
+    assert replies[2].header(b"connection") == b"close"
+    assert replies[2].header(b"transfer-encoding") is None
+
+
+@pytest_twisted.ensureDeferred
 async def test_headKeepsLengthSendsNoBody(stack: Stack) -> None:
     """HEAD gets the backend's Content-Length and no body; the next request works."""
 

@@ -205,13 +205,18 @@ async def test_absoluteFormNamingThisHostIsServed(stack: Stack) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_connectIs405WithAllow(stack: Stack) -> None:
-    """CONNECT gets 405 naming the allowed methods, and no tunnel."""
+    """
+    CONNECT gets 405 naming the allowed methods (its Allow header spelt as
+    every other header is), and no tunnel.
+    """
     backend, client = await _guarded(stack)
     _write(
         client,
         b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
     )
-    [reply] = parseReplies(await client.waitFor(hasReplies(1)))
+    received = await client.waitFor(hasReplies(1))
+    assert b"\r\nAllow: GET, HEAD, " in received
+    [reply] = parseReplies(received)
     assert reply.status == 405
     allow = reply.header(b"allow") or b""
     assert b"GET" in allow

@@ -44,11 +44,12 @@ def test_lengthChunkedAndExpect() -> None:
         (b"HTTP/1.1", b"", True),
         (b"HTTP/1.1", b"\r\nConnection: keep-alive, close", False),
         (b"HTTP/1.0", b"", False),
-        (b"HTTP/1.0", b"\r\nConnection: keep-alive", False),
+        (b"HTTP/1.0", b"\r\nConnection: Keep-Alive", True),
+        (b"HTTP/1.0", b"\r\nConnection: keep-alive, close", False),
     ],
 )
 def test_persistence(version: bytes, connection: bytes, keep: bool) -> None:
-    """HTTP/1.1 stays open unless told to close; HTTP/1.0 always closes."""
+    """HTTP/1.1 stays open unless told to close; HTTP/1.0 only if it asks."""
     head = parseRequestHead(b"GET / " + version + b"\r\nHost: h" + connection)
     assert head.keepAlive is keep
 
