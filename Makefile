@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml setup.cfg
 	$(PY) -m pip install -q --upgrade pip
 	# compat mode: twistd finds the plugin in twisted/plugins/ only this way
 	# with the flat layout.
-	$(PY) -m pip install -q --config-settings editable_mode=compat -e '.[test]'
+	$(QUIET_COMPAT) $(PY) -m pip install -q --config-settings editable_mode=compat -e '.[test]'
 	$(PY) -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
 	touch $(STAMP)
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,7 +52,6 @@ __all__ = [
     "LogRecord",
     "compileFormat",
     "escapeLogItem",
-    "openLogTarget",
 ]
 
 # How a response ended, as %{PROXY_END_REASON}e and the JSON end_reason say.
@@ -536,29 +534,3 @@ class BufferedLogWriter:
         """Flush, and write every later line through at once."""
         self._maxBytes = -1
         self.flush()
-
-
-def openLogTarget(
-    path: str | None,
-) -> tuple[Callable[[str], object], Callable[[], object]] | None:
-    """
-    Open an ``access_log`` destination; return its C{(write, flush)}, or C{None}.
-
-    ``"-"`` is standard output (the real one when twistd has redirected
-    C{sys.stdout} into its log), a path is opened for appending with a large
-    buffer, and C{None} means no access log.
-    """
-    if path is None:
-        return None
-    if path == "-":
-        from twisted.logger import LoggingFile
-
-        stream = sys.stdout
-        if isinstance(stream, LoggingFile) and sys.__stdout__ is not None:
-            stream = sys.__stdout__
-        return stream.write, stream.flush
-    # Open for the life of the process: the writer only ever flushes it.
-    target = open(  # noqa: SIM115
-        path, "a", buffering=1 << 16, encoding="utf-8", errors="backslashreplace"
-    )
-    return target.write, target.flush

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +14,6 @@ from twisted_proxy.accesslog import (
     LogRecord,
     compileFormat,
     escapeLogItem,
-    openLogTarget,
 )
 
 # 10/Oct/2000:13:55:36 -0700, Apache's documentation example.
@@ -394,34 +391,3 @@ def test_writerFailedWriteDropsChunk() -> None:
     with pytest.raises(OSError, match="disk full"):
         writer.flush()
     assert calls == ["x" * 20 + "\n", "y\n"]
-
-
-def test_openLogTargetNone() -> None:
-    """No access log: no target."""
-    assert openLogTarget(None) is None
-
-
-def test_openLogTargetStdout(capsys: pytest.CaptureFixture[str]) -> None:
-    """The target "-" writes to standard output."""
-    target = openLogTarget("-")
-    assert target is not None
-    write, flush = target
-    write("hello\n")
-    flush()
-    assert capsys.readouterr().out == "hello\n"
-    assert sys.stdout is not None
-
-
-def test_openLogTargetFile(tmp_path: Path) -> None:
-    """A path is appended to, and what is flushed is on disk."""
-    path = tmp_path / "access.log"
-    path.write_text("old\n")
-    target = openLogTarget(str(path))
-    assert target is not None
-    write, flush = target
-    writer = BufferedLogWriter(write, flush)
-    writer.log("new")
-    assert path.read_text() == "old\n"
-    writer.flush()
-    assert path.read_text() == "old\nnew\n"
-    write.__self__.close()  # type: ignore[attr-defined]

@@ -29,6 +29,17 @@ def test_fileReopenFollowsRename(tmp_path: Path) -> None:
     assert path.read_text() == "three\n"
 
 
+def test_fileIsAppendedTo(tmp_path: Path) -> None:
+    """A file is appended to, and what is flushed is on disk."""
+    path = tmp_path / "access.log"
+    path.write_text("old\n")
+    target = LogTarget(str(path))
+    target.write("new\n")
+    target.flush()
+    assert path.read_text() == "old\nnew\n"
+    target.close()
+
+
 def test_reopenFailureKeepsOldFile(tmp_path: Path, logged: list[LogEvent]) -> None:
     """A file that cannot be opened again keeps the old one, and says why."""
     folder = tmp_path / "logs"
