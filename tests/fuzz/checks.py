@@ -170,7 +170,17 @@ def checkRequestHead(data: bytes) -> RequestHead | None:
         )
     else:
         _require(head.length == NO_BODY, f"length {head.length} with no framing")
-    _require(not head.keepAlive or head.version == b"HTTP/1.1", "HTTP/1.0 kept alive")
+    tokens = {
+        token.strip(b" \t").lower()
+        for n, _, v in sent
+        if n.lower() == b"connection"
+        for token in v.split(b",")
+    }
+    if head.version == b"HTTP/1.0":
+        asked = b"keep-alive" in tokens and b"close" not in tokens
+        _require(head.keepAlive == asked, "HTTP/1.0 kept alive without asking")
+    else:
+        _require(head.keepAlive == (b"close" not in tokens), "HTTP/1.1 persistence")
     again = parseRequestHead(_serialise(head))
     _require(
         _fields(again) == _fields(head),
