@@ -32,7 +32,7 @@ def test_timesOfAnAnsweredExchange() -> None:
     trace.responded(201)
     clock.advance(1.0)
     with capturedLogs() as events:
-        trace.ended("answered", "http://10.0.0.1:80", None, None, 7, 90)
+        trace.ended("answered", "http://127.0.0.1:8001", None, None, 7, 90)
     [event] = events
     assert event["log_level"] == LogLevel.debug
     assert (
@@ -43,7 +43,7 @@ def test_timesOfAnAnsweredExchange() -> None:
         event["status"],
     ) == (0.25, 0.5, 1.875, 60.25, 201)
     assert formatEvent(event) == (
-        "route */: GET /x -> http://10.0.0.1:80: 201; reused connection"
+        "route */: GET /x -> http://127.0.0.1:8001: 201; reused connection"
         " (request 3 on it, 60.250s old); connect 0.250s, first byte 0.500s,"
         " total 1.875s; 7 body bytes in, 90 bytes out"
     )
