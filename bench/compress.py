@@ -51,8 +51,8 @@ from bench._procs import (
 )
 from bench.picks import noGC, pinnedTo
 from bench.tls import ToolError, ensureTool
-from twisted_proxy.compress import GZIP_WBITS, MEM_LEVEL, GzipStream
 from twisted_proxy.config.model import ProxySettings
+from twisted_proxy.core.compress import GZIP_WBITS, MEM_LEVEL, GzipStream
 
 MIB = 1 << 20
 CORPUS_SEED = 7

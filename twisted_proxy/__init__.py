@@ -8,10 +8,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from twisted_proxy.http_proxy import ProxyContext, ReverseProxyResource
-from twisted_proxy.http_server import HTTPProxyFactory
+from twisted_proxy.frontends.http1 import HTTPProxyFactory
+from twisted_proxy.frontends.httprelay import ProxyContext, ReverseProxyResource
+from twisted_proxy.frontends.request import StreamingRequest
 from twisted_proxy.service import ProxyService
-from twisted_proxy.site import StreamingRequest
 
 __all__ = [
     "HTTPProxyFactory",

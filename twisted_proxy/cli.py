@@ -14,11 +14,11 @@ import argparse
 import sys
 from typing import TextIO
 
-from . import __version__
-from .config import Config, ConfigError, Route, load
-from .preflight import startupProblems
-from .routing import RouteTable
-from .tap import LOG_LEVELS, loadForStart
+from twisted_proxy import __version__
+from twisted_proxy.config import Config, ConfigError, Route, load
+from twisted_proxy.core.routing import RouteTable
+from twisted_proxy.preflight import startupProblems
+from twisted_proxy.tap import LOG_LEVELS, loadForStart
 
 __all__ = ["main"]
 

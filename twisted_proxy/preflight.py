@@ -19,8 +19,8 @@ from typing import Any
 from twisted.internet.endpoints import UNIXServerEndpoint, serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 
-from twisted_proxy.accesslog import compileFormat
 from twisted_proxy.config.model import Config
+from twisted_proxy.core.logformat import compileFormat
 
 __all__ = [
     "NO_LISTENER",
@@ -157,13 +157,13 @@ def startupProblems(config: Config, requireListeners: bool = True) -> Problems:
 
 def _tlsProblems(config: Config, problems: Problems) -> None:
     """Listeners' certificates and keys, backends' CA files, unchecked backends."""
-    from twisted_proxy.tls import ServerTLS, TLSFilesError, inspectFiles
-    from twisted_proxy.upstream.tls import (
+    from twisted_proxy.tls.backend import (
         BackendCAError,
         BackendTLS,
         tlsBackends,
         unverifiedWarnings,
     )
+    from twisted_proxy.tls.server import ServerTLS, TLSFilesError, inspectFiles
 
     for listener in config.listen:
         if listener.tls is None:

@@ -25,18 +25,18 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
+from twisted_proxy.accesslog.logger import AccessLogger
+from twisted_proxy.accesslog.target import LogTarget
 from twisted_proxy.balancer import BalancerService
 from twisted_proxy.config.model import Config, Listener
-from twisted_proxy.h2_server import NegotiatingFactory
-from twisted_proxy.http_proxy import ProxyContext
-from twisted_proxy.http_server import HTTPProxyFactory
-from twisted_proxy.logtarget import LogTarget
+from twisted_proxy.frontends.http1 import HTTPProxyFactory
+from twisted_proxy.frontends.http2 import NegotiatingFactory
+from twisted_proxy.frontends.httprelay import ProxyContext
+from twisted_proxy.frontends.redirect import RedirectResource
+from twisted_proxy.frontends.router import RouterResource
 from twisted_proxy.preflight import accessLogProblem, parseEndpoint
-from twisted_proxy.redirect import RedirectResource
-from twisted_proxy.requestlog import AccessLogger
-from twisted_proxy.router import RouterResource
-from twisted_proxy.tls import ServerTLS, inspectFiles
-from twisted_proxy.tls_sniff import TLSSniffingFactory
+from twisted_proxy.tls.server import ServerTLS, inspectFiles
+from twisted_proxy.tls.sniff import TLSSniffingFactory
 
 # The access log reaches its file at least this often.
 _LOG_FLUSH_INTERVAL = 1.0
@@ -62,7 +62,7 @@ class ProxyService(MultiService):
     C{access_log = "-"} goes to the Twisted log instead.
 
     :raise StartupError: for an endpoint string that cannot be parsed.
-    :raise twisted_proxy.tls.TLSFilesError: for certificate files that
+    :raise twisted_proxy.tls.server.TLSFilesError: for certificate files that
         cannot be used.
     """
 

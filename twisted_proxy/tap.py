@@ -76,7 +76,7 @@ def makeService(options: Options) -> IService:
     """Build the proxy service from the configuration file named in C{options}."""
     from twisted_proxy.service import ProxyService, StartupError
     from twisted_proxy.signals import OperatorSignals
-    from twisted_proxy.tls import TLSFilesError
+    from twisted_proxy.tls.server import TLSFilesError
 
     twistd: Any = getattr(options, "parent", None) or {}
     path = options["config"]

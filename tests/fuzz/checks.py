@@ -17,7 +17,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from twisted_proxy.config import Config, ConfigError, loadString
-from twisted_proxy.http11 import (
+from twisted_proxy.core.http11 import (
     CHUNKED,
     NO_BODY,
     ChunkedDecoder,
@@ -25,7 +25,7 @@ from twisted_proxy.http11 import (
     RequestHead,
     parseRequestHead,
 )
-from twisted_proxy.upstream.parser import Headers, ResponseParseError, ResponseParser
+from twisted_proxy.core.response import Headers, ResponseParseError, ResponseParser
 
 _TCHAR = frozenset(
     b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"

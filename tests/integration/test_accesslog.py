@@ -18,7 +18,7 @@ from tests.integration.support import (
     parseReplies,
     request,
 )
-from twisted_proxy.requestlog import AccessLogger
+from twisted_proxy.accesslog.logger import AccessLogger
 
 CONFIG = """
 [proxy]

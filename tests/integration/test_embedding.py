@@ -24,9 +24,9 @@ from tests.integration.support import (
     request,
 )
 from twisted_proxy.config import loadString
-from twisted_proxy.http_proxy import ReverseProxyResource
+from twisted_proxy.frontends.httprelay import ReverseProxyResource
+from twisted_proxy.frontends.request import StreamingRequest
 from twisted_proxy.service import ProxyService
-from twisted_proxy.site import StreamingRequest
 
 
 @pytest_twisted.async_yield_fixture

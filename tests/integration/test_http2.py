@@ -44,7 +44,7 @@ from tests.integration.support import (
     theReactor,
 )
 from tests.tlsfiles import TestCA
-from twisted_proxy.h2_server import STREAM_BUFFER, H2ProxyConnection
+from twisted_proxy.frontends.http2 import STREAM_BUFFER, H2ProxyConnection
 
 LISTENER = """
 [[listen]]

@@ -82,6 +82,12 @@ async def test_wheelInstallsPluginWithoutShadowingTwisted(tmp_path: Path) -> Non
     [wheel] = (tmp_path / "dist").glob("twisted_proxy-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "twisted_proxy/py.typed" in names
+    # Every package of the tree is shipped (pyproject.toml lists them).
+    packages = {
+        str(init.parent.relative_to(source))
+        for init in (source / "twisted_proxy").rglob("__init__.py")
+    }
+    assert {p for p in packages if f"{p}/__init__.py" not in names} == set()
     assert "twisted/plugins/twisted_proxy_plugin.py" in names
     assert not any(name.endswith("dropin.cache") for name in names)
     site = tmp_path / "site"

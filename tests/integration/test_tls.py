@@ -18,7 +18,7 @@ from twisted.internet import threads
 
 from tests.integration.support import RecordingBackend, Stack, curl
 from tests.tlsfiles import Issued, TestCA
-from twisted_proxy.tls import TLSFilesError
+from twisted_proxy.tls.server import TLSFilesError
 
 ONE_TLS_LISTENER = """
     [proxy]

@@ -25,8 +25,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.integration.support import Stack, deferLater
 from tests.integration.wspeers import AsyncioThread, WSBackend
+from twisted_proxy.frontends.websocket import _Leg
 from twisted_proxy.service import ProxyService
-from twisted_proxy.websocket import _Leg
 
 MiB = 1024 * 1024
 

@@ -1,4 +1,4 @@
-"""Tests for L{twisted_proxy.accesslog}: formats, escaping and buffered writing."""
+"""Tests for L{twisted_proxy.core.logformat}: formats, escaping and buffered writing."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from twisted_proxy.accesslog import (
+from twisted_proxy.core.logformat import (
     BufferedLogWriter,
     LogRecord,
     compileFormat,

@@ -1,4 +1,4 @@
-"""Tests for L{twisted_proxy.acl.AccessList}."""
+"""Tests for L{twisted_proxy.core.acl.AccessList}."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from ipaddress import ip_network
 
 import pytest
 
-from twisted_proxy.acl import AccessList
 from twisted_proxy.config.model import Network
+from twisted_proxy.core.acl import AccessList
 
 
 def nets(*cidrs: str) -> list[Network]:

@@ -32,7 +32,11 @@ from bench.tls import (
 )
 from bench.wrk import WrkError
 from twisted_proxy.config import loadString
-from twisted_proxy.tls import INTERMEDIATE_CIPHERS, INTERMEDIATE_GROUPS, inspectFiles
+from twisted_proxy.tls.server import (
+    INTERMEDIATE_CIPHERS,
+    INTERMEDIATE_GROUPS,
+    inspectFiles,
+)
 
 AB_TLS = """\
 This is ApacheBench, Version 2.3 <$Revision$>

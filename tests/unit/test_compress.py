@@ -7,7 +7,7 @@ import zlib
 
 import pytest
 
-from twisted_proxy.compress import (
+from twisted_proxy.core.compress import (
     GzipStream,
     Headers,
     acceptsGzip,

@@ -25,9 +25,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[import-not-found,no-redef,unused-ignore]
 
-from twisted_proxy.accesslog import NAMED_FORMATS, compileFormat
 from twisted_proxy.config import Config, ConfigError, loadString
 from twisted_proxy.config.loader import acceptedKeys
+from twisted_proxy.core.logformat import NAMED_FORMATS, compileFormat
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.rst"
 

@@ -20,8 +20,8 @@ from tests.fuzz.corpus import (
     TOKENS,
 )
 from tests.fuzz.strategies import fuzzedBytes, withCuts
-from twisted_proxy.http11 import HTTPError, parseRequestHead
-from twisted_proxy.upstream.parser import ResponseParseError, ResponseParser
+from twisted_proxy.core.http11 import HTTPError, parseRequestHead
+from twisted_proxy.core.response import ResponseParseError, ResponseParser
 
 # The bytes a field may not carry (RFC 9110 5.5): every control but HTAB.
 _CONTROLS = [c for c in range(0x20) if c != 0x09] + [0x7F]

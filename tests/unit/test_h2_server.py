@@ -38,17 +38,17 @@ from zope.interface.verify import verifyObject
 
 from tests.h2frames import takeGoAways
 from tests.tlsfiles import TestCA
+from twisted_proxy.accesslog.logger import AccessLogger
 from twisted_proxy.config.model import Listener, ListenerTLS, ProxySettings
-from twisted_proxy.h2_server import (
+from twisted_proxy.frontends.http1 import HTTPProxyFactory, HTTPServerChannel
+from twisted_proxy.frontends.http2 import (
     STREAM_BUFFER,
     H2ProxyConnection,
     H2Request,
     NegotiatingFactory,
     _Negotiating,
 )
-from twisted_proxy.http_server import HTTPProxyFactory, HTTPServerChannel
-from twisted_proxy.requestlog import AccessLogger
-from twisted_proxy.site import IStreamingResource
+from twisted_proxy.frontends.request import IStreamingResource
 
 # -- a resource, a client, and a connection between them ------------------------
 
@@ -748,7 +748,7 @@ def handshake(
     tmp_path: Path, offer: list[bytes]
 ) -> tuple[HTTPProxyFactory, Any, Client, Any, Clock]:
     """An h2-enabled TLS listener and a client offering C{offer}, in memory."""
-    from twisted_proxy.tls import ServerTLS
+    from twisted_proxy.tls.server import ServerTLS
 
     ca = TestCA(tmp_path)
     leaf = ca.issue("localhost")

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_proxy.headers}: hop-by-hop removal, X-Forwarded-*, Via,
+Tests for L{twisted_proxy.core.headers}: hop-by-hop removal, X-Forwarded-*, Via,
 Server, Host and header directives, with plain values.
 """
 
@@ -13,7 +13,7 @@ import pytest
 
 from twisted_proxy import __version__
 from twisted_proxy.config.model import HeaderDirectives, ProxySettings, Route
-from twisted_proxy.headers import (
+from twisted_proxy.core.headers import (
     HOP_BY_HOP,
     ClientInfo,
     RequestHeaderRewriter,

@@ -35,7 +35,7 @@ from twisted_proxy.balancer.health import (
 )
 from twisted_proxy.balancer.state import DOWN, UNKNOWN, UP, MemberState
 from twisted_proxy.config.model import HealthCheck, HealthMethod, Member
-from twisted_proxy.upstream.tls import CertificateChainError
+from twisted_proxy.tls.backend import CertificateChainError
 
 OK = (True, "GET /health answered 200")
 BAD = (False, "GET /health answered 500")

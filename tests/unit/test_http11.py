@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from twisted_proxy.http11 import (
+from twisted_proxy.core.http11 import (
     CHUNKED,
     NO_BODY,
     ChunkedDecoder,

@@ -12,8 +12,12 @@ from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
 from twisted_proxy.config.model import ProxySettings
-from twisted_proxy.http_server import HTTPProxyFactory, HTTPServerChannel, ProxyRequest
-from twisted_proxy.site import IStreamingResource
+from twisted_proxy.frontends.http1 import (
+    HTTPProxyFactory,
+    HTTPServerChannel,
+    ProxyRequest,
+)
+from twisted_proxy.frontends.request import IStreamingResource
 
 
 @implementer(IStreamingResource)

@@ -6,9 +6,9 @@ from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from twisted_proxy.config import loadString
-from twisted_proxy.http_proxy import ProxyContext, ReverseProxyResource
-from twisted_proxy.router import RouterResource
-from twisted_proxy.site import IStreamingResource
+from twisted_proxy.frontends.httprelay import ProxyContext, ReverseProxyResource
+from twisted_proxy.frontends.request import IStreamingResource
+from twisted_proxy.frontends.router import RouterResource
 
 
 def test_resourcesStream() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from twisted.logger import LogEvent, globalLogPublisher
 
-from twisted_proxy.logtarget import LogTarget
+from twisted_proxy.accesslog.target import LogTarget
 
 
 def test_fileReopenFollowsRename(tmp_path: Path) -> None:

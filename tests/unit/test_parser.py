@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from twisted_proxy.upstream.parser import Headers, ResponseParseError, ResponseParser
+from twisted_proxy.core.response import Headers, ResponseParseError, ResponseParser
 
 
 class Recorder:

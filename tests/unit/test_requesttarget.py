@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from twisted_proxy.requesttarget import (
+from twisted_proxy.core.requesttarget import (
     TargetError,
     isValidHost,
     normalizeTarget,

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_proxy.reverse}: ProxyPassReverse and its cookie forms,
+Tests for L{twisted_proxy.core.reverse}: ProxyPassReverse and its cookie forms,
 with plain values.
 """
 
@@ -9,7 +9,7 @@ import pytest
 
 from twisted_proxy.config import parseTarget
 from twisted_proxy.config.model import Balancer, Member, Route, Target
-from twisted_proxy.reverse import ReverseRewriter, ReverseTable, routePrefixes
+from twisted_proxy.core.reverse import ReverseRewriter, ReverseTable, routePrefixes
 
 FRONT = b"api.example.test"
 

@@ -1,12 +1,12 @@
-"""Tests for L{twisted_proxy.routing}: route matching and upstream targets."""
+"""Tests for L{twisted_proxy.core.routing}: route matching and upstream targets."""
 
 from __future__ import annotations
 
 import pytest
 
 from twisted_proxy.config.model import Route
-from twisted_proxy.requesttarget import normalizeTarget
-from twisted_proxy.routing import RouteTable, normalizeHost, upstreamTarget
+from twisted_proxy.core.requesttarget import normalizeTarget
+from twisted_proxy.core.routing import RouteTable, normalizeHost, upstreamTarget
 
 
 def table(*routes: Route) -> RouteTable:

@@ -26,7 +26,7 @@ from twisted_proxy.config.model import (
     ProxySettings,
     SNICertificate,
 )
-from twisted_proxy.tls import (
+from twisted_proxy.tls.server import (
     FileProblem,
     ServerTLS,
     TLSFilesError,
@@ -67,7 +67,7 @@ def handshake(
     if ciphers is not None:
         context.set_cipher_list(ciphers)
     if groups is not None:
-        from twisted_proxy._openssl_internals import setGroups
+        from twisted_proxy.tls._openssl import setGroups
 
         setGroups(context, groups)
     if clientCertificate is not None:
@@ -218,17 +218,17 @@ def test_noGroupsBindingFallsBackToDefaultsWithOneWarning(
     ca: TestCA, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without the binding's groups call a listener still serves, warning once."""
-    from twisted_proxy import _openssl_internals
+    from twisted_proxy.tls import _openssl
 
     events: list[dict[str, object]] = []
     globalLogPublisher.addObserver(events.append)  # type: ignore[arg-type]
     try:
         with monkeypatch.context() as patched:
-            patched.setattr(_openssl_internals, "_warned", False)
+            patched.setattr(_openssl, "_warned", False)
             patched.setattr(
-                _openssl_internals,
+                _openssl,
                 "_lib",
-                _BindingWithoutGroups(_openssl_internals._lib),  # type: ignore[attr-defined]
+                _BindingWithoutGroups(_openssl._lib),  # type: ignore[attr-defined]
             )
             server = ServerTLS(withSNI(ca, listenerTLS(ca), "api.example.test"))
             assert server.reload() is True

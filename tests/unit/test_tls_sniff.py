@@ -25,17 +25,17 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from tests.tlsfiles import TestCA
+from twisted_proxy.accesslog.logger import AccessLogger
 from twisted_proxy.config.model import (
     HeaderDirectives,
     Listener,
     ListenerTLS,
     ProxySettings,
 )
-from twisted_proxy.http_server import HTTPProxyFactory
-from twisted_proxy.requestlog import AccessLogger
-from twisted_proxy.site import IStreamingResource
-from twisted_proxy.tls import ServerTLS
-from twisted_proxy.tls_sniff import (
+from twisted_proxy.frontends.http1 import HTTPProxyFactory
+from twisted_proxy.frontends.request import IStreamingResource
+from twisted_proxy.tls.server import ServerTLS
+from twisted_proxy.tls.sniff import (
     PLAIN_HTTP_BODY,
     TLSSniffingFactory,
     TLSSniffingProtocol,

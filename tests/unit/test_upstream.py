@@ -12,6 +12,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_proxy.core.response import Headers
 from twisted_proxy.upstream.connection import (
     FAIL_PROTOCOL,
     FAIL_RESET,
@@ -20,7 +21,6 @@ from twisted_proxy.upstream.connection import (
     UpstreamConnection,
     UpstreamPool,
 )
-from twisted_proxy.upstream.parser import Headers
 
 ADDRESS = Address("http", "127.0.0.1", 9000)
 

@@ -36,13 +36,8 @@ from tests.tlsfiles import Issued, ServingTLS, TestCA
 from tests.unit.test_upstream import FakeEndpoint, Sink
 from twisted_proxy.config import parseTarget
 from twisted_proxy.config.model import Balancer, Member, ProxySettings, Route
-from twisted_proxy.http_proxy import ProxyContext, ReverseProxyResource
-from twisted_proxy.upstream.connection import (
-    Address,
-    UpstreamConnection,
-    UpstreamPool,
-)
-from twisted_proxy.upstream.tls import (
+from twisted_proxy.frontends.httprelay import ProxyContext, ReverseProxyResource
+from twisted_proxy.tls.backend import (
     BackendCAError,
     BackendTLS,
     BackendTLSError,
@@ -52,6 +47,11 @@ from twisted_proxy.upstream.tls import (
     failureReason,
     tlsBackends,
     unverifiedWarnings,
+)
+from twisted_proxy.upstream.connection import (
+    Address,
+    UpstreamConnection,
+    UpstreamPool,
 )
 
 codes = SSL.X509VerificationCodes

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from twisted_proxy.websocket_rules import (
+from twisted_proxy.core.wsrules import (
     backendHandshake,
     closeForPeer,
     handshakeProblem,

@@ -71,8 +71,8 @@ from zope.interface import implementer
 
 from twisted_proxy.balancer.state import DOWN, UNKNOWN, UP, MemberState
 from twisted_proxy.config.model import HealthCheck
-from twisted_proxy.headers import formatHostPort
-from twisted_proxy.upstream.tls import (
+from twisted_proxy.core.headers import formatHostPort
+from twisted_proxy.tls.backend import (
     BackendTLS,
     CertificateChainError,
     TLSPolicy,

@@ -7,7 +7,7 @@ gzip and follows redirects): one request at a time per connection,
 a response parsed by L{ResponseParser} and handed to a sink as it arrives, the
 connection itself offered as the push producer that a slow client pauses.
 An https backend's connection is handed out only once its TLS handshake is
-done (see L{twisted_proxy.upstream.tls}), so a refused certificate is a
+done (see L{twisted_proxy.tls.backend}), so a refused certificate is a
 failure to connect, never a request lost on the way.
 """
 
@@ -41,8 +41,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_proxy._twisted_internals import pendingWriteBytes, sendNow
-from twisted_proxy.upstream.parser import Headers, ResponseParseError, ResponseParser
-from twisted_proxy.upstream.tls import (
+from twisted_proxy.core.response import Headers, ResponseParseError, ResponseParser
+from twisted_proxy.tls.backend import (
     BackendTLS,
     BackendTLSError,
     HandshakeTimeoutError,

@@ -40,7 +40,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from twisted_proxy.config.model import Balancer, Route
-from twisted_proxy.routing import normalizeHost
+from twisted_proxy.core.routing import normalizeHost
 
 __all__ = ["ReverseRewriter", "ReverseTable", "routePrefixes"]
 

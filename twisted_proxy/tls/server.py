@@ -32,13 +32,13 @@ from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from twisted_proxy._openssl_internals import setGroups
 from twisted_proxy.config.model import (
     HeaderDirectives,
     Listener,
     ListenerTLS,
     ProxySettings,
 )
+from twisted_proxy.tls._openssl import setGroups
 
 # Mozilla's "intermediate" configuration (version 5.7): the TLS 1.2 suites.
 # TLS 1.3 suites are OpenSSL's defaults, which are the profile's.

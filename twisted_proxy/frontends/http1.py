@@ -5,7 +5,7 @@ A bare twisted.web C{Site} answering a fixed body cost 55.5 µs of CPU per
 request under wrk, against 27.6 µs for a plain protocol in front of the whole
 upstream leg (measured on the benchmark's machine): twisted.web's
 C{HTTPChannel} and C{Request} cost more than the proxying. This server reads
-a request head in one piece (L{twisted_proxy.http11}), streams the body to the
+a request head in one piece (L{twisted_proxy.core.http11}), streams the body to the
 resource as it arrives, and writes the response head and body in one system
 call. Its requests offer the part of twisted.web's C{IRequest} that the
 proxy's resources use, so the same L{ReverseProxyResource} serves here and
@@ -41,10 +41,9 @@ from twisted_proxy._twisted_internals import (
     replaceProtocol,
     sendNow,
 )
-from twisted_proxy.accesslog import END_SEND_TIMEOUT, END_SHUTDOWN_GRACE
 from twisted_proxy.config.model import Listener, ProxySettings
-from twisted_proxy.headers import ResponseHeaderRewriter
-from twisted_proxy.http11 import (
+from twisted_proxy.core.headers import ResponseHeaderRewriter
+from twisted_proxy.core.http11 import (
     CHUNKED,
     NO_BODY,
     ChunkedDecoder,
@@ -53,14 +52,15 @@ from twisted_proxy.http11 import (
     checkHeadStart,
     parseRequestHead,
 )
-from twisted_proxy.site import (
+from twisted_proxy.core.logformat import END_SEND_TIMEOUT, END_SHUTDOWN_GRACE
+from twisted_proxy.frontends.request import (
     IAccessLog,
     ProxiedRequest,
     errorHeaders,
     reasonPhrase,
     refusal,
 )
-from twisted_proxy.tls import clientSubject, listenerSettings
+from twisted_proxy.tls.server import clientSubject, listenerSettings
 
 # Channel states.
 _HEAD = 0  # reading a request head
@@ -780,7 +780,7 @@ class HTTPProxyFactory(ServerFactory):
             n.lower() for n in (settings.server_name, "localhost", *hostNames)
         )
         # Open connections: HTTPServerChannels, and the HTTP/2 connections of
-        # twisted_proxy.h2_server (which drain themselves).
+        # twisted_proxy.frontends.http2 (which drain themselves).
         self.channels: set[Any] = set()
         self._drained: Deferred[None] | None = None
 

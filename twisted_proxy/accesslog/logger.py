@@ -8,13 +8,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from twisted_proxy.accesslog import (
+from twisted_proxy.core.logformat import (
     END_COMPLETE,
     BufferedLogWriter,
     LogRecord,
     compileFormat,
 )
-from twisted_proxy.site import ProxiedRequest
+from twisted_proxy.frontends.request import ProxiedRequest
 
 
 class AccessLogger:

@@ -5,7 +5,7 @@ twisted.web reads a whole request body before C{render()} runs. A proxied
 request starts its upstream exchange as soon as its head is in and feeds the
 body on as it arrives, so memory stays flat whatever the body's size.
 L{ProxiedRequest} holds what both kinds of proxied request do: the proxy's own
-front end (L{twisted_proxy.http_server}) and L{StreamingRequest}, the request
+front end (L{twisted_proxy.frontends.http1}) and L{StreamingRequest}, the request
 factory that makes an ordinary twisted.web C{Site} stream to a mounted
 L{ReverseProxyResource}.
 L{refusal} is what the head alone rules out (CONNECT, a forward-proxy request,
@@ -30,13 +30,13 @@ from twisted.web.http import RESPONSES, HTTPChannel, datetimeToString
 from zope.interface import Attribute, Interface
 
 from twisted_proxy._twisted_internals import pendingRequestLine, pendingWriteBytes
-from twisted_proxy.accesslog import (
+from twisted_proxy.core.headers import ResponseHeaderRewriter
+from twisted_proxy.core.logformat import (
     END_CLIENT_CLOSED,
     END_PROXY_ERROR,
     END_UPLOAD_REFUSED,
 )
-from twisted_proxy.headers import ResponseHeaderRewriter
-from twisted_proxy.requesttarget import (
+from twisted_proxy.core.requesttarget import (
     RequestTarget,
     TargetError,
     isValidHost,

@@ -34,8 +34,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_proxy._twisted_internals import replaceProtocol
-from twisted_proxy.http_server import HTTPProxyFactory
-from twisted_proxy.site import errorHeaders, reasonPhrase
+from twisted_proxy.frontends.http1 import HTTPProxyFactory
+from twisted_proxy.frontends.request import errorHeaders, reasonPhrase
 
 FirstBytes = Literal["tls", "http", "need more", "other"]
 

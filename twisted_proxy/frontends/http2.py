@@ -53,9 +53,9 @@ from twisted.web._http2 import H2Connection
 from zope.interface import implementer
 
 from twisted_proxy._twisted_internals import pendingWriteBytes
-from twisted_proxy.accesslog import END_PROXY_ERROR, END_SEND_TIMEOUT
-from twisted_proxy.http_server import HTTPProxyFactory, HTTPServerChannel
-from twisted_proxy.site import StreamingRequest, refusal
+from twisted_proxy.core.logformat import END_PROXY_ERROR, END_SEND_TIMEOUT
+from twisted_proxy.frontends.http1 import HTTPProxyFactory, HTTPServerChannel
+from twisted_proxy.frontends.request import StreamingRequest, refusal
 
 STREAM_BUFFER = 65536
 """Response bytes queued on one stream before its backend is paused."""

@@ -42,24 +42,24 @@ from zope.interface import implementer
 
 from twisted_proxy.balancer.state import MemberState
 from twisted_proxy.config.model import WebSocketSettings
-from twisted_proxy.headers import ClientInfo, formatHostPort
-from twisted_proxy.routing import upstreamTarget
-from twisted_proxy.site import targetOf
-from twisted_proxy.upstream.connection import (
-    FAIL_CONNECT,
-    FAIL_PROTOCOL,
-    FAIL_RESET,
-    FAIL_TIMEOUT,
-    Address,
-)
-from twisted_proxy.upstream.tls import TLSPolicy, failureReason
-from twisted_proxy.websocket_rules import (
+from twisted_proxy.core.headers import ClientInfo, formatHostPort
+from twisted_proxy.core.routing import upstreamTarget
+from twisted_proxy.core.wsrules import (
     CLOSE_GOING_AWAY,
     CLOSE_TOO_BIG,
     backendHandshake,
     closeForPeer,
     handshakeProblem,
     offeredProtocols,
+)
+from twisted_proxy.frontends.request import targetOf
+from twisted_proxy.tls.backend import TLSPolicy, failureReason
+from twisted_proxy.upstream.connection import (
+    FAIL_CONNECT,
+    FAIL_PROTOCOL,
+    FAIL_RESET,
+    FAIL_TIMEOUT,
+    Address,
 )
 
 _log = Logger()
@@ -296,7 +296,7 @@ class WebSocketBridge:
         balancer = self._context.balancer
         name = plan.target.host
         if self._facts is None:
-            from twisted_proxy.http_proxy import _facts
+            from twisted_proxy.frontends.httprelay import _facts
 
             self._facts = _facts(self._request, list(self._pairs))
         member = (
@@ -355,7 +355,11 @@ class WebSocketBridge:
         scheme, host, port, _ = self._address
         upstreamHost = formatHostPort(host, port, scheme)
         hosts = request.requestHeaders.getRawHeaders(b"host")
-        from twisted_proxy.http_proxy import _clientAddress, _listenerPort, _scheme
+        from twisted_proxy.frontends.httprelay import (
+            _clientAddress,
+            _listenerPort,
+            _scheme,
+        )
 
         client = ClientInfo(
             address=_clientAddress(request),
@@ -640,7 +644,7 @@ def _isTLSFailure(reason: Failure) -> bool:
     from OpenSSL import SSL
     from service_identity import CertificateError, VerificationError
 
-    from twisted_proxy.upstream.tls import CertificateChainError
+    from twisted_proxy.tls.backend import CertificateChainError
 
     return bool(
         reason.check(

@@ -22,35 +22,45 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from twisted_proxy.accesslog import (
+from twisted_proxy.balancer import IBalancer, MemberState
+from twisted_proxy.balancer.keys import RequestFacts, headerLookup
+from twisted_proxy.config import parseTarget
+from twisted_proxy.config.model import Balancer, ProxySettings, Route
+from twisted_proxy.core.acl import AccessList
+from twisted_proxy.core.compress import (
+    GzipStream,
+    compressedHeaders,
+    shouldCompress,
+    varyHeaders,
+)
+from twisted_proxy.core.headers import ClientInfo, RequestHeaderRewriter, formatHostPort
+from twisted_proxy.core.logformat import (
     END_BACKEND_CLOSED,
     END_BACKEND_ERROR,
     END_BACKEND_TIMEOUT,
     END_SEND_TIMEOUT,
     END_SHUTDOWN_GRACE,
 )
-from twisted_proxy.acl import AccessList
-from twisted_proxy.balancer import IBalancer, MemberState
-from twisted_proxy.balancer.keys import RequestFacts, headerLookup
-from twisted_proxy.compress import (
-    GzipStream,
-    compressedHeaders,
-    shouldCompress,
-    varyHeaders,
-)
-from twisted_proxy.config import parseTarget
-from twisted_proxy.config.model import Balancer, ProxySettings, Route
-from twisted_proxy.headers import ClientInfo, RequestHeaderRewriter, formatHostPort
-from twisted_proxy.requesttarget import TargetError
-from twisted_proxy.reverse import ReverseRewriter, ReverseTable, routePrefixes
-from twisted_proxy.routing import upstreamTarget
-from twisted_proxy.site import (
+from twisted_proxy.core.requesttarget import TargetError
+from twisted_proxy.core.response import Headers
+from twisted_proxy.core.reverse import ReverseRewriter, ReverseTable, routePrefixes
+from twisted_proxy.core.routing import upstreamTarget
+from twisted_proxy.core.wsrules import isUpgrade
+from twisted_proxy.frontends.request import (
     ALLOWED_METHODS,
     IStreamingResource,
     ProxiedRequest,
     abandon,
     errorHeaders,
     targetOf,
+)
+from twisted_proxy.tls.backend import (
+    BackendCAError,
+    BackendTLSError,
+    HandshakeTimeoutError,
+    TLSPolicy,
+    tlsBackends,
+    unverifiedWarnings,
 )
 from twisted_proxy.upstream.connection import (
     FAIL_CONNECT,
@@ -61,17 +71,7 @@ from twisted_proxy.upstream.connection import (
     UpstreamConnection,
     UpstreamPool,
 )
-from twisted_proxy.upstream.parser import Headers
-from twisted_proxy.upstream.tls import (
-    BackendCAError,
-    BackendTLSError,
-    HandshakeTimeoutError,
-    TLSPolicy,
-    tlsBackends,
-    unverifiedWarnings,
-)
 from twisted_proxy.upstream.trace import UpstreamTrace
-from twisted_proxy.websocket_rules import isUpgrade
 
 _log = Logger()
 
@@ -130,7 +130,7 @@ class ProxyContext:
     def websocketFactories(self) -> Any:
         """The Autobahn factories (client leg, backend leg) of every bridge."""
         if self._websocketFactories is None:
-            from twisted_proxy.websocket import legFactories
+            from twisted_proxy.frontends.websocket import legFactories
 
             settings = self.settings
             server = None if settings.server_tokens == "none" else "twisted-proxy"
@@ -353,7 +353,7 @@ class ReverseProxyResource(Resource):
         if plan.websocket and buffered is None and hasattr(request.channel, "detach"):
             pairs = _headerPairs(request)
             if isUpgrade(request.method, pairs):
-                from twisted_proxy.websocket import WebSocketBridge
+                from twisted_proxy.frontends.websocket import WebSocketBridge
 
                 WebSocketBridge(request, plan, self.context, pairs).start()
                 return None

@@ -2,7 +2,7 @@
 Route matching: which ``[[route]]`` answers a request, and what the upstream sees.
 
 Pure and per request: the table is sorted once, and matching compares the
-request's normalised path (L{twisted_proxy.requesttarget}) with the routes'
+request's normalised path (L{twisted_proxy.core.requesttarget}) with the routes'
 prefixes, byte for byte: ``%2F`` in a path is never mistaken for a ``/``.
 """
 
@@ -13,7 +13,7 @@ from functools import lru_cache
 from urllib.parse import quote
 
 from twisted_proxy.config.model import Route
-from twisted_proxy.requesttarget import RequestTarget
+from twisted_proxy.core.requesttarget import RequestTarget
 
 __all__ = ["RouteTable", "normalizeHost", "upstreamTarget"]
 

@@ -12,7 +12,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from twisted_proxy.site import IBodyConsumer, IStreamingResource, errorHeaders
+from twisted_proxy.frontends.request import (
+    IBodyConsumer,
+    IStreamingResource,
+    errorHeaders,
+)
 
 
 def redirectLocation(base: str, target: bytes) -> bytes:

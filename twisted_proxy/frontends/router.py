@@ -11,10 +11,14 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from twisted_proxy.config.model import Config
-from twisted_proxy.http_proxy import ProxyContext, ProxyExchange, ReverseProxyResource
-from twisted_proxy.reverse import ReverseTable
-from twisted_proxy.routing import RouteTable
-from twisted_proxy.site import IStreamingResource, ProxiedRequest
+from twisted_proxy.core.reverse import ReverseTable
+from twisted_proxy.core.routing import RouteTable
+from twisted_proxy.frontends.httprelay import (
+    ProxyContext,
+    ProxyExchange,
+    ReverseProxyResource,
+)
+from twisted_proxy.frontends.request import IStreamingResource, ProxiedRequest
 
 
 @implementer(IStreamingResource)
