@@ -27,10 +27,11 @@ from twisted.python.failure import Failure
 
 from twisted_proxy.accesslog.logger import AccessLogger
 from twisted_proxy.accesslog.target import LogTarget
+from twisted_proxy.admin import AdminContext
 from twisted_proxy.balancer import BalancerService
 from twisted_proxy.config.model import Config, Listener
 from twisted_proxy.frontends.http1 import HTTPProxyFactory
-from twisted_proxy.frontends.http2 import NegotiatingFactory
+from twisted_proxy.frontends.http2 import H2ProxyConnection, NegotiatingFactory
 from twisted_proxy.frontends.httprelay import ProxyContext
 from twisted_proxy.frontends.redirect import RedirectResource
 from twisted_proxy.frontends.router import RouterResource
@@ -110,6 +111,7 @@ class ProxyService(MultiService):
             ServerTLS(listener.tls) if listener.tls is not None else None
             for listener in config.listen
         ]
+        self.admin = AdminContext(self.balancer, _ServiceView(self))
         self.ports: list[IListeningPort] = []
         self._listening = False
         self._accessTarget: LogTarget | None = None
@@ -288,6 +290,27 @@ class ProxyService(MultiService):
     def port(self) -> int:
         """The TCP port of the first listener (handy with ``tcp:0``)."""
         return int(self.ports[0].getHost().port)  # type: ignore[attr-defined]
+
+
+class _ServiceView:
+    """The L{ProxyView} of a L{ProxyService}: what the admin pages may see."""
+
+    def __init__(self, service: ProxyService) -> None:
+        self._service = service
+
+    def effectiveConfig(self) -> Config:
+        return self._service.config
+
+    def openConnections(self) -> dict[str, int]:
+        counts = {"http/1.1": 0, "h2": 0}
+        for site in self._service.sites:
+            for channel in site.channels:
+                h2 = isinstance(channel, H2ProxyConnection)
+                counts["h2" if h2 else "http/1.1"] += 1
+        return counts
+
+    def reload(self) -> bool:
+        return self._service.reloadCertificates()
 
 
 def _why(failure: Failure) -> str:
