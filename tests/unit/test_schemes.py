@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from twisted_proxy.core.schemes import (
+from twisted_proxy.config.schemes import (
     BACKEND_SCHEMES,
     defaultPort,
     isTLS,
