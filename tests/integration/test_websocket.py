@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.integration.support import Stack, deferLater
 from tests.integration.wspeers import AsyncioThread, WSBackend
-from twisted_proxy.frontends.websocket import _Leg
+from twisted_proxy.frontends.wslegs import Leg as _Leg
 from twisted_proxy.service import ProxyService
 
 MiB = 1024 * 1024

@@ -1,0 +1,534 @@
+"""
+One request relayed to one backend: the head sent, the body streamed up
+(L{Upload}), the response streamed down with each side the producer the other
+pauses, and the backend reached through a L{Lease} (member choice, failover,
+release).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_proxy.balancer.lease import Lease, connectFailure
+from twisted_proxy.core.compress import (
+    GzipStream,
+    compressedHeaders,
+    shouldCompress,
+    varyHeaders,
+)
+from twisted_proxy.core.headers import formatHostPort
+from twisted_proxy.core.logformat import (
+    END_BACKEND_CLOSED,
+    END_BACKEND_ERROR,
+    END_BACKEND_TIMEOUT,
+    END_SEND_TIMEOUT,
+    END_SHUTDOWN_GRACE,
+)
+from twisted_proxy.core.response import Headers
+from twisted_proxy.frontends.clientinfo import (
+    clientInfo,
+    clientScheme,
+    headerPairs,
+    requestFacts,
+    respondError,
+)
+from twisted_proxy.frontends.context import ProxyContext, RoutePlan
+from twisted_proxy.frontends.request import ProxiedRequest, abandon
+from twisted_proxy.frontends.upload import Upload
+from twisted_proxy.upstream.connection import (
+    FAIL_CONNECT,
+    FAIL_PROTOCOL,
+    FAIL_RESET,
+    FAIL_TIMEOUT,
+    Address,
+    UpstreamConnection,
+)
+from twisted_proxy.upstream.trace import UpstreamTrace
+
+__all__ = ["IDEMPOTENT", "ProxyExchange"]
+
+_log = Logger()
+
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"TRACE", b"PUT"})
+"""Methods whose request may be sent again when a member dropped it unanswered
+(RFC 9110 9.2.2), and only when it has no body."""
+
+# A backend failing mid-response: what the client's access-log line says.
+_CUT_BY = {
+    FAIL_CONNECT: END_BACKEND_CLOSED,
+    FAIL_RESET: END_BACKEND_CLOSED,
+    FAIL_TIMEOUT: END_BACKEND_TIMEOUT,
+    FAIL_PROTOCOL: END_BACKEND_ERROR,
+}
+# The client's side ended by the proxy's doing, not the client's.
+_CLIENT_CUT = {
+    END_SHUTDOWN_GRACE: "shutdown grace period over: response cut short",
+    END_SEND_TIMEOUT: "client took none of the response for send_timeout: cut",
+}
+
+
+class ProxyExchange:
+    """One request relayed to one backend, with flow control both ways."""
+
+    def __init__(
+        self,
+        request: Any,
+        plan: RoutePlan,
+        context: ProxyContext,
+        buffered: bytes | None,
+        upstreamPath: bytes,
+    ) -> None:
+        self._request = request
+        self._plan = plan
+        self._upstreamPath = upstreamPath
+        self._context = context
+        self._address: Address = plan.address or Address("http", "", 0)
+        self._conn: UpstreamConnection | None = None
+        self._connecting: Deferred[UpstreamConnection] | None = None
+        self._responded = False
+        self._done = False
+        self._gzip: GzipStream | None = None
+        self._gzipPending = False
+        self._inBatch = False
+        self._corked: Any = None
+        self._buffered = buffered
+        self.bytesFromBackend = 0
+        self._trace = (
+            UpstreamTrace(context.reactor, plan.label, request.method, upstreamPath)
+            if context.debug
+            else None
+        )
+        self._chunked, self._bodyEnded = self._framing()
+        # Only a request the backend may run twice is ever sent twice: an
+        # idempotent one without a body (RFC 9110 9.2.2). Any other goes on a
+        # fresh connection or one that answered within safe_reuse seconds,
+        # and is never sent again once a byte of it reached a connection.
+        self._replayable = request.method in IDEMPOTENT and not self._hasBody
+        # Expect: 100-continue goes to the backend, and its 100 to the client.
+        self._expectContinue = bool(getattr(request, "expectContinue", False))
+        self._continueTimer: Any = None
+        self._continued = False
+        # A balancer route builds its head once the member (its Host) is known.
+        self._head = self._headFor(None) if plan.address is not None else b""
+        self._upload = Upload(request, buffered)
+        balancer = plan.address is None
+        self._lease = Lease(
+            self,
+            context.reactor,
+            plan.label,
+            address=plan.address,
+            balancer=context.balancer if balancer else None,
+            balancerName=plan.target.host,
+            facts=requestFacts(request, self._raw) if balancer else None,
+            memberAddress=context.memberAddress,
+        )
+
+    def _framing(self) -> tuple[bool, bool]:
+        """
+        Read the request's headers once: keep them for the head, and work out
+        how its body is framed. Returns (chunked, body already complete).
+        """
+        raw = self._raw = headerPairs(self._request)
+        chunked = False
+        length: int | None = None
+        for name, value in raw:
+            lower = name.lower()
+            if lower == b"content-length":
+                length = int(value)
+            elif lower == b"transfer-encoding":
+                chunked = True
+        self._length = length
+        buffered = self._buffered
+        self._hasBody = chunked or bool(length) or bool(buffered)
+        if buffered is not None:
+            # twisted.web read (and de-chunked) the body already.
+            return False, True
+        if chunked:
+            return True, False
+        return False, not length
+
+    def _headFor(self, upstreamHost: bytes | None) -> bytes:
+        """The request head as the backend (with that Host) is to get it."""
+        request = self._request
+        plan = self._plan
+        buffered = self._buffered
+        headers = plan.requestRewriter.rewrite(
+            self._raw,
+            clientInfo(request),
+            upstreamHost,
+            clientVersion=request.clientproto,
+        )
+        out = []
+        for name, value in headers:
+            lower = name.lower()
+            if lower == b"expect" or (
+                lower == b"content-length" and buffered is not None
+            ):
+                continue
+            out.append(b"%s: %s\r\n" % (name, value))
+        if self._expectContinue:
+            out.append(b"Expect: 100-continue\r\n")
+        if buffered is not None:
+            if buffered or self._length is not None:
+                out.append(b"Content-Length: %d\r\n" % len(buffered))
+        elif self._chunked:
+            out.append(b"Transfer-Encoding: chunked\r\n")
+        return b"%s %s HTTP/1.1\r\n%s\r\n" % (
+            request.method,
+            self._upstreamPath,
+            b"".join(out),
+        )
+
+    def start(self) -> None:
+        """Get a backend connection and send the request."""
+        if isinstance(self._request, ProxiedRequest):
+            self._request.whenClientGone(self.clientGone)
+        else:
+            self._request.notifyFinish().addErrback(lambda _: self.clientGone())
+        self._lease.start()
+
+    # -- the lease's holder --
+
+    def attempt(self, address: Address) -> None:
+        """Send the request to C{address} (a balancer member's, once picked)."""
+        member = self._lease.member
+        if member is not None:
+            m = member.member
+            self._address = address
+            self._head = self._headFor(formatHostPort(m.host, m.port, m.scheme))
+            if hasattr(self._request, "logEnv"):
+                self._request.logEnv = self._lease.environment()
+        self._connect(fresh=False)
+
+    def unavailable(self) -> None:
+        """No balancer member can take the request: 503."""
+        self._done = True
+        if isinstance(self._request, ProxiedRequest):
+            self._request.whenClientGone(None)
+        respondError(self._request, 503, "no backend available")
+
+    def _connect(self, fresh: bool) -> None:
+        if self._trace is not None:
+            self._trace.asking()
+        maxAge = None if self._replayable else self._context.settings.safe_reuse
+        attempt = self._context.pool.acquire(
+            self._address, self._connected, self._connectFailed, fresh, maxAge
+        )
+        if attempt is not None:
+            self._connecting = attempt
+
+    def _connected(self, conn: UpstreamConnection, reused: bool) -> None:
+        self._connecting = None
+        if self._done:
+            conn.abort()
+            return
+        self._conn = conn
+        pending = self._upload.take()
+        conn.sendRequest(
+            self._head,
+            self._request.method,
+            self,
+            self._plan.timeout,
+            self._chunked,
+            self._bodyEnded,
+            pending,
+        )
+        if self._trace is not None:
+            self._trace.connected(conn, reused)
+        if self._expectContinue and self._continueTimer is None:
+            # The backend may answer 100 (relayed), or refuse the upload with
+            # a final status before the client sends it; if it says nothing
+            # for continue_timeout, the client is asked for the body anyway.
+            self._continueTimer = self._context.reactor.callLater(
+                self._context.settings.continue_timeout, self._sendContinue
+            )
+        if self._bodyEnded:
+            if self._chunked:
+                conn.finishBody()
+            self._upload.stop()
+        else:
+            self._upload.flowTo(conn)
+
+    def _connectFailed(self, failure: Failure) -> None:
+        self._connecting = None
+        failed = connectFailure(failure)
+        if self._done or failed is None:
+            return
+        kind, detail = failed
+        if self._failover(kind, detail):
+            return
+        self._fail(kind, detail)
+
+    def _failover(self, kind: str, detail: str) -> bool:
+        """
+        A balancer member could not be reached, so nothing was sent: put it in
+        error and try another member, as Apache does (maxattempts), while one
+        is left and the body so far can be replayed.
+        """
+        upload = self._upload
+        if not self._lease.canFailOver(upload.replayable):
+            return False
+        self._logFailure(detail)
+        upload.rewind()
+        self._lease.failOver(kind)
+        return True
+
+    # -- the request body, as the client sends it --
+
+    def bodyData(self, data: bytes) -> None:
+        """Relay a piece of the request body."""
+        if self._done:
+            return
+        self._upload.data(data, self._conn)
+
+    def bodyEnd(self) -> None:
+        """The request body is complete."""
+        if self._bodyEnded:
+            return
+        self._bodyEnded = True
+        conn = self._conn
+        if conn is not None and not self._done:
+            conn.finishBody()
+        self._upload.stop()
+
+    def abort(self) -> None:
+        """Drop the exchange (the request was refused mid-body)."""
+        self._drop()
+
+    def _drop(self) -> bool:
+        """End the exchange and cut its backend request; False if already over."""
+        if self._done:
+            return False
+        conn = self._conn
+        if self._trace is not None and conn is not None:
+            reason = getattr(self._request, "endReason", None) or "client-closed"
+            self._traceEnd(self._trace, f"abandoned: {reason}")
+        self._finishWith(ok=True)
+        if conn is not None:
+            conn.abort()
+        return True
+
+    # -- the response, as the backend sends it (IResponseSink) --
+
+    def batchStarted(self) -> None:
+        self._inBatch = True
+        channel = self._request.channel
+        if hasattr(channel, "cork"):
+            channel.cork()
+            self._corked = channel
+
+    def batchEnded(self) -> None:
+        self._inBatch = False
+        if self._gzipPending:
+            # One flush per backend read, not per chunk of a chunked body.
+            self._gzipPending = False
+            if self._gzip is not None and not self._done:
+                self._request.write(self._gzip.flush())
+        channel, self._corked = self._corked, None
+        if channel is not None:
+            channel.uncork()
+
+    def responseStarted(self, status: int, reason: bytes, headers: Headers) -> None:
+        request = self._request
+        if self._done:
+            return
+        if self._trace is not None:
+            self._trace.responded(status)
+        self._responded = True
+        if self._expectContinue:
+            self._cancelContinue()
+            if not self._continued and not request.bodyComplete:
+                # A final answer before the body was asked for: the client
+                # will not send it, so nothing more on its connection can be
+                # told apart from it. Closed after this response.
+                abandon(request.channel)
+        plan = self._plan
+        lease = self._lease
+        if lease.member is not None:
+            lease.answered(status)
+            cookie = lease.stickyCookie()
+            if cookie is not None:
+                headers = [*headers, (b"Set-Cookie", cookie)]
+        if plan.reverseRewriter.active:
+            hosts = request.requestHeaders.getRawHeaders(b"host")
+            frontHost = (
+                hosts[0] if hosts else self._context.settings.server_name.encode()
+            )
+            headers = plan.reverseRewriter.rewriteResponseHeaders(
+                headers, clientScheme(request), frontHost
+            )
+        rewriter = getattr(request.channel.site, "responseRewriter", None)
+        if rewriter is not None:
+            headers = rewriter.rewrite(headers, clientVersion=request.clientproto)
+        types = self._context.compressTypes
+        if types:
+            headers = varyHeaders(types, status, headers)
+            accept = request.requestHeaders.getRawHeaders(b"accept-encoding")
+            if shouldCompress(
+                types, request.method, status, accept[0] if accept else None, headers
+            ):
+                headers = compressedHeaders(headers)
+                if request.method != b"HEAD":
+                    self._gzip = GzipStream(self._context.settings.compress_level)
+        request.setResponseCode(status, reason or None)
+        responseHeaders = request.responseHeaders
+        for name, value in headers:
+            responseHeaders.addRawHeader(name, value)
+        if self._conn is not None:
+            request.registerProducer(self._conn, True)
+        # Send the head now: a stream (SSE) may not have a body byte for a while.
+        request.write(b"")
+
+    def responseData(self, data: bytes) -> None:
+        if self._done:
+            return
+        self.bytesFromBackend += len(data)
+        if self._gzip is not None:
+            data = self._gzip.compress(data, flush=not self._inBatch)
+            self._gzipPending = self._inBatch
+        self._request.write(data)
+
+    def responseFinished(self) -> None:
+        if self._done:
+            return
+        request = self._request
+        if self._gzip is not None:
+            request.write(self._gzip.finish())
+        if self._trace is not None:
+            self._traceEnd(self._trace, "answered")
+        self._finishWith(ok=True)
+        if isinstance(request, ProxiedRequest):
+            request.finishResponse()
+        else:
+            request.finish()
+
+    def responseFailed(self, kind: str, detail: str, retryable: bool) -> None:
+        if self._done:
+            return
+        if self._trace is not None:
+            self._traceEnd(self._trace, f"failed: {detail}")
+        self._conn = None
+        if retryable and self._replayable and self._lease.retryFresh():
+            # It failed on a reused connection before any of an answer (the
+            # backend had closed it while idle, or left bytes on it): one
+            # more try, fresh, on the same member, outside max_attempts.
+            self._unregisterResponseProducer()
+            self._upload.stop()
+            self._upload.take()
+            self._connect(fresh=True)
+            return
+        if kind == FAIL_RESET and not self._responded and self._replayable:
+            # The member dropped a request that may run twice before
+            # answering: another member may answer it instead.
+            self._unregisterResponseProducer()
+            if self._failover(kind, detail):
+                return
+        if retryable:
+            method = self._request.method.decode("latin-1")
+            detail += f"; not sent again ({method}{' with a body' * self._hasBody})"
+        self._fail(kind, detail)
+
+    # -- Expect: 100-continue --
+
+    def interimResponse(self, status: int) -> None:
+        """The backend answered 100 Continue: the client may send its body."""
+        if self._trace is not None:
+            self._trace.responded(status)
+        if status == 100:
+            self._sendContinue()
+
+    def _sendContinue(self) -> None:
+        timer, self._continueTimer = self._continueTimer, True
+        if timer is True:
+            return
+        if timer is not None and timer.active():
+            timer.cancel()
+        request = self._request
+        if not self._done and not self._responded and not request.bodyComplete:
+            self._continued = True
+            request.sendContinue()
+
+    def _cancelContinue(self) -> None:
+        timer, self._continueTimer = self._continueTimer, True
+        if timer is not None and timer is not True and timer.active():
+            timer.cancel()
+
+    # -- endings --
+
+    def clientGone(self) -> None:
+        """
+        The client's side ended (the client left, or the proxy cut it): drop
+        the backend request, never reuse its connection.
+        """
+        if not self._drop():
+            return
+        why = _CLIENT_CUT.get(
+            getattr(self._request, "endReason", None) or "",
+            "client went away before the response ended",
+        )
+        _log.info("{label}: {why}", label=self._plan.label, why=why)
+
+    def _traceEnd(self, trace: UpstreamTrace, outcome: str) -> None:
+        """Log this attempt at debug level (log_level = "debug")."""
+        member = self._lease.member
+        trace.ended(
+            outcome,
+            backend=member.name if member else "{}://{}:{}".format(*self._address),
+            balancer=f"balancer://{self._plan.target.host}" if member else None,
+            route=member.member.route if member else None,
+            bytesIn=self.bytesFromBackend,
+            bytesOut=len(self._head) + getattr(self._request, "bytesIn", 0),
+        )
+
+    def _logFailure(self, detail: str) -> None:
+        member = self._lease.member
+        memberName = member.name if member is not None else None
+        _log.error(
+            "{label} member {member}: {detail}",
+            label=self._plan.label,
+            member=memberName or "{}://{}:{}".format(*self._address),
+            detail=detail,
+        )
+
+    def _fail(self, kind: str, detail: str) -> None:
+        request = self._request
+        self._logFailure(detail)
+        self._finishWith(ok=False, failure=kind)
+        if self._responded:
+            # Part of the response is out: the client must see it cut short.
+            if isinstance(request, ProxiedRequest):
+                request.abortConnection(_CUT_BY.get(kind, END_BACKEND_ERROR))
+            else:
+                request.channel.transport.abortConnection()
+            return
+        if kind == FAIL_TIMEOUT:
+            respondError(request, 504, "backend did not answer in time")
+        else:
+            respondError(request, 502, "backend unavailable")
+
+    def _finishWith(self, ok: bool, failure: str | None = None) -> None:
+        self._done = True
+        self._cancelContinue()
+        self._unregisterResponseProducer()
+        self._upload.stop()
+        if self._connecting is not None:
+            connecting, self._connecting = self._connecting, None
+            connecting.cancel()
+        if isinstance(self._request, ProxiedRequest):
+            self._request.whenClientGone(None)
+        self._lease.release(
+            ok,
+            failure,
+            bytesIn=self.bytesFromBackend,
+            bytesOut=getattr(self._request, "bytesIn", 0),
+            timed=True,
+        )
+
+    def _unregisterResponseProducer(self) -> None:
+        request = self._request
+        if request.producer is not None and request.channel is not None:
+            request.unregisterProducer()

@@ -1,0 +1,132 @@
+"""
+A request body on its way to the backend: held while the connection is being
+made, kept for a replay on another member while it is small, and read from
+the client only as fast as the backend takes it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+from twisted_proxy.upstream.connection import UpstreamConnection
+
+__all__ = ["PENDING_LIMIT", "REPLAY_LIMIT", "ClientReader", "Upload"]
+
+REPLAY_LIMIT = 65536
+"""A request body is kept for a retry on a fresh connection while it is small."""
+PENDING_LIMIT = 262144
+"""Body bytes held while the backend connection is being made, before the
+client is paused."""
+
+
+@implementer(IPushProducer)
+class ClientReader:
+    """
+    Pauses reading from the client while the backend cannot take more body,
+    and tells the backend connection (C{watcher}) so, which times the backend
+    only while it holds the upload up.
+    """
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self.paused = False
+        self.watcher: UpstreamConnection | None = None
+
+    def pauseProducing(self) -> None:
+        if not self.paused:
+            self.paused = True
+            self._transport.pauseProducing()
+        if self.watcher is not None:
+            self.watcher.uploadBlocked()
+
+    def resumeProducing(self) -> None:
+        if self.paused:
+            self.paused = False
+            self._transport.resumeProducing()
+        if self.watcher is not None:
+            self.watcher.uploadFlowing()
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class Upload:
+    """
+    One request's body: what is pending for the connection being made, what
+    may be replayed, and the client's reading paired with the backend's
+    writing once a connection takes it.
+    """
+
+    def __init__(self, request: Any, buffered: bytes | None) -> None:
+        self._request = request
+        self.pending: list[bytes] = []
+        self._pendingBytes = 0
+        self._replay: list[bytes] | None = []
+        self._replayBytes = 0
+        self._reader: ClientReader | None = None
+        self._readerOn: Any = None
+        if buffered:
+            self.pending.append(buffered)
+            self._replay = [buffered] if len(buffered) <= REPLAY_LIMIT else None
+
+    @property
+    def replayable(self) -> bool:
+        """Whether the body so far is kept, so it can go to another member."""
+        return self._replay is not None
+
+    def take(self) -> list[bytes]:
+        """The pieces held for the connection being made, handed over."""
+        pending = self.pending
+        self.pending = []
+        self._pendingBytes = 0
+        return pending
+
+    def rewind(self) -> None:
+        """Hold the body so far again, for the next member (L{replayable})."""
+        assert self._replay is not None
+        self.pending = list(self._replay)
+        self._pendingBytes = sum(map(len, self.pending))
+
+    def data(self, data: bytes, conn: UpstreamConnection | None) -> None:
+        """A piece of the body: to C{conn}, or held until a connection takes it."""
+        replay = self._replay
+        if replay is not None:
+            self._replayBytes += len(data)
+            if self._replayBytes > REPLAY_LIMIT:
+                self._replay = None
+            else:
+                replay.append(data)
+        if conn is not None:
+            conn.writeBody(data)
+            return
+        self.pending.append(data)
+        self._pendingBytes += len(data)
+        if self._pendingBytes > PENDING_LIMIT:
+            self._clientReader().pauseProducing()
+
+    def _clientReader(self) -> ClientReader:
+        if self._reader is None:
+            self._reader = ClientReader(self._request.channel.transport)
+        return self._reader
+
+    def flowTo(self, conn: UpstreamConnection) -> None:
+        """Read from the client as fast as C{conn} takes the body."""
+        reader = self._clientReader()
+        reader.watcher = conn
+        conn.transport.registerProducer(reader, True)
+        self._readerOn = conn.transport
+        reader.resumeProducing()
+
+    def stop(self) -> None:
+        """No connection takes the body any more: the client reads freely."""
+        if self._readerOn is not None:
+            transport, self._readerOn = self._readerOn, None
+            if getattr(transport, "producer", None) is self._reader:
+                transport.unregisterProducer()
+        if self._reader is not None:
+            self._reader.watcher = None
+            if not self._request.clientGone:
+                self._reader.resumeProducing()
