@@ -6,12 +6,13 @@ The public surface: the services and resources a Twisted program embeds.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from twisted_proxy.core.version import VERSION
 from twisted_proxy.frontends.http1 import HTTPProxyFactory
 from twisted_proxy.frontends.httprelay import ProxyContext, ReverseProxyResource
 from twisted_proxy.frontends.request import StreamingRequest
 from twisted_proxy.service import ProxyService
+
+__version__ = VERSION
 
 __all__ = [
     "HTTPProxyFactory",

@@ -17,13 +17,14 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from twisted_proxy import __version__
 from twisted_proxy.config.model import (
     HeaderDirectives,
     Network,
     ProxySettings,
     Route,
 )
+from twisted_proxy.core.schemes import BACKEND_SCHEMES
+from twisted_proxy.core.version import VERSION
 
 __all__ = [
     "HOP_BY_HOP",
@@ -76,8 +77,6 @@ _VIA_VERSIONS: dict[bytes, bytes] = {
     b"HTTP/2.0": b"2",
 }
 
-_SCHEME_BYTES: dict[str, bytes] = {"http": b"http", "https": b"https"}
-_DEFAULT_PORTS: dict[str, int] = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 
 # Bound on the per-rewriter cache of "is this client address a trusted proxy".
 _TRUST_CACHE_SIZE = 4096
@@ -170,7 +169,8 @@ def formatHostPort(host: str, port: int, scheme: str) -> bytes:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     hostBytes = host.encode("ascii") if host.isascii() else host.encode("idna")
-    if _DEFAULT_PORTS.get(scheme) == port:
+    known = BACKEND_SCHEMES.get(scheme)
+    if known is not None and known.port == port:
         return hostBytes
     return b"%s:%d" % (hostBytes, port)
 
@@ -214,7 +214,7 @@ def _viaValues(mode: str, serverName: bytes) -> dict[bytes, bytes] | None:
     if mode == "on":
         suffix = b" " + serverName
     elif mode == "full":
-        suffix = b" %s (twisted-proxy/%s)" % (serverName, __version__.encode("ascii"))
+        suffix = b" %s (twisted-proxy/%s)" % (serverName, VERSION.encode("ascii"))
     else:
         return None
     return {version: short + suffix for version, short in _VIA_VERSIONS.items()}
@@ -421,10 +421,7 @@ class RequestHeaderRewriter:
         if emit[b"x-forwarded-server"] and b"x-forwarded-server" not in present:
             out.append((b"X-Forwarded-Server", self._serverName))
         if emit[b"x-forwarded-proto"] and b"x-forwarded-proto" not in present:
-            scheme = _SCHEME_BYTES.get(client.scheme)
-            if scheme is None:
-                scheme = client.scheme.encode("ascii")
-            out.append((b"X-Forwarded-Proto", scheme))
+            out.append((b"X-Forwarded-Proto", client.scheme.encode("ascii")))
         if emit[b"x-forwarded-port"] and b"x-forwarded-port" not in present:
             out.append((b"X-Forwarded-Port", b"%d" % (client.port,)))
 
@@ -467,7 +464,7 @@ class ResponseHeaderRewriter:
             if settings.server_tokens == "prod":
                 self._server = b"twisted-proxy"
             elif settings.server_tokens == "full":
-                full = f"twisted-proxy/{__version__}"
+                full = f"twisted-proxy/{VERSION}"
                 if twistedVersion is not None:
                     full += f" Twisted/{twistedVersion}"
                 self._server = _checkValue("server_tokens", full.encode("ascii"))
