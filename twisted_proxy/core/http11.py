@@ -1,6 +1,7 @@
 """
-HTTP/1.1 request framing with no I/O: a request head parsed from bytes, and a
-chunked-body decoder. Errors carry the status a server answers them with.
+HTTP/1.1 request framing with no I/O: a request head parsed from bytes, and
+the chunked-body decoder (L{twisted_proxy.core.chunked}'s) that answers 400.
+Errors carry the status a server answers them with.
 
 The rules are RFC 9112's, strict where leniency lets a request be read two
 ways (request smuggling): Content-Length beside Transfer-Encoding, differing
@@ -12,8 +13,9 @@ characters in the target, in values, in chunk lines and trailers.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
+
+from twisted_proxy.core import chunked
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -21,7 +23,6 @@ Headers = list[tuple[bytes, bytes]]
 _TCHAR = frozenset(
     b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 )
-_HEX = frozenset(b"0123456789abcdefABCDEF")
 # Control bytes a head may not carry anywhere (HTAB is whitespace; CR and LF
 # are allowed only as CRLF, which is checked by counting).
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -201,95 +202,15 @@ def _checkTransferEncoding(value: bytes) -> None:
     raise HTTPError(400, "unsupported Transfer-Encoding")
 
 
-# ChunkedDecoder states.
-_SIZE = 0
-_DATA = 1
-_DATA_END = 2
-_TRAILER = 3
-_DONE = 4
-_MAX_LINE = 4096
-# Trailer lines are read and dropped, up to this much in all.
-_MAX_TRAILERS = 65536
-
-
-class ChunkedDecoder:
+class ChunkedDecoder(chunked.ChunkedDecoder):
     """
-    Decode a chunked body piece by piece: C{onData} for each piece of
-    content, C{onEnd} once; L{feed} returns bytes past the end of the body.
+    L{twisted_proxy.core.chunked.ChunkedDecoder} for a request body: what is
+    not chunked coding is an L{HTTPError} (400).
     """
-
-    def __init__(
-        self, onData: Callable[[bytes], object], onEnd: Callable[[], object]
-    ) -> None:
-        self._onData = onData
-        self._onEnd = onEnd
-        self._state = _SIZE
-        self._remaining = 0
-        self._buffer = b""
-        self._trailerBytes = 0
-
-    @property
-    def done(self) -> bool:
-        """Whether the last chunk and the trailers have been read."""
-        return self._state == _DONE
 
     def feed(self, data: bytes) -> bytes:
         """Consume C{data}; raise L{HTTPError} (400) if it is not chunked coding."""
-        if self._buffer:
-            data = self._buffer + data
-            self._buffer = b""
-        while data:
-            state = self._state
-            if state == _DATA:
-                remaining = self._remaining
-                if len(data) <= remaining:
-                    self._remaining = remaining - len(data)
-                    if not self._remaining:
-                        self._state = _DATA_END
-                    self._onData(data)
-                    return b""
-                piece, data = data[:remaining], data[remaining:]
-                self._remaining = 0
-                self._state = _DATA_END
-                self._onData(piece)
-                continue
-            if state == _DONE:
-                return data
-            if state == _DATA_END and data[:2] != b"\r\n"[: len(data)]:
-                # Chunk data longer than its size: refused at once.
-                raise HTTPError(400, "malformed chunked body")
-            end = data.find(b"\n")
-            if end < 0:
-                if len(data) > _MAX_LINE:
-                    raise HTTPError(400, "chunk line too long")
-                self._buffer = data
-                return b""
-            if end > _MAX_LINE:
-                # However the line arrived: the same limit as while it waits.
-                raise HTTPError(400, "chunk line too long")
-            if not end or data[end - 1] != 13:  # 13: CR
-                raise HTTPError(400, "bare LF in a chunked body")
-            line, data = data[: end - 1], data[end + 1 :]
-            if _CONTROL.search(line) is not None or b"\r" in line:
-                raise HTTPError(400, "a control character in a chunked body")
-            if state == _DATA_END:
-                if line:
-                    raise HTTPError(400, "malformed chunked body")
-                self._state = _SIZE
-            elif state == _SIZE:
-                size = line.split(b";", 1)[0].strip(b" \t")
-                if not size or len(size) > 16 or not _HEX.issuperset(size):
-                    raise HTTPError(400, "malformed chunk size")
-                self._remaining = int(size, 16)
-                self._state = _DATA if self._remaining else _TRAILER
-            elif not line:
-                self._state = _DONE
-                self._onEnd()
-            else:
-                name, sep, _ = line.partition(b":")
-                if not sep or not name or not _TCHAR.issuperset(name):
-                    raise HTTPError(400, "malformed trailer line")
-                self._trailerBytes += len(line)
-                if self._trailerBytes > _MAX_TRAILERS:
-                    raise HTTPError(400, "trailers too large")
-        return b""
+        try:
+            return super().feed(data)
+        except chunked.ChunkedError as e:
+            raise HTTPError(400, str(e)) from None

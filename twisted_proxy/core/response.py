@@ -9,9 +9,10 @@ request method so that HEAD, 1xx, 204 and 304 responses end at their headers.
 A backend is held to the grammar a client is: a status line of exactly
 C{HTTP/1.x SP 3DIGIT [SP reason]}, header names that are tokens, no control
 byte but HTAB in a reason or a value (so no CR or LF outside a CRLF), a head
-of at most 64 KiB with its interim responses, and no 101 unless one was asked
-for. What breaks it is a L{ResponseParseError} whose text names the fault,
-quoting at most a few dozen of the backend's bytes.
+of at most 64 KiB with its interim responses, no 101 unless one was asked
+for, and a chunked body decoded by the very decoder a client's request body
+is (L{twisted_proxy.core.chunked}). What breaks it is a L{ResponseParseError}
+whose text names the fault, quoting at most a few dozen of the backend's bytes.
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from twisted_proxy.core.chunked import ChunkedDecoder, ChunkedError
+
 Headers = list[tuple[bytes, bytes]]
 
 _MAX_HEAD = 65536
 """Bytes of response head (interim heads included), blank line included."""
 _MAX_INTERIM = 16
-_MAX_CHUNK_LINE = 4096
 _SHOWN = 40
 """How many of the backend's bytes a fault quotes."""
-_HEX = frozenset(b"0123456789abcdefABCDEF")
 _VERSION = re.compile(rb"HTTP/1\.[0-9]")
 # RFC 9110 5.6.2: token = 1*tchar.
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
@@ -48,11 +49,8 @@ _CLOSE = 3
 # Parser states.
 _HEAD = 0
 _BODY = 1
-_CHUNK_SIZE = 2
-_CHUNK_DATA = 3
-_CHUNK_CRLF = 4
-_TRAILERS = 5
-_DONE = 6
+_CHUNKS = 2
+_DONE = 3
 
 
 def _shown(data: bytes) -> str:
@@ -146,6 +144,7 @@ class ResponseParser:
         self._headBytes = 0
         self._interim = 0
         self._scanned = 0
+        self._chunks: ChunkedDecoder | None = None
 
     def expect(self, method: bytes, allowUpgrade: bool = False) -> None:
         """
@@ -193,12 +192,10 @@ class ResponseParser:
                 data = self._feedHead(data)
             elif state == _BODY:
                 data = self._feedBody(data)
-            elif state == _CHUNK_DATA:
-                data = self._feedChunkData(data)
-            elif state == _DONE:
-                return data
+            elif state == _CHUNKS:
+                data = self._feedChunks(data)
             else:
-                data = self._feedChunkLine(data)
+                return data
         return b""
 
     def noMoreData(self) -> bool:
@@ -288,7 +285,9 @@ class ResponseParser:
             self._state = _DONE
         elif chunked:
             self.framing = _CHUNKED
-            self._state = _CHUNK_SIZE
+            self._state = _CHUNKS
+            # Its end is told by done, after the bytes past it are known.
+            self._chunks = ChunkedDecoder(self._onData, lambda: None)
         elif length is not None:
             self.framing = _LENGTH
             self._remaining = length
@@ -318,46 +317,15 @@ class ResponseParser:
         self._ended(rest)
         return rest
 
-    def _feedChunkData(self, data: bytes) -> bytes:
-        remaining = self._remaining
-        if len(data) < remaining:
-            self._remaining = remaining - len(data)
-            self._onData(data)
-            return b""
-        piece, rest = data[:remaining], data[remaining:]
-        self._remaining = 0
-        self._state = _CHUNK_CRLF
-        self._onData(piece)
-        return rest
-
-    def _feedChunkLine(self, data: bytes) -> bytes:
-        # Like the head, a line is held to its limit however it arrives.
-        end = data.find(b"\r\n", 0, _MAX_CHUNK_LINE + 2)
-        if end < 0:
-            if len(data) >= _MAX_CHUNK_LINE + 2:
-                raise ResponseParseError(
-                    f"chunk line longer than {_MAX_CHUNK_LINE} bytes"
-                )
-            self._buffer = data
-            return b""
-        line, rest = data[:end], data[end + 2 :]
-        state = self._state
-        if state == _CHUNK_CRLF:
-            if line:
-                raise ResponseParseError("missing CRLF after chunk data")
-            self._state = _CHUNK_SIZE
-        elif state == _CHUNK_SIZE:
-            size = line.split(b";", 1)[0].strip(b" \t")
-            if not size or not _HEX.issuperset(size) or len(size) > 16:
-                raise ResponseParseError(f"bad chunk size {line[:40]!r}")
-            n = int(size, 16)
-            if n:
-                self._remaining = n
-                self._state = _CHUNK_DATA
-            else:
-                self._state = _TRAILERS
-        elif not line:
-            # The empty line that ends the trailers (which are dropped).
+    def _feedChunks(self, data: bytes) -> bytes:
+        chunks = self._chunks
+        assert chunks is not None
+        try:
+            rest = chunks.feed(data)
+        except ChunkedError as e:
+            raise ResponseParseError(str(e)) from None
+        if chunks.done:
+            self._chunks = None
             self._state = _DONE
             self._ended(rest)
         return rest
