@@ -41,18 +41,21 @@ from urllib.parse import urlsplit
 
 from twisted_proxy.config.model import Balancer, Route
 from twisted_proxy.core.routing import normalizeHost
+from twisted_proxy.core.schemes import BACKEND_SCHEMES
 
 __all__ = ["ReverseRewriter", "ReverseTable", "routePrefixes"]
 
 Headers = list[tuple[bytes, bytes]]
 
-# ws/wss backends are also reached over http/https for the same resources.
-_SCHEMES: dict[bytes, tuple[bytes, int]] = {
-    b"http": (b"http", 80),
-    b"https": (b"https", 443),
-    b"ws": (b"http", 80),
-    b"wss": (b"https", 443),
-}
+
+def _scheme(name: bytes) -> tuple[bytes, int] | None:
+    """
+    What a backend URL of scheme C{name} speaks and its default port: ws/wss
+    backends are also reached over http/https for the same resources.
+    """
+    known = BACKEND_SCHEMES.get(name.lower().decode("latin-1"))
+    return None if known is None else (known.wireBytes, known.port)
+
 
 _LOCATION_HEADERS: frozenset[bytes] = frozenset(
     {b"location", b"content-location", b"uri"}
@@ -139,7 +142,7 @@ def _addMapping(bases: _Bases, internal: bytes, public: bytes) -> None:
 def _parsePrefix(prefix: str) -> tuple[_Origin, bytes] | None:
     """A backend URL prefix as its origin and path, or None if not http(s)/ws(s)."""
     parts = urlsplit(prefix)
-    scheme = _SCHEMES.get(parts.scheme.lower().encode("ascii"))
+    scheme = _scheme(parts.scheme.encode("ascii"))
     if scheme is None or not parts.hostname:
         return None
     port = parts.port if parts.port is not None else scheme[1]
@@ -448,7 +451,7 @@ class ReverseRewriter:
         sep = value.find(b"://")
         if sep <= 0:
             return value
-        scheme = _SCHEMES.get(value[:sep].lower())
+        scheme = _scheme(value[:sep])
         if scheme is None:
             return value
         start = sep + 3

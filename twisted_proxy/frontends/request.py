@@ -8,10 +8,11 @@ L{ProxiedRequest} holds what both kinds of proxied request do: the proxy's own
 front end (L{twisted_proxy.frontends.http1}) and L{StreamingRequest}, the request
 factory that makes an ordinary twisted.web C{Site} stream to a mounted
 L{ReverseProxyResource}.
-L{refusal} is what the head alone rules out (CONNECT, a forward-proxy request,
-an ambiguous or malformed Host, a target that cannot be normalised, a body
-over the limit); it also puts the request's target in normal form, once,
-before anything routes, checks or logs it.
+L{refusal} applies what the head alone rules out (the pure
+L{twisted_proxy.core.refusal.judgeHead}: CONNECT, a forward-proxy request, an
+ambiguous or malformed Host, a target that cannot be normalised, a body over
+the limit); it also puts the request's target in normal form, once, before
+anything routes, checks or logs it.
 """
 
 from __future__ import annotations
@@ -36,13 +37,11 @@ from twisted_proxy.core.logformat import (
     END_PROXY_ERROR,
     END_UPLOAD_REFUSED,
 )
-from twisted_proxy.core.requesttarget import (
-    RequestTarget,
-    TargetError,
-    isValidHost,
-    normalizeTarget,
-    splitAbsoluteForm,
+from twisted_proxy.core.refusal import (
+    ALLOWED_METHODS as ALLOWED_METHODS,  # re-exported: for the 405s front ends send
 )
+from twisted_proxy.core.refusal import judgeHead, namesThisProxy
+from twisted_proxy.core.requesttarget import RequestTarget, normalizeTarget
 
 _REASONS = {
     400: b"Bad Request",
@@ -59,8 +58,6 @@ _REASONS = {
     504: b"Gateway Timeout",
     505: b"HTTP Version Not Supported",
 }
-
-ALLOWED_METHODS = b"GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
 
 
 def reasonPhrase(status: int) -> bytes:
@@ -426,54 +423,37 @@ def refusal(
     request: ProxiedRequest, length: int | None, mergeSlashes: bool = True
 ) -> tuple[int, str] | None:
     """
-    What the head alone rules out, before any backend is involved; None if
-    nothing. A request that passes has its target normalised: C{uri},
-    C{path}, C{target} and C{matchPath} are set from it (an absolute-form
-    target naming this proxy becomes origin-form, its authority the Host).
-    C{OPTIONS *} passes with C{uri} C{b"*"} and no C{target}: the front end
-    answers it (L{ProxiedRequest.respondOptions}).
+    What the head alone rules out (L{judgeHead}), before any backend is
+    involved; None if nothing. A request that passes has its target
+    normalised: C{uri}, C{path}, C{target} and C{matchPath} are set from it
+    (an absolute-form target naming this proxy becomes origin-form, its
+    authority the Host). C{OPTIONS *} passes with C{uri} C{b"*"} and no
+    C{target}: the front end answers it (L{ProxiedRequest.respondOptions}).
     """
-    if request.method == b"CONNECT":
-        request.responseHeaders.setRawHeaders(b"Allow", [ALLOWED_METHODS])
-        return 405, "CONNECT is not enabled on this listener"
-    headers = request.requestHeaders
-    hosts = headers.getRawHeaders(b"host")
-    if hosts is not None and len(hosts) > 1:
-        return 400, "more than one Host header"
-    if request.clientproto == b"HTTP/1.1" and not hosts:
-        return 400, "missing Host header"
-    uri = request.uri
-    if uri[:1] != b"/":
-        if uri == b"*":
-            if request.method != b"OPTIONS":
-                return 400, "the target * is only for OPTIONS"
-        else:
-            parts = splitAbsoluteForm(uri)
-            if parts is None:
-                return 400, "malformed request target"
-            authority, uri = parts
-            if not isValidHost(authority):
-                return 400, "malformed authority in the request target"
-            if not _servesAuthority(request, authority):
-                return 403, "this is not a forward proxy"
-            # Absolute-form naming a host we serve: carry on in origin-form,
-            # with the authority as the Host (RFC 9112 3.2.2).
-            hosts = [authority]
-            headers.setRawHeaders(b"host", hosts)
-    if hosts and not isValidHost(hosts[0]):
-        return 400, "malformed Host header"
-    if uri != b"*":
-        try:
-            target = normalizeTarget(uri, mergeSlashes)
-        except TargetError as e:
-            return 400, str(e)
+    ruling = judgeHead(
+        request.method,
+        request.clientproto,
+        request.uri,
+        request.requestHeaders.getRawHeaders(b"host"),
+        length,
+        request.maxBodyBytes,
+        lambda authority: _servesAuthority(request, authority),
+        mergeSlashes,
+    )
+    if ruling.host is not None:
+        request.requestHeaders.setRawHeaders(b"host", [ruling.host])
+    target = ruling.target
+    if target is not None:
         request.target = target
         request.uri = target.uri
         request.path = target.path
         request.matchPath = target.match
-    if request.maxBodyBytes and length is not None and length > request.maxBodyBytes:
-        return 413, "request body too large"
-    return None
+    refused = ruling.refusal
+    if refused is None:
+        return None
+    for name, value in refused.headers:
+        request.responseHeaders.setRawHeaders(name, [value])
+    return refused.status, refused.message
 
 
 def targetOf(request: Any, mergeSlashes: bool = True) -> RequestTarget:
@@ -492,23 +472,9 @@ def targetOf(request: Any, mergeSlashes: bool = True) -> RequestTarget:
 
 
 def _servesAuthority(request: ProxiedRequest, authority: bytes) -> bool:
-    """
-    Whether an absolute-form target names this proxy: its server_name, a
-    route's host, or the address the client connected to.
-    """
-    host = authority.lower()
-    if host.startswith(b"["):
-        host = host[1:].split(b"]", 1)[0]
-    elif host.count(b":") == 1:
-        host = host.split(b":", 1)[0]
-    if host.endswith(b"."):
-        host = host[:-1]
-    name = host.decode("latin-1")
-    site = request.channel.site
-    names: frozenset[str] = getattr(site, "hostNames", frozenset())
-    if name in names:
-        return True
-    if any(name.endswith(n[1:]) for n in names if n.startswith("*.")):
-        return True
-    local = getattr(request.channel.getHost(), "host", None)
-    return name == local
+    """Whether an absolute-form target names this proxy (L{namesThisProxy})."""
+    channel = request.channel
+    names: frozenset[str] = getattr(channel.site, "hostNames", frozenset())
+    return namesThisProxy(
+        authority, names, lambda: getattr(channel.getHost(), "host", None)
+    )

@@ -46,6 +46,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_proxy.config.model import Balancer, Route
+from twisted_proxy.core.schemes import BACKEND_SCHEMES, isTLS
 
 _log = Logger()
 
@@ -329,6 +330,11 @@ class TLSBackend(NamedTuple):
     policy: TLSPolicy
 
 
+def _isTLS(scheme: str) -> bool:
+    """Whether a route's or member's C{scheme} (C{balancer} included) is TLS."""
+    return scheme in BACKEND_SCHEMES and isTLS(scheme)
+
+
 def tlsBackends(
     routes: Iterable[Route] = (), balancers: Iterable[Balancer] = ()
 ) -> list[TLSBackend]:
@@ -336,7 +342,7 @@ def tlsBackends(
     found = []
     for route in routes:
         to = route.to
-        if to is not None and to.scheme in ("https", "wss"):
+        if to is not None and _isTLS(to.scheme):
             found.append(
                 TLSBackend(
                     f"route[{route.index}]",
@@ -346,7 +352,7 @@ def tlsBackends(
             )
     for balancer in balancers:
         for index, member in enumerate(balancer.members):
-            if member.scheme in ("https", "wss"):
+            if _isTLS(member.scheme):
                 found.append(
                     TLSBackend(
                         f"balancer.{balancer.name}.member[{index}]",
