@@ -26,7 +26,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[import-not-found,no-redef,unused-ignore]
 
 from twisted_proxy.config import Config, ConfigError, loadString
-from twisted_proxy.config.loader import acceptedKeys
+from twisted_proxy.config.vocabulary import acceptedKeys
 from twisted_proxy.core.logformat import NAMED_FORMATS, compileFormat
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.rst"

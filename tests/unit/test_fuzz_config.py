@@ -26,7 +26,8 @@ else:  # pragma: no cover - Python 3.10
 from tests.fuzz import checks, tomlwriter
 from tests.fuzz.corpus import CONFIGS, TOKENS
 from tests.fuzz.strategies import mutated
-from twisted_proxy.config import ConfigError, loader, loadString
+from twisted_proxy.config import ConfigError, loadString
+from twisted_proxy.config.vocabulary import TABLES
 
 _SOURCES = st.sampled_from(["<fuzz>", "/srv/proxy/fuzz.toml", "etc/x y.toml"])
 
@@ -65,24 +66,29 @@ _Shape = _Table | _Tables | _Named | _Pairs
 
 _HEADERS = _Table(frozenset({"set", "unset"}), {"set": _Pairs()})
 _DOCUMENT = _Table(
-    loader._TOP,
+    TABLES[""].keys,
     {
         "proxy": _Table(
-            loader._PROXY,
+            TABLES["proxy"].keys,
             {
-                "websocket": _Table(loader._WEBSOCKET),
+                "websocket": _Table(TABLES["proxy.websocket"].keys),
                 "response_headers": _HEADERS,
             },
         ),
         "listen": _Tables(
             _Table(
-                loader._LISTEN | loader._LISTEN_LATER,
-                {"tls": _Table(loader._TLS, {"sni": _Tables(_Table(loader._SNI))})},
+                TABLES["listen"].keys | TABLES["listen"].reserved,
+                {
+                    "tls": _Table(
+                        TABLES["listen.tls"].keys,
+                        {"sni": _Tables(_Table(TABLES["listen.tls.sni"].keys))},
+                    )
+                },
             )
         ),
         "route": _Tables(
             _Table(
-                loader._ROUTE,
+                TABLES["route"].keys,
                 {
                     "request_headers": _HEADERS,
                     "cookie_domain": _Pairs(),
@@ -92,11 +98,11 @@ _DOCUMENT = _Table(
         ),
         "balancer": _Named(
             _Table(
-                loader._BALANCER,
+                TABLES["balancer.NAME"].keys,
                 {
-                    "member": _Tables(_Table(loader._MEMBER)),
-                    "sticky": _Table(loader._STICKY),
-                    "health": _Table(loader._HEALTH),
+                    "member": _Tables(_Table(TABLES["balancer.NAME.member"].keys)),
+                    "sticky": _Table(TABLES["balancer.NAME.sticky"].keys),
+                    "health": _Table(TABLES["balancer.NAME.health"].keys),
                 },
             )
         ),
