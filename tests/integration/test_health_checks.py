@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,11 +18,13 @@ from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
 
-from tests.integration.support import Stack, theReactor
+from tests.integration.support import Stack, deferLater, theReactor
+from tests.tlsfiles import ServingTLS, TestCA
 from twisted_proxy.balancer.health import HealthMonitor
 from twisted_proxy.balancer.state import DOWN, UNKNOWN, UP, MemberState
 from twisted_proxy.config.model import HealthCheck, HealthMethod, Member
@@ -421,3 +424,50 @@ async def test_failingMemberAloneCheckedFast(stack: Stack, logs: LogWaiter) -> N
     assert all(b - a < 0.5 for a, b in pairwise(failedChecks))
     steadyMeanwhile = [t for t in steady.checkedAt if startedFailing <= t <= downAt]
     assert len(steadyMeanwhile) <= 1
+
+
+WSS_BALANCER = """
+[proxy]
+access_log = false
+[[listen]]
+endpoint = "tcp:0:interface=127.0.0.1"
+[[route]]
+path = "/"
+to = "balancer://pool/"
+websocket = true
+[balancer.pool]
+[[balancer.pool.member]]
+url = "wss://127.0.0.1:{port}"
+tls_ca = "ca.pem"
+[balancer.pool.health]
+method = "GET"
+uri = "/health"
+interval = 1.0
+fast_interval = 0.2
+timeout = 0.19
+passes = 2
+fails = 1
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_wssMemberCheckedOverTLS(stack: Stack, tmp_path: Path) -> None:
+    """A wss:// member's health check speaks TLS to its port: it answers, stays up."""
+    page = HealthPage()
+    site = Site(page)
+    site.noisy = False
+    stack.sites.append(site)
+    ca = TestCA(tmp_path)
+    tls = TLSMemoryBIOFactory(ServingTLS(ca.issue("127.0.0.1")), False, site)
+    tls.noisy = False
+    port = await stack.listen(tls)
+    proxy = await stack.proxy(WSS_BALANCER, configDir=str(tmp_path), port=port)
+    name = f"wss://127.0.0.1:{port}"
+    member = proxy.balancer.member("pool", name)
+    for _ in range(200):
+        if member.health != UNKNOWN:
+            break
+        await deferLater(stack.reactor, 0.01)
+    assert member.health == UP
+    assert page.requests >= 2
+    assert member.lastCheckResult == "GET /health answered 200"

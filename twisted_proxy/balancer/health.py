@@ -72,6 +72,7 @@ from zope.interface import implementer
 from twisted_proxy.balancer.state import DOWN, UNKNOWN, UP, MemberState
 from twisted_proxy.config.model import HealthCheck
 from twisted_proxy.core.headers import formatHostPort
+from twisted_proxy.core.schemes import isTLS, wireScheme
 from twisted_proxy.tls.backend import (
     BackendTLS,
     CertificateChainError,
@@ -397,7 +398,7 @@ def _unwrap(wrapper: IProtocol) -> IProtocol:
 
 @implementer(IAgentEndpointFactory)
 class _AgentEndpoints:
-    """The HTTP checks' endpoints: plain TCP, TLS on top for https, all tracked."""
+    """The HTTP checks' endpoints: plain TCP, TLS for https and wss, all tracked."""
 
     def __init__(
         self,
@@ -413,7 +414,7 @@ class _AgentEndpoints:
         """Return the endpoint that reaches C{uri}'s host and port."""
         host = uri.host.decode("idna").strip("[]")
         endpoint = self._endpointFor(host, uri.port)
-        if uri.scheme == b"https":
+        if isTLS(uri.scheme):
             endpoint = wrapClientTLS(self._tlsFor(host, uri.port), endpoint)
         return _TrackingEndpoint(endpoint, self._connections)
 
@@ -565,7 +566,7 @@ class HealthMonitor(Service):
     :param check: replaces the TCP and HTTP checks (for tests): called with a
         member, it returns a Deferred of C{(passed, what happened)}.
     :param endpointFor: the plain TCP endpoint to reach C{(host, port)} (TLS
-        is added for https members); by default a TCP4/TCP6 endpoint for an
+        is added for https and wss members); by default a TCP4/TCP6 endpoint for an
         address, a L{HostnameEndpoint} for a name.
     """
 
@@ -837,14 +838,14 @@ class HealthMonitor(Service):
 
     def _tlsFor(self, host: str, port: int) -> Any:
         """
-        How an https member's certificate is checked: as the proxy checks it
+        How an https or wss member's certificate is checked: as the proxy checks it
         (its C{tls_ca}, or C{tls_verify = false}), so a check agrees with
         what requests meet.
         """
         policy = TLSPolicy()
         for member in self._watched:
             m = member.member
-            if m.scheme == "https" and m.host == host and m.port == port:
+            if isTLS(m.scheme) and m.host == host and m.port == port:
                 policy = TLSPolicy(m.tls_ca, m.tls_verify)
                 break
         return self._tls.creatorFor(host, policy)
@@ -852,10 +853,16 @@ class HealthMonitor(Service):
     async def _checkHTTP(
         self, expectation: Expectation, member: MemberState
     ) -> tuple[bool, str]:
-        """Ask for the check's URI with the member's Host; judge the answer."""
+        """
+        Ask for the check's URI with the member's Host; judge the answer. A
+        ws:// or wss:// member is asked over plain HTTP or TLS, as its
+        requests and upgrades are.
+        """
         m = member.member
         hostPort = formatHostPort(m.host, m.port, m.scheme)
-        url = f"{m.scheme}://{hostPort.decode('ascii')}{expectation.uri}"
+        wire = wireScheme(m.scheme)
+        url = f"{wire}://{formatHostPort(m.host, m.port, wire).decode('ascii')}"
+        url += expectation.uri
         response: IResponse = await self._client().request(
             expectation.method,
             url,
