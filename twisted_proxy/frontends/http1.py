@@ -53,6 +53,7 @@ from twisted_proxy.core.http11 import (
     parseRequestHead,
 )
 from twisted_proxy.core.logformat import END_SEND_TIMEOUT, END_SHUTDOWN_GRACE
+from twisted_proxy.core.routing import normalizeHost
 from twisted_proxy.frontends.request import (
     IAccessLog,
     ProxiedRequest,
@@ -742,6 +743,12 @@ def _firstLine(data: bytes) -> bytes:
     return data[:8192].split(b"\n", 1)[0].split(b"\r", 1)[0]
 
 
+def _servedName(name: str) -> str:
+    """A configured host name as an absolute-form target's host is compared."""
+    raw = name.encode("ascii") if name.isascii() else name.encode("idna")
+    return (normalizeHost(raw) or b"").decode("ascii")
+
+
 class HTTPProxyFactory(ServerFactory):
     """
     Builds L{HTTPServerChannel}s for one set of listeners: the root resource
@@ -775,9 +782,10 @@ class HTTPProxyFactory(ServerFactory):
             listenerSettings(settings, listener), copyright.version
         )
         self.accessLog = accessLog
-        # The names an absolute-form request may carry (we are no open proxy).
+        # The names an absolute-form request may carry (we are no open proxy),
+        # reduced as routing reduces a Host: no trailing dot, no brackets.
         self.hostNames = frozenset(
-            n.lower() for n in (settings.server_name, "localhost", *hostNames)
+            _servedName(n) for n in (settings.server_name, "localhost", *hostNames)
         )
         # Open connections: HTTPServerChannels, and the HTTP/2 connections of
         # twisted_proxy.frontends.http2 (which drain themselves).
