@@ -4,18 +4,25 @@ Every touch of Twisted's private attributes, in one place.
 Streaming a body into a twisted.web C{Site} before it is complete needs state
 that C{HTTPChannel} keeps privately; writing without a needless poll needs
 the TCP transport's buffer state; reopening twistd's log file and exiting 0
-after SIGTERM need what twistd keeps to itself. Should a Twisted upgrade
-rename any of it, this module (and its tests) is where it breaks, loudly.
+after SIGTERM need what twistd keeps to itself; the HTTP/2 front end builds
+on C{twisted.web._http2}, a private module, through L{H2ConnectionBase}.
+Should a Twisted upgrade rename any of it, this module (and its tests) is
+where it breaks, loudly.
 """
 
 from __future__ import annotations
 
 import struct
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 from twisted.internet import tcp
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.logfile import LogFile
+from twisted.web._http2 import H2Connection
 from twisted.web.http import HTTPChannel
 
 if sys.platform == "linux":
@@ -119,3 +126,115 @@ def forgetExitSignal(reactor: Any) -> None:
     """
     if getattr(reactor, "_exitSignal", None) is not None:
         reactor._exitSignal = None
+
+
+class H2ConnectionBase(H2Connection):
+    """
+    Twisted's HTTP/2 connection (C{twisted.web._http2.H2Connection}), with
+    the private methods that Twisted calls and a proxy must change reached
+    through public ones, and the private state a proxy reads or wakes behind
+    public methods.
+
+    Twisted calls C{_requestReceived} and the like; each hands over to the
+    public method named in its place (L{headersReceived}, L{dataFrameReceived},
+    L{streamEnded}, L{streamReset}, L{streamDone}, L{sendPrioritisedData},
+    L{lostConnection}), whose default here is Twisted's own behaviour:
+    override those, and call them on C{super()} for Twisted's.
+    """
+
+    # -- Twisted calls these: handed to the public methods --
+
+    def _requestReceived(self, event: Any) -> None:
+        self.headersReceived(event)
+
+    def _requestDataReceived(self, event: Any) -> None:
+        self.dataFrameReceived(event)
+
+    def _requestEnded(self, event: Any) -> None:
+        self.streamEnded(event)
+
+    def _requestAborted(self, event: Any) -> None:
+        self.streamReset(event)
+
+    def _requestDone(self, streamID: int) -> None:
+        self.streamDone(streamID)
+
+    def _sendPrioritisedData(self, *args: object) -> None:
+        self.sendPrioritisedData(*args)
+
+    def connectionLost(
+        self, reason: Failure = connectionDone, _cancelTimeouts: bool = True
+    ) -> None:
+        self.lostConnection(reason, byTwisted=not _cancelTimeouts)
+
+    # -- Twisted's behaviour, under public names --
+
+    def headersReceived(self, event: Any) -> None:
+        """A HEADERS frame opened a stream (h2's C{RequestReceived})."""
+        H2Connection._requestReceived(self, event)
+
+    def dataFrameReceived(self, event: Any) -> None:
+        """A DATA frame arrived for a stream (h2's C{DataReceived})."""
+        H2Connection._requestDataReceived(self, event)
+
+    def streamEnded(self, event: Any) -> None:
+        """The client ended a stream's request (h2's C{StreamEnded})."""
+        H2Connection._requestEnded(self, event)
+
+    def streamReset(self, event: Any) -> None:
+        """The client reset a stream (h2's C{StreamReset})."""
+        H2Connection._requestAborted(self, event)
+
+    def streamDone(self, streamID: int) -> None:
+        """Stream C{streamID}'s response is done: Twisted forgets the stream."""
+        H2Connection._requestDone(self, streamID)
+
+    def sendPrioritisedData(self, *args: object) -> None:
+        """One turn of Twisted's send loop: DATA frames out, by priority."""
+        H2Connection._sendPrioritisedData(self, *args)
+
+    def lostConnection(self, reason: Failure, byTwisted: bool = False) -> None:
+        """
+        The connection is gone; C{byTwisted}: Twisted tearing it down itself
+        (the peer's GOAWAY, a protocol error) after asking the transport to
+        close, before the transport says it is lost.
+        """
+        H2Connection.connectionLost(self, reason, _cancelTimeouts=not byTwisted)
+
+    # -- private state, read or woken --
+
+    @property
+    def h2Log(self) -> Logger:
+        """The logger Twisted's HTTP/2 connection logs with, bound to this one."""
+        log: Logger = self._log
+        return log
+
+    def writeControlData(self) -> bool:
+        """
+        Send the frames h2 has ready (settings, resets, GOAWAY); False when
+        the connection had to be closed (too much control data buffered).
+        """
+        return bool(self._tryToWriteControlData())
+
+    def send100Continue(self, streamID: int) -> None:
+        """Send C{100 Continue} on stream C{streamID}."""
+        self._send100Continue(streamID)
+
+    def queuedChunks(self, streamID: int) -> Iterable[object]:
+        """What is queued to be sent on stream C{streamID}: bytes, and markers."""
+        queue: Iterable[object] = self._outboundStreamQueues.get(streamID, ())
+        return queue
+
+    def allQueuedChunks(self) -> Iterable[object]:
+        """What is queued to be sent on every stream: bytes, and markers."""
+        for queue in self._outboundStreamQueues.values():
+            yield from queue
+
+    def wakeSendLoop(self) -> None:
+        """
+        Have the send loop run again, when it sleeps for want of a stream
+        able to send (a stream's window has opened meanwhile).
+        """
+        waiting, self._sendingDeferred = self._sendingDeferred, None
+        if waiting is not None:
+            waiting.callback(None)

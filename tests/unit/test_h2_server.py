@@ -32,7 +32,6 @@ from twisted.internet.testing import StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, connect
-from twisted.web._http2 import H2Connection
 from zope.interface import directlyProvides, implementer
 from zope.interface.verify import verifyObject
 
@@ -833,22 +832,3 @@ def test_interfaces() -> None:
     protocol = factory.buildProtocol(None)
     assert isinstance(protocol, _Negotiating)
     assert verifyObject(IHandshakeListener, protocol)
-
-
-def test_twistedInternalsStillThere() -> None:
-    """The private parts of Twisted's H2Connection this module builds on exist."""
-    for name in (
-        "_requestReceived",
-        "_requestDataReceived",
-        "_requestEnded",
-        "_requestAborted",
-        "_requestDone",
-        "_sendPrioritisedData",
-        "_tryToWriteControlData",
-        "remainingOutboundWindow",
-        "timeoutConnection",
-    ):
-        assert callable(getattr(H2Connection, name)), name
-    connection = H2Connection(Clock())
-    assert isinstance(connection._outboundStreamQueues, dict)
-    assert connection.site is None  # set by us, not by Twisted

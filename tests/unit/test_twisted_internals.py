@@ -5,14 +5,26 @@ so that an upgrade that renames it fails here first.
 
 from __future__ import annotations
 
+import inspect
 import socket
+from collections import deque
 from typing import Any
 
 from twisted.internet import tcp
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web._http2 import H2Connection
 from twisted.web.http import HTTPChannel, Request
 
-from twisted_proxy._twisted_internals import pendingRequestLine, sendNow
+from twisted_proxy._twisted_internals import (
+    H2ConnectionBase,
+    pendingRequestLine,
+    sendNow,
+)
 
 
 class _SeeHead(Request):
@@ -80,3 +92,99 @@ def test_sendNowQueuesOnOtherTransports() -> None:
     transport = StringTransport()
     sendNow(transport, b"data")
     assert transport.value() == b"data"
+
+
+def test_h2ConnectionPrivatesStillThere() -> None:
+    """The private parts of Twisted's H2Connection that H2ConnectionBase uses exist."""
+    for name in (
+        "_requestReceived",
+        "_requestDataReceived",
+        "_requestEnded",
+        "_requestAborted",
+        "_requestDone",
+        "_sendPrioritisedData",
+        "_tryToWriteControlData",
+        "_send100Continue",
+    ):
+        assert callable(getattr(H2Connection, name)), name
+    assert (
+        "_cancelTimeouts" in inspect.signature(H2Connection.connectionLost).parameters
+    )
+    connection = H2Connection(Clock())
+    assert connection._outboundStreamQueues == {}
+    assert connection._sendingDeferred is None
+    assert isinstance(connection._log, Logger)
+    for name in ("remainingOutboundWindow", "timeoutConnection"):
+        assert callable(getattr(H2Connection, name)), name
+    assert connection.site is None  # set by the proxy, not by Twisted
+
+
+class _Hooked(H2ConnectionBase):
+    """Records which public method each of Twisted's private calls reached."""
+
+    def __init__(self) -> None:
+        super().__init__(Clock())
+        self.calls: list[tuple[str, object]] = []
+
+    def headersReceived(self, event: Any) -> None:
+        self.calls.append(("headersReceived", event))
+
+    def dataFrameReceived(self, event: Any) -> None:
+        self.calls.append(("dataFrameReceived", event))
+
+    def streamEnded(self, event: Any) -> None:
+        self.calls.append(("streamEnded", event))
+
+    def streamReset(self, event: Any) -> None:
+        self.calls.append(("streamReset", event))
+
+    def streamDone(self, streamID: int) -> None:
+        self.calls.append(("streamDone", streamID))
+
+    def sendPrioritisedData(self, *args: object) -> None:
+        self.calls.append(("sendPrioritisedData", args))
+
+    def lostConnection(self, reason: Failure, byTwisted: bool = False) -> None:
+        self.calls.append(("lostConnection", byTwisted))
+
+
+def test_h2ConnectionBaseHandsTwistedsCallsOn() -> None:
+    """Each private method Twisted calls reaches the public one standing for it."""
+    connection = _Hooked()
+    connection._requestReceived("headers")
+    connection._requestDataReceived("data")
+    connection._requestEnded("ended")
+    connection._requestAborted("reset")
+    connection._requestDone(3)
+    connection._sendPrioritisedData(None)
+    connection.connectionLost(Failure(ConnectionDone()))
+    connection.connectionLost(Failure(ConnectionDone()), _cancelTimeouts=False)
+    assert connection.calls == [
+        ("headersReceived", "headers"),
+        ("dataFrameReceived", "data"),
+        ("streamEnded", "ended"),
+        ("streamReset", "reset"),
+        ("streamDone", 3),
+        ("sendPrioritisedData", (None,)),
+        ("lostConnection", False),
+        ("lostConnection", True),
+    ]
+
+
+def test_h2ConnectionBaseQueuesAndSendLoop() -> None:
+    """Queued chunks are read per stream and in all; a sleeping send loop wakes."""
+    connection = H2ConnectionBase(Clock())
+    marker = object()
+    connection._outboundStreamQueues = {1: deque([b"ab", marker]), 3: deque([b"c"])}
+    assert list(connection.queuedChunks(1)) == [b"ab", marker]
+    assert list(connection.queuedChunks(5)) == []
+    assert list(connection.allQueuedChunks()) == [b"ab", marker, b"c"]
+    connection.wakeSendLoop()  # nothing asleep: nothing to do
+    woken: list[object] = []
+    sleeping: Deferred[None] = Deferred()
+    sleeping.addCallback(woken.append)
+    connection._sendingDeferred = sleeping
+    connection.wakeSendLoop()
+    assert woken == [None]
+    assert connection._sendingDeferred is None
+    assert connection.h2Log.namespace == connection._log.namespace

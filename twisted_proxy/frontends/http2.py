@@ -24,14 +24,17 @@ backends. Flow control is HTTP/1.1's, in HTTP/2 terms:
    that what the proxy holds does not depend on the windows a client
    advertises.
 
-C{twisted.web._http2} is private to Twisted. Its private methods that this
-module overrides are all in L{H2ProxyConnection}, each with its reason; the
-tests in C{tests/unit/test_h2_server.py} run the real class, so a Twisted
-upgrade that changes them fails there.
+C{twisted.web._http2} is private to Twisted: this module reaches it only
+through L{twisted_proxy._twisted_internals.H2ConnectionBase}, whose public
+methods stand for the private ones. What L{H2ProxyConnection} changes of
+them is each given with its reason; the tests in
+C{tests/unit/test_h2_server.py} run the real class, so a Twisted upgrade that
+changes them fails there.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import suppress
 from typing import Any
 
@@ -49,10 +52,9 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web import server
-from twisted.web._http2 import H2Connection
 from zope.interface import implementer
 
-from twisted_proxy._twisted_internals import pendingWriteBytes
+from twisted_proxy._twisted_internals import H2ConnectionBase, pendingWriteBytes
 from twisted_proxy.core.logformat import END_PROXY_ERROR, END_SEND_TIMEOUT
 from twisted_proxy.frontends.http1 import HTTPProxyFactory, HTTPServerChannel
 from twisted_proxy.frontends.request import StreamingRequest, refusal
@@ -241,7 +243,7 @@ class H2Request(StreamingRequest):
         self._front.log(self)
 
 
-class H2ProxyConnection(H2Connection):
+class H2ProxyConnection(H2ConnectionBase):
     """
     Twisted's HTTP/2 connection serving one listener's requests as
     L{H2Request}s, with what a proxy needs on top: bounded response
@@ -296,23 +298,21 @@ class H2ProxyConnection(H2Connection):
         limit = self.site.settings.max_header_bytes
         if limit != self.conn.local_settings.max_header_list_size:
             self.conn.update_settings({SettingCodes.MAX_HEADER_LIST_SIZE: limit})
-        self._tryToWriteControlData()
+        self.writeControlData()
 
-    def connectionLost(
-        self, reason: Failure = connectionDone, _cancelTimeouts: bool = True
-    ) -> None:
+    def lostConnection(self, reason: Failure, byTwisted: bool = False) -> None:
         self._lost = True
-        if not _cancelTimeouts and self.transport is not None:
+        if byTwisted and self.transport is not None:
             # Twisted tearing the connection down itself (the peer's GOAWAY, a
             # protocol error) after asking TLS to close: TLS waits for its
             # producer to go first.
             self.transport.unregisterProducer()
-        super().connectionLost(reason, _cancelTimeouts)
+        super().lostConnection(reason, byTwisted)
         self._heldBack.clear()
         for streamID in list(self._noWindow):
             self._windowOpen(streamID)
         self._cancelSendTimer()
-        if _cancelTimeouts:
+        if not byTwisted:
             self.site._channelGone(self)
 
     def timeoutConnection(self) -> None:
@@ -342,7 +342,7 @@ class H2ProxyConnection(H2Connection):
         # h2 refuses to send anything after its own GOAWAY, so this first one
         # is written directly; the final one (h2's) follows the last stream.
         self._lastStreamID = self.conn.highest_inbound_stream_id
-        self._tryToWriteControlData()
+        self.writeControlData()
         frame = GoAwayFrame(0, last_stream_id=self._lastStreamID)
         self.transport.write(frame.serialize())
 
@@ -370,7 +370,7 @@ class H2ProxyConnection(H2Connection):
 
     def sendContinue(self, streamID: int) -> None:
         """Ask the client for the body of stream C{streamID} (100 Continue)."""
-        self._send100Continue(streamID)
+        self.send100Continue(streamID)
 
     def resetStream(
         self, streamID: int, code: ErrorCodes = ErrorCodes.INTERNAL_ERROR
@@ -382,8 +382,8 @@ class H2ProxyConnection(H2Connection):
         with suppress(StreamClosedError):
             self.conn.reset_stream(streamID, code)
         stream.connectionLost(Failure(ConnectionLost("stream reset by the proxy")))
-        if self._tryToWriteControlData():
-            self._requestDone(streamID)
+        if self.writeControlData():
+            self.streamDone(streamID)
 
     def _goAway(self) -> None:
         if self._closing or self._lost:
@@ -393,12 +393,12 @@ class H2ProxyConnection(H2Connection):
         if last is None:
             last = self.conn.highest_inbound_stream_id
         self.conn.close_connection(last_stream_id=last)
-        self._tryToWriteControlData()
+        self.writeControlData()
         self.loseConnection()
 
-    # -- Twisted's private methods, overridden --
+    # -- what Twisted does with h2's events, changed --
 
-    def _requestReceived(self, event: Any) -> None:
+    def headersReceived(self, event: Any) -> None:
         # Routing waits until here, not parseCookies(): inside the stream's
         # constructor the stream is not registered yet, and an answer given
         # at once (404, 413) would fail. event.stream_ended also says whether
@@ -408,31 +408,31 @@ class H2ProxyConnection(H2Connection):
             # Opened after our GOAWAY: refused, which the client may retry.
             self.conn.reset_stream(streamID, ErrorCodes.REFUSED_STREAM)
             return
-        super()._requestReceived(event)
+        super().headersReceived(event)
         request = self._requests.get(streamID)
         if request is not None:
             request.headReceived(endStream=event.stream_ended is not None)
 
-    def _requestDataReceived(self, event: Any) -> None:
+    def dataFrameReceived(self, event: Any) -> None:
         # Twisted raises KeyError (dropping every stream) for DATA on a stream
         # it has finished: a client still uploading after its answer.
         if event.stream_id in self.streams:
-            super()._requestDataReceived(event)
+            super().dataFrameReceived(event)
         else:
             self.conn.acknowledge_received_data(
                 event.flow_controlled_length, event.stream_id
             )
 
-    def _requestEnded(self, event: Any) -> None:
+    def streamEnded(self, event: Any) -> None:
         if event.stream_id in self.streams:
-            super()._requestEnded(event)
+            super().streamEnded(event)
 
-    def _requestAborted(self, event: Any) -> None:
+    def streamReset(self, event: Any) -> None:
         if event.stream_id in self.streams:
-            super()._requestAborted(event)
+            super().streamReset(event)
 
-    def _requestDone(self, streamID: int) -> None:
-        super()._requestDone(streamID)
+    def streamDone(self, streamID: int) -> None:
+        super().streamDone(streamID)
         self._requests.pop(streamID, None)
         self._heldBack.discard(streamID)
         self._windowOpen(streamID)
@@ -443,7 +443,7 @@ class H2ProxyConnection(H2Connection):
             # Answered before the client sent all of its body: ask it to stop
             # sending, without error (RFC 9113 8.1).
             self.conn.reset_stream(streamID, ErrorCodes.NO_ERROR)
-            self._tryToWriteControlData()
+            self.writeControlData()
         if self._draining and not self.streams:
             self._goAway()
 
@@ -455,12 +455,8 @@ class H2ProxyConnection(H2Connection):
         #    Twisted keeps picking it, sending nothing, every reactor turn;
         #  - a stream with STREAM_BUFFER bytes queued is out of window too,
         #    whatever window the client gave, so its producer is paused until
-        #    the queue drains (see _sendPrioritisedData).
-        queued = sum(
-            len(chunk)
-            for chunk in self._outboundStreamQueues[streamID]
-            if isinstance(chunk, bytes)
-        )
+        #    the queue drains (see sendPrioritisedData).
+        queued = _byteCount(self.queuedChunks(streamID))
         window: int = self.conn.local_flow_control_window(streamID)
         if window <= 0:
             if queued:
@@ -472,8 +468,8 @@ class H2ProxyConnection(H2Connection):
                 self._heldBack.add(streamID)
         return window - queued
 
-    def _sendPrioritisedData(self, *args: object) -> None:
-        super()._sendPrioritisedData(*args)
+    def sendPrioritisedData(self, *args: object) -> None:
+        super().sendPrioritisedData(*args)
         if self._heldBack:
             for streamID in list(self._heldBack):
                 stream = self.streams.get(streamID)
@@ -501,12 +497,8 @@ class H2ProxyConnection(H2Connection):
                 self.priority.unblock(streamID)
                 stream.windowUpdated()
                 reopened = True
-        waiting, self._sendingDeferred = self._sendingDeferred, None
-        if waiting is not None:
-            if reopened:
-                waiting.callback(None)
-            else:
-                self._sendingDeferred = waiting
+        if reopened:
+            self.wakeSendLoop()
 
     # -- send_timeout: a client that takes none of its responses --
 
@@ -526,7 +518,7 @@ class H2ProxyConnection(H2Connection):
     def _streamStalled(self, streamID: int) -> None:
         """A stream's window stayed shut for send_timeout: reset it."""
         self._stalled.pop(streamID, None)
-        self._log.info(
+        self.h2Log.info(
             "client gave stream {stream} no window for {seconds:g}s "
             "(send_timeout): resetting it and closing its backend connection",
             stream=streamID,
@@ -564,7 +556,7 @@ class H2ProxyConnection(H2Connection):
         if held is not None and before is not None and held < before:
             self._sendTimer = self.site.reactor.callLater(seconds, self._sendTimedOut)
             return
-        self._log.info(
+        self.h2Log.info(
             "HTTP/2 client took no bytes for {seconds:g}s (send_timeout): "
             "closing its connection and its backends'",
             seconds=seconds,
@@ -574,20 +566,16 @@ class H2ProxyConnection(H2Connection):
 
     def queuedFor(self, streamID: int) -> int:
         """Response bytes of stream C{streamID} waiting for the client."""
-        return sum(
-            len(chunk)
-            for chunk in self._outboundStreamQueues.get(streamID, ())
-            if isinstance(chunk, bytes)
-        )
+        return _byteCount(self.queuedChunks(streamID))
 
     def queuedBytes(self) -> int:
         """Response bytes waiting in this connection for the client."""
-        return sum(
-            len(chunk)
-            for queue in self._outboundStreamQueues.values()
-            for chunk in queue
-            if isinstance(chunk, bytes)
-        )
+        return _byteCount(self.allQueuedChunks())
+
+
+def _byteCount(chunks: Iterable[object]) -> int:
+    """The bytes in a stream's send queue (which also holds markers)."""
+    return sum(len(chunk) for chunk in chunks if isinstance(chunk, bytes))
 
 
 @implementer(IHandshakeListener)
