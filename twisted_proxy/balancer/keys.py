@@ -194,11 +194,15 @@ def hashKeyExtractor(spec: str) -> Callable[[RequestFacts], bytes]:
     """
     Return the function giving a request's hash key for C{Balancer.hash_key}.
 
-    C{"ip"}: the client address; C{"uri"}: the path without its query (as
-    HAProxy's C{balance uri}); C{"header:NAME"}: that header's first value;
+    C{"ip"}: the client address; C{"uri"}: the request-target without
+    its query (as HAProxy's C{balance uri}); C{"header:NAME"}: that
+    header's first value (for Cookie, every Cookie header joined);
     C{"cookie:NAME"}: that cookie's value. A missing header or cookie gives
-    C{b""}. Raises L{ValueError} for anything else, so the config loader can
-    call this to validate.
+    C{b""}.
+
+    :raise ValueError: for any other C{spec}, or a NAME that is not an HTTP
+        token. The config loader checks the same forms on its own, so the
+        balancer never meets one.
     """
     if spec == "ip":
         return _clientAddress
