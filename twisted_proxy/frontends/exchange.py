@@ -14,12 +14,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_proxy.balancer.lease import Lease, connectFailure
-from twisted_proxy.core.compress import (
-    GzipStream,
-    compressedHeaders,
-    shouldCompress,
-    varyHeaders,
-)
+from twisted_proxy.core.compress import GzipStream
 from twisted_proxy.core.headers import formatHostPort
 from twisted_proxy.core.logformat import (
     END_BACKEND_CLOSED,
@@ -29,16 +24,15 @@ from twisted_proxy.core.logformat import (
     END_SHUTDOWN_GRACE,
 )
 from twisted_proxy.core.response import Headers
+from twisted_proxy.frontends.bodies import Upload, responseHead
 from twisted_proxy.frontends.clientinfo import (
     clientInfo,
-    clientScheme,
     headerPairs,
     requestFacts,
     respondError,
 )
 from twisted_proxy.frontends.context import ProxyContext, RoutePlan
 from twisted_proxy.frontends.request import ProxiedRequest, abandon
-from twisted_proxy.frontends.upload import Upload
 from twisted_proxy.upstream.connection import (
     FAIL_CONNECT,
     FAIL_PROTOCOL,
@@ -353,27 +347,9 @@ class ProxyExchange:
             cookie = lease.stickyCookie()
             if cookie is not None:
                 headers = [*headers, (b"Set-Cookie", cookie)]
-        if plan.reverseRewriter.active:
-            hosts = request.requestHeaders.getRawHeaders(b"host")
-            frontHost = (
-                hosts[0] if hosts else self._context.settings.server_name.encode()
-            )
-            headers = plan.reverseRewriter.rewriteResponseHeaders(
-                headers, clientScheme(request), frontHost
-            )
-        rewriter = getattr(request.channel.site, "responseRewriter", None)
-        if rewriter is not None:
-            headers = rewriter.rewrite(headers, clientVersion=request.clientproto)
-        types = self._context.compressTypes
-        if types:
-            headers = varyHeaders(types, status, headers)
-            accept = request.requestHeaders.getRawHeaders(b"accept-encoding")
-            if shouldCompress(
-                types, request.method, status, accept[0] if accept else None, headers
-            ):
-                headers = compressedHeaders(headers)
-                if request.method != b"HEAD":
-                    self._gzip = GzipStream(self._context.settings.compress_level)
+        headers, self._gzip = responseHead(
+            request, plan, self._context, status, headers
+        )
         request.setResponseCode(status, reason or None)
         responseHeaders = request.responseHeaders
         for name, value in headers:

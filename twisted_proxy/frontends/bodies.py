@@ -1,7 +1,9 @@
 """
-A request body on its way to the backend: held while the connection is being
-made, kept for a replay on another member while it is small, and read from
-the client only as fast as the backend takes it.
+The bodies an exchange relays. A request body on its way to the backend:
+held while the connection is being made, kept for a replay on another member
+while it is small, and read from the client only as fast as the backend takes
+it. A response's head on its way to the client: rewritten (ProxyPassReverse,
+the listener's response headers) and, when due, gzipped.
 """
 
 from __future__ import annotations
@@ -11,9 +13,18 @@ from typing import Any
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
+from twisted_proxy.core.compress import (
+    GzipStream,
+    compressedHeaders,
+    shouldCompress,
+    varyHeaders,
+)
+from twisted_proxy.core.response import Headers
+from twisted_proxy.frontends.clientinfo import clientScheme
+from twisted_proxy.frontends.context import ProxyContext, RoutePlan
 from twisted_proxy.upstream.connection import UpstreamConnection
 
-__all__ = ["PENDING_LIMIT", "REPLAY_LIMIT", "ClientReader", "Upload"]
+__all__ = ["PENDING_LIMIT", "REPLAY_LIMIT", "ClientReader", "Upload", "responseHead"]
 
 REPLAY_LIMIT = 65536
 """A request body is kept for a retry on a fresh connection while it is small."""
@@ -130,3 +141,37 @@ class Upload:
             self._reader.watcher = None
             if not self._request.clientGone:
                 self._reader.resumeProducing()
+
+
+def responseHead(
+    request: Any,
+    plan: RoutePlan,
+    context: ProxyContext,
+    status: int,
+    headers: Headers,
+) -> tuple[Headers, GzipStream | None]:
+    """
+    The backend's response headers as the client is to get them, and the
+    gzip stream its body goes through (None: as it comes).
+    """
+    if plan.reverseRewriter.active:
+        hosts = request.requestHeaders.getRawHeaders(b"host")
+        frontHost = hosts[0] if hosts else context.settings.server_name.encode()
+        headers = plan.reverseRewriter.rewriteResponseHeaders(
+            headers, clientScheme(request), frontHost
+        )
+    rewriter = getattr(request.channel.site, "responseRewriter", None)
+    if rewriter is not None:
+        headers = rewriter.rewrite(headers, clientVersion=request.clientproto)
+    gzip = None
+    types = context.compressTypes
+    if types:
+        headers = varyHeaders(types, status, headers)
+        accept = request.requestHeaders.getRawHeaders(b"accept-encoding")
+        if shouldCompress(
+            types, request.method, status, accept[0] if accept else None, headers
+        ):
+            headers = compressedHeaders(headers)
+            if request.method != b"HEAD":
+                gzip = GzipStream(context.settings.compress_level)
+    return headers, gzip
