@@ -17,6 +17,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import IListeningPort, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import Resource
@@ -184,6 +185,33 @@ class RawClient(Protocol):
         return d
 
 
+class ServedConnection(ProtocolWrapper):
+    """A backend's connection; C{lost} fires once it is closed."""
+
+    def __init__(self, factory: Any, wrappedProtocol: Any) -> None:
+        super().__init__(factory, wrappedProtocol)
+        self.lost: defer.Deferred[None] = defer.Deferred()
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        super().connectionLost(reason)
+        self.lost.callback(None)
+
+
+class Served(WrappingFactory):
+    """A backend's factory that keeps its open connections, to cut them at will."""
+
+    protocol = ServedConnection
+    noisy = False
+
+    async def cutAll(self) -> None:
+        """Abort every open connection; return once each is closed."""
+        for connection in list(self.protocols):
+            transport: Any = connection.transport
+            if transport is not None and transport.connected:
+                transport.abortConnection()
+            await connection.lost  # type: ignore[attr-defined]
+
+
 @dataclass
 class Stack:
     """Backends, a proxy and clients on 127.0.0.1, all closed at the end."""
@@ -194,6 +222,7 @@ class Stack:
     clients: list[RawClient] = field(default_factory=list)
     sites: list[Site] = field(default_factory=list)
     rawBackends: list[RawBackend] = field(default_factory=list)
+    served: list[Served] = field(default_factory=list)
     pool: HTTPConnectionPool | None = None
 
     async def listen(self, factory: Any, port: int = 0) -> int:
@@ -208,7 +237,9 @@ class Stack:
         site = Site(resource)
         site.noisy = False
         self.sites.append(site)
-        return await self.listen(site, port)
+        served = Served(site)
+        self.served.append(served)
+        return await self.listen(served, port)
 
     async def rawBackend(self, backend: RawBackend, port: int = 0) -> int:
         """Serve a hand-driven TCP backend; return its port."""
@@ -267,22 +298,13 @@ class Stack:
                 if proto.transport is not None and proto.transport.connected:  # type: ignore[attr-defined]
                     proto.transport.abortConnection()  # type: ignore[attr-defined]
                 await proto.lost
-        # twisted.web backends: wait for every server-side connection to go.
-        for _ in range(200):
-            if not any(_openChannels(site) for site in self.sites):
-                break
-            await deferLater(self.reactor, 0.005)
-
-
-_channels: dict[int, list[Any]] = {}
-
-
-def _openChannels(site: Site) -> bool:
-    return False
+        # twisted.web backends: every server-side connection closed.
+        for served in self.served:
+            await served.cutAll()
 
 
 def deferLater(reactor: Any, delay: float) -> defer.Deferred[None]:
-    """A Deferred that fires after C{delay} seconds (teardown only)."""
+    """A Deferred that fires after C{delay} seconds (for bounded polling)."""
     from twisted.internet.task import deferLater as _deferLater
 
     return _deferLater(reactor, delay, lambda: None)

@@ -13,13 +13,13 @@ from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
-from twisted.protocols.policies import WrappingFactory
 from twisted.web.server import Site
 from zope.interface import implementer
 
 from tests.integration.support import (
     RawBackend,
     RecordingBackend,
+    Served,
     Stack,
     deferLater,
     request,
@@ -34,9 +34,8 @@ class KillableBackend:
         self.resource = RecordingBackend(name)
         site = Site(self.resource)
         site.noisy = False
-        # WrappingFactory keeps every open connection, so kill() can cut them.
-        self.factory = WrappingFactory(site)
-        self.factory.noisy = False
+        # Served keeps every open connection, so kill() can cut them.
+        self.factory = Served(site)
         self.name = name
         self.port = 0
         self.listening: IListeningPort | None = None
@@ -49,12 +48,14 @@ class KillableBackend:
         return self.port
 
     async def kill(self) -> None:
-        """Stop listening and cut every open connection, as a crash would."""
+        """
+        Stop listening and cut every open connection, as a crash would;
+        return once they are closed.
+        """
         if self.listening is not None:
             await defer.maybeDeferred(self.listening.stopListening)
             self.listening = None
-        for protocol in list(self.factory.protocols):
-            protocol.transport.abortConnection()
+        await self.factory.cutAll()
 
     @property
     def served(self) -> int:
@@ -71,8 +72,6 @@ async def backends(stack: Stack) -> Any:
     yield made
     for backend in made:
         await backend.kill()
-    # Let the aborted server connections finish closing.
-    await deferLater(stack.reactor, 0.01)
 
 
 def balancerConfig(
@@ -298,6 +297,22 @@ async def test_bodyThatReachedAMemberIsNeverResent(stack: Stack) -> None:
     assert second.requests == []
 
 
+def waitingForCapacity(proxy: Any) -> defer.Deferred[None]:
+    """Fires when a request starts to wait for a member at its max_connections."""
+    balancer = proxy.balancer
+    whenCapacity = balancer.whenCapacity
+    started: defer.Deferred[None] = defer.Deferred()
+
+    def waiting(balancerName: str, timeout: float) -> defer.Deferred[bool]:
+        released: defer.Deferred[bool] = whenCapacity(balancerName, timeout)
+        if not started.called:
+            started.callback(None)
+        return released
+
+    balancer.whenCapacity = waiting
+    return started
+
+
 @pytest_twisted.ensureDeferred
 async def test_fullMemberMakesRequestsWait(stack: Stack) -> None:
     """At max_connections a request waits for the member to be free, then is served."""
@@ -311,10 +326,11 @@ async def test_fullMemberMakesRequestsWait(stack: Stack) -> None:
     a = await stack.connect(proxy.port)
     a.transport.write(request(b"GET", b"/a"))  # type: ignore[union-attr]
     first = await raw.waitFor(lambda p: b"GET /a " in p.received)
+    held = waitingForCapacity(proxy)
     b = await stack.connect(proxy.port)
     b.transport.write(request(b"GET", b"/b"))  # type: ignore[union-attr]
     # /b is held by the balancer, not sent: the one member is busy.
-    await deferLater(stack.reactor, 0.05)
+    await held
     assert not any(b"GET /b " in p.received for p in raw.connections)
     first.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")  # type: ignore[union-attr]
     await a.waitFor(lambda d: d.endswith(b"\r\n\r\na"))
