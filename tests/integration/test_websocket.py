@@ -340,11 +340,9 @@ async def test_slowReaderPausesTheBackend(stack: Stack, peers: AsyncioThread) ->
     total, size = 64 * MiB, 256 * 1024
     pattern = random.Random(64).randbytes(size)
     progress: dict[str, int] = {"sent": 0}
-    blocked: asyncio.Event | None = None
+    blocked = asyncio.Event()
 
     async def firehose(ws: ServerConnection) -> None:
-        nonlocal blocked
-        blocked = asyncio.Event()
         await ws.recv()
         for index in range(total // size):
             sending = asyncio.ensure_future(ws.send(index.to_bytes(4, "big") + pattern))
@@ -356,16 +354,11 @@ async def test_slowReaderPausesTheBackend(stack: Stack, peers: AsyncioThread) ->
             progress["sent"] += size
         await ws.wait_closed()
 
-    async def waitBlocked() -> None:
-        while blocked is None:
-            await asyncio.sleep(0.01)
-        await blocked.wait()
-
     backend = await peers.backend(handler=firehose)
     proxy = await proxyTo(stack, backend)
     ws = await peers.connect(url(proxy), max_queue=1)
     await peers.call(ws.send("go"))
-    await peers.call(waitBlocked())
+    await peers.call(blocked.wait())
     assert progress["blockedAt"] < total // 2
 
     async def readAll() -> int:
@@ -656,7 +649,8 @@ async def test_noCloseTimerOutlivesTheBridge(
     await peers.call(ws.send("die"))
     await peers.call(ws.wait_closed())
     assert ws.close_code == 1011
-    await deferLater(stack.reactor, 0.05)
+    # The bridge is over once both of its legs' connections are closed.
+    await waitUntil(stack, lambda: not any(site.channels for site in proxy.sites))
     left = autobahnTimers(stack.reactor)
     for call, _ in left:
         cancelBucket(call)
