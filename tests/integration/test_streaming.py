@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest_twisted
 import treq
+from twisted.internet import defer
 from twisted.web.server import NOT_DONE_YET
 
 from tests.integration.support import (
@@ -126,11 +127,11 @@ async def test_repeatedSetCookieUnmergedAndLocationRewritten(stack: Stack) -> No
 async def test_slowClientPausesBackend(stack: Stack) -> None:
     """A client that stops reading makes the backend pause; then all bytes arrive."""
     total = 32 * 1024 * 1024
-    producers: list[Trickle] = []
+    producing: defer.Deferred[Trickle] = defer.Deferred()
 
     def handler(request: Any) -> object:
         request.setHeader(b"content-length", b"%d" % total)
-        producers.append(Trickle(request, total))
+        producing.callback(Trickle(request, total))
         return NOT_DONE_YET
 
     port = await stack.backend(RecordingBackend(handler=handler))
@@ -138,9 +139,8 @@ async def test_slowClientPausesBackend(stack: Stack) -> None:
     client = await stack.connect(proxy.port)
     client.transport.pauseProducing()  # type: ignore[union-attr]
     client.transport.write(request(b"GET", b"/api/users/big"))  # type: ignore[union-attr]
-    while not producers:
-        await _turn()
-    sentWhenPaused = await producers[0].pausedOnce
+    producer = await producing
+    sentWhenPaused = await producer.pausedOnce
     # Socket buffers on both sides hold some megabytes at most, never the body.
     assert sentWhenPaused < total // 4
     client.transport.resumeProducing()  # type: ignore[union-attr]
@@ -152,13 +152,6 @@ async def test_slowClientPausesBackend(stack: Stack) -> None:
 
 def _contains(needle: bytes) -> Callable[[bytes], bool]:
     return lambda data: needle in data
-
-
-async def _turn() -> None:
-    from twisted.internet import reactor  # noqa: TID251
-    from twisted.internet.task import deferLater
-
-    await deferLater(reactor, 0, lambda: None)
 
 
 @pytest_twisted.ensureDeferred
