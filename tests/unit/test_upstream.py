@@ -13,14 +13,14 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_proxy.core.response import Headers
-from twisted_proxy.upstream.connection import (
+from twisted_proxy.upstream.client import (
     FAIL_PROTOCOL,
     FAIL_RESET,
     FAIL_TIMEOUT,
     Address,
     UpstreamConnection,
-    UpstreamPool,
 )
+from twisted_proxy.upstream.pool import UpstreamPool
 
 ADDRESS = Address("http", "127.0.0.1", 9000)
 

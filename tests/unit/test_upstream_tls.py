@@ -48,11 +48,8 @@ from twisted_proxy.tls.backend import (
     tlsBackends,
     unverifiedWarnings,
 )
-from twisted_proxy.upstream.connection import (
-    Address,
-    UpstreamConnection,
-    UpstreamPool,
-)
+from twisted_proxy.upstream.client import Address, UpstreamConnection
+from twisted_proxy.upstream.pool import UpstreamPool
 
 codes = SSL.X509VerificationCodes
 

@@ -1,0 +1,197 @@
+"""
+The keep-alive pool of backend connections, and the one place they are made:
+TCP (IPv4, IPv6 or a name to resolve), with TLS for https backends.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    wrapClientTLS,
+)
+from twisted.internet.interfaces import (
+    IReactorTCP,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Factory
+from twisted.python.failure import Failure
+
+from twisted_proxy.tls.backend import BackendTLS, TLSPolicy
+from twisted_proxy.upstream.client import Address, UpstreamConnection
+
+__all__ = ["UpstreamPool"]
+
+
+class _ConnectionFactory(Factory):
+    noisy = False
+
+    def __init__(self, pool: UpstreamPool, address: Address) -> None:
+        self._pool = pool
+        self._address = address
+
+    def buildProtocol(self, addr: object) -> UpstreamConnection:  # type: ignore[override]
+        return UpstreamConnection(self._pool, self._address)
+
+
+class UpstreamPool:
+    """
+    Keep-alive connections per backend address.
+
+    :param maxIdle: idle connections kept per backend (more are closed).
+    :param idleTTL: an idle connection is closed after this many seconds.
+    :param connectTimeout: seconds to connect, and then to finish a TLS
+        handshake.
+    :param tls: the client TLS creators for https backends.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorTCP,
+        clock: IReactorTime,
+        connectTimeout: float = 5.0,
+        maxIdle: int = 64,
+        idleTTL: float = 60.0,
+        keepalive: bool = True,
+        endpointFactory: Callable[[Address], IStreamClientEndpoint] | None = None,
+        tls: BackendTLS | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self.tls = tls if tls is not None else BackendTLS()
+        self.clock = clock
+        self.connectTimeout = connectTimeout
+        self.maxIdle = maxIdle if keepalive else 0
+        self.idleTTL = idleTTL
+        self._endpointFactory = endpointFactory or self._defaultEndpoint
+        self._endpoints: dict[Address, IStreamClientEndpoint] = {}
+        self._idle: dict[Address, list[UpstreamConnection]] = {}
+        self._all: set[UpstreamConnection] = set()
+        self._connecting: set[Deferred[UpstreamConnection]] = set()
+
+    def acquire(
+        self,
+        address: Address,
+        onReady: Callable[[UpstreamConnection, bool], object],
+        onFailed: Callable[[Failure], object],
+        fresh: bool = False,
+        maxAge: float | None = None,
+    ) -> Deferred[UpstreamConnection] | None:
+        """
+        Call C{onReady(connection, reused)} with an idle connection at once, or
+        with a new one once connected (and, for https, its certificate
+        accepted); C{onFailed(failure)} if it cannot connect, with a
+        L{BackendTLSError} when the TLS handshake failed. Returns the
+        connection attempt (cancel it to give up), or None when one of the
+        two was called already.
+
+        :param maxAge: reuse only a connection whose last response ended less
+            than this many seconds ago (one the backend is unlikely to be
+            closing as the request is written); else connect afresh.
+        """
+        if not fresh:
+            idle = self._idle.get(address)
+            # The most recently used is last.
+            if idle and (
+                maxAge is None or self.clock.seconds() - idle[-1].lastUsed < maxAge
+            ):
+                conn = idle.pop()
+                # Its idle timer is re-aimed by sendRequest, not re-created.
+                onReady(conn, True)
+                return None
+        endpoint = self._endpoints.get(address)
+        if endpoint is None:
+            try:
+                endpoint = self._endpointFactory(address)
+            except Exception:
+                # A tls_ca file that went bad since start-up.
+                onFailed(Failure())
+                return None
+            self._endpoints[address] = endpoint
+        d: Deferred[Any] = endpoint.connect(_ConnectionFactory(self, address))
+        self._connecting.add(d)
+
+        def connected(conn: UpstreamConnection) -> Deferred[UpstreamConnection]:
+            self._all.add(conn)
+            # Chained, so cancelling the attempt cancels a handshake too.
+            return conn.whenReady()
+
+        def ready(conn: UpstreamConnection) -> None:
+            self._connecting.discard(d)
+            onReady(conn, False)
+
+        def failed(f: Failure) -> None:
+            self._connecting.discard(d)
+            onFailed(f)
+
+        d.addCallback(connected).addCallbacks(ready, failed)
+        return d if d in self._connecting else None
+
+    def release(self, conn: UpstreamConnection) -> None:
+        """C{conn} may carry another request: keep it idle (if there is room)."""
+        idle = self._idle.setdefault(conn.address, [])
+        if len(idle) >= self.maxIdle:
+            self.discard(conn)
+            conn.transport.loseConnection()
+            return
+        idle.append(conn)
+        conn.idleFor(self.idleTTL)
+
+    def expire(self, conn: UpstreamConnection) -> None:
+        """C{conn} was idle for idleTTL: close it."""
+        self.discard(conn)
+        conn.transport.loseConnection()
+
+    def discard(self, conn: UpstreamConnection) -> None:
+        """C{conn} is never to be lent again."""
+        idle = self._idle.get(conn.address)
+        if idle and conn in idle:
+            idle.remove(conn)
+        conn.unpooled()
+        if conn.lost:
+            self._all.discard(conn)
+
+    def idleCount(self, address: Address) -> int:
+        """How many idle connections are kept for C{address}."""
+        return len(self._idle.get(address, ()))
+
+    def closeAll(self) -> Deferred[object]:
+        """Close every connection (idle or busy) and stop connecting."""
+        for d in list(self._connecting):
+            d.cancel()
+        waits = []
+        for conn in list(self._all):
+            if not conn.lost:
+                waits.append(conn.whenLost())
+                conn.abort()
+        self._idle.clear()
+        return gatherResults(waits)  # type: ignore[return-value]
+
+    def endpointFor(self, address: Address) -> IStreamClientEndpoint:
+        """Where a connection to C{address} is made (TLS added for https)."""
+        endpoint: IStreamClientEndpoint = self._endpointFactory(address)
+        return endpoint
+
+    def _defaultEndpoint(self, address: Address) -> IStreamClientEndpoint:
+        _, host, port, policy = address
+        timeout = self.connectTimeout
+        endpoint: IStreamClientEndpoint
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            endpoint = HostnameEndpoint(self._reactor, host, port, timeout=timeout)
+        else:
+            if ip.version == 4:
+                endpoint = TCP4ClientEndpoint(self._reactor, host, port, timeout)
+            else:
+                endpoint = TCP6ClientEndpoint(self._reactor, host, port, timeout)
+        if address.overTLS:
+            creator = self.tls.creatorFor(host, policy or TLSPolicy())
+            endpoint = wrapClientTLS(creator, endpoint)
+        return endpoint
