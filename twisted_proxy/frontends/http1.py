@@ -17,32 +17,23 @@ slowloris), idle keep-alive time, body size (413), strict framing (400).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
     IPushProducer,
-    IReactorTime,
     ISSLTransport,
     ITCPTransport,
 )
-from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.resource import IResource
 from zope.interface import implementer
 
-from twisted import copyright
 from twisted_proxy._twisted_internals import (
-    pendingWriteBytes,
     replaceProtocol,
-    sendNow,
 )
-from twisted_proxy.config.model import Listener, ProxySettings
-from twisted_proxy.core.headers import ResponseHeaderRewriter
 from twisted_proxy.core.http11 import (
     CHUNKED,
     NO_BODY,
@@ -52,16 +43,10 @@ from twisted_proxy.core.http11 import (
     checkHeadStart,
     parseRequestHead,
 )
-from twisted_proxy.core.logformat import END_SEND_TIMEOUT, END_SHUTDOWN_GRACE
-from twisted_proxy.core.routing import normalizeHost
-from twisted_proxy.frontends.request import (
-    IAccessLog,
-    ProxiedRequest,
-    errorHeaders,
-    reasonPhrase,
-    refusal,
-)
-from twisted_proxy.tls.server import clientSubject, listenerSettings
+from twisted_proxy.frontends.http1output import ChannelOutput
+from twisted_proxy.frontends.http1request import HeaderList, ProxyRequest
+from twisted_proxy.frontends.listener import IListenerConnection, ListenerSite
+from twisted_proxy.frontends.request import errorHeaders, reasonPhrase, refusal
 
 # Channel states.
 _HEAD = 0  # reading a request head
@@ -81,196 +66,9 @@ _PIPELINE_LIMIT = 65536
 # connection stays usable; past it the connection is closed.
 _DISCARD_LIMIT = 1 << 20
 
-_NO_BODY_STATUSES = frozenset({204, 304})
 
-
-class HeaderList:
-    """
-    Headers as a list of (name, value) in arrival order, with the lookups of
-    twisted.web's C{Headers} that the proxy uses (names case-insensitive).
-    """
-
-    __slots__ = ("_items",)
-
-    def __init__(self, items: list[tuple[bytes, bytes]] | None = None) -> None:
-        self._items = items if items is not None else []
-
-    def pairs(self) -> list[tuple[bytes, bytes]]:
-        """Every header, in order, repeated ones separate."""
-        return self._items
-
-    def getRawHeaders(self, name: bytes, default: Any = None) -> Any:
-        """The values of C{name}, or C{default}."""
-        name = name.lower()
-        values = [v for n, v in self._items if n.lower() == name]
-        return values or default
-
-    def hasHeader(self, name: bytes) -> bool:
-        """Whether C{name} is present."""
-        name = name.lower()
-        return any(n.lower() == name for n, _ in self._items)
-
-    def getAllRawHeaders(self) -> Iterator[tuple[bytes, list[bytes]]]:
-        """(name, values) per name, as twisted.web's C{Headers} yields them."""
-        grouped: dict[bytes, tuple[bytes, list[bytes]]] = {}
-        for n, v in self._items:
-            entry = grouped.get(n.lower())
-            if entry is None:
-                grouped[n.lower()] = (n, [v])
-            else:
-                entry[1].append(v)
-        return iter(grouped.values())
-
-    def addRawHeader(self, name: bytes | str, value: bytes | str) -> None:
-        """Add one header."""
-        self._items.append((_bytes(name), _bytes(value)))
-
-    def setRawHeaders(self, name: bytes | str, values: Sequence[bytes | str]) -> None:
-        """Replace every C{name} header by C{values}."""
-        self.removeHeader(name)
-        for value in values:
-            self.addRawHeader(name, value)
-
-    def removeHeader(self, name: bytes | str) -> None:
-        """Remove every C{name} header."""
-        lower = _bytes(name).lower()
-        self._items = [(n, v) for n, v in self._items if n.lower() != lower]
-
-
-def _bytes(value: bytes | str) -> bytes:
-    return value if isinstance(value, bytes) else value.encode("latin-1")
-
-
-class ProxyRequest(ProxiedRequest):
-    """One request on an L{HTTPServerChannel}."""
-
-    def __init__(self, channel: HTTPServerChannel, head: RequestHead) -> None:
-        self.channel = channel
-        self.method = head.method
-        self.uri = head.target
-        self.clientproto = head.version
-        self.path = head.target.split(b"?", 1)[0]
-        self.args: dict[bytes, list[bytes]] = {}
-        self.prepath: list[bytes] = []
-        self.requestHeaders = HeaderList(head.headers)
-        self.responseHeaders = HeaderList()
-        self.code = 200
-        self.code_message = b"OK"
-        self.startedWriting = False
-        self.finished = False
-        self.chunked = False
-        self.sentLength = 0
-        self.producer: IPushProducer | None = None
-        self._noBody = False
-        self._initProxied(channel.site.reactor.seconds(), channel.site.maxBodyBytes)
-        self.headBytes = head.headBytes
-        self.bodyComplete = head.length == NO_BODY
-        self.requestLine = head.requestLine
-
-    # -- what resources and the access log ask of a request --
-
-    def getClientAddress(self) -> IAddress:
-        address: IAddress = self.channel.transport.getPeer()
-        return address
-
-    def getHost(self) -> IAddress:
-        host: IAddress = self.channel.getHost()
-        return host
-
-    def isSecure(self) -> bool:
-        return bool(self.channel.secure)
-
-    def getHeader(self, name: bytes) -> bytes | None:
-        values = self.requestHeaders.getRawHeaders(name)
-        return values[-1] if values else None
-
-    def sendContinue(self) -> None:
-        if self.expectContinue and not self.startedWriting and not self.finished:
-            self.expectContinue = False
-            self.channel.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-    def setResponseCode(self, code: int, message: bytes | None = None) -> None:
-        self.code = code
-        self.code_message = message or reasonPhrase(code)
-
-    def setHeader(self, name: bytes | str, value: bytes | str) -> None:
-        self.responseHeaders.setRawHeaders(name, [value])
-
-    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
-        self.producer = producer
-        self.channel.registerProducer(producer)
-
-    def unregisterProducer(self) -> None:
-        self.producer = None
-        self.channel.unregisterProducer()
-
-    def write(self, data: bytes) -> None:
-        if self.finished:
-            raise RuntimeError("write() after finish()")
-        if self.clientGone:
-            return
-        if not self.startedWriting:
-            self._writeHead()
-        if self._noBody or not data:
-            return
-        self.sentLength += len(data)
-        if self.chunked:
-            self.channel.writeSequence((b"%x\r\n" % len(data), data, b"\r\n"))
-        else:
-            self.channel.write(data)
-
-    def finish(self) -> None:
-        if self.finished or self.clientGone:
-            return
-        if not self.startedWriting:
-            self.write(b"")
-        if self.chunked:
-            self.channel.write(b"0\r\n\r\n")
-        self.finished = True
-        self.channel.site.log(self)
-        self.channel.requestDone(self)
-
-    def _writeHead(self) -> None:
-        self.startedWriting = True
-        code = self.code
-        channel = self.channel
-        headers = self.responseHeaders
-        self._noBody = (
-            self.method == b"HEAD" or code in _NO_BODY_STATUSES or 100 <= code < 200
-        )
-        if not self._noBody and not headers.hasHeader(b"content-length"):
-            if self.clientproto == b"HTTP/1.1":
-                headers.addRawHeader(b"Transfer-Encoding", b"chunked")
-                self.chunked = True
-            else:
-                # An HTTP/1.0 client reads to the end of the connection.
-                channel.persistent = False
-        if not channel.persistent:
-            headers.removeHeader(b"connection")
-            headers.addRawHeader(b"Connection", b"close")
-        elif self.clientproto == b"HTTP/1.0":
-            # It asked for keep-alive and the length is known: say it is kept.
-            headers.removeHeader(b"connection")
-            headers.addRawHeader(b"Connection", b"keep-alive")
-        head = [self.clientproto, b" %d " % code, self.code_message, b"\r\n"]
-        for name, value in headers.pairs():
-            head.extend((name, b": ", value, b"\r\n"))
-        head.append(b"\r\n")
-        channel.writeSequence(head)
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        """The client's connection is gone."""
-        self._lostClient()
-
-    def keepsConnection(self) -> bool:
-        return bool(self.channel.keepsAlive())
-
-    def _logUnfinished(self) -> None:
-        self.channel.site.log(self)
-
-
-@implementer(IPushProducer)
-class HTTPServerChannel(Protocol):
+@implementer(IPushProducer, IListenerConnection)
+class HTTPServerChannel(ChannelOutput, Protocol):
     """
     One client connection: requests read one after another (pipelined ones
     wait), each body streamed to its resource, responses written straight to
@@ -341,7 +139,7 @@ class HTTPServerChannel(Protocol):
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._cancelTimer()
         self._cancelSendTimer()
-        self.site._channelGone(self)
+        self.site.connections.remove(self)
         request, self.request = self.request, None
         if request is not None:
             request.connectionLost(reason)
@@ -533,33 +331,6 @@ class HTTPServerChannel(Protocol):
         if self._buffer:
             self._readHeads()
 
-    # -- writing: straight to the socket, batched while corked --
-
-    def cork(self) -> None:
-        """Hold writes until L{uncork}, so a response head and body go out as one."""
-        if self._corked is None:
-            self._corked = []
-
-    def uncork(self) -> None:
-        """Send what was held, in one write."""
-        pending, self._corked = self._corked, None
-        if pending and self.transport is not None:
-            sendNow(self.transport, b"".join(pending))
-
-    def write(self, data: bytes) -> None:
-        """Write response bytes."""
-        if self._corked is not None:
-            self._corked.append(data)
-        else:
-            sendNow(self.transport, data)
-
-    def writeSequence(self, iovec: Sequence[bytes]) -> None:
-        """Write several pieces of response at once."""
-        if self._corked is not None:
-            self._corked.extend(iovec)
-        else:
-            sendNow(self.transport, b"".join(iovec))
-
     def getHost(self) -> Any:
         """The local address (asked of the socket once per connection)."""
         if self._host is None:
@@ -586,6 +357,17 @@ class HTTPServerChannel(Protocol):
         if self.request is not None:
             self.request.cutShort(reason)
 
+    def drain(self) -> None:
+        """
+        The listener stops: close once the response under way is done, or
+        now when there is none.
+        """
+        if self.request is not None:
+            self.persistent = False
+        else:
+            self.abandoned = True
+            self.loseConnection()
+
     def abortConnection(self) -> None:
         """Cut the connection now."""
         self.abandoned = True
@@ -611,7 +393,7 @@ class HTTPServerChannel(Protocol):
             transport.resumeProducing()
         leftover, self._buffer = self._buffer, b""
         self.request = None
-        self.site._channelGone(self)
+        self.site.connections.remove(self)
         replaceProtocol(transport, protocol)
         protocol.makeConnection(transport)
         return leftover
@@ -648,63 +430,6 @@ class HTTPServerChannel(Protocol):
             message=message,
         )
         self.loseConnection()
-
-    # -- IPushProducer: the client's socket is full, or has room again --
-
-    def registerProducer(self, producer: IPushProducer) -> None:
-        """C{producer} (the backend connection) writes the current response."""
-        self._producer = producer
-        if self._writePaused:
-            producer.pauseProducing()
-
-    def unregisterProducer(self) -> None:
-        """The response's producer is done."""
-        self._producer = None
-
-    def pauseProducing(self) -> None:
-        self._writePaused = True
-        if self._producer is not None:
-            self._producer.pauseProducing()
-        if self._sendTimer is None:
-            self._sendHeld = pendingWriteBytes(self.transport)
-            self._sendTimer = self.site.reactor.callLater(
-                self.site.settings.send_timeout, self._sendTimedOut
-            )
-
-    def resumeProducing(self) -> None:
-        self._writePaused = False
-        self._cancelSendTimer()
-        if self._producer is not None:
-            self._producer.resumeProducing()
-
-    def _cancelSendTimer(self) -> None:
-        timer, self._sendTimer = self._sendTimer, None
-        if timer is not None and timer.active():
-            timer.cancel()
-
-    def _sendTimedOut(self) -> None:
-        """The client's socket stayed full for send_timeout: let it go."""
-        self._sendTimer = None
-        held = pendingWriteBytes(self.transport)
-        before, self._sendHeld = self._sendHeld, held
-        seconds = self.site.settings.send_timeout
-        if held is not None and before is not None and held < before:
-            # Slow, not gone: it took some meanwhile.
-            self._sendTimer = self.site.reactor.callLater(seconds, self._sendTimedOut)
-            return
-        peer = str(getattr(self.transport.getPeer(), "host", "-"))
-        self.site._log.info(
-            "client {peer} took no response bytes for {seconds:g}s (send_timeout):"
-            " closing its connection and the backend's",
-            peer=peer,
-            seconds=seconds,
-        )
-        self.cutShort(END_SEND_TIMEOUT)
-        self.abortConnection()
-
-    def stopProducing(self) -> None:
-        if self._producer is not None:
-            self._producer.stopProducing()
 
     # -- the one timer --
 
@@ -743,117 +468,19 @@ def _firstLine(data: bytes) -> bytes:
     return data[:8192].split(b"\n", 1)[0].split(b"\r", 1)[0]
 
 
-def _servedName(name: str) -> str:
-    """A configured host name as an absolute-form target's host is compared."""
-    raw = name.encode("ascii") if name.isascii() else name.encode("idna")
-    return (normalizeHost(raw) or b"").decode("ascii")
-
-
-class HTTPProxyFactory(ServerFactory):
+class HTTPProxyFactory(ListenerSite):
     """
-    Builds L{HTTPServerChannel}s for one set of listeners: the root resource
-    (the router), the limits of C{[proxy]}, the access log, and a drain for
-    graceful shutdown.
+    Builds L{HTTPServerChannel}s for one set of listeners: the listener's
+    site (L{ListenerSite}: the router, the limits of C{[proxy]}, the access
+    log, and the registry that graceful shutdown drains) serving HTTP/1.1.
     """
 
-    noisy = False
     _log = Logger()
-
-    def __init__(
-        self,
-        resource: IResource,
-        settings: ProxySettings,
-        reactor: IReactorTime,
-        accessLog: IAccessLog | None = None,
-        hostNames: Sequence[str] = (),
-        listener: Listener | None = None,
-    ) -> None:
-        self.resource: Any = resource
-        self.settings = settings
-        self.reactor = reactor
-        self.listener = listener
-        self.maxBodyBytes = settings.max_body_bytes
-        tls = listener.tls if listener is not None else None
-        # The header that carries a verified client certificate's subject.
-        self.clientCertHeader: bytes | None = None
-        if tls is not None and tls.client_cert_header is not None:
-            self.clientCertHeader = tls.client_cert_header.encode("ascii")
-        self.responseRewriter = ResponseHeaderRewriter(
-            listenerSettings(settings, listener), copyright.version
-        )
-        self.accessLog = accessLog
-        # The names an absolute-form request may carry (we are no open proxy),
-        # reduced as routing reduces a Host: no trailing dot, no brackets.
-        self.hostNames = frozenset(
-            _servedName(n) for n in (settings.server_name, "localhost", *hostNames)
-        )
-        # Open connections: HTTPServerChannels, and the HTTP/2 connections of
-        # twisted_proxy.frontends.http2 (which drain themselves).
-        self.channels: set[Any] = set()
-        self._drained: Deferred[None] | None = None
 
     def buildProtocol(self, addr: IAddress | None) -> HTTPServerChannel:
         channel = HTTPServerChannel(self)
-        self.channels.add(channel)
+        self.connections.add(channel)
         return channel
-
-    def prepareRequest(self, request: Any, transport: Any) -> None:
-        """
-        Apply what this listener adds to every request whose head is in,
-        before it is routed: the client certificate's subject header (a
-        client-sent one of that name is always dropped). C{transport} is the
-        connection's (TLS) transport.
-        """
-        name = self.clientCertHeader
-        if name is None:
-            return
-        headers = request.requestHeaders
-        headers.removeHeader(name)
-        subject = clientSubject(transport)
-        if subject is not None:
-            headers.addRawHeader(name, subject)
-
-    def log(self, request: ProxiedRequest) -> None:
-        """Write C{request}'s access-log line."""
-        if self.accessLog is not None:
-            self.accessLog.logRequest(request)
-
-    def _channelGone(self, channel: Any) -> None:
-        self.channels.discard(channel)
-        if self._drained is not None and not self.channels:
-            d, self._drained = self._drained, None
-            d.callback(None)
-
-    def drain(self) -> Deferred[None]:
-        """
-        Close idle connections now and the busy ones once their response is
-        done; fire when every connection is gone. Stop listening first.
-        """
-        for channel in list(self.channels):
-            if not isinstance(channel, HTTPServerChannel):
-                channel.drain()
-            elif channel.request is not None:
-                channel.persistent = False
-            else:
-                channel.abandoned = True
-                channel.loseConnection()
-        if not self.channels:
-            return succeed(None)
-        self._drained = Deferred()
-        return self._drained
-
-    def abortAll(self, reason: str = END_SHUTDOWN_GRACE) -> None:
-        """
-        Cut every remaining connection (the grace period is over); C{reason}
-        is what the access log gives for the responses cut short.
-        """
-        for channel in list(self.channels):
-            # HTTP/1.1 and HTTP/2 connections note it; WebSocket bridges log
-            # nothing more once open.
-            cut = getattr(channel, "cutShort", None)
-            if cut is not None:
-                cut(reason)
-            channel.abortConnection()
 
 
 __all__ = [

@@ -3,18 +3,19 @@ HTTP/2 to clients, on the TLS listeners whose C{alpn} lists C{"h2"}.
 
 twisted.web turns HTTP/2 on by itself whenever the C{h2} package is
 installed; here it is opt-in per listener. L{NegotiatingFactory} takes the
-place of the listener's L{HTTPProxyFactory} under C{TLSMemoryBIOFactory}: each
-connection starts as the listener's L{HTTPServerChannel} (its header timeout
+place of the listener's site (an HTTP/1.1 factory) under
+C{TLSMemoryBIOFactory}: each connection starts as the listener's HTTP/1.1
+channel (its header timeout
 covers the handshake), and once the handshake is done TLS is handed straight
 to the protocol ALPN chose: the same channel for HTTP/1.1, an
 L{H2ProxyConnection} for C{h2}. Nothing sits between TLS and either of them
 afterwards.
 
 L{H2ProxyConnection} is Twisted's C{H2Connection}; its requests are
-L{H2Request}s, which stream to the listener's resource as the proxy's own
-requests do (routed once the head is in, body passed on as it arrives, the
-listener's response headers, access log and limits), and reach HTTP/1.1
-backends. Flow control is HTTP/1.1's, in HTTP/2 terms:
+L{H2Request}s (L{twisted_proxy.frontends.http2request}), which stream to the
+listener's resource as the proxy's own requests do (routed once the head is
+in, body passed on as it arrives, the listener's response headers, access log
+and limits), and reach HTTP/1.1 backends. Flow control is HTTP/1.1's, in HTTP/2 terms:
 
  - upload: a request pauses its stream when the backend cannot take more, and
    no WINDOW_UPDATE goes out for it until the backend has taken the data: at
@@ -51,13 +52,12 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
-from twisted.web import server
 from zope.interface import implementer
 
 from twisted_proxy._twisted_internals import H2ConnectionBase, pendingWriteBytes
-from twisted_proxy.core.logformat import END_PROXY_ERROR, END_SEND_TIMEOUT
-from twisted_proxy.frontends.http1 import HTTPProxyFactory, HTTPServerChannel
-from twisted_proxy.frontends.request import StreamingRequest, refusal
+from twisted_proxy.core.logformat import END_SEND_TIMEOUT
+from twisted_proxy.frontends.http2request import H2Request
+from twisted_proxy.frontends.listener import IListenerConnection, ListenerSite
 
 STREAM_BUFFER = 65536
 """Response bytes queued on one stream before its backend is paused."""
@@ -67,182 +67,8 @@ STREAM_BUFFER = 65536
 # one waiting upload does not stall the others on the connection.
 _CONNECTION_WINDOW = 100 * 65535
 
-# RFC 9113 8.2.2: connection-specific fields are not sent over HTTP/2; TE is a
-# request header, never a response one.
-_CONNECTION_SPECIFIC = (
-    b"connection",
-    b"keep-alive",
-    b"proxy-connection",
-    b"transfer-encoding",
-    b"upgrade",
-    b"te",
-)
 
-
-class H2Request(StreamingRequest):
-    """
-    One request on an HTTP/2 stream. The stream is its channel and also its
-    transport: pausing the transport stops the stream's DATA (and its window
-    updates), aborting it resets this stream and no other.
-    """
-
-    # Twisted deletes the attribute once the response is done.
-    channel: Any = None
-
-    def __init__(self, stream: Any, connection: H2ProxyConnection) -> None:
-        # Twisted leaves H2Stream.transport None ("HTTP/2 doesn't want to
-        # expose it"); the proxy pauses and cuts a request through it.
-        stream.transport = stream
-        server.Request.__init__(self, stream, False, parsePOSTFormSubmission=False)
-        self._front: HTTPProxyFactory = connection.site
-        self._connection = connection
-        self._initProxied(0.0, self._front.maxBodyBytes)
-        self._length: int | None = None
-        self._uploadTimer: IDelayedCall | None = None
-
-    # -- called by the stream, while its headers are added --
-
-    def parseCookies(self) -> None:
-        # Called once every header is in, just before Twisted's stream sends
-        # 100 Continue for an Expect header on its own: the header is taken
-        # away here; the request carries Expect on to the backend, whose 100
-        # (or silence) asks the client for its body (sendContinue).
-        headers = self.requestHeaders
-        expect = headers.getRawHeaders(b"expect")
-        if expect is not None:
-            headers.removeHeader(b"expect")
-            self.expectContinue = expect[0].lower() == b"100-continue"
-        server.Request.parseCookies(self)
-
-    def gotLength(self, length: int | None) -> None:
-        # Called at content-length, before the headers after it are in (or at
-        # the end without one): noted, and the request is routed in
-        # headReceived once every header is in.
-        self._length = length
-
-    # -- called by the connection --
-
-    def headReceived(self, endStream: bool) -> None:
-        """
-        Every header is in and the stream is registered: route the request
-        (it may be answered at once). C{endStream}: the HEADERS frame ended
-        the stream, so there is no body.
-        """
-        stream = self.channel
-        site = self._front
-        self.startTime = site.reactor.seconds()
-        self.method = stream.command
-        self.uri = stream.path or b""  # CONNECT has no :path
-        self.clientproto = b"HTTP/2"
-        self.path = self.uri.split(b"?", 1)[0]
-        self.requestLine = b"%s %s HTTP/2" % (self.method, self.uri)
-        headers = self.requestHeaders
-        hosts = headers.getRawHeaders(b"host")
-        if (
-            hosts is not None
-            and len(hosts) == 2
-            and hosts[0].lower() == hosts[1].lower()
-        ):
-            # :authority and a Host header that agree (RFC 9113 8.3.1).
-            headers.setRawHeaders(b"host", hosts[:1])
-        length = self._length
-        if endStream:
-            length = 0 if length is None else length
-        elif length is None:
-            # A body of unknown length: HTTP/1.1 backends get it chunked.
-            headers.setRawHeaders(b"transfer-encoding", [b"chunked"])
-        if site.clientCertHeader is not None:
-            site.prepareRequest(self, self._connection.transport)
-        settings = site.settings
-        fields = sum(len(values) for _, values in headers.getAllRawHeaders())
-        if fields > settings.max_headers:
-            self.respondError(400, f"more than {settings.max_headers} header fields")
-            return
-        problem = refusal(self, length, settings.merge_slashes)
-        if problem is not None:
-            self.respondError(*problem)
-            return
-        if self.target is None:
-            # OPTIONS *: the proxy answers for itself.
-            self.respondOptions()
-            return
-        if not endStream:
-            self._uploadTimer = site.reactor.callLater(
-                settings.idle_timeout, self._uploadStalled
-            )
-        if endStream:
-            self.expectContinue = False
-        self.bodyConsumer = site.resource.startStream(self)
-
-    def sendContinue(self) -> None:
-        stream = self.channel
-        if (
-            self.expectContinue
-            and stream is not None
-            and not self.startedWriting
-            and not self.finished
-        ):
-            self.expectContinue = False
-            self._connection.sendContinue(stream.streamID)
-
-    # -- the body --
-
-    def handleContentChunk(self, data: bytes) -> None:
-        timer = self._uploadTimer
-        if timer is not None:
-            timer.reset(self._front.settings.idle_timeout)
-        StreamingRequest.handleContentChunk(self, data)
-
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        self._cancelUploadTimer()
-        StreamingRequest.requestReceived(self, command, path, version)
-
-    def _uploadStalled(self) -> None:
-        self._uploadTimer = None
-        if not self.bodyComplete and not self.finished:
-            self.refuseBody(408, "request body not received in time")
-
-    def _cancelUploadTimer(self) -> None:
-        timer, self._uploadTimer = self._uploadTimer, None
-        if timer is not None and timer.active():
-            timer.cancel()
-
-    # -- the response --
-
-    def write(self, data: bytes) -> None:
-        if not self.startedWriting:
-            headers = self.responseHeaders
-            for name in _CONNECTION_SPECIFIC:
-                headers.removeHeader(name)
-        server.Request.write(self, data)
-
-    def finish(self) -> None:
-        self._cancelUploadTimer()
-        server.Request.finish(self)
-
-    def abortConnection(self, reason: str = END_PROXY_ERROR) -> None:
-        """Reset this stream, so the client sees its response cut short."""
-        self._cancelUploadTimer()
-        stream = self.channel
-        if stream is not None and not self.clientGone:
-            self.cutShort(reason)
-            self._connection.resetStream(stream.streamID)
-
-    def connectionLost(self, reason: Failure) -> None:
-        self._cancelUploadTimer()
-        StreamingRequest.connectionLost(self, reason)
-
-    def queuedBytes(self) -> int:
-        stream = self.channel
-        return 0 if stream is None else self._connection.queuedFor(stream.streamID)
-
-    def keepsConnection(self) -> bool:
-        return self._connection.keepsAlive()
-
-    def _logUnfinished(self) -> None:
-        self._front.log(self)
-
-
+@implementer(IListenerConnection)
 class H2ProxyConnection(H2ConnectionBase):
     """
     Twisted's HTTP/2 connection serving one listener's requests as
@@ -257,7 +83,7 @@ class H2ProxyConnection(H2ConnectionBase):
     transport: Any
     timeOut: Any
 
-    def __init__(self, site: HTTPProxyFactory) -> None:
+    def __init__(self, site: ListenerSite) -> None:
         super().__init__(site.reactor)
         self.site = site
         # twisted.web's Request.finish logs through channel.factory.log().
@@ -313,7 +139,7 @@ class H2ProxyConnection(H2ConnectionBase):
             self._windowOpen(streamID)
         self._cancelSendTimer()
         if not byTwisted:
-            self.site._channelGone(self)
+            self.site.connections.remove(self)
 
     def timeoutConnection(self) -> None:
         """
@@ -586,7 +412,7 @@ class _Negotiating(Protocol):
     the TLS transport directly.
     """
 
-    def __init__(self, site: HTTPProxyFactory, channel: HTTPServerChannel) -> None:
+    def __init__(self, site: ListenerSite, channel: IProtocol) -> None:
         self._site = site
         self._protocol: IProtocol = channel
 
@@ -605,7 +431,7 @@ class _Negotiating(Protocol):
     def _speakH2(self, transport: Any) -> H2ProxyConnection:
         channel = self._protocol
         connection = H2ProxyConnection(self._site)
-        self._site.channels.add(connection)
+        self._site.connections.add(connection)
         # The HTTP/1.1 channel lets go: its producer role, timer and place
         # among the listener's connections.
         transport.unregisterProducer()
@@ -633,11 +459,13 @@ class NegotiatingFactory(Factory):
 
     noisy = False
 
-    def __init__(self, site: HTTPProxyFactory) -> None:
+    def __init__(self, site: ListenerSite) -> None:
         self.site = site
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol:
-        return _Negotiating(self.site, self.site.buildProtocol(addr))
+        channel = self.site.buildProtocol(addr)
+        assert channel is not None
+        return _Negotiating(self.site, channel)
 
     def startFactory(self) -> None:
         self.site.doStart()
