@@ -145,10 +145,12 @@ def singleHeader(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes |
 
 def hasDuplicateHost(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     """
-    Whether C{headers} holds more than one C{Host} header.
+    Whether C{headers} holds more than one C{Host} header (names compared
+    case-insensitively).
 
-    A request like that is ambiguous (RFC 9112 section 3.2 requires a 400);
-    the front end asks before rewriting.
+    A request like that is ambiguous (RFC 9112 section 3.2 requires a 400).
+    The front ends do not ask here: their head check
+    (L{twisted_proxy.core.refusal}) refuses it before anything is rewritten.
     """
     seen = False
     for name, _ in headers:
