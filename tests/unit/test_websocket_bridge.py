@@ -158,6 +158,17 @@ def frames(data: bytes) -> list[tuple[int, bytes]]:
     return found
 
 
+def wsBalancer(*ports: int, **config: Any) -> Balancer:
+    """Balancer "web" of ws:// members on 127.0.0.1 at C{ports}."""
+    return Balancer(
+        "web",
+        members=tuple(
+            Member(f"ws://127.0.0.1:{p}", "ws", "127.0.0.1", p) for p in ports
+        ),
+        **config,
+    )
+
+
 def bridged(proxy: Proxy) -> tuple[Protocol, StringTransport]:
     """Upgrade the client through the proxy to a backend that accepts."""
     proxy.channel.dataReceived(UPGRADE)
@@ -235,14 +246,7 @@ def test_aRefusedMemberFailsOverAndIsReleasedOnce(
     reactor: MemoryReactorClock,
 ) -> None:
     """A member refusing: the next one takes the WebSocket, released once it ends."""
-    balancer = Balancer(
-        "web",
-        method="bybusyness",
-        members=tuple(
-            Member(f"ws://127.0.0.1:{p}", "ws", "127.0.0.1", p) for p in (3001, 3002)
-        ),
-    )
-    proxy = Proxy(reactor, balancer)
+    proxy = Proxy(reactor, wsBalancer(3001, 3002, method="bybusyness"))
     proxy.channel.dataReceived(UPGRADE)
     proxy.refuse()
     assert len(proxy.attempts()) == 2
@@ -258,3 +262,36 @@ def test_aRefusedMemberFailsOverAndIsReleasedOnce(
     backend.connectionLost(Failure(ConnectionDone()))
     assert [m.inFlight for m in members] == [0, 0]
     assert sorted(m.failures for m in members) == [0, 1]
+
+
+def test_aClientGoneDuringTheHandshakeReleasesOnce(
+    reactor: MemoryReactorClock,
+) -> None:
+    """A client gone before the backend accepted: the member is released once."""
+    proxy = Proxy(reactor, wsBalancer(3001))
+    assert proxy.balancer is not None
+    [member] = proxy.balancer.members("web")
+    # Another request holds the member too, so a second release would show.
+    assert proxy.balancer.pick("web") is member
+    proxy.channel.dataReceived(UPGRADE)
+    backend, wire = proxy.accept()
+    assert member.inFlight == 2
+    proxy.channel.connectionLost(Failure(ConnectionDone()))
+    assert wire.disconnecting
+    assert (member.inFlight, member.failures) == (1, 0)
+    backend.connectionLost(Failure(ConnectionDone()))
+    assert (member.inFlight, member.failures) == (1, 0)
+    assert proxy.client.value() == b""
+
+
+def test_aHandshakeRefusedWithAFailOnStatus(reactor: MemoryReactorClock) -> None:
+    """A member refusing the upgrade with a fail_on_status status is in error."""
+    proxy = Proxy(reactor, wsBalancer(3001, fail_on_status=(503,)))
+    proxy.channel.dataReceived(UPGRADE)
+    backend, _ = proxy.accept()
+    backend.dataReceived(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")
+    backend.connectionLost(Failure(ConnectionDone()))
+    assert proxy.client.value().startswith(b"HTTP/1.1 503 ")
+    assert proxy.balancer is not None
+    [member] = proxy.balancer.members("web")
+    assert (member.inFlight, member.lastFailure) == (0, "answered 503")
