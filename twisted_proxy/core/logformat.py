@@ -3,8 +3,9 @@ Access logging: Apache ``LogFormat`` strings compiled once, and a buffered write
 
 Formatting is pure (a L{LogRecord} in, one line out) and cheap: the format is
 parsed once into a template and a list of small functions, and ``%t`` is cached
-per second. Writing is buffered so a busy proxy does not make a system call
-per request; the periodic flush belongs to whoever owns the writer.
+per second (L{twisted_proxy.core.logtime}). Writing is buffered so a busy proxy
+does not make a system call per request; the periodic flush belongs to whoever
+owns the writer.
 
 Every request gets its line, including one whose response was cut short: its
 status is the one sent (``-`` in ``%s``, null in JSON, when no response head
@@ -32,9 +33,15 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from twisted_proxy.core.logtime import (
+    PerSecond,
+    apacheTime,
+    isoTimeParts,
+    strftimeRenderer,
+)
 
 __all__ = [
     "END_BACKEND_CLOSED",
@@ -145,85 +152,6 @@ def escapeLogItem(value: bytes | str) -> str:
     return _UNSAFE.sub(_escapeMatch, raw).decode("ascii")
 
 
-_MONTHS = (
-    "Jan",
-    "Feb",
-    "Mar",
-    "Apr",
-    "May",
-    "Jun",
-    "Jul",
-    "Aug",
-    "Sep",
-    "Oct",
-    "Nov",
-    "Dec",
-)
-
-
-def _offset(tm: time.struct_time, colon: bool) -> str:
-    """Return the UTC offset of a local time as ``-0700`` (or ``-07:00``)."""
-    gmtoff = tm.tm_gmtoff
-    sign = "-" if gmtoff < 0 else "+"
-    hours, minutes = divmod(abs(gmtoff) // 60, 60)
-    return (
-        f"{sign}{hours:02d}:{minutes:02d}"
-        if colon
-        else f"{sign}{hours:02d}{minutes:02d}"
-    )
-
-
-class _PerSecond:
-    """
-    Cache a time rendering per whole second.
-
-    Lines are written when requests end, not in the order they started, so a
-    few recent seconds are kept rather than just the last one.
-    """
-
-    __slots__ = ("_cache", "_render")
-
-    def __init__(self, render: Callable[[int], str]) -> None:
-        self._render = render
-        self._cache: dict[int, str] = {}
-
-    def __call__(self, when: float) -> str:
-        second = int(when)
-        text = self._cache.get(second)
-        if text is None:
-            if len(self._cache) >= 64:
-                self._cache.clear()
-            text = self._cache[second] = self._render(second)
-        return text
-
-
-def _apacheTime(second: int) -> str:
-    """Render a second as Apache's ``%t``: ``[10/Oct/2000:13:55:36 -0700]``."""
-    tm = time.localtime(second)
-    return (
-        f"[{tm.tm_mday:02d}/{_MONTHS[tm.tm_mon - 1]}/{tm.tm_year:04d}:"
-        f"{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d} {_offset(tm, False)}]"
-    )
-
-
-def _isoTimeParts(second: int) -> str:
-    """Render a second as local ISO 8601 with a ``{}`` where the milliseconds go."""
-    tm = time.localtime(second)
-    return (
-        f"{tm.tm_year:04d}-{tm.tm_mon:02d}-{tm.tm_mday:02d}T"
-        f"{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d}.{{:03d}}{_offset(tm, True)}"
-    )
-
-
-_apacheTimeCache = _PerSecond(_apacheTime)
-_isoTimeCache = _PerSecond(_isoTimeParts)
-
-
-def _strftimeRenderer(fmt: str) -> Callable[[int], str]:
-    """Return a renderer of a second, in local time, through C{strftime}."""
-    return lambda second: time.strftime(fmt, time.localtime(second))
-
-
 Part = Callable[[LogRecord], str]
 
 
@@ -256,7 +184,7 @@ def _envPart(name: str) -> Part:
 def _timePart(arg: str | None) -> Part:
     """Return a part for ``%t`` or ``%{format}t``."""
     if arg is None:
-        return lambda r: _apacheTimeCache(r.requestTime)
+        return lambda r: apacheTime(r.requestTime)
     useEnd = False
     if arg.startswith("begin:"):
         arg = arg[6:]
@@ -276,7 +204,7 @@ def _timePart(arg: str | None) -> Part:
         return lambda r: f"{int(when(r) * 1000) % 1000:03d}"
     if arg == "usec_frac":
         return lambda r: f"{int(when(r) * 1000000) % 1000000:06d}"
-    cache = _PerSecond(_strftimeRenderer(arg))
+    cache = PerSecond(strftimeRenderer(arg))
     return lambda r: cache(when(r))
 
 
@@ -449,7 +377,7 @@ def _formatJSON(record: LogRecord) -> str:
     millis = int(when * 1000) % 1000
     return json.dumps(
         {
-            "time": _isoTimeCache(when).format(millis),
+            "time": isoTimeParts(when).format(millis),
             "remote": record.remoteHost,
             "user": record.remoteUser,
             "request": _text(_rawLine(record)),
