@@ -1,0 +1,489 @@
+"""
+The layers the tree shows, enforced: config <- core <- {tls, upstream,
+balancer} <- frontends <- service; core is pure; a front end never imports
+another; no import cycles; no private name imported across modules.
+
+Every import of every module under twisted_proxy/ is read with ast, those in
+functions and under C{if TYPE_CHECKING:} included. Where today's code breaks a
+rule, the breach is listed below as allowed for now: a list that may only
+shrink. A new breach fails, and so does a listed one that is gone (take it off
+the list).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+_T = TypeVar("_T")
+
+_PACKAGE = Path(__file__).resolve().parents[2] / "twisted_proxy"
+
+# -- the rules ----------------------------------------------------------------
+
+# What each layer may import of twisted_proxy (besides the standard library and
+# third parties). "internals" is _twisted_internals.py, the designated module
+# that reaches into Twisted's private parts; "top" is the package face,
+# service, tap, cli, preflight, signals, demo and __main__, which may import
+# anything.
+_MAY_IMPORT: dict[str, frozenset[str]] = {
+    "config": frozenset({"config"}),
+    "core": frozenset({"config", "core"}),
+    "internals": frozenset(),
+    "tls": frozenset({"config", "core", "internals", "tls"}),
+    "upstream": frozenset({"config", "core", "internals", "tls", "upstream"}),
+    "balancer": frozenset(
+        {"config", "core", "internals", "tls", "upstream", "balancer"}
+    ),
+    "frontends": frozenset(
+        {"config", "core", "internals", "tls", "upstream", "balancer", "frontends"}
+    ),
+    # Log I/O, wired by the service: of the front ends, only the shared modules.
+    "accesslog": frozenset({"config", "core", "internals", "accesslog", "frontends"}),
+    # The admin pages: the balancer and the config model, never a front end.
+    "admin": frozenset({"config", "core", "balancer", "admin"}),
+}
+
+# The front-end modules every front end (and the access log) may share.
+_SHARED_FRONTENDS = frozenset(
+    {
+        "twisted_proxy.frontends",
+        "twisted_proxy.frontends.listener",
+        "twisted_proxy.frontends.pipe",
+        "twisted_proxy.frontends.request",
+    }
+)
+
+# Each front end and the modules it is made of: a module imports its own front
+# end's modules and the shared ones. A new module under frontends/ is added
+# here, to the front end it belongs to (or as a front end of its own).
+_FRONTENDS: dict[str, frozenset[str]] = {
+    "http1": frozenset({"http1", "http1output", "http1request"}),
+    "http2": frozenset({"http2", "http2request"}),
+    # The router is the relay's site root: a ReverseProxyResource per route.
+    "httprelay": frozenset(
+        {"httprelay", "router", "exchange", "bodies", "upload", "context", "clientinfo"}
+    ),
+    "websocket": frozenset({"websocket", "wslegs"}),
+    "redirect": frozenset({"redirect"}),
+}
+
+# What core may not import at all: core is pure (no reactor, no Deferreds, no
+# protocols, no sockets, no TLS, nothing of Twisted).
+_IMPURE_ROOTS = frozenset(
+    {
+        "twisted",
+        "zope",
+        "OpenSSL",
+        "socket",
+        "ssl",
+        "select",
+        "selectors",
+        "asyncio",
+        "threading",
+        "subprocess",
+    }
+)
+
+# -- allowed for now: each list may only shrink --------------------------------
+
+# (importer, imported) pairs that cross the layers the wrong way.
+_LAYER_BREACHES_FOR_NOW: frozenset[tuple[str, str]] = frozenset(
+    {
+        # The TLS sniffer hands plaintext to the HTTP/1.1 front end and answers
+        # with its error page: it belongs with the listeners.
+        ("twisted_proxy.tls.sniff", "twisted_proxy.frontends.http1"),
+        ("twisted_proxy.tls.sniff", "twisted_proxy.frontends.request"),
+    }
+)
+
+# (importer, imported) pairs of modules of two different front ends.
+_FRONTEND_IMPORTS_FOR_NOW: frozenset[tuple[str, str]] = frozenset(
+    {
+        # The HTTP relay hands WebSocket upgrades on.
+        ("twisted_proxy.frontends.httprelay", "twisted_proxy.frontends.websocket"),
+        # The WebSocket bridge uses the relay's route plans and client facts.
+        ("twisted_proxy.frontends.websocket", "twisted_proxy.frontends.clientinfo"),
+        ("twisted_proxy.frontends.websocket", "twisted_proxy.frontends.context"),
+    }
+)
+
+# (importer, imported) pairs of impure imports in core.
+_IMPURE_CORE_FOR_NOW: frozenset[tuple[str, str]] = frozenset(
+    {
+        # socket.inet_pton parses an address (no socket is made).
+        ("twisted_proxy.core.acl", "socket"),
+    }
+)
+
+# Import cycles among twisted_proxy's modules, each as its sorted members.
+_CYCLES_FOR_NOW: frozenset[tuple[str, ...]] = frozenset(
+    {
+        # The package face re-exports BalancerService, which implements the
+        # face's IBalancer.
+        ("twisted_proxy.balancer", "twisted_proxy.balancer.service"),
+    }
+)
+
+# (importer, "module:name") pairs importing another module's private name.
+_PRIVATE_IMPORTS_FOR_NOW: frozenset[tuple[str, str]] = frozenset()
+
+# -- reading the imports --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Import:
+    """One name one module imports: C{module}, and C{name} from it (or None)."""
+
+    module: str
+    name: str | None
+    line: int
+
+
+def moduleNames(package: Path) -> dict[str, Path]:
+    """Every module under C{package}, by dotted name (a package by its own)."""
+    names = {}
+    for path in sorted(package.rglob("*.py")):
+        parts = list(path.relative_to(package.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        names[".".join(parts)] = path
+    return names
+
+
+@functools.cache
+def importsIn(module: str, source: str, isPackage: bool) -> list[Import]:
+    """Every import in C{source}, anywhere in it, relative ones made absolute."""
+    found: list[Import] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.extend(Import(a.name, None, node.lineno) for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                here = module.split(".")
+                if not isPackage:
+                    here.pop()
+                here = here[: len(here) - node.level + 1]
+                base = ".".join([*here, base] if base else here)
+            found.extend(Import(base, a.name, node.lineno) for a in node.names)
+    return found
+
+
+@dataclass(frozen=True)
+class Edge:
+    """C{importer} imports module C{target}, or C{name} from it."""
+
+    importer: str
+    target: str
+    name: str | None
+    line: int
+
+
+def edges(sources: Mapping[str, tuple[str, bool]]) -> list[Edge]:
+    """
+    The imports of C{sources} (module -> (source, is a package)): each
+    C{from package import module} as an import of that module.
+    """
+    result = []
+    for module, (source, isPackage) in sources.items():
+        for imp in importsIn(module, source, isPackage):
+            sub = f"{imp.module}.{imp.name}"
+            if imp.name is not None and sub in sources:
+                result.append(Edge(module, sub, None, imp.line))
+            else:
+                result.append(Edge(module, imp.module, imp.name, imp.line))
+    return result
+
+
+def layerOf(module: str) -> str:
+    """The layer of a twisted_proxy module."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "top"
+    if parts[1] == "_twisted_internals":
+        return "internals"
+    return parts[1] if parts[1] in _MAY_IMPORT else "top"
+
+
+def _ours(edge: Edge, sources: Mapping[str, object]) -> bool:
+    return edge.target in sources
+
+
+def layerBreaches(
+    sources: Mapping[str, tuple[str, bool]],
+) -> set[tuple[str, str]]:
+    """Imports a layer may not make, and front ends importing non-shared ones."""
+    breaches = set()
+    for edge in edges(sources):
+        if not _ours(edge, sources):
+            continue
+        mine, theirs = layerOf(edge.importer), layerOf(edge.target)
+        if mine == "top":
+            continue
+        if theirs not in _MAY_IMPORT[mine] or (
+            mine == "accesslog"
+            and theirs == "frontends"
+            and edge.target not in _SHARED_FRONTENDS
+        ):
+            breaches.add((edge.importer, edge.target))
+    return breaches
+
+
+def frontEndOf(module: str) -> str | None:
+    """The front end a module under frontends/ is part of ("shared", or None)."""
+    if module in _SHARED_FRONTENDS:
+        return "shared"
+    name = module.rsplit(".", 1)[-1]
+    for frontEnd, names in _FRONTENDS.items():
+        if name in names:
+            return frontEnd
+    return None
+
+
+def frontendImports(sources: Mapping[str, tuple[str, bool]]) -> set[tuple[str, str]]:
+    """Imports between modules of two front ends (the shared ones aside)."""
+    return {
+        (edge.importer, edge.target)
+        for edge in edges(sources)
+        if layerOf(edge.importer) == "frontends"
+        and layerOf(edge.target) == "frontends"
+        and _ours(edge, sources)
+        and edge.target not in _SHARED_FRONTENDS
+        and frontEndOf(edge.importer) != frontEndOf(edge.target)
+    }
+
+
+def impureCoreImports(
+    sources: Mapping[str, tuple[str, bool]],
+) -> set[tuple[str, str]]:
+    """What core imports of Twisted, sockets, TLS, threads or processes."""
+    return {
+        (edge.importer, edge.target)
+        for edge in edges(sources)
+        if layerOf(edge.importer) == "core"
+        and edge.target.split(".")[0] in _IMPURE_ROOTS
+    }
+
+
+def cycles(sources: Mapping[str, tuple[str, bool]]) -> set[tuple[str, ...]]:
+    """The import cycles among C{sources}: strongly connected components."""
+    graph: dict[str, set[str]] = {module: set() for module in sources}
+    for edge in edges(sources):
+        if _ours(edge, sources) and edge.target != edge.importer:
+            graph[edge.importer].add(edge.target)
+    return {tuple(sorted(c)) for c in _components(graph) if len(c) > 1}
+
+
+def _components(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
+    """Tarjan's strongly connected components, without recursion."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    onStack: set[str] = set()
+    found: list[list[str]] = []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(graph[root]))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        onStack.add(root)
+        while work:
+            node, children = work[-1]
+            for child in children:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    onStack.add(child)
+                    work.append((child, iter(graph[child])))
+                    break
+                if child in onStack:
+                    low[node] = min(low[node], index[child])
+            else:
+                work.pop()
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        onStack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    found.append(component)
+    return found
+
+
+def privateImports(sources: Mapping[str, tuple[str, bool]]) -> set[tuple[str, str]]:
+    """C{from twisted_proxy.X import _name} across modules (dunders are public)."""
+    return {
+        (edge.importer, f"{edge.target}:{edge.name}")
+        for edge in edges(sources)
+        if edge.name is not None
+        and edge.target.split(".")[0] == "twisted_proxy"
+        and edge.name.startswith("_")
+        and not (edge.name.startswith("__") and edge.name.endswith("__"))
+        and edge.target != edge.importer
+    }
+
+
+def _readTree() -> dict[str, tuple[str, bool]]:
+    return {
+        module: (path.read_text(encoding="utf-8"), path.name == "__init__.py")
+        for module, path in moduleNames(_PACKAGE).items()
+    }
+
+
+_TREE = _readTree()
+
+# -- the tree keeps the rules ---------------------------------------------------
+
+
+def _compare(found: set[_T], allowed: frozenset[_T], what: str) -> None:
+    new = sorted(map(str, found - allowed))
+    gone = sorted(map(str, allowed - found))
+    assert not new, f"new {what} (fix it; the allowed-for-now list only shrinks):\n" + (
+        "\n".join(new)
+    )
+    assert not gone, f"{what} fixed: take it off the allowed-for-now list:\n" + (
+        "\n".join(gone)
+    )
+
+
+def test_layers() -> None:
+    """Each layer imports only the layers below it (and itself)."""
+    _compare(layerBreaches(_TREE), _LAYER_BREACHES_FOR_NOW, "layer breach")
+
+
+def test_frontEndsImportOnlySharedFrontEndModules() -> None:
+    """A front end imports no other front end: only request, pipe and listener."""
+    _compare(frontendImports(_TREE), _FRONTEND_IMPORTS_FOR_NOW, "front-end import")
+
+
+def test_everyFrontEndModuleIsPlaced() -> None:
+    """Each module under frontends/ is shared or part of a listed front end."""
+    unplaced = sorted(
+        module
+        for module in _TREE
+        if layerOf(module) == "frontends" and frontEndOf(module) is None
+    )
+    assert not unplaced, f"add to _FRONTENDS under their front end: {unplaced}"
+
+
+def test_coreIsPure() -> None:
+    """core imports nothing of Twisted, sockets, TLS, threads or processes."""
+    _compare(impureCoreImports(_TREE), _IMPURE_CORE_FOR_NOW, "impure core import")
+
+
+def test_noImportCycles() -> None:
+    """No module imports one that (through others) imports it back."""
+    _compare(cycles(_TREE), _CYCLES_FOR_NOW, "import cycle")
+
+
+def test_noPrivateNamesAcrossModules() -> None:
+    """No module imports another's _private name."""
+    _compare(privateImports(_TREE), _PRIVATE_IMPORTS_FOR_NOW, "private import")
+
+
+def test_theTreeIsRead() -> None:
+    """The modules are found and their imports read, function-level ones too."""
+    assert "twisted_proxy.core.http11" in _TREE
+    found = {(e.importer, e.target) for e in edges(_TREE)}
+    assert ("twisted_proxy.core.http11", "twisted_proxy.core.chunked") in found
+
+
+# -- each check catches what it is for ----------------------------------------
+
+
+def _planted(module: str, source: str) -> dict[str, tuple[str, bool]]:
+    """The tree with C{source} added at the end of C{module}."""
+    tree = dict(_TREE)
+    text, isPackage = tree.get(module, ("", False))
+    tree[module] = (text + "\n" + source, isPackage)
+    return tree
+
+
+@pytest.mark.parametrize(
+    ("module", "source", "check", "breach"),
+    [
+        (
+            "twisted_proxy.config.model",
+            "def f():\n    from twisted_proxy.core import http11\n",
+            layerBreaches,
+            ("twisted_proxy.config.model", "twisted_proxy.core.http11"),
+        ),
+        (
+            "twisted_proxy.core.headers",
+            "from twisted_proxy import __version__\n",
+            layerBreaches,
+            ("twisted_proxy.core.headers", "twisted_proxy"),
+        ),
+        (
+            "twisted_proxy.upstream.trace",
+            "from ..balancer import state\n",
+            layerBreaches,
+            ("twisted_proxy.upstream.trace", "twisted_proxy.balancer.state"),
+        ),
+        (
+            "twisted_proxy.balancer.state",
+            "import twisted_proxy.frontends.request\n",
+            layerBreaches,
+            ("twisted_proxy.balancer.state", "twisted_proxy.frontends.request"),
+        ),
+        (
+            "twisted_proxy.frontends.redirect",
+            "from twisted_proxy.frontends.http1 import HTTPProxyFactory\n",
+            frontendImports,
+            ("twisted_proxy.frontends.redirect", "twisted_proxy.frontends.http1"),
+        ),
+        (
+            "twisted_proxy.frontends.request",
+            "from twisted_proxy.frontends import httprelay\n",
+            frontendImports,
+            ("twisted_proxy.frontends.request", "twisted_proxy.frontends.httprelay"),
+        ),
+        (
+            "twisted_proxy.core.routing",
+            "def f():\n    from twisted.internet import reactor\n",
+            impureCoreImports,
+            ("twisted_proxy.core.routing", "twisted.internet"),
+        ),
+        (
+            "twisted_proxy.core.version",
+            "import socket\n",
+            impureCoreImports,
+            ("twisted_proxy.core.version", "socket"),
+        ),
+        (
+            "twisted_proxy.core.chunked",
+            "from twisted_proxy.core import http11\n",
+            cycles,
+            (
+                "twisted_proxy.core.chunked",
+                "twisted_proxy.core.http11",
+            ),
+        ),
+        (
+            "twisted_proxy.frontends.router",
+            "from twisted_proxy.core.http11 import _TCHAR\n",
+            privateImports,
+            ("twisted_proxy.frontends.router", "twisted_proxy.core.http11:_TCHAR"),
+        ),
+    ],
+)
+def test_aBadImportIsCaught(
+    module: str, source: str, check: object, breach: tuple[str, ...]
+) -> None:
+    """Each check finds an import planted to break its rule."""
+    assert callable(check)
+    assert breach not in check(_TREE)
+    assert breach in check(_planted(module, source))
