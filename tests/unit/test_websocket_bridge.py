@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -295,3 +296,20 @@ def test_aHandshakeRefusedWithAFailOnStatus(reactor: MemoryReactorClock) -> None
     assert proxy.balancer is not None
     [member] = proxy.balancer.members("web")
     assert (member.inFlight, member.lastFailure) == (0, "answered 503")
+
+
+def test_aListenerDrainClosesBothLegs(reactor: MemoryReactorClock) -> None:
+    """A graceful stop closes both legs with 1001, and is over once both are gone."""
+    proxy = Proxy(reactor)
+    backend, wire = bridged(proxy)
+    proxy.client.clear()
+    drained = proxy.channel.site.drain()
+    goingAway = struct.pack("!H", 1001)
+    assert frames(proxy.client.value())[0][0] == 8
+    assert frames(proxy.client.value())[0][1].startswith(goingAway)
+    assert frames(wire.value())[0][0] == 8
+    assert frames(wire.value())[0][1].startswith(goingAway)
+    assert not drained.called
+    proxy.client.protocol.connectionLost(Failure(ConnectionDone()))
+    backend.connectionLost(Failure(ConnectionDone()))
+    assert drained.called

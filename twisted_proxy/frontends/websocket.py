@@ -45,6 +45,7 @@ from twisted_proxy.core.wsrules import (
 )
 from twisted_proxy.frontends.clientinfo import clientInfo, requestFacts
 from twisted_proxy.frontends.context import ProxyContext, RoutePlan
+from twisted_proxy.frontends.listener import ListenerConnections
 from twisted_proxy.frontends.pipe import Pipe, StreamingTransport
 from twisted_proxy.frontends.request import ProxiedRequest, targetOf
 from twisted_proxy.frontends.wslegs import (
@@ -96,7 +97,7 @@ class WebSocketBridge:
         self._backendDied = False
         self._legsGone = 0
         self._protocol: str | None = None
-        self._site: Any = None
+        self._connections: ListenerConnections | None = None
 
     # -- the backend's handshake first --
 
@@ -245,8 +246,9 @@ class WebSocketBridge:
         site.log(request)
         leftover = channel.detach(client)
         # The listener's graceful stop reaches the bridge like a connection.
-        self._site = site
-        site.channels.add(self)
+        connections: ListenerConnections = site.connections
+        self._connections = connections
+        connections.add(self)
         client.dataReceived(_headBytes(request) + leftover)
 
     def acceptance(self) -> Any:
@@ -347,9 +349,9 @@ class WebSocketBridge:
                 timer.cancel()
             ok = not self._backendDied
             self._lease.release(ok, None if ok else FAIL_RESET)
-            site, self._site = self._site, None
-            if site is not None:
-                site._channelGone(self)
+            connections, self._connections = self._connections, None
+            if connections is not None:
+                connections.remove(self)
 
     # -- the listener stopping --
 
