@@ -19,6 +19,7 @@ from twisted_proxy.frontends.listener import (
     IListenerConnection,
     ListenerConnections,
     ListenerSite,
+    SendTimeout,
 )
 
 
@@ -114,3 +115,32 @@ def test_http2ConnectionsAreListenerConnections() -> None:
     """An HTTP/2 connection drains and is cut as the registry asks."""
     site = HTTPProxyFactory(Resource(), ProxySettings(), Clock())
     assert verifyObject(IListenerConnection, H2ProxyConnection(site))
+
+
+def test_servedNamesAreReducedAsRoutingReducesAHost() -> None:
+    """server_name and route hosts lose a trailing dot, brackets and case."""
+    site = ListenerSite(
+        Resource(),
+        ProxySettings(server_name="Proxy.Example.Test."),
+        Clock(),
+        hostNames=["[::1]", "*.apps.test"],
+    )
+    assert site.hostNames == {"proxy.example.test", "localhost", "::1", "*.apps.test"}
+
+
+def test_sendTimeoutLetsGoOfAClientThatTakesNothing() -> None:
+    """send_timeout runs from the first pause; a cancel (room again) stops it."""
+    clock = Clock()
+    expired: list[None] = []
+    timeout = SendTimeout(clock, 5.0, lambda: expired.append(None))
+    timeout.start(StringTransport())
+    clock.advance(3)
+    timeout.start(StringTransport())  # paused again: still the first clock
+    clock.advance(2)
+    assert expired == [None]
+    timeout.start(StringTransport())
+    clock.advance(4)
+    timeout.cancel()
+    clock.advance(10)
+    assert expired == [None]
+    assert clock.getDelayedCalls() == []

@@ -7,9 +7,12 @@ upstream leg (measured on the benchmark's machine): twisted.web's
 C{HTTPChannel} and C{Request} cost more than the proxying. This server reads
 a request head in one piece (L{twisted_proxy.core.http11}), streams the body to the
 resource as it arrives, and writes the response head and body in one system
-call. Its requests offer the part of twisted.web's C{IRequest} that the
-proxy's resources use, so the same L{ReverseProxyResource} serves here and
-mounted in an ordinary twisted.web C{Site}.
+call. Its requests (L{twisted_proxy.frontends.http1request}) offer the part
+of twisted.web's C{IRequest} that the proxy's resources use, so the same
+L{ReverseProxyResource} serves here and mounted in an ordinary twisted.web
+C{Site}; its output side, writes and the client's flow control, is
+L{twisted_proxy.frontends.http1output}. The factory is the listener's site
+(L{twisted_proxy.frontends.listener}), whose registry the channels join.
 
 Limits a public listener needs: head size (431/414), head time (408,
 slowloris), idle keep-alive time, body size (413), strict framing (400).
@@ -45,7 +48,11 @@ from twisted_proxy.core.http11 import (
 )
 from twisted_proxy.frontends.http1output import ChannelOutput
 from twisted_proxy.frontends.http1request import HeaderList, ProxyRequest
-from twisted_proxy.frontends.listener import IListenerConnection, ListenerSite
+from twisted_proxy.frontends.listener import (
+    IListenerConnection,
+    ListenerSite,
+    SendTimeout,
+)
 from twisted_proxy.frontends.request import errorHeaders, reasonPhrase, refusal
 
 # Channel states.
@@ -103,8 +110,9 @@ class HTTPServerChannel(ChannelOutput, Protocol):
         self._timer: IDelayedCall | None = None
         self._timerPurpose: str | None = None
         # While the client takes none of its response: send_timeout.
-        self._sendTimer: IDelayedCall | None = None
-        self._sendHeld: int | None = None
+        self._sendTimeout = SendTimeout(
+            site.reactor, site.settings.send_timeout, self._sendTimedOut
+        )
 
     # -- Protocol --
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.interfaces import IPushProducer
 
-from twisted_proxy._twisted_internals import pendingWriteBytes, sendNow
+from twisted_proxy._twisted_internals import sendNow
 from twisted_proxy.core.logformat import END_SEND_TIMEOUT
+from twisted_proxy.frontends.listener import SendTimeout
 
 __all__ = ["ChannelOutput"]
 
@@ -31,8 +32,7 @@ class ChannelOutput:
     _writePaused: bool
     _corked: list[bytes] | None
     # While the client takes none of its response: send_timeout.
-    _sendTimer: IDelayedCall | None
-    _sendHeld: int | None
+    _sendTimeout: SendTimeout
 
     def cutShort(self, reason: str) -> None:
         """The connection is about to be cut for C{reason}."""
@@ -85,11 +85,7 @@ class ChannelOutput:
         self._writePaused = True
         if self._producer is not None:
             self._producer.pauseProducing()
-        if self._sendTimer is None:
-            self._sendHeld = pendingWriteBytes(self.transport)
-            self._sendTimer = self.site.reactor.callLater(
-                self.site.settings.send_timeout, self._sendTimedOut
-            )
+        self._sendTimeout.start(self.transport)
 
     def resumeProducing(self) -> None:
         self._writePaused = False
@@ -98,20 +94,11 @@ class ChannelOutput:
             self._producer.resumeProducing()
 
     def _cancelSendTimer(self) -> None:
-        timer, self._sendTimer = self._sendTimer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        self._sendTimeout.cancel()
 
     def _sendTimedOut(self) -> None:
         """The client's socket stayed full for send_timeout: let it go."""
-        self._sendTimer = None
-        held = pendingWriteBytes(self.transport)
-        before, self._sendHeld = self._sendHeld, held
         seconds = self.site.settings.send_timeout
-        if held is not None and before is not None and held < before:
-            # Slow, not gone: it took some meanwhile.
-            self._sendTimer = self.site.reactor.callLater(seconds, self._sendTimedOut)
-            return
         peer = str(getattr(self.transport.getPeer(), "host", "-"))
         self.site._log.info(
             "client {peer} took no response bytes for {seconds:g}s (send_timeout):"

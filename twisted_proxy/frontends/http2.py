@@ -54,10 +54,14 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_proxy._twisted_internals import H2ConnectionBase, pendingWriteBytes
+from twisted_proxy._twisted_internals import H2ConnectionBase
 from twisted_proxy.core.logformat import END_SEND_TIMEOUT
 from twisted_proxy.frontends.http2request import H2Request
-from twisted_proxy.frontends.listener import IListenerConnection, ListenerSite
+from twisted_proxy.frontends.listener import (
+    IListenerConnection,
+    ListenerSite,
+    SendTimeout,
+)
 
 STREAM_BUFFER = 65536
 """Response bytes queued on one stream before its backend is paused."""
@@ -97,8 +101,9 @@ class H2ProxyConnection(H2ConnectionBase):
         # send_timeout: streams the client gives no window, and the whole
         # connection while the client takes none of what was written.
         self._stalled: dict[int, IDelayedCall] = {}
-        self._sendTimer: IDelayedCall | None = None
-        self._sendHeld: int | None = None
+        self._sendTimeout = SendTimeout(
+            site.reactor, site.settings.send_timeout, self._sendTimedOut
+        )
         self._draining = False
         self._closing = False
         self._lost = False
@@ -358,30 +363,19 @@ class H2ProxyConnection(H2ConnectionBase):
 
     def pauseProducing(self) -> None:
         super().pauseProducing()
-        if self._sendTimer is None and self.transport is not None:
-            self._sendHeld = pendingWriteBytes(self.transport)
-            self._sendTimer = self.site.reactor.callLater(
-                self.site.settings.send_timeout, self._sendTimedOut
-            )
+        if self.transport is not None:
+            self._sendTimeout.start(self.transport)
 
     def resumeProducing(self) -> None:
         self._cancelSendTimer()
         super().resumeProducing()
 
     def _cancelSendTimer(self) -> None:
-        timer, self._sendTimer = self._sendTimer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        self._sendTimeout.cancel()
 
     def _sendTimedOut(self) -> None:
         """The client's socket stayed full for send_timeout: let it go."""
-        self._sendTimer = None
-        held = pendingWriteBytes(self.transport)
-        before, self._sendHeld = self._sendHeld, held
         seconds = self.site.settings.send_timeout
-        if held is not None and before is not None and held < before:
-            self._sendTimer = self.site.reactor.callLater(seconds, self._sendTimedOut)
-            return
         self.h2Log.info(
             "HTTP/2 client took no bytes for {seconds:g}s (send_timeout): "
             "closing its connection and its backends'",

@@ -17,16 +17,17 @@ HTTP/2 front end serves the same site.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import ServerFactory
 from twisted.web.resource import IResource
 from zope.interface import Interface
 
 from twisted import copyright
+from twisted_proxy._twisted_internals import pendingWriteBytes
 from twisted_proxy.config.model import Listener, ProxySettings
 from twisted_proxy.core.headers import ResponseHeaderRewriter
 from twisted_proxy.core.logformat import END_SHUTDOWN_GRACE
@@ -38,6 +39,7 @@ __all__ = [
     "IListenerConnection",
     "ListenerConnections",
     "ListenerSite",
+    "SendTimeout",
 ]
 
 
@@ -116,6 +118,49 @@ class ListenerConnections:
             if cut is not None:
                 cut(reason)
             connection.abortConnection()
+
+
+class SendTimeout:
+    """
+    One connection's C{send_timeout}: started when the client's socket is
+    full (the transport paused its producer), cancelled when it has room
+    again. When it runs out it looks again: a client that took some of what
+    it was sent meanwhile is slow, not gone, and gets as long again; one
+    that took none is let go (C{expired} is called).
+    """
+
+    def __init__(
+        self, reactor: IReactorTime, seconds: float, expired: Callable[[], None]
+    ) -> None:
+        self._reactor = reactor
+        self._seconds = seconds
+        self._expired = expired
+        self._timer: IDelayedCall | None = None
+        self._held: int | None = None
+        self._transport: Any = None
+
+    def start(self, transport: Any) -> None:
+        """The client's socket is full: time it (unless it is timed already)."""
+        if self._timer is None:
+            self._transport = transport
+            self._held = pendingWriteBytes(transport)
+            self._timer = self._reactor.callLater(self._seconds, self._ranOut)
+
+    def cancel(self) -> None:
+        """The client's socket has room again (or the connection is gone)."""
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _ranOut(self) -> None:
+        self._timer = None
+        held = pendingWriteBytes(self._transport)
+        before, self._held = self._held, held
+        if held is not None and before is not None and held < before:
+            # Slow, not gone: it took some meanwhile.
+            self._timer = self._reactor.callLater(self._seconds, self._ranOut)
+            return
+        self._expired()
 
 
 def _servedName(name: str) -> str:
