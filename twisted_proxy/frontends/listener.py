@@ -233,10 +233,6 @@ class ListenerSite(ServerFactory):
         if self.accessLog is not None:
             self.accessLog.logRequest(request)
 
-    def _channelGone(self, channel: Any) -> None:
-        # Kept for the connections that leave by this name.
-        self.connections.remove(channel)
-
     def drain(self) -> Deferred[None]:
         """
         Close idle connections now and the busy ones once their response is
