@@ -63,7 +63,7 @@ def addressOf(state: MemberState) -> Address:
 def facts(cookie: bytes | None = None) -> RequestFacts:
     """A request's facts, with a Cookie header when given."""
     pairs = [(b"Cookie", cookie)] if cookie is not None else []
-    return RequestFacts("10.0.0.1", b"/", headerLookup(pairs), False)
+    return RequestFacts("127.0.0.1", b"/", headerLookup(pairs), False)
 
 
 class Connector:
