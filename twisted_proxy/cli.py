@@ -15,7 +15,8 @@ import sys
 from typing import TextIO
 
 from twisted_proxy import __version__
-from twisted_proxy.config import Config, ConfigError, Route, load
+from twisted_proxy.config.loader import ConfigError, load
+from twisted_proxy.config.model import Config, Route
 from twisted_proxy.core.routing import RouteTable
 from twisted_proxy.preflight import startupProblems
 from twisted_proxy.tap import LOG_LEVELS, loadForStart

@@ -27,17 +27,18 @@ from twisted.python.failure import Failure
 
 from twisted_proxy.accesslog.logger import AccessLogger
 from twisted_proxy.accesslog.target import LogTarget
-from twisted_proxy.admin import AdminContext
-from twisted_proxy.balancer import BalancerService
+from twisted_proxy.admin.view import AdminContext
+from twisted_proxy.balancer.service import BalancerService
 from twisted_proxy.config.model import Config, Listener
+from twisted_proxy.frontends.context import ProxyContext
 from twisted_proxy.frontends.http1 import HTTPProxyFactory
 from twisted_proxy.frontends.http2 import H2ProxyConnection, NegotiatingFactory
-from twisted_proxy.frontends.httprelay import ProxyContext
 from twisted_proxy.frontends.redirect import RedirectResource
 from twisted_proxy.frontends.router import RouterResource
+from twisted_proxy.frontends.tlssniff import TLSSniffingFactory
+from twisted_proxy.frontends.websocket import WebSocketUpgrades
 from twisted_proxy.preflight import accessLogProblem, parseEndpoint
 from twisted_proxy.tls.server import ServerTLS, inspectFiles
-from twisted_proxy.tls.sniff import TLSSniffingFactory
 
 # The access log reaches its file at least this often.
 _LOG_FLUSH_INTERVAL = 1.0
@@ -89,7 +90,11 @@ class ProxyService(MultiService):
         self.balancer = BalancerService([b for _, b in config.balancers], reactor)
         self.balancer.setServiceParent(self)
         self.context = ProxyContext.create(
-            config.proxy, reactor, self.balancer, dict(config.balancers)
+            config.proxy,
+            reactor,
+            self.balancer,
+            dict(config.balancers),
+            upgrade=WebSocketUpgrades(),
         )
         self.accessLog: AccessLogger | None = None
         router = RouterResource(config, self.context)

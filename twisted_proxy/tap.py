@@ -20,7 +20,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from twisted_proxy._twisted_internals import forgetExitSignal
-from twisted_proxy.config import Config, ConfigError, LogLevel, load
+from twisted_proxy.config.loader import ConfigError, load
+from twisted_proxy.config.model import Config, LogLevel
 from twisted_proxy.preflight import startupProblems
 
 LOG_LEVELS: tuple[LogLevel, ...] = ("info", "debug")

@@ -21,7 +21,7 @@ from tests.integration.support import (
     request,
 )
 from tests.tlsfiles import TestCA
-from twisted_proxy.tls.sniff import PLAIN_HTTP_BODY
+from twisted_proxy.frontends.tlssniff import PLAIN_HTTP_BODY
 
 CONFIG = """
 [proxy]

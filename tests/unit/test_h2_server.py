@@ -43,10 +43,10 @@ from twisted_proxy.frontends.http1 import HTTPProxyFactory, HTTPServerChannel
 from twisted_proxy.frontends.http2 import (
     STREAM_BUFFER,
     H2ProxyConnection,
-    H2Request,
     NegotiatingFactory,
     _Negotiating,
 )
+from twisted_proxy.frontends.http2request import H2Request
 from twisted_proxy.frontends.request import IStreamingResource
 
 # -- a resource, a client, and a connection between them ------------------------

@@ -23,12 +23,12 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zope.interface import implementer
 
-from twisted_proxy.balancer.health import (
+from twisted_proxy.balancer.health import HealthMonitor
+from twisted_proxy.balancer.healthprobe import describeFailure
+from twisted_proxy.balancer.healthstate import (
     MAX_BODY,
     Expectation,
-    HealthMonitor,
     HealthTracker,
-    describeFailure,
     fastInterval,
     nextCheckDelay,
     statusMatches,

@@ -12,11 +12,8 @@ from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
 from twisted_proxy.config.model import ProxySettings
-from twisted_proxy.frontends.http1 import (
-    HTTPProxyFactory,
-    HTTPServerChannel,
-    ProxyRequest,
-)
+from twisted_proxy.frontends.http1 import HTTPProxyFactory, HTTPServerChannel
+from twisted_proxy.frontends.http1request import ProxyRequest
 from twisted_proxy.frontends.request import IStreamingResource
 
 

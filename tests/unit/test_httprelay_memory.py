@@ -18,8 +18,9 @@ from twisted.python.failure import Failure
 from twisted_proxy.balancer import BalancerService
 from twisted_proxy.config import parseTarget
 from twisted_proxy.config.model import Balancer, Member, ProxySettings, Route, Target
+from twisted_proxy.frontends.context import ProxyContext
 from twisted_proxy.frontends.http1 import HTTPProxyFactory, HTTPServerChannel
-from twisted_proxy.frontends.httprelay import ProxyContext, ReverseProxyResource
+from twisted_proxy.frontends.httprelay import ReverseProxyResource
 
 
 class Proxy:

@@ -6,7 +6,8 @@ from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from twisted_proxy.config import loadString
-from twisted_proxy.frontends.httprelay import ProxyContext, ReverseProxyResource
+from twisted_proxy.frontends.context import ProxyContext
+from twisted_proxy.frontends.httprelay import ReverseProxyResource
 from twisted_proxy.frontends.request import IStreamingResource
 from twisted_proxy.frontends.router import RouterResource
 

@@ -9,7 +9,8 @@ import pytest
 
 from twisted_proxy.config import parseTarget
 from twisted_proxy.config.model import Balancer, Member, Route, Target
-from twisted_proxy.core.reverse import ReverseRewriter, ReverseTable, routePrefixes
+from twisted_proxy.core.reverse import ReverseRewriter
+from twisted_proxy.core.reversemap import ReverseTable, routePrefixes
 
 FRONT = b"api.example.test"
 

@@ -34,8 +34,7 @@ from twisted_proxy.config.model import (
 )
 from twisted_proxy.frontends.http1 import HTTPProxyFactory
 from twisted_proxy.frontends.request import IStreamingResource
-from twisted_proxy.tls.server import ServerTLS
-from twisted_proxy.tls.sniff import (
+from twisted_proxy.frontends.tlssniff import (
     PLAIN_HTTP_BODY,
     TLSSniffingFactory,
     TLSSniffingProtocol,
@@ -44,6 +43,7 @@ from twisted_proxy.tls.sniff import (
     plainHTTPResponse,
     requestLine,
 )
+from twisted_proxy.tls.server import ServerTLS
 
 PLAIN_GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 # The start of a TLS 1.2 ClientHello record: handshake, version, length.

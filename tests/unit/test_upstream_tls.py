@@ -36,7 +36,8 @@ from tests.tlsfiles import Issued, ServingTLS, TestCA
 from tests.unit.test_upstream import FakeEndpoint, Sink
 from twisted_proxy.config import parseTarget
 from twisted_proxy.config.model import Balancer, Member, ProxySettings, Route
-from twisted_proxy.frontends.httprelay import ProxyContext, ReverseProxyResource
+from twisted_proxy.frontends.context import ProxyContext
+from twisted_proxy.frontends.httprelay import ReverseProxyResource
 from twisted_proxy.tls.backend import (
     BackendCAError,
     BackendTLS,

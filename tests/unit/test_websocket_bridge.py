@@ -30,9 +30,11 @@ from twisted_proxy.config.model import (
     Route,
     Target,
 )
+from twisted_proxy.frontends.context import ProxyContext
 from twisted_proxy.frontends.http1 import HTTPProxyFactory
-from twisted_proxy.frontends.httprelay import ProxyContext, ReverseProxyResource
+from twisted_proxy.frontends.httprelay import ReverseProxyResource
 from twisted_proxy.frontends.pipe import ReadingProducer
+from twisted_proxy.frontends.websocket import WebSocketUpgrades
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 UPGRADE = (
@@ -82,6 +84,7 @@ class Proxy:
             reactor,
             balancer=service,
             balancers={balancer.name: balancer} if balancer else None,
+            upgrade=WebSocketUpgrades(),
         )
         target = (
             Target("balancer://web/", "balancer", "web", 0, "/")

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from twisted_proxy.balancer import BalancerService
+from twisted_proxy.balancer.service import BalancerService
 from twisted_proxy.config.model import Config
 
 __all__ = ["AdminContext", "ProxyView"]

@@ -61,30 +61,20 @@ from twisted_proxy.balancer.healthprobe import (
     describeFailure,
 )
 from twisted_proxy.balancer.healthstate import (
-    DEFAULT_FAST_INTERVAL,
     MAX_BODY,
     Expectation,
     HealthTracker,
     fastInterval,
     nextCheckDelay,
-    statusMatches,
 )
 from twisted_proxy.balancer.state import UP, MemberState
 from twisted_proxy.config.model import HealthCheck
+from twisted_proxy.config.schemes import isTLS, wireScheme
 from twisted_proxy.core.headers import formatHostPort
-from twisted_proxy.core.schemes import isTLS, wireScheme
 from twisted_proxy.tls.backend import BackendTLS, TLSPolicy
 
 __all__ = [
-    "DEFAULT_FAST_INTERVAL",
-    "MAX_BODY",
-    "Expectation",
     "HealthMonitor",
-    "HealthTracker",
-    "describeFailure",
-    "fastInterval",
-    "nextCheckDelay",
-    "statusMatches",
 ]
 
 USER_AGENT = b"twisted-proxy health check"

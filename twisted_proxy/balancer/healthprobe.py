@@ -33,7 +33,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
-from twisted_proxy.core.schemes import isTLS
+from twisted_proxy.config.schemes import isTLS
 from twisted_proxy.tls.backend import CertificateChainError, failureReason
 
 __all__ = [

@@ -34,7 +34,7 @@ from twisted_proxy.tls.backend import (
     HandshakeTimeoutError,
     failureReason,
 )
-from twisted_proxy.upstream.connection import (
+from twisted_proxy.upstream.client import (
     FAIL_CONNECT,
     FAIL_PROTOCOL,
     FAIL_RESET,
@@ -43,7 +43,7 @@ from twisted_proxy.upstream.connection import (
 )
 
 if TYPE_CHECKING:
-    from twisted_proxy.balancer import IBalancer
+    from twisted_proxy.balancer.interfaces import IBalancer
     from twisted_proxy.balancer.keys import RequestFacts
     from twisted_proxy.balancer.state import MemberState
 

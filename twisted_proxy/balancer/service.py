@@ -18,13 +18,13 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from twisted_proxy.balancer import IBalancer
 from twisted_proxy.balancer.health import HealthMonitor
+from twisted_proxy.balancer.interfaces import IBalancer
 from twisted_proxy.balancer.keys import RequestFacts, StickyRoutes, hashKeyExtractor
 from twisted_proxy.balancer.policy import POLICIES, ILoadBalancingPolicy
 from twisted_proxy.balancer.state import DOWN, MemberState
 from twisted_proxy.config.model import Balancer, Member
-from twisted_proxy.upstream.connection import (
+from twisted_proxy.upstream.client import (
     FAIL_CONNECT,
     FAIL_PROTOCOL,
     FAIL_RESET,

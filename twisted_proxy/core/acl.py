@@ -6,8 +6,8 @@ Pure and per request: networks are reduced to integer masks once.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Sequence
+from ipaddress import IPv4Address, IPv6Address
 
 from twisted_proxy.config.model import Network
 
@@ -25,9 +25,6 @@ def _masks(networks: Sequence[Network], version: int) -> _Masks:
     )
 
 
-_MAPPED = b"\0" * 10 + b"\xff\xff"
-
-
 def _parse(address: str) -> tuple[int, int] | None:
     """
     Return (IP version, address as an integer), or C{None} for a non-IP address.
@@ -35,19 +32,19 @@ def _parse(address: str) -> tuple[int, int] | None:
     IPv4-mapped IPv6 addresses come back as IPv4; brackets and zones are dropped.
     """
     try:
-        return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, address), "big")
-    except (OSError, ValueError):
+        return 4, int(IPv4Address(address))
+    except ValueError:
         pass
     if address.startswith("["):
         address = address[1:].split("]", 1)[0]
     address = address.split("%", 1)[0]
     try:
-        packed = socket.inet_pton(socket.AF_INET6, address)
-    except (OSError, ValueError):
+        ip = IPv6Address(address)
+    except ValueError:
         return None
-    if packed.startswith(_MAPPED):
-        return 4, int.from_bytes(packed[12:], "big")
-    return 6, int.from_bytes(packed, "big")
+    if ip.ipv4_mapped is not None:
+        return 4, int(ip.ipv4_mapped)
+    return 6, int(ip)
 
 
 def _within(value: int, masks: _Masks) -> bool:

@@ -23,7 +23,7 @@ from twisted_proxy.config.model import (
     ProxySettings,
     Route,
 )
-from twisted_proxy.core.schemes import BACKEND_SCHEMES
+from twisted_proxy.config.schemes import BACKEND_SCHEMES
 from twisted_proxy.core.version import VERSION
 
 __all__ = [

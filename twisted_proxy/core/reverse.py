@@ -56,7 +56,9 @@ from twisted_proxy.core.reversemap import (
     splitSuffix,
 )
 
-__all__ = ["ReverseRewriter", "ReverseTable", "routePrefixes"]
+__all__ = [
+    "ReverseRewriter",
+]
 
 Headers = list[tuple[bytes, bytes]]
 

@@ -14,8 +14,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from twisted_proxy.config.model import Balancer, Route
+from twisted_proxy.config.schemes import BACKEND_SCHEMES
 from twisted_proxy.core.routing import normalizeHost
-from twisted_proxy.core.schemes import BACKEND_SCHEMES
 
 __all__ = [
     "Bases",

@@ -22,7 +22,7 @@ from twisted_proxy.core.compress import (
 from twisted_proxy.core.response import Headers
 from twisted_proxy.frontends.clientinfo import clientScheme
 from twisted_proxy.frontends.context import ProxyContext, RoutePlan
-from twisted_proxy.upstream.connection import UpstreamConnection
+from twisted_proxy.upstream.client import UpstreamConnection
 
 __all__ = ["PENDING_LIMIT", "REPLAY_LIMIT", "ClientReader", "Upload", "responseHead"]
 

@@ -7,33 +7,47 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from twisted.logger import Logger
 
-from twisted_proxy.balancer import IBalancer, MemberState
+from twisted_proxy.balancer.interfaces import IBalancer
+from twisted_proxy.balancer.state import MemberState
 from twisted_proxy.config.model import Balancer, ProxySettings, Route
+from twisted_proxy.config.schemes import scheme as backendScheme
 from twisted_proxy.core.acl import AccessList
 from twisted_proxy.core.headers import RequestHeaderRewriter, formatHostPort
-from twisted_proxy.core.reverse import ReverseRewriter, ReverseTable, routePrefixes
-from twisted_proxy.core.schemes import scheme as backendScheme
+from twisted_proxy.core.reverse import ReverseRewriter
+from twisted_proxy.core.reversemap import ReverseTable, routePrefixes
 from twisted_proxy.tls.backend import (
     BackendCAError,
     TLSPolicy,
     tlsBackends,
     unverifiedWarnings,
 )
-from twisted_proxy.upstream.connection import Address, UpstreamPool
+from twisted_proxy.upstream.client import Address
+from twisted_proxy.upstream.pool import UpstreamPool
 
-if TYPE_CHECKING:
-    from autobahn.twisted.websocket import (
-        WebSocketClientFactory,
-        WebSocketServerFactory,
-    )
-
-__all__ = ["ProxyContext", "RoutePlan", "backendAddress"]
+__all__ = ["ProxyContext", "RoutePlan", "UpgradeHandler", "backendAddress"]
 
 _log = Logger()
+
+
+class UpgradeHandler(Protocol):
+    """
+    Takes over an HTTP/1.1 request that asks to become another protocol (a
+    WebSocket handshake on a route with C{websocket = true}): the WebSocket
+    front end's L{twisted_proxy.frontends.websocket.WebSocketUpgrades}.
+    """
+
+    def __call__(
+        self,
+        request: Any,
+        plan: RoutePlan,
+        context: ProxyContext,
+        pairs: list[tuple[bytes, bytes]],
+    ) -> None:
+        """Answer C{request} (whose header lines are C{pairs}) from now on."""
 
 
 @dataclass
@@ -46,6 +60,9 @@ class ProxyContext:
     balancer: IBalancer | None = None
     balancers: dict[str, Balancer] = field(default_factory=dict)
     """The balancers' configuration (their member URLs, for ProxyPassReverse)."""
+    upgrade: UpgradeHandler | None = None
+    """Where WebSocket handshakes go (L{ProxyService} sets the WebSocket front
+    end's); without one they are relayed as plain HTTP requests."""
     compressTypes: tuple[bytes, ...] = field(init=False)
     """The media types to gzip, as bytes (worked out once)."""
     debug: bool = field(init=False)
@@ -55,11 +72,6 @@ class ProxyContext:
     _memberAddresses: dict[MemberState, Address] = field(
         default_factory=dict, init=False, repr=False
     )
-    websocketLegs: tuple[WebSocketServerFactory, WebSocketClientFactory] | None = field(
-        default=None, init=False, repr=False
-    )
-    """The Autobahn factories (client leg, backend leg) every bridge shares,
-    made by the first WebSocket bridge."""
 
     def __post_init__(self) -> None:
         self.compressTypes = tuple(t.lower().encode() for t in self.settings.compress)
@@ -100,6 +112,7 @@ class ProxyContext:
         reactor: Any,
         balancer: IBalancer | None = None,
         balancers: dict[str, Balancer] | None = None,
+        upgrade: UpgradeHandler | None = None,
     ) -> ProxyContext:
         """A context with its own upstream pool, configured from C{settings}."""
         pool = UpstreamPool(
@@ -116,6 +129,7 @@ class ProxyContext:
             pool=pool,
             balancer=balancer,
             balancers=dict(balancers or {}),
+            upgrade=upgrade,
         )
         # The routes' backends are checked as their resources are made.
         context.checkBackendTLS(balancers=context.balancers.values())

@@ -33,7 +33,7 @@ from twisted_proxy.frontends.clientinfo import (
 )
 from twisted_proxy.frontends.context import ProxyContext, RoutePlan
 from twisted_proxy.frontends.request import ProxiedRequest, abandon
-from twisted_proxy.upstream.connection import (
+from twisted_proxy.upstream.client import (
     FAIL_CONNECT,
     FAIL_PROTOCOL,
     FAIL_RESET,

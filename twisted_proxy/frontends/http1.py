@@ -495,5 +495,4 @@ __all__ = [
     "HTTPProxyFactory",
     "HTTPServerChannel",
     "HeaderList",
-    "ProxyRequest",
 ]

@@ -468,4 +468,4 @@ class NegotiatingFactory(Factory):
         self.site.doStop()
 
 
-__all__ = ["STREAM_BUFFER", "H2ProxyConnection", "H2Request", "NegotiatingFactory"]
+__all__ = ["STREAM_BUFFER", "H2ProxyConnection", "NegotiatingFactory"]

@@ -4,7 +4,7 @@ backend (ProxyPass) and rewrites what comes back (ProxyPassReverse).
 
 The decisions (headers, redirects, routes, ACLs, compression) are made by the
 pure modules; each request is relayed by a L{ProxyExchange}, and a WebSocket
-upgrade handed to a L{WebSocketBridge}.
+upgrade handed to the context's L{UpgradeHandler} (the WebSocket front end).
 """
 
 from __future__ import annotations
@@ -16,23 +16,19 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from twisted_proxy.config import parseTarget
+from twisted_proxy.config.loader import parseTarget
 from twisted_proxy.config.model import ProxySettings, Route
+from twisted_proxy.core.refusal import ALLOWED_METHODS
 from twisted_proxy.core.requesttarget import TargetError
-from twisted_proxy.core.reverse import ReverseTable
+from twisted_proxy.core.reversemap import ReverseTable
 from twisted_proxy.core.routing import upstreamTarget
 from twisted_proxy.core.wsrules import isUpgrade
 from twisted_proxy.frontends.clientinfo import clientAddress, headerPairs, respondError
 from twisted_proxy.frontends.context import ProxyContext, RoutePlan
 from twisted_proxy.frontends.exchange import ProxyExchange
-from twisted_proxy.frontends.request import (
-    ALLOWED_METHODS,
-    IStreamingResource,
-    ProxiedRequest,
-    targetOf,
-)
+from twisted_proxy.frontends.request import IStreamingResource, ProxiedRequest, targetOf
 
-__all__ = ["ProxyContext", "ProxyExchange", "ReverseProxyResource"]
+__all__ = ["ReverseProxyResource"]
 
 _log = Logger()
 
@@ -152,12 +148,16 @@ class ReverseProxyResource(Resource):
                 request, 405, "TRACE is not allowed here", [(b"Allow", ALLOWED_METHODS)]
             )
             return None
-        if plan.websocket and buffered is None and hasattr(request.channel, "detach"):
+        upgrade = self.context.upgrade
+        if (
+            plan.websocket
+            and upgrade is not None
+            and buffered is None
+            and hasattr(request.channel, "detach")
+        ):
             pairs = headerPairs(request)
             if isUpgrade(request.method, pairs):
-                from twisted_proxy.frontends.websocket import WebSocketBridge
-
-                WebSocketBridge(request, plan, self.context, pairs).start()
+                upgrade(request, plan, self.context, pairs)
                 return None
         exchange = ProxyExchange(request, plan, self.context, buffered, upstreamPath)
         exchange.start()

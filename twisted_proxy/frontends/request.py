@@ -37,10 +37,7 @@ from twisted_proxy.core.logformat import (
     END_PROXY_ERROR,
     END_UPLOAD_REFUSED,
 )
-from twisted_proxy.core.refusal import (
-    ALLOWED_METHODS as ALLOWED_METHODS,  # re-exported: for the 405s front ends send
-)
-from twisted_proxy.core.refusal import judgeHead, namesThisProxy
+from twisted_proxy.core.refusal import ALLOWED_METHODS, judgeHead, namesThisProxy
 from twisted_proxy.core.requesttarget import RequestTarget, normalizeTarget
 
 _REASONS = {

@@ -11,13 +11,11 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from twisted_proxy.config.model import Config
-from twisted_proxy.core.reverse import ReverseTable
+from twisted_proxy.core.reversemap import ReverseTable
 from twisted_proxy.core.routing import RouteTable
-from twisted_proxy.frontends.httprelay import (
-    ProxyContext,
-    ProxyExchange,
-    ReverseProxyResource,
-)
+from twisted_proxy.frontends.context import ProxyContext
+from twisted_proxy.frontends.exchange import ProxyExchange
+from twisted_proxy.frontends.httprelay import ReverseProxyResource
 from twisted_proxy.frontends.request import IStreamingResource, ProxiedRequest
 
 

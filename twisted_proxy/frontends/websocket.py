@@ -32,9 +32,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_proxy.balancer.lease import Lease, endpointFailure, upgradeFailure
+from twisted_proxy.config.schemes import isTLS
 from twisted_proxy.core.headers import formatHostPort
 from twisted_proxy.core.routing import upstreamTarget
-from twisted_proxy.core.schemes import isTLS
 from twisted_proxy.core.wsrules import (
     CLOSE_GOING_AWAY,
     CLOSE_TOO_BIG,
@@ -55,9 +55,15 @@ from twisted_proxy.frontends.wslegs import (
     OneLeg,
     legFactories,
 )
-from twisted_proxy.upstream.connection import FAIL_RESET, FAIL_TIMEOUT, Address
+from twisted_proxy.upstream.client import FAIL_RESET, FAIL_TIMEOUT, Address
 
-__all__ = ["BackendLeg", "ClientLeg", "WebSocketBridge", "legFactories"]
+__all__ = [
+    "BackendLeg",
+    "ClientLeg",
+    "WebSocketBridge",
+    "WebSocketUpgrades",
+    "legFactories",
+]
 
 _log = Logger()
 
@@ -71,8 +77,10 @@ class WebSocketBridge:
         plan: RoutePlan,
         context: ProxyContext,
         pairs: list[tuple[bytes, bytes]],
+        legs: tuple[WebSocketServerFactory, WebSocketClientFactory],
     ) -> None:
         self._request = request
+        self._legs = legs
         self._plan = plan
         self._context = context
         self._pairs = pairs
@@ -130,7 +138,7 @@ class WebSocketBridge:
         leg.other = None
         # Autobahn checks the backend's subprotocol against its factory's
         # list: each backend leg gets a shallow copy offering the client's.
-        factory = copy.copy(_legFactories(self._context)[1])
+        factory = copy.copy(self._legs[1])
         factory.protocols = offeredProtocols(self._pairs)
         leg.factory = factory
         self._backend = leg
@@ -237,7 +245,7 @@ class WebSocketBridge:
         channel = request.channel
         client = ClientLeg()
         client.bridge = self
-        client.factory = _legFactories(self._context)[0]
+        client.factory = self._legs[0]
         client.other = leg
         leg.other = client
         self._client = client
@@ -369,17 +377,35 @@ class WebSocketBridge:
                 transport.abortConnection()
 
 
-def _legFactories(
-    context: ProxyContext,
-) -> tuple[WebSocketServerFactory, WebSocketClientFactory]:
-    """The Autobahn factories (client leg, backend leg) every bridge shares."""
-    legs = context.websocketLegs
-    if legs is None:
-        settings = context.settings
-        server = None if settings.server_tokens == "none" else "twisted-proxy"
-        legs = legFactories(settings.websocket, server, settings.timeout)
-        context.websocketLegs = legs
-    return legs
+class WebSocketUpgrades:
+    """
+    The WebSocket front end, as the HTTP relay meets it: the context's
+    L{UpgradeHandler}, handed each WebSocket handshake on a route with
+    C{websocket = true}, bridges it to a backend (L{WebSocketBridge}).
+
+    It holds the Autobahn factories (client leg, backend leg) every bridge
+    shares, made for the first handshake.
+    """
+
+    def __init__(self) -> None:
+        self._legs: tuple[WebSocketServerFactory, WebSocketClientFactory] | None = None
+
+    def __call__(
+        self,
+        request: Any,
+        plan: RoutePlan,
+        context: ProxyContext,
+        pairs: list[tuple[bytes, bytes]],
+    ) -> None:
+        """Bridge the handshake C{request} (header lines C{pairs})."""
+        legs = self._legs
+        if legs is None:
+            settings = context.settings
+            server = None if settings.server_tokens == "none" else "twisted-proxy"
+            legs = self._legs = legFactories(
+                settings.websocket, server, settings.timeout
+            )
+        WebSocketBridge(request, plan, context, pairs, legs).start()
 
 
 def _headBytes(request: Any) -> bytes:
@@ -391,4 +417,10 @@ def _headBytes(request: Any) -> bytes:
     return b"".join(lines)
 
 
-__all__ = ["BackendLeg", "ClientLeg", "WebSocketBridge", "legFactories"]
+__all__ = [
+    "BackendLeg",
+    "ClientLeg",
+    "WebSocketBridge",
+    "WebSocketUpgrades",
+    "legFactories",
+]

@@ -46,7 +46,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_proxy.config.model import Balancer, Route
-from twisted_proxy.core.schemes import BACKEND_SCHEMES, isTLS
+from twisted_proxy.config.schemes import BACKEND_SCHEMES, isTLS
 
 _log = Logger()
 

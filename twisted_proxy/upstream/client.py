@@ -32,8 +32,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_proxy._twisted_internals import pendingWriteBytes, sendNow
+from twisted_proxy.config.schemes import BACKEND_SCHEMES, isTLS
 from twisted_proxy.core.response import Headers, ResponseParseError, ResponseParser
-from twisted_proxy.core.schemes import BACKEND_SCHEMES, isTLS
 from twisted_proxy.tls.backend import (
     BackendTLSError,
     HandshakeTimeoutError,

@@ -34,7 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_proxy._twisted_internals import replaceProtocol
-from twisted_proxy.frontends.http1 import HTTPProxyFactory
+from twisted_proxy.frontends.listener import ListenerSite
 from twisted_proxy.frontends.request import errorHeaders, reasonPhrase
 
 FirstBytes = Literal["tls", "http", "need more", "other"]
@@ -92,7 +92,7 @@ def requestLine(data: bytes) -> bytes:
     return line.rstrip(b"\r") if end else b""
 
 
-def plainHTTPResponse(site: HTTPProxyFactory) -> tuple[bytes, int]:
+def plainHTTPResponse(site: ListenerSite) -> tuple[bytes, int]:
     """
     The 400 a plain HTTP request gets on C{site}'s TLS listener, and the
     length of its body: the listener's response headers (Server, the
@@ -116,7 +116,7 @@ class TLSSniffingProtocol(Protocol):
     transport: Any
     _log = Logger()
 
-    def __init__(self, tls: IProtocol, site: HTTPProxyFactory) -> None:
+    def __init__(self, tls: IProtocol, site: ListenerSite) -> None:
         self._tls = tls
         self._site = site
         self._state = _SNIFFING
@@ -188,13 +188,13 @@ class TLSSniffingFactory(Factory):
     """
     What a TLS listener listens with: C{tlsFactory} (a C{TLSMemoryBIOFactory}
     around the listener's front end) behind a L{TLSSniffingProtocol} per
-    connection. C{site} is the listener's L{HTTPProxyFactory}: its response
+    connection. C{site} is the listener's L{ListenerSite}: its response
     headers, head size limit and access log.
     """
 
     noisy = False
 
-    def __init__(self, tlsFactory: Factory[Any], site: HTTPProxyFactory) -> None:
+    def __init__(self, tlsFactory: Factory[Any], site: ListenerSite) -> None:
         self.tlsFactory = tlsFactory
         self.site = site
 

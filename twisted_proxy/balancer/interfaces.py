@@ -1,0 +1,70 @@
+"""
+L{IBalancer}: what a front end needs of the shared load balancer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import TYPE_CHECKING
+
+from zope.interface import Interface
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+    from twisted_proxy.balancer.keys import RequestFacts
+    from twisted_proxy.balancer.state import MemberState
+
+
+class IBalancer(Interface):
+    """Chooses balancer members for requests and hears how each exchange went."""
+
+    def pick(
+        balancerName: str,
+        facts: RequestFacts | None = None,
+        exclude: Collection[MemberState] = (),
+    ) -> MemberState | None:
+        """
+        Return a member of the balancer for one request, counted busy; or C{None}.
+
+        The member must be handed back to L{release} when the exchange is over.
+        """
+
+    def release(
+        member: MemberState,
+        ok: bool,
+        bytesIn: int = 0,
+        bytesOut: int = 0,
+        failure: str | None = None,
+        elapsed: float | None = None,
+    ) -> None:
+        """Report an exchange's outcome; C{ok=False} puts the member in error."""
+
+    def maxAttempts(balancerName: str) -> int:
+        """Other members a failed request may be re-sent to."""
+
+    def failsOnStatus(balancerName: str, status: int) -> bool:
+        """Whether a member answering C{status} is put in error."""
+
+    def stickyCookie(
+        balancerName: str, facts: RequestFacts, member: MemberState
+    ) -> bytes | None:
+        """The C{Set-Cookie} value binding the client to C{member}, if one is due."""
+
+    def environment(
+        balancerName: str, facts: RequestFacts | None, member: MemberState
+    ) -> dict[str, str]:
+        """
+        The variables Apache's mod_proxy_balancer sets for a request sent to
+        C{member} (C{BALANCER_NAME}, C{BALANCER_WORKER_NAME}...), for the
+        access log's C{%{NAME}e}.
+        """
+
+    def atCapacity(balancerName: str) -> bool:
+        """Whether every member that could serve is at its max_connections."""
+
+    def whenCapacity(balancerName: str, timeout: float) -> Deferred[bool]:
+        """Fire True when a member is released, False after C{timeout}."""
+
+
+__all__ = ["IBalancer"]
