@@ -351,7 +351,7 @@ _TREE = _readTree()
 
 
 def _none(found: set[_T], what: str) -> None:
-    assert not found, f"{what}:\n" + "\n".join(map(str, sorted(found)))
+    assert not found, f"{what}:\n" + "\n".join(sorted(map(str, found)))
 
 
 def test_layers() -> None:
