@@ -18,10 +18,10 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from twisted_proxy.balancer.cluster import Cluster
 from twisted_proxy.balancer.health import HealthMonitor
 from twisted_proxy.balancer.interfaces import IBalancer
-from twisted_proxy.balancer.keys import RequestFacts, StickyRoutes, hashKeyExtractor
-from twisted_proxy.balancer.policy import POLICIES, ILoadBalancingPolicy
+from twisted_proxy.balancer.keys import RequestFacts
 from twisted_proxy.balancer.state import DOWN, MemberState
 from twisted_proxy.config.model import Balancer, Member
 from twisted_proxy.upstream.client import (
@@ -47,43 +47,6 @@ _FAILURE_WORDS = {
     FAIL_TIMEOUT: "timed out",
     FAIL_PROTOCOL: "broke the protocol",
 }
-
-
-class _BalancerState:
-    """One balancer at run time: its config, members and policy instance."""
-
-    __slots__ = (
-        "config",
-        "failOnStatus",
-        "hashKey",
-        "members",
-        "policy",
-        "retry",
-        "sticky",
-        "waiters",
-    )
-
-    def __init__(self, config: Balancer, retry: float | None) -> None:
-        self.config = config
-        self.members = [
-            MemberState(member, index) for index, member in enumerate(config.members)
-        ]
-        for state in self.members:
-            state.balancerName = config.name
-        self.policy: ILoadBalancingPolicy = POLICIES[config.method]()
-        self.retry = config.retry if retry is None else retry
-        self.sticky = StickyRoutes(config.sticky) if config.sticky else None
-        self.hashKey: Callable[[RequestFacts], bytes] | None = (
-            hashKeyExtractor(config.hash_key) if config.method == "hash" else None
-        )
-        self.failOnStatus = frozenset(config.fail_on_status)
-        self.waiters: list[Deferred[None]] = []
-
-    def byRoute(self, route: str) -> MemberState | None:
-        for member in self.members:
-            if member.member.route == route:
-                return member
-        return None
 
 
 @implementer(IBalancer)
@@ -116,7 +79,7 @@ class BalancerService(MultiService):
         super().__init__()
         self._clock = clock
         self._balancers = {
-            balancer.name: _BalancerState(balancer, retry) for balancer in balancers
+            balancer.name: Cluster(balancer, retry) for balancer in balancers
         }
         # Active health checks, for the balancers that have a [health] table.
         self.health = HealthMonitor(
@@ -167,31 +130,7 @@ class BalancerService(MultiService):
         """
         now = self._clock.seconds()
         return {
-            name: [
-                {
-                    "name": m.name,
-                    "route": m.member.route,
-                    "weight": m.weight,
-                    "tier": m.tier,
-                    "standby": m.standby,
-                    "disabled": m.disabled,
-                    "drain": m.drain,
-                    "ignore_errors": m.ignoreErrors,
-                    "max_connections": m.maxConnections,
-                    "in_error": m.inError(now),
-                    "last_failure": m.lastFailure,
-                    "health": m.health,
-                    "last_check": m.lastCheck or None,
-                    "last_check_result": m.lastCheckResult,
-                    "requests": m.requests,
-                    "failures": m.failures,
-                    "bytes_in": m.bytesIn,
-                    "bytes_out": m.bytesOut,
-                    "in_flight": m.inFlight,
-                    "response_time": m.responseTime,
-                }
-                for m in balancer.members
-            ]
+            name: [m.snapshot(now) for m in balancer.members]
             for name, balancer in self._balancers.items()
         }
 
@@ -239,7 +178,7 @@ class BalancerService(MultiService):
                 elif sticky is not None and not balancer.sticky.sticky.failover:
                     return None
         if chosen is None:
-            candidates = self._candidates(balancer, now, exclude)
+            candidates = balancer.candidates(now, exclude)
             if not candidates:
                 candidates = [
                     m
@@ -262,22 +201,6 @@ class BalancerService(MultiService):
             if retrying:
                 chosen.retrying = True
         return chosen
-
-    @staticmethod
-    def _candidates(
-        balancer: _BalancerState, now: float, exclude: Collection[MemberState]
-    ) -> list[MemberState]:
-        usable = [
-            m
-            for m in balancer.members
-            if not m.drain and m not in exclude and m.usable(now)
-        ]
-        if not usable:
-            return usable
-        tier = min(m.tier for m in usable)
-        inTier = [m for m in usable if m.tier == tier]
-        primaries = [m for m in inTier if not m.standby]
-        return primaries or inTier
 
     def stickyCookie(
         self, balancerName: str, facts: RequestFacts, member: MemberState
@@ -363,7 +286,7 @@ class BalancerService(MultiService):
         return result
 
     def _capacityTimedOut(
-        self, balancer: _BalancerState, waiter: Deferred[None], result: Deferred[bool]
+        self, balancer: Cluster, waiter: Deferred[None], result: Deferred[bool]
     ) -> None:
         if waiter in balancer.waiters:
             balancer.waiters.remove(waiter)
@@ -420,7 +343,7 @@ class BalancerService(MultiService):
             balancer.waiters.pop(0).callback(None)
 
     def _putInError(
-        self, member: MemberState, balancer: _BalancerState | None, why: str
+        self, member: MemberState, balancer: Cluster | None, why: str
     ) -> None:
         """
         A failed exchange puts C{member} in error for the retry time; entering
@@ -441,7 +364,7 @@ class BalancerService(MultiService):
         if balancer is not None and balancer.config.health is not None:
             self.health.requestFailed(member)
 
-    def _balancerOf(self, member: MemberState) -> _BalancerState | None:
+    def _balancerOf(self, member: MemberState) -> Cluster | None:
         return self._balancers.get(member.balancerName)
 
     # -- changing at run time (the balancer-manager) --
@@ -467,37 +390,19 @@ class BalancerService(MultiService):
         :raise KeyError: if there is no such balancer or member.
         :raise ValueError: for a weight below 1 or a negative tier or cap.
         """
-        state = self.member(balancerName, memberName)
-        if weight is not None and weight < 1:
-            raise ValueError(f"weight must be at least 1, not {weight}")
-        if tier is not None and tier < 0:
-            raise ValueError(f"tier must be 0 or more, not {tier}")
-        if maxConnections is not None and maxConnections < 0:
-            raise ValueError(f"max_connections must be 0 or more, not {maxConnections}")
-        if weight is not None:
-            state.weight = weight
-        if disabled is not None:
-            state.disabled = disabled
-        if standby is not None:
-            state.standby = standby
-        if drain is not None:
-            state.drain = drain
-        if ignoreErrors is not None:
-            state.ignoreErrors = ignoreErrors
-        if tier is not None:
-            state.tier = tier
-        if maxConnections is not None:
-            state.maxConnections = maxConnections
+        self.member(balancerName, memberName).change(
+            weight=weight,
+            tier=tier,
+            maxConnections=maxConnections,
+            disabled=disabled,
+            standby=standby,
+            drain=drain,
+            ignoreErrors=ignoreErrors,
+        )
 
     def addMember(self, balancerName: str, member: Member) -> MemberState:
         """Add a member at run time; the others keep their counters."""
-        balancer = self._balancers[balancerName]
-        for existing in balancer.members:
-            if existing.name == member.name:
-                raise ValueError(f"{member.name} is already a member of {balancerName}")
-        state = MemberState(member, len(balancer.members))
-        state.balancerName = balancerName
-        balancer.members.append(state)
+        state = self._balancers[balancerName].add(member)
         self._membersChanged(balancerName)
         return state
 

@@ -6,6 +6,8 @@ Plain values only: the policies read it, the L{BalancerService} writes it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted_proxy.config.model import Member
 
 __all__ = ["DOWN", "UNKNOWN", "UP", "MemberState"]
@@ -16,6 +18,15 @@ __all__ = ["DOWN", "UNKNOWN", "UP", "MemberState"]
 UNKNOWN = "unknown"
 UP = "up"
 DOWN = "down"
+
+
+# The numbers L{MemberState.change} checks: attribute -> (its name in the
+# error, the least value allowed).
+_FLOORS = {
+    "weight": ("weight", 1),
+    "tier": ("tier", 0),
+    "maxConnections": ("max_connections", 0),
+}
 
 
 class MemberState:
@@ -116,6 +127,47 @@ class MemberState:
             and self.health != DOWN
             and (not self.maxConnections or self.inFlight < self.maxConnections)
         )
+
+    def change(self, **values: int | bool | None) -> None:
+        """
+        Set the run-time values given (C{None} leaves one as it is): all of
+        them, or none when one is out of range.
+
+        :raise ValueError: for a weight below 1 or a negative tier or cap.
+        """
+        given = {key: value for key, value in values.items() if value is not None}
+        for key, (word, least) in _FLOORS.items():
+            value = given.get(key)
+            if value is not None and value < least:
+                bound = f"at least {least}" if least else "0 or more"
+                raise ValueError(f"{word} must be {bound}, not {value}")
+        for key, value in given.items():
+            setattr(self, key, value)
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """The member as plain values: what the balancer-manager and metrics show."""
+        return {
+            "name": self.name,
+            "route": self.member.route,
+            "weight": self.weight,
+            "tier": self.tier,
+            "standby": self.standby,
+            "disabled": self.disabled,
+            "drain": self.drain,
+            "ignore_errors": self.ignoreErrors,
+            "max_connections": self.maxConnections,
+            "in_error": self.inError(now),
+            "last_failure": self.lastFailure,
+            "health": self.health,
+            "last_check": self.lastCheck or None,
+            "last_check_result": self.lastCheckResult,
+            "requests": self.requests,
+            "failures": self.failures,
+            "bytes_in": self.bytesIn,
+            "bytes_out": self.bytesOut,
+            "in_flight": self.inFlight,
+            "response_time": self.responseTime,
+        }
 
     @property
     def busy(self) -> int:

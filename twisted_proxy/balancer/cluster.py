@@ -1,0 +1,87 @@
+"""
+One balancer at run time (L{Cluster}): its configuration, its members'
+states, its policy instance, its sticky routes, and the requests waiting for
+capacity; and which of its members a pick chooses among.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+
+from twisted.internet.defer import Deferred
+
+from twisted_proxy.balancer.keys import RequestFacts, StickyRoutes, hashKeyExtractor
+from twisted_proxy.balancer.policy import POLICIES, ILoadBalancingPolicy
+from twisted_proxy.balancer.state import MemberState
+from twisted_proxy.config.model import Balancer, Member
+
+__all__ = ["Cluster"]
+
+
+class Cluster:
+    """One balancer at run time: its config, members and policy instance."""
+
+    __slots__ = (
+        "config",
+        "failOnStatus",
+        "hashKey",
+        "members",
+        "policy",
+        "retry",
+        "sticky",
+        "waiters",
+    )
+
+    def __init__(self, config: Balancer, retry: float | None) -> None:
+        self.config = config
+        self.members = [
+            MemberState(member, index) for index, member in enumerate(config.members)
+        ]
+        for state in self.members:
+            state.balancerName = config.name
+        self.policy: ILoadBalancingPolicy = POLICIES[config.method]()
+        self.retry = config.retry if retry is None else retry
+        self.sticky = StickyRoutes(config.sticky) if config.sticky else None
+        self.hashKey: Callable[[RequestFacts], bytes] | None = (
+            hashKeyExtractor(config.hash_key) if config.method == "hash" else None
+        )
+        self.failOnStatus = frozenset(config.fail_on_status)
+        self.waiters: list[Deferred[None]] = []
+
+    def byRoute(self, route: str) -> MemberState | None:
+        """The member with this sticky route, if there is one."""
+        for member in self.members:
+            if member.member.route == route:
+                return member
+        return None
+
+    def candidates(
+        self, now: float, exclude: Collection[MemberState]
+    ) -> list[MemberState]:
+        """
+        The members the policy chooses among at C{now}: usable, not draining,
+        not in C{exclude}; of the lowest tier that has one; standbys only
+        when the tier has nothing else.
+        """
+        usable = [
+            m
+            for m in self.members
+            if not m.drain and m not in exclude and m.usable(now)
+        ]
+        if not usable:
+            return usable
+        tier = min(m.tier for m in usable)
+        inTier = [m for m in usable if m.tier == tier]
+        primaries = [m for m in inTier if not m.standby]
+        return primaries or inTier
+
+    def add(self, member: Member) -> MemberState:
+        """Add a member at the end; the others keep their counters."""
+        name = self.config.name
+        for existing in self.members:
+            if existing.name == member.name:
+                raise ValueError(f"{member.name} is already a member of {name}")
+        state = MemberState(member, len(self.members))
+        state.balancerName = name
+        self.members.append(state)
+        return state
