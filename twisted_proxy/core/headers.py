@@ -14,7 +14,7 @@ one pass over the headers with a set lookup per name.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass
 
 from twisted_proxy.config.model import (
@@ -25,6 +25,7 @@ from twisted_proxy.config.model import (
 )
 from twisted_proxy.config.schemes import BACKEND_SCHEMES
 from twisted_proxy.core.version import VERSION
+from twisted_proxy.core.via import viaFor, viaValues
 
 __all__ = [
     "HOP_BY_HOP",
@@ -70,14 +71,6 @@ _FORWARDED_ALL: frozenset[bytes] = frozenset({b"x-forwarded-for", *_FORWARDED_OT
 # client, as its X-Forwarded-* are (RFC 7239's header and nginx's).
 _CLIENT_CLAIMS: frozenset[bytes] = frozenset({b"forwarded", b"x-real-ip"})
 
-_VIA_VERSIONS: dict[bytes, bytes] = {
-    b"HTTP/1.0": b"1.0",
-    b"HTTP/1.1": b"1.1",
-    b"HTTP/2": b"2",
-    b"HTTP/2.0": b"2",
-}
-
-
 # Bound on the per-rewriter cache of "is this client address a trusted proxy".
 _TRUST_CACHE_SIZE = 4096
 
@@ -119,18 +112,29 @@ def removeHopByHop(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
     Those are L{HOP_BY_HOP} and every header named by a token of any
     C{Connection} header (except C{Content-Length}, which frames the message).
     """
+    return _without(headers, HOP_BY_HOP)
+
+
+def _without(headers: Iterable[tuple[bytes, bytes]], drop: Set[bytes]) -> Headers:
+    """
+    C{headers} without those named in C{drop} (which has C{connection}) and
+    those named by a C{Connection} token.
+    """
     kept: Headers = []
-    tokens: set[bytes] = set()
+    tokens: set[bytes] | None = None
     for item in headers:
         lower = item[0].lower()
-        if lower in HOP_BY_HOP:
+        if lower in drop:
             if lower == b"connection":
+                if tokens is None:
+                    tokens = set()
                 _connectionTokens(item[1], tokens)
             continue
         kept.append(item)
-    extra = _extraTokens(tokens)
-    if extra:
-        kept = [item for item in kept if item[0].lower() not in extra]
+    if tokens is not None:
+        extra = _extraTokens(tokens)
+        if extra:
+            kept = [item for item in kept if item[0].lower() not in extra]
     return kept
 
 
@@ -207,27 +211,6 @@ def _directives(
     return removed, tuple(setHeaders.values())
 
 
-def _viaValues(mode: str, serverName: bytes) -> dict[bytes, bytes] | None:
-    """
-    The Via value the proxy appends, per received protocol version.
-
-    L{None} when C{mode} adds nothing.
-    """
-    if mode == "on":
-        suffix = b" " + serverName
-    elif mode == "full":
-        suffix = b" %s (twisted-proxy/%s)" % (serverName, VERSION.encode("ascii"))
-    else:
-        return None
-    return {version: short + suffix for version, short in _VIA_VERSIONS.items()}
-
-
-def _viaFor(values: dict[bytes, bytes], clientVersion: bytes) -> bytes:
-    """Pick the Via value for C{clientVersion}, treating unknown versions as 1.1."""
-    value = values.get(clientVersion)
-    return value if value is not None else values[b"HTTP/1.1"]
-
-
 class RequestHeaderRewriter:
     """
     Turn a client's request headers into the headers sent to one route's backend.
@@ -290,9 +273,7 @@ class RequestHeaderRewriter:
             self._dropUntrusted = self._dropTrusted = frozenset(base)
 
         self._via = (
-            _viaValues(settings.via, self._serverName)
-            if b"via" not in removed
-            else None
+            viaValues(settings.via, self._serverName) if b"via" not in removed else None
         )
 
     def _isTrusted(self, address: str) -> bool:
@@ -383,7 +364,7 @@ class RequestHeaderRewriter:
             self._addForwarded(out, kept, client, trusted, priorXFF)
 
         if self._via is not None:
-            out.append((b"Via", _viaFor(self._via, clientVersion)))
+            out.append((b"Via", viaFor(self._via, clientVersion)))
         out.extend(self._setHeaders)
         return out
 
@@ -472,7 +453,7 @@ class ResponseHeaderRewriter:
                 self._server = _checkValue("server_tokens", full.encode("ascii"))
 
         self._via = (
-            _viaValues(settings.via, serverName) if b"via" not in removed else None
+            viaValues(settings.via, serverName) if b"via" not in removed else None
         )
 
     def rewrite(
@@ -483,26 +464,10 @@ class ResponseHeaderRewriter:
 
         :param clientVersion: the protocol version named in the appended C{Via}.
         """
-        drop = self._drop
-        kept: Headers = []
-        tokens: set[bytes] | None = None
-        for item in headers:
-            lower = item[0].lower()
-            if lower in drop:
-                if lower == b"connection":
-                    if tokens is None:
-                        tokens = set()
-                    _connectionTokens(item[1], tokens)
-                continue
-            kept.append(item)
-        if tokens is not None:
-            extra = _extraTokens(tokens)
-            if extra:
-                kept = [item for item in kept if item[0].lower() not in extra]
-
+        kept = _without(headers, self._drop)
         if self._server is not None:
             kept.append((b"Server", self._server))
         if self._via is not None:
-            kept.append((b"Via", _viaFor(self._via, clientVersion)))
+            kept.append((b"Via", viaFor(self._via, clientVersion)))
         kept.extend(self._setHeaders)
         return kept

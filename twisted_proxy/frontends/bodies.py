@@ -1,5 +1,6 @@
 """
-The bodies an exchange relays. A request body on its way to the backend:
+The heads and bodies an exchange relays. A request's head on its way to the
+backend: its body's framing, and the head as this hop sends it. Its body:
 held while the connection is being made, kept for a replay on another member
 while it is small, and read from the client only as fast as the backend takes
 it. A response's head on its way to the client: rewritten (ProxyPassReverse,
@@ -24,13 +25,72 @@ from twisted_proxy.frontends.clientinfo import clientScheme
 from twisted_proxy.frontends.context import ProxyContext, RoutePlan
 from twisted_proxy.upstream.client import UpstreamConnection
 
-__all__ = ["PENDING_LIMIT", "REPLAY_LIMIT", "ClientReader", "Upload", "responseHead"]
+__all__ = [
+    "PENDING_LIMIT",
+    "REPLAY_LIMIT",
+    "ClientReader",
+    "Upload",
+    "requestFraming",
+    "requestHead",
+    "responseHead",
+]
 
 REPLAY_LIMIT = 65536
 """A request body is kept for a retry on a fresh connection while it is small."""
 PENDING_LIMIT = 262144
 """Body bytes held while the backend connection is being made, before the
 client is paused."""
+
+
+def requestFraming(
+    raw: Headers, buffered: bytes | None
+) -> tuple[bool, bool, int | None, bool]:
+    """
+    How a request's body is framed, from its header lines C{raw}: (sent
+    chunked, already complete, its Content-Length, it has a body at all).
+    C{buffered} is a body twisted.web has read (and de-chunked) already.
+    """
+    chunked = False
+    length: int | None = None
+    for name, value in raw:
+        lower = name.lower()
+        if lower == b"content-length":
+            length = int(value)
+        elif lower == b"transfer-encoding":
+            chunked = True
+    hasBody = chunked or bool(length) or bool(buffered)
+    if buffered is not None:
+        return False, True, length, hasBody
+    return chunked, not chunked and not length, length, hasBody
+
+
+def requestHead(
+    method: bytes,
+    path: bytes,
+    headers: Headers,
+    buffered: bytes | None,
+    length: int | None,
+    chunked: bool,
+    expectContinue: bool,
+) -> bytes:
+    """
+    The request head the backend gets: the rewritten C{headers}, with the
+    body's framing and C{Expect} as this hop sends them.
+    """
+    out = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"expect" or (lower == b"content-length" and buffered is not None):
+            continue
+        out.append(b"%s: %s\r\n" % (name, value))
+    if expectContinue:
+        out.append(b"Expect: 100-continue\r\n")
+    if buffered is not None:
+        if buffered or length is not None:
+            out.append(b"Content-Length: %d\r\n" % len(buffered))
+    elif chunked:
+        out.append(b"Transfer-Encoding: chunked\r\n")
+    return b"%s %s HTTP/1.1\r\n%s\r\n" % (method, path, b"".join(out))
 
 
 @implementer(IPushProducer)

@@ -24,7 +24,12 @@ from twisted_proxy.core.logformat import (
     END_SHUTDOWN_GRACE,
 )
 from twisted_proxy.core.response import Headers
-from twisted_proxy.frontends.bodies import Upload, responseHead
+from twisted_proxy.frontends.bodies import (
+    Upload,
+    requestFraming,
+    requestHead,
+    responseHead,
+)
 from twisted_proxy.frontends.clientinfo import (
     clientInfo,
     headerPairs,
@@ -96,7 +101,10 @@ class ProxyExchange:
             if context.debug
             else None
         )
-        self._chunked, self._bodyEnded = self._framing()
+        self._raw = headerPairs(request)
+        self._chunked, self._bodyEnded, self._length, self._hasBody = requestFraming(
+            self._raw, buffered
+        )
         # Only a request the backend may run twice is ever sent twice: an
         # idempotent one without a body (RFC 9110 9.2.2). Any other goes on a
         # fresh connection or one that answered within safe_reuse seconds,
@@ -121,60 +129,23 @@ class ProxyExchange:
             memberAddress=context.memberAddress,
         )
 
-    def _framing(self) -> tuple[bool, bool]:
-        """
-        Read the request's headers once: keep them for the head, and work out
-        how its body is framed. Returns (chunked, body already complete).
-        """
-        raw = self._raw = headerPairs(self._request)
-        chunked = False
-        length: int | None = None
-        for name, value in raw:
-            lower = name.lower()
-            if lower == b"content-length":
-                length = int(value)
-            elif lower == b"transfer-encoding":
-                chunked = True
-        self._length = length
-        buffered = self._buffered
-        self._hasBody = chunked or bool(length) or bool(buffered)
-        if buffered is not None:
-            # twisted.web read (and de-chunked) the body already.
-            return False, True
-        if chunked:
-            return True, False
-        return False, not length
-
     def _headFor(self, upstreamHost: bytes | None) -> bytes:
         """The request head as the backend (with that Host) is to get it."""
         request = self._request
-        plan = self._plan
-        buffered = self._buffered
-        headers = plan.requestRewriter.rewrite(
+        headers = self._plan.requestRewriter.rewrite(
             self._raw,
             clientInfo(request),
             upstreamHost,
             clientVersion=request.clientproto,
         )
-        out = []
-        for name, value in headers:
-            lower = name.lower()
-            if lower == b"expect" or (
-                lower == b"content-length" and buffered is not None
-            ):
-                continue
-            out.append(b"%s: %s\r\n" % (name, value))
-        if self._expectContinue:
-            out.append(b"Expect: 100-continue\r\n")
-        if buffered is not None:
-            if buffered or self._length is not None:
-                out.append(b"Content-Length: %d\r\n" % len(buffered))
-        elif self._chunked:
-            out.append(b"Transfer-Encoding: chunked\r\n")
-        return b"%s %s HTTP/1.1\r\n%s\r\n" % (
+        return requestHead(
             request.method,
             self._upstreamPath,
-            b"".join(out),
+            headers,
+            self._buffered,
+            self._length,
+            self._chunked,
+            self._expectContinue,
         )
 
     def start(self) -> None:
