@@ -369,31 +369,20 @@ class HealthMonitor(Service):
                 self._onTransition(target.name, member, newState, reason)
             except Exception:
                 self._log.failure("health transition of {member}", member=member.name)
-        if newState == UP and before == UP:
-            self._log.info(
-                "member {member} of balancer://{balancer} back from error: "
-                "{reason} ({count} of {count} passed)",
-                member=member.name,
-                reason=reason,
-                count=tracker.passes,
-                balancer=target.name,
-            )
-        elif newState == UP:
-            self._log.info(
-                "member {member} up: {reason} ({count} of {count} passed)",
-                member=member.name,
-                reason=reason,
-                count=tracker.passes,
-                balancer=target.name,
-            )
+        if newState == UP:
+            emit = self._log.info
+            count = tracker.passes
+            if before == UP:
+                words = "member {member} of balancer://{balancer} back from error: "
+            else:
+                words = "member {member} up: "
+            words += "{reason} ({count} of {count} passed)"
         else:
-            self._log.warn(
-                "member {member} down: {reason} ({count} of {count} failed)",
-                member=member.name,
-                reason=reason,
-                count=tracker.fails,
-                balancer=target.name,
-            )
+            emit, count = self._log.warn, tracker.fails
+            words = "member {member} down: {reason} ({count} of {count} failed)"
+        emit(
+            words, member=member.name, reason=reason, count=count, balancer=target.name
+        )
 
     # The checks themselves.
 

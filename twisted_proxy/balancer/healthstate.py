@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from twisted_proxy.balancer.state import DOWN, UNKNOWN, UP
 from twisted_proxy.config.model import HealthCheck
@@ -33,6 +34,7 @@ DEFAULT_FAST_INTERVAL = 2.0
 """Seconds between checks of a member not settled, unless C{fast_interval} says."""
 
 
+@dataclass(eq=False, slots=True)
 class HealthTracker:
     """
     One member's rise/fall counter: checks in, state transitions out.
@@ -52,36 +54,31 @@ class HealthTracker:
     clock, no I/O.
     """
 
-    __slots__ = (
-        "_doubted",
-        "consecutiveFails",
-        "consecutivePasses",
-        "everUp",
-        "fails",
-        "passes",
-        "state",
-        "suspect",
-    )
+    passes: int
+    """Checks in a row that bring the member up."""
+    fails: int
+    """Checks in a row that take it down."""
+    state: str = UNKNOWN
+    """L{UNKNOWN}, L{UP} or L{DOWN}."""
+    consecutivePasses: int = field(default=0, init=False)
+    """Checks passed in a row, up to now."""
+    consecutiveFails: int = field(default=0, init=False)
+    """Checks failed in a row, up to now."""
+    suspect: bool = field(default=False, init=False)
+    """A request failed since the last confirmation; passes must clear it."""
+    everUp: bool = field(default=False, init=False)
+    """Whether the member has been up (since it was first watched)."""
+    # A result against the state (or none yet) that no full run of passes or
+    # fails has confirmed or overruled since.
+    _doubted: bool = field(default=False, init=False, repr=False)
 
-    def __init__(self, passes: int, fails: int, state: str = UNKNOWN) -> None:
+    def __post_init__(self) -> None:
+        passes, fails, state = self.passes, self.fails, self.state
         if passes < 1 or fails < 1:
             raise ValueError(f"passes and fails must be at least 1: {passes}, {fails}")
         if state not in (UNKNOWN, UP, DOWN):
             raise ValueError(f"unknown health state {state!r}")
-        self.passes = passes
-        self.fails = fails
-        self.state = state
-        """L{UNKNOWN}, L{UP} or L{DOWN}."""
-        self.consecutivePasses = 0
-        """Checks passed in a row, up to now."""
-        self.consecutiveFails = 0
-        """Checks failed in a row, up to now."""
-        self.suspect = False
-        """A request failed since the last confirmation; passes must clear it."""
         self.everUp = state == UP
-        """Whether the member has been up (since it was first watched)."""
-        # A result against the state (or none yet) that no full run of
-        # passes or fails has confirmed or overruled since.
         self._doubted = state == UNKNOWN
 
     def observe(self, ok: bool) -> str | None:

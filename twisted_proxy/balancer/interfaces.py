@@ -5,15 +5,29 @@ L{IBalancer}: what a front end needs of the shared load balancer.
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from zope.interface import Interface
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
+    from typing_extensions import Unpack
 
     from twisted_proxy.balancer.keys import RequestFacts
     from twisted_proxy.balancer.state import MemberState
+
+
+class Outcome(TypedDict, total=False):
+    """How an exchange with a member went, besides whether it was ok."""
+
+    bytesIn: int
+    """Bytes received from the member."""
+    bytesOut: int
+    """Bytes sent to the member."""
+    failure: str | None
+    """Why it failed: a C{FAIL_*} kind or words such as C{"answered 503"}."""
+    elapsed: float | None
+    """Seconds from the request to the response's end (None: not timed)."""
 
 
 class IBalancer(Interface):
@@ -30,15 +44,11 @@ class IBalancer(Interface):
         The member must be handed back to L{release} when the exchange is over.
         """
 
-    def release(
-        member: MemberState,
-        ok: bool,
-        bytesIn: int = 0,
-        bytesOut: int = 0,
-        failure: str | None = None,
-        elapsed: float | None = None,
-    ) -> None:
-        """Report an exchange's outcome; C{ok=False} puts the member in error."""
+    def release(member: MemberState, ok: bool, **outcome: Unpack[Outcome]) -> None:
+        """
+        Report an exchange's outcome; C{ok=False} puts the member in error.
+        The rest of it (L{Outcome}) is given by keyword.
+        """
 
     def maxAttempts(balancerName: str) -> int:
         """Other members a failed request may be re-sent to."""
@@ -67,4 +77,4 @@ class IBalancer(Interface):
         """Fire True when a member is released, False after C{timeout}."""
 
 
-__all__ = ["IBalancer"]
+__all__ = ["IBalancer", "Outcome"]

@@ -10,7 +10,7 @@ so tests run on a Clock.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, succeed
@@ -20,7 +20,7 @@ from zope.interface import implementer
 
 from twisted_proxy.balancer.cluster import Cluster
 from twisted_proxy.balancer.health import HealthMonitor
-from twisted_proxy.balancer.interfaces import IBalancer
+from twisted_proxy.balancer.interfaces import IBalancer, Outcome
 from twisted_proxy.balancer.keys import RequestFacts
 from twisted_proxy.balancer.state import DOWN, MemberState
 from twisted_proxy.config.model import Balancer, Member
@@ -30,6 +30,9 @@ from twisted_proxy.upstream.client import (
     FAIL_RESET,
     FAIL_TIMEOUT,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["DEFAULT_RETRY", "BalancerService"]
 
@@ -295,13 +298,7 @@ class BalancerService(MultiService):
     # -- hearing back --
 
     def release(
-        self,
-        member: MemberState,
-        ok: bool,
-        bytesIn: int = 0,
-        bytesOut: int = 0,
-        failure: str | None = None,
-        elapsed: float | None = None,
+        self, member: MemberState, ok: bool, **outcome: Unpack[Outcome]
     ) -> None:
         """
         Report how an exchange with a picked member went.
@@ -314,14 +311,15 @@ class BalancerService(MultiService):
         log line that says the member is in error. A client that went away is
         not the member's fault: report that as C{ok=True}.
 
-        :param bytesIn: bytes received from the member.
-        :param bytesOut: bytes sent to the member.
-        :param elapsed: seconds the exchange took, for the smoothed response time.
+        The rest of the outcome (L{Outcome}) is given by keyword: the bytes
+        each way, the failure's reason, and the seconds the exchange took
+        (for the smoothed response time).
         """
         if member.inFlight > 0:
             member.inFlight -= 1
-        member.bytesIn += bytesIn
-        member.bytesOut += bytesOut
+        member.bytesIn += outcome.get("bytesIn", 0)
+        member.bytesOut += outcome.get("bytesOut", 0)
+        elapsed = outcome.get("elapsed")
         if elapsed is not None:
             if member.responseTime:
                 member.responseTime += _EWMA * (elapsed - member.responseTime)
@@ -335,7 +333,7 @@ class BalancerService(MultiService):
                 member.retrying = False
         else:
             member.failures += 1
-            member.lastFailure = failure or "error"
+            member.lastFailure = outcome.get("failure") or "error"
             member.retrying = False
             if not member.ignoreErrors:
                 self._putInError(member, balancer, member.lastFailure)

@@ -230,15 +230,14 @@ def _members(check: Checker, path: str, value: Any, header: str) -> tuple[Member
     return tuple(result)
 
 
+_MEMBER_URL = 'a URL like "http://127.0.0.1:9001"'
+"""What a member's missing C{url} should have been."""
+
+
 def _member(check: Checker, path: str, item: dict[str, Any]) -> Member | None:
     """One member; C{None} when its URL is missing or wrong."""
     get = check.table(path, item, TABLES["balancer.NAME.member"]).get
-    url = get(
-        "url",
-        memberURL,
-        None,
-        required='a URL like "http://127.0.0.1:9001"',
-    )
+    url = get("url", memberURL, None, required=_MEMBER_URL)
     d = Member(url="", scheme="http", host="", port=0)
     route = get("route", routeId, d.route)
     weight = get("weight", positiveInt, d.weight)

@@ -224,18 +224,17 @@ def _websocket(check: Checker, path: str, value: Any) -> WebSocketSettings:
     return WebSocketSettings(**settings)
 
 
+_ENDPOINT = 'a Twisted endpoint string like "tcp:8080"'
+"""What a listener's missing C{endpoint} should have been."""
+
+
 def _listeners(check: Checker, path: str, value: Any) -> tuple[Listener, ...]:
     """The C{[[listen]]} array."""
     result = []
     seen: dict[str, str] = {}
     for index, itemPath, item in check.tables(path, value, "listen"):
         get = check.table(itemPath, item, TABLES["listen"]).get
-        address = get(
-            "endpoint",
-            endpoint,
-            None,
-            required='a Twisted endpoint string like "tcp:8080"',
-        )
+        address = get("endpoint", endpoint, None, required=_ENDPOINT)
         tls = get("tls", lambda p, v: listenerTLS(check, p, v), None)
         redirect = get("redirect_https", redirectURL, None)
         if address is None:

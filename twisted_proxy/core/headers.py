@@ -115,26 +115,42 @@ def removeHopByHop(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
     return _without(headers, HOP_BY_HOP)
 
 
-def _without(headers: Iterable[tuple[bytes, bytes]], drop: Set[bytes]) -> Headers:
+def _without(
+    headers: Iterable[tuple[bytes, bytes]],
+    drop: Set[bytes],
+    underscores: bool = True,
+    priorXFF: list[bytes] | None = None,
+) -> Headers:
     """
     C{headers} without those named in C{drop} (which has C{connection}) and
-    those named by a C{Connection} token.
+    those named by a C{Connection} token; without names that have an
+    underscore unless C{underscores}. The dropped C{X-Forwarded-For} values
+    go to C{priorXFF} when it is given (none when Connection names it).
     """
     kept: Headers = []
     tokens: set[bytes] | None = None
     for item in headers:
         lower = item[0].lower()
+        if not underscores and b"_" in lower:
+            # X_Forwarded_For, Content_Length: many backends (CGI, WSGI,
+            # PHP) read "_" as "-", so such a name could stand in for a
+            # header the proxy controls; dropped, as nginx does.
+            continue
         if lower in drop:
             if lower == b"connection":
                 if tokens is None:
                     tokens = set()
                 _connectionTokens(item[1], tokens)
+            elif priorXFF is not None and lower == b"x-forwarded-for":
+                priorXFF.append(item[1])
             continue
         kept.append(item)
     if tokens is not None:
         extra = _extraTokens(tokens)
         if extra:
             kept = [item for item in kept if item[0].lower() not in extra]
+            if priorXFF is not None and b"x-forwarded-for" in extra:
+                priorXFF.clear()
     return kept
 
 
@@ -318,34 +334,8 @@ class RequestHeaderRewriter:
         )
         drop = self._dropTrusted if trusted else self._dropUntrusted
 
-        kept: Headers = []
-        tokens: set[bytes] | None = None
-        priorXFF: list[bytes] | None = None
-        for item in headers:
-            lower = item[0].lower()
-            if b"_" in lower:
-                # X_Forwarded_For, Content_Length: many backends (CGI, WSGI,
-                # PHP) read "_" as "-", so such a name could stand in for a
-                # header the proxy controls; dropped, as nginx does.
-                continue
-            if lower in drop:
-                if lower == b"connection":
-                    if tokens is None:
-                        tokens = set()
-                    _connectionTokens(item[1], tokens)
-                elif trusted and lower == b"x-forwarded-for" and self._emitXFF:
-                    if priorXFF is None:
-                        priorXFF = []
-                    priorXFF.append(item[1])
-                continue
-            kept.append(item)
-
-        if tokens is not None:
-            extra = _extraTokens(tokens)
-            if extra:
-                kept = [item for item in kept if item[0].lower() not in extra]
-                if b"x-forwarded-for" in extra:
-                    priorXFF = None
+        priorXFF: list[bytes] | None = [] if trusted and self._emitXFF else None
+        kept = _without(headers, drop, False, priorXFF)
 
         out: Headers = []
         if self._emitHost:

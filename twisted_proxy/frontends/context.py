@@ -5,9 +5,9 @@ settings) and each route's L{RoutePlan}, worked out once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from twisted.logger import Logger
 
@@ -33,21 +33,15 @@ __all__ = ["ProxyContext", "RoutePlan", "UpgradeHandler", "backendAddress"]
 _log = Logger()
 
 
-class UpgradeHandler(Protocol):
-    """
-    Takes over an HTTP/1.1 request that asks to become another protocol (a
-    WebSocket handshake on a route with C{websocket = true}): the WebSocket
-    front end's L{twisted_proxy.frontends.websocket.WebSocketUpgrades}.
-    """
-
-    def __call__(
-        self,
-        request: Any,
-        plan: RoutePlan,
-        context: ProxyContext,
-        pairs: list[tuple[bytes, bytes]],
-    ) -> None:
-        """Answer C{request} (whose header lines are C{pairs}) from now on."""
+UpgradeHandler = Callable[
+    [Any, "RoutePlan", "ProxyContext", list[tuple[bytes, bytes]]], None
+]
+"""
+Takes over an HTTP/1.1 request that asks to become another protocol (a
+WebSocket handshake on a route with C{websocket = true}), given the request,
+its route's plan, the context and its header lines: the WebSocket front end's
+L{twisted_proxy.frontends.websocket.WebSocketUpgrades}.
+"""
 
 
 @dataclass

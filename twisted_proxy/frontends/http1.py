@@ -24,7 +24,6 @@ from typing import Any
 
 from twisted.internet.interfaces import (
     IAddress,
-    IDelayedCall,
     IPushProducer,
     ISSLTransport,
     ITCPTransport,
@@ -46,6 +45,7 @@ from twisted_proxy.core.http11 import (
     checkHeadStart,
     parseRequestHead,
 )
+from twisted_proxy.core.timer import PurposeTimer
 from twisted_proxy.frontends.http1output import ChannelOutput
 from twisted_proxy.frontends.http1request import HeaderList, ProxyRequest
 from twisted_proxy.frontends.listener import (
@@ -107,8 +107,7 @@ class HTTPServerChannel(ChannelOutput, Protocol):
         self._producer: IPushProducer | None = None
         self._corked: list[bytes] | None = None
         self._host: Any = None
-        self._timer: IDelayedCall | None = None
-        self._timerPurpose: str | None = None
+        self._timer = PurposeTimer(site.reactor.callLater, self._timerFired)
         # While the client takes none of its response: send_timeout.
         self._sendTimeout = SendTimeout(
             site.reactor, site.settings.send_timeout, self._sendTimedOut
@@ -122,15 +121,15 @@ class HTTPServerChannel(ChannelOutput, Protocol):
             transport.setTcpNoDelay(True)
         self.secure = ISSLTransport.providedBy(transport)
         transport.registerProducer(self, True)
-        self._arm(self.site.settings.header_timeout, _FIRST)
+        self._timer.arm(self.site.settings.header_timeout, _FIRST)
 
     def dataReceived(self, data: bytes) -> None:
         if self.abandoned:
             return
         state = self._state
         if state == _BODY:
-            if self._timerPurpose == _UPLOAD and self._timer is not None:
-                self._timer.reset(self.site.settings.idle_timeout)
+            if self._timer.purpose == _UPLOAD:
+                self._timer.extend(self.site.settings.idle_timeout)
             data = self._feedBody(data)
             if not data or self.abandoned:
                 return
@@ -145,7 +144,7 @@ class HTTPServerChannel(ChannelOutput, Protocol):
         self._readHeads()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        self._cancelTimer()
+        self._timer.cancel()
         self._cancelSendTimer()
         self.site.connections.remove(self)
         request, self.request = self.request, None
@@ -186,13 +185,13 @@ class HTTPServerChannel(ChannelOutput, Protocol):
                     self.refuse(414, "request line too long")
                 else:
                     self.refuse(431, "request head too large")
-            elif self._timerPurpose == _FIRST:
+            elif self._timer.purpose == _FIRST:
                 # The clock started when the client connected: its head is
                 # due within header_timeout of that, not of its first byte.
-                self._timerPurpose = _PARTIAL
-            elif self._timerPurpose != _PARTIAL:
+                self._timer.purpose = _PARTIAL
+            elif self._timer.purpose != _PARTIAL:
                 # A keep-alive connection: from the request's first byte.
-                self._arm(self.site.settings.header_timeout, _PARTIAL)
+                self._timer.arm(self.site.settings.header_timeout, _PARTIAL)
             return False
         head, self._buffer = buffer[:end], buffer[end + 4 :]
         try:
@@ -204,7 +203,7 @@ class HTTPServerChannel(ChannelOutput, Protocol):
         return True
 
     def _startRequest(self, head: RequestHead) -> None:
-        self._timerPurpose = None  # the timer, if running, is ignored now
+        self._timer.forget()  # the timer, if running, is ignored now
         request = ProxyRequest(self, head)
         self.request = request
         if not head.keepAlive:
@@ -220,7 +219,7 @@ class HTTPServerChannel(ChannelOutput, Protocol):
             else:
                 self._decoder = None
                 self._remaining = head.length
-            self._arm(self.site.settings.idle_timeout, _UPLOAD)
+            self._timer.arm(self.site.settings.idle_timeout, _UPLOAD)
         if self.site.clientCertHeader is not None:
             self.site.prepareRequest(request, self.transport)
         problem = refusal(
@@ -279,13 +278,13 @@ class HTTPServerChannel(ChannelOutput, Protocol):
 
     def _bodyEnd(self) -> None:
         self._decoder = None
-        if self._timerPurpose == _UPLOAD:
-            self._timerPurpose = None
+        if self._timer.purpose == _UPLOAD:
+            self._timer.forget()
         request = self.request
         if request is None:
             # The body of a request answered early is all read: next request.
             self._state = _HEAD
-            self._arm(self.site.settings.idle_timeout, _IDLE)
+            self._timer.arm(self.site.settings.idle_timeout, _IDLE)
             return
         self._state = _WAIT
         request.bodyComplete = True
@@ -332,7 +331,7 @@ class HTTPServerChannel(ChannelOutput, Protocol):
                 self.transport.resumeProducing()
             return
         self._state = _HEAD
-        self._arm(self.site.settings.idle_timeout, _IDLE)
+        self._timer.arm(self.site.settings.idle_timeout, _IDLE)
         if self._readPaused:
             self._readPaused = False
             self.transport.resumeProducing()
@@ -352,7 +351,7 @@ class HTTPServerChannel(ChannelOutput, Protocol):
     def loseConnection(self) -> None:
         """Close once what was written is sent."""
         self.uncork()
-        self._cancelTimer()
+        self._timer.cancel()
         transport = self.transport
         if transport is not None:
             if self.secure:
@@ -379,7 +378,7 @@ class HTTPServerChannel(ChannelOutput, Protocol):
     def abortConnection(self) -> None:
         """Cut the connection now."""
         self.abandoned = True
-        self._cancelTimer()
+        self._timer.cancel()
         self._cancelSendTimer()
         if self.transport is not None:
             self.transport.abortConnection()
@@ -392,7 +391,7 @@ class HTTPServerChannel(ChannelOutput, Protocol):
         after the current request's head, for C{protocol} to read first.
         """
         self.abandoned = True
-        self._cancelTimer()
+        self._timer.cancel()
         self._cancelSendTimer()
         transport = self.transport
         transport.unregisterProducer()
@@ -441,23 +440,7 @@ class HTTPServerChannel(ChannelOutput, Protocol):
 
     # -- the one timer --
 
-    def _arm(self, seconds: float, purpose: str) -> None:
-        self._timerPurpose = purpose
-        timer = self._timer
-        if timer is not None and timer.active():
-            timer.reset(seconds)
-        else:
-            self._timer = self.site.reactor.callLater(seconds, self._timerFired)
-
-    def _cancelTimer(self) -> None:
-        self._timerPurpose = None
-        timer, self._timer = self._timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
-
-    def _timerFired(self) -> None:
-        self._timer = None
-        purpose, self._timerPurpose = self._timerPurpose, None
+    def _timerFired(self, purpose: str | None) -> None:
         if purpose in (_FIRST, _IDLE):
             self.abandoned = True
             self.loseConnection()

@@ -415,12 +415,3 @@ def _headBytes(request: Any) -> bytes:
         lines.append(b"%s: %s\r\n" % (name, value))
     lines.append(b"\r\n")
     return b"".join(lines)
-
-
-__all__ = [
-    "BackendLeg",
-    "ClientLeg",
-    "WebSocketBridge",
-    "WebSocketUpgrades",
-    "legFactories",
-]

@@ -20,7 +20,6 @@ from typing import Protocol as TypingProtocol
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
-    IDelayedCall,
     IHandshakeListener,
     IPushProducer,
     IReactorTime,
@@ -34,6 +33,7 @@ from zope.interface import implementer
 from twisted_proxy._twisted_internals import pendingWriteBytes, sendNow
 from twisted_proxy.config.schemes import BACKEND_SCHEMES, isTLS
 from twisted_proxy.core.response import Headers, ResponseParseError, ResponseParser
+from twisted_proxy.core.timer import PurposeTimer
 from twisted_proxy.tls.backend import (
     BackendTLSError,
     HandshakeTimeoutError,
@@ -150,8 +150,7 @@ class UpstreamConnection(Protocol):
         self._timeout = 0.0
         # One timer per connection, reset rather than re-created: the response
         # timeout while busy, the idle time-to-live while pooled.
-        self._timer: IDelayedCall | None = None
-        self._timerPurpose: str | None = None
+        self._timer = PurposeTimer(pool.clock.callLater, self._timerFired)
         self._chunked = False
         self._bodyDone = True
         self._paused = False
@@ -178,14 +177,14 @@ class UpstreamConnection(Protocol):
         if self.address.overTLS:
             # The connect timeout covers the handshake too, as nginx's does.
             self.handshaking = True
-            self._arm(self._pool.connectTimeout, _HANDSHAKE)
+            self._timer.arm(self._pool.connectTimeout, _HANDSHAKE)
 
     def handshakeCompleted(self) -> None:
         """The TLS handshake is done and the certificate accepted."""
         if not self.handshaking:
             return
         self.handshaking = False
-        self._cancelTimeout()
+        self._timer.cancel()
         ready, self._ready = self._ready, None
         if ready is not None:
             ready.callback(self)
@@ -225,7 +224,7 @@ class UpstreamConnection(Protocol):
         if not self._paused:
             # Bytes moved: the backend is not stuck.
             self._stuckAt = None
-            self._arm(self._timeout, _RESPONSE)
+            self._timer.arm(self._timeout, _RESPONSE)
         sink = self._sink
         sink.batchStarted()
         try:
@@ -242,7 +241,7 @@ class UpstreamConnection(Protocol):
 
     def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
         self._lost = True
-        self._cancelTimeout()
+        self._timer.cancel()
         self._pool.discard(self)
         if self.handshaking:
             # A refused certificate arrives here, with why (failVerification).
@@ -290,9 +289,9 @@ class UpstreamConnection(Protocol):
         self.requestsSent += 1
         self._parser.expect(method)
         if bodyDone:
-            self._arm(timeout, _RESPONSE)
+            self._timer.arm(timeout, _RESPONSE)
         else:
-            self._cancelTimeout()
+            self._timer.cancel()
         if body:
             pieces = [head]
             for data in body:
@@ -318,32 +317,32 @@ class UpstreamConnection(Protocol):
         if (
             self._sink is not None
             and not self._paused
-            and self._timerPurpose != _RESPONSE
+            and self._timer.purpose != _RESPONSE
         ):
             # The backend may still be reading the last of the body from
             # the socket: while it does, it is not silent (see _timerFired).
             self._stuckAt = pendingWriteBytes(self.transport)
-            self._arm(self._timeout, _RESPONSE)
+            self._timer.arm(self._timeout, _RESPONSE)
 
     def uploadBlocked(self) -> None:
         """
         The backend is not taking the body as fast as the client sends it
         (our send buffer to it is full): its clock runs until it takes some.
         """
-        if self._sink is None or self._bodyDone or self._timerPurpose == _RESPONSE:
+        if self._sink is None or self._bodyDone or self._timer.purpose == _RESPONSE:
             return
         self._stuckAt = pendingWriteBytes(self.transport)
-        self._arm(self._timeout, _UPLOAD)
+        self._timer.arm(self._timeout, _UPLOAD)
 
     def uploadFlowing(self) -> None:
         """The backend took what was buffered: the body waits on the client."""
-        if self._timerPurpose == _UPLOAD:
-            self._cancelTimeout()
+        if self._timer.purpose == _UPLOAD:
+            self._timer.cancel()
 
     def abort(self) -> None:
         """Give up on this exchange: the connection is dropped, never reused."""
         self._sink = None
-        self._cancelTimeout()
+        self._timer.cancel()
         self._pool.discard(self)
         if not self._lost:
             self.transport.abortConnection()
@@ -355,12 +354,12 @@ class UpstreamConnection(Protocol):
 
     def idleFor(self, seconds: float) -> None:
         """The connection waits in the pool: it is closed after C{seconds}."""
-        self._arm(seconds, _IDLE)
+        self._timer.arm(seconds, _IDLE)
 
     def unpooled(self) -> None:
         """The pool let go of the connection: an idle one's timer stops."""
         if self._sink is None:
-            self._cancelTimeout()
+            self._timer.cancel()
 
     def whenLost(self) -> Deferred[None]:
         """A Deferred that fires once the connection is closed."""
@@ -377,14 +376,14 @@ class UpstreamConnection(Protocol):
             self._paused = True
             self.transport.pauseProducing()
             # A slow client is not a slow backend: stop the response clock.
-            self._cancelTimeout()
+            self._timer.cancel()
 
     def resumeProducing(self) -> None:
         if self._paused and not self._lost:
             self._paused = False
             self.transport.resumeProducing()
             if self._sink is not None:
-                self._arm(self._timeout, _RESPONSE)
+                self._timer.arm(self._timeout, _RESPONSE)
 
     def stopProducing(self) -> None:
         self.abort()
@@ -406,7 +405,7 @@ class UpstreamConnection(Protocol):
     def _onEnd(self) -> None:
         sink, self._sink = self._sink, None
         # Not cancelled: when pooled, the same timer is re-aimed at the idle TTL.
-        self._timerPurpose = None
+        self._timer.forget()
         reusable = self._parser.keepAlive and self._bodyDone and not self._lost
         if self._paused:
             self._paused = False
@@ -417,25 +416,15 @@ class UpstreamConnection(Protocol):
             self.lastUsed = self._pool.clock.seconds()
             self._pool.release(self)
         else:
-            self._cancelTimeout()
+            self._timer.cancel()
             if not self._lost:
                 self._pool.discard(self)
                 self.transport.loseConnection()
 
-    def _arm(self, seconds: float, purpose: str) -> None:
-        self._timerPurpose = purpose
-        timer = self._timer
-        if timer is not None and timer.active():
-            timer.reset(seconds)
-        else:
-            self._timer = self._pool.clock.callLater(seconds, self._timerFired)
-
-    def _timerFired(self) -> None:
-        self._timer = None
-        purpose, self._timerPurpose = self._timerPurpose, None
+    def _timerFired(self, purpose: str | None) -> None:
         if purpose == _RESPONSE:
             if self._stillTaking():
-                self._arm(self._timeout, _RESPONSE)
+                self._timer.arm(self._timeout, _RESPONSE)
                 return
             self._timedOut()
         elif purpose == _UPLOAD:
@@ -443,7 +432,7 @@ class UpstreamConnection(Protocol):
             stuckAt, self._stuckAt = self._stuckAt, pending
             if pending is not None and stuckAt is not None and pending < stuckAt:
                 # Slow, not stuck: some of the body was taken meanwhile.
-                self._arm(self._timeout, _UPLOAD)
+                self._timer.arm(self._timeout, _UPLOAD)
                 return
             self._fail(
                 FAIL_TIMEOUT,
@@ -480,13 +469,6 @@ class UpstreamConnection(Protocol):
 
     def _fail(self, kind: str, detail: str, retryable: bool) -> None:
         sink, self._sink = self._sink, None
-        self._cancelTimeout()
+        self._timer.cancel()
         if sink is not None:
             sink.responseFailed(kind, detail, retryable)
-
-    def _cancelTimeout(self) -> None:
-        self._timerPurpose = None
-        if self._timer is not None:
-            if self._timer.active():
-                self._timer.cancel()
-            self._timer = None

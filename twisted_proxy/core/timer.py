@@ -1,0 +1,80 @@
+"""
+One timer for a connection whose deadlines come one at a time: the request
+head, then the body, then keep-alive idle (the client side); the TLS
+handshake, the response, the upload, the pool's idle TTL (the backend side).
+
+Arming it for a purpose replaces the deadline before, re-aiming the running
+call where there is one rather than making another; when it runs out, the
+owner is told which purpose it was armed for (L{None} once that purpose was
+given up with L{PurposeTimer.forget}).
+
+No Twisted here: the owner hands in its clock's C{callLater}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+__all__ = ["PurposeTimer"]
+
+
+class _Call(Protocol):
+    """What this needs of a delayed call (Twisted's C{IDelayedCall})."""
+
+    def active(self) -> bool: ...
+
+    def reset(self, secondsFromNow: float) -> None: ...
+
+    def cancel(self) -> None: ...
+
+
+class PurposeTimer:
+    """
+    A deadline at a time, with what it is for.
+
+    :ivar purpose: what the running deadline is for (C{None}: nothing).
+    """
+
+    __slots__ = ("_call", "_callLater", "_fired", "purpose")
+
+    def __init__(
+        self,
+        callLater: Callable[[float, Callable[[], None]], _Call],
+        fired: Callable[[str | None], None],
+    ) -> None:
+        self._callLater = callLater
+        self._fired = fired
+        self._call: _Call | None = None
+        self.purpose: str | None = None
+
+    def arm(self, seconds: float, purpose: str) -> None:
+        """Run out C{seconds} from now, for C{purpose} (instead of any other)."""
+        self.purpose = purpose
+        call = self._call
+        if call is not None and call.active():
+            call.reset(seconds)
+        else:
+            self._call = self._callLater(seconds, self._ranOut)
+
+    def extend(self, seconds: float) -> None:
+        """Push the running deadline (whatever it is for) to C{seconds} from now."""
+        call = self._call
+        if call is not None and call.active():
+            call.reset(seconds)
+
+    def forget(self) -> None:
+        """Give the purpose up: a deadline still running finds nothing to do."""
+        self.purpose = None
+
+    def cancel(self) -> None:
+        """Stop the deadline, if one is running."""
+        self.purpose = None
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _ranOut(self) -> None:
+        self._call = None
+        purpose, self.purpose = self.purpose, None
+        self._fired(purpose)
