@@ -11,9 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.interfaces import IPushProducer
-from zope.interface import implementer
-
 from twisted_proxy.core.compress import (
     GzipStream,
     compressedHeaders,
@@ -23,6 +20,7 @@ from twisted_proxy.core.compress import (
 from twisted_proxy.core.response import Headers
 from twisted_proxy.frontends.clientinfo import clientScheme
 from twisted_proxy.frontends.context import ProxyContext, RoutePlan
+from twisted_proxy.frontends.pipe import ReadingProducer
 from twisted_proxy.upstream.client import UpstreamConnection
 
 __all__ = [
@@ -93,34 +91,39 @@ def requestHead(
     return b"%s %s HTTP/1.1\r\n%s\r\n" % (method, path, b"".join(out))
 
 
-@implementer(IPushProducer)
-class ClientReader:
+class ClientReader(ReadingProducer):
     """
-    Pauses reading from the client while the backend cannot take more body,
-    and tells the backend connection (C{watcher}) so, which times the backend
-    only while it holds the upload up.
+    The client's reading, as the producer of the backend connection's
+    writing (the pipe's L{ReadingProducer}, one way): paused while the backend
+    cannot take more body, and telling the backend connection (C{watcher})
+    so, which times the backend only while it holds the upload up.
     """
 
+    __slots__ = ("paused", "watcher")
+
     def __init__(self, transport: Any) -> None:
-        self._transport = transport
+        super().__init__(transport)
         self.paused = False
         self.watcher: UpstreamConnection | None = None
 
     def pauseProducing(self) -> None:
         if not self.paused:
             self.paused = True
-            self._transport.pauseProducing()
+            super().pauseProducing()
         if self.watcher is not None:
             self.watcher.uploadBlocked()
 
     def resumeProducing(self) -> None:
         if self.paused:
             self.paused = False
-            self._transport.resumeProducing()
+            super().resumeProducing()
         if self.watcher is not None:
             self.watcher.uploadFlowing()
 
     def stopProducing(self) -> None:
+        # The backend connection is gone: whether the client reads on (for
+        # the next member, or to the end of a refused body) is the
+        # exchange's call, through Upload.stop.
         pass
 
 
