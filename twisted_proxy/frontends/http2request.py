@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 from twisted.web import server
 
 from twisted_proxy.core.logformat import END_PROXY_ERROR
+from twisted_proxy.core.refusal import refuseHeaderCount
 from twisted_proxy.frontends.listener import ListenerSite
 from twisted_proxy.frontends.request import StreamingRequest, refusal
 
@@ -123,8 +124,9 @@ class H2Request(StreamingRequest):
             site.prepareRequest(self, self._connection.transport)
         settings = site.settings
         fields = sum(len(values) for _, values in headers.getAllRawHeaders())
-        if fields > settings.max_headers:
-            self.respondError(400, f"more than {settings.max_headers} header fields")
+        refused = refuseHeaderCount(fields, settings.max_headers)
+        if refused is not None:
+            self.respondError(refused.status, refused.message)
             return
         problem = refusal(self, length, settings.merge_slashes)
         if problem is not None:

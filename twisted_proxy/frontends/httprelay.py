@@ -18,7 +18,7 @@ from zope.interface import implementer
 
 from twisted_proxy.config.loader import parseTarget
 from twisted_proxy.config.model import ProxySettings, Route
-from twisted_proxy.core.refusal import ALLOWED_METHODS
+from twisted_proxy.core.refusal import refuseTrace
 from twisted_proxy.core.requesttarget import TargetError
 from twisted_proxy.core.reversemap import ReverseTable
 from twisted_proxy.core.routing import upstreamTarget
@@ -143,10 +143,9 @@ class ReverseProxyResource(Resource):
             # ends normalise (and refuse) targets before routing.
             respondError(request, 400, str(e))
             return None
-        if request.method == b"TRACE" and not plan.route.trace:
-            respondError(
-                request, 405, "TRACE is not allowed here", [(b"Allow", ALLOWED_METHODS)]
-            )
+        refused = refuseTrace(request.method, plan.route.trace)
+        if refused is not None:
+            respondError(request, refused.status, refused.message, [*refused.headers])
             return None
         upgrade = self.context.upgrade
         if (
