@@ -30,18 +30,41 @@ from twisted_proxy.accesslog.target import LogTarget
 from twisted_proxy.admin.view import AdminContext
 from twisted_proxy.balancer.service import BalancerService
 from twisted_proxy.config.model import Config, Listener
-from twisted_proxy.frontends.context import ProxyContext
+from twisted_proxy.frontends.context import ProxyContext, RoutePlan, UpgradeHandler
 from twisted_proxy.frontends.http1 import HTTPProxyFactory
 from twisted_proxy.frontends.http2 import H2ProxyConnection, NegotiatingFactory
 from twisted_proxy.frontends.redirect import RedirectResource
 from twisted_proxy.frontends.router import RouterResource
 from twisted_proxy.frontends.tlssniff import TLSSniffingFactory
-from twisted_proxy.frontends.websocket import WebSocketUpgrades
 from twisted_proxy.preflight import accessLogProblem, parseEndpoint
 from twisted_proxy.tls.server import ServerTLS, inspectFiles
 
 # The access log reaches its file at least this often.
 _LOG_FLUSH_INTERVAL = 1.0
+
+
+class _WebSocketFrontEnd:
+    """
+    The context's upgrade handler: the WebSocket front end, loaded (and
+    Autobahn with it) by the first WebSocket handshake, so a proxy that
+    bridges none does not carry it.
+    """
+
+    def __init__(self) -> None:
+        self._upgrades: UpgradeHandler | None = None
+
+    def __call__(
+        self,
+        request: Any,
+        plan: RoutePlan,
+        context: ProxyContext,
+        pairs: list[tuple[bytes, bytes]],
+    ) -> None:
+        if self._upgrades is None:
+            from twisted_proxy.frontends.websocket import WebSocketUpgrades
+
+            self._upgrades = WebSocketUpgrades()
+        self._upgrades(request, plan, context, pairs)
 
 
 class StartupError(Exception):
@@ -94,7 +117,7 @@ class ProxyService(MultiService):
             reactor,
             self.balancer,
             dict(config.balancers),
-            upgrade=WebSocketUpgrades(),
+            upgrade=_WebSocketFrontEnd(),
         )
         self.accessLog: AccessLogger | None = None
         router = RouterResource(config, self.context)

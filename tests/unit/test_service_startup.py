@@ -6,6 +6,8 @@ root), and what cannot start is a StartupError naming the key.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,31 @@ def test_accessLogFolderMissing(tmp_path: Path) -> None:
     with pytest.raises(StartupError, match=r"^proxy\.access_log: the folder "):
         service.privilegedStartService()
     assert reactor.tcpServers == []
+
+
+_AUTOBAHN_PROBE = """
+import sys
+from twisted.internet.testing import MemoryReactorClock
+from twisted_proxy.config import loadString
+from twisted_proxy.service import ProxyService
+ProxyService(loadString(sys.stdin.read()), MemoryReactorClock())
+print("autobahn" in sys.modules)
+"""
+
+
+def test_autobahnLoadedByTheFirstHandshakeOnly() -> None:
+    """
+    A proxy is built without Autobahn in memory (the WebSocket front end
+    comes with the first handshake), even with a WebSocket route.
+    """
+    source = SITE.format(endpoint="tcp:0:interface=127.0.0.1", log="false")
+    source += "websocket = true\n"
+    result = subprocess.run(
+        [sys.executable, "-c", _AUTOBAHN_PROBE],
+        input=source,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.split() == ["False"]
