@@ -144,3 +144,21 @@ def test_sendTimeoutLetsGoOfAClientThatTakesNothing() -> None:
     clock.advance(10)
     assert expired == [None]
     assert clock.getDelayedCalls() == []
+
+
+def test_sendTimeoutClosedStopsForGood() -> None:
+    """Closed with its connection: stopped, not started again, owner let go."""
+    clock = Clock()
+    expired: list[None] = []
+
+    def expire() -> None:
+        expired.append(None)
+
+    timeout = SendTimeout(clock, 5.0, expire)
+    timeout.start(StringTransport())
+    timeout.close()
+    timeout.start(StringTransport())
+    assert clock.getDelayedCalls() == []
+    clock.advance(10)
+    assert expired == []
+    assert expire not in vars(timeout).values()

@@ -4,6 +4,8 @@ PurposeTimer: one deadline at a time for a connection, with what it is for.
 
 from __future__ import annotations
 
+import gc
+
 from twisted.internet.task import Clock
 
 from twisted_proxy.core.timer import PurposeTimer
@@ -88,3 +90,19 @@ def test_cancelLeavesNoCall() -> None:
     assert timer.purpose is None
     clock.advance(5)
     assert fired == []
+
+
+def test_closeStopsForGoodAndLetsTheOwnerGo() -> None:
+    """
+    Closed (the connection is gone): the deadline is stopped, arming it
+    again does nothing, and it no longer holds the owner's callback.
+    """
+    clock, timer, fired = _timer()
+    timer.arm(1, "head")
+    timer.close()
+    timer.arm(1, "idle")
+    assert clock.getDelayedCalls() == []
+    assert timer.purpose is None
+    clock.advance(5)
+    assert fired == []
+    assert fired.append not in gc.get_referents(timer)

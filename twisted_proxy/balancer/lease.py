@@ -75,6 +75,19 @@ class ILeaseHolder(Protocol):
         """No member can take the request (logged already): answer 503."""
 
 
+class _Released:
+    """The holder of a lease that is over: nothing more is tried for it."""
+
+    def attempt(self, address: Address) -> None:
+        pass
+
+    def unavailable(self) -> None:
+        pass
+
+
+_RELEASED = _Released()
+
+
 class Lease:
     """
     A front end's way to a backend for one request: pick, try, fail over,
@@ -269,6 +282,9 @@ class Lease:
         :param timed: report the time since the member was picked.
         """
         self._over = True
+        # The holder holds the lease: letting go of it leaves no cycle, so
+        # the exchange is freed as soon as its last reference goes.
+        self._holder = _RELEASED
         if self.member is None:
             return
         if ok and self._statusFailure is not None:

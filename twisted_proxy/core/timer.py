@@ -19,6 +19,10 @@ from typing import Protocol
 __all__ = ["PurposeTimer"]
 
 
+def _closed(purpose: str | None) -> None:
+    """What a closed timer calls: nothing (it never runs again)."""
+
+
 class _Call(Protocol):
     """What this needs of a delayed call (Twisted's C{IDelayedCall})."""
 
@@ -50,6 +54,8 @@ class PurposeTimer:
 
     def arm(self, seconds: float, purpose: str) -> None:
         """Run out C{seconds} from now, for C{purpose} (instead of any other)."""
+        if self._fired is _closed:
+            return
         self.purpose = purpose
         call = self._call
         if call is not None and call.active():
@@ -73,6 +79,15 @@ class PurposeTimer:
         call, self._call = self._call, None
         if call is not None and call.active():
             call.cancel()
+
+    def close(self) -> None:
+        """
+        The connection is gone: stop, and never run again. The owner is let
+        go of (the timer held it through C{fired}), so no reference cycle
+        outlives the connection.
+        """
+        self.cancel()
+        self._fired = _closed
 
     def _ranOut(self) -> None:
         self._call = None

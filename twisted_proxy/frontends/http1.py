@@ -144,8 +144,8 @@ class HTTPServerChannel(ChannelOutput, Protocol):
         self._readHeads()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        self._timer.cancel()
-        self._cancelSendTimer()
+        self._timer.close()
+        self._sendTimeout.close()
         self.site.connections.remove(self)
         request, self.request = self.request, None
         if request is not None:

@@ -142,7 +142,7 @@ class H2ProxyConnection(H2ConnectionBase):
         self._heldBack.clear()
         for streamID in list(self._noWindow):
             self._windowOpen(streamID)
-        self._cancelSendTimer()
+        self._sendTimeout.close()
         if not byTwisted:
             self.site.connections.remove(self)
 

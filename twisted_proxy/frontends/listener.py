@@ -120,6 +120,10 @@ class ListenerConnections:
             connection.abortConnection()
 
 
+def _nothing() -> None:
+    """What a closed L{SendTimeout} calls: nothing."""
+
+
 class SendTimeout:
     """
     One connection's C{send_timeout}: started when the client's socket is
@@ -141,7 +145,7 @@ class SendTimeout:
 
     def start(self, transport: Any) -> None:
         """The client's socket is full: time it (unless it is timed already)."""
-        if self._timer is None:
+        if self._timer is None and self._expired is not _nothing:
             self._transport = transport
             self._held = pendingWriteBytes(transport)
             self._timer = self._reactor.callLater(self._seconds, self._ranOut)
@@ -151,6 +155,17 @@ class SendTimeout:
         timer, self._timer = self._timer, None
         if timer is not None and timer.active():
             timer.cancel()
+
+    def close(self) -> None:
+        """
+        The connection is gone: stop for good, and let go of the connection
+        (held through C{expired} and its transport), so no reference cycle
+        outlives it.
+        """
+        self.cancel()
+        self._expired = _nothing
+        self._transport = None
+        self._seconds = 0.0
 
     def _ranOut(self) -> None:
         self._timer = None

@@ -241,7 +241,7 @@ class UpstreamConnection(Protocol):
 
     def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
         self._lost = True
-        self._timer.cancel()
+        self._timer.close()
         self._pool.discard(self)
         if self.handshaking:
             # A refused certificate arrives here, with why (failVerification).
