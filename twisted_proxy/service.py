@@ -30,7 +30,7 @@ from twisted_proxy.accesslog.target import LogTarget
 from twisted_proxy.admin.view import AdminContext
 from twisted_proxy.balancer.service import BalancerService
 from twisted_proxy.config.model import Config, Listener
-from twisted_proxy.frontends.context import ProxyContext, RoutePlan, UpgradeHandler
+from twisted_proxy.frontends.context import ProxyContext, UpgradeHandler
 from twisted_proxy.frontends.http1 import HTTPProxyFactory
 from twisted_proxy.frontends.http2 import H2ProxyConnection, NegotiatingFactory
 from twisted_proxy.frontends.redirect import RedirectResource
@@ -53,18 +53,13 @@ class _WebSocketFrontEnd:
     def __init__(self) -> None:
         self._upgrades: UpgradeHandler | None = None
 
-    def __call__(
-        self,
-        request: Any,
-        plan: RoutePlan,
-        context: ProxyContext,
-        pairs: list[tuple[bytes, bytes]],
-    ) -> None:
+    def __call__(self, *handshake: Any) -> None:
+        """Bridge a handshake (the arguments of an L{UpgradeHandler})."""
         if self._upgrades is None:
             from twisted_proxy.frontends.websocket import WebSocketUpgrades
 
             self._upgrades = WebSocketUpgrades()
-        self._upgrades(request, plan, context, pairs)
+        self._upgrades(*handshake)
 
 
 class StartupError(Exception):
