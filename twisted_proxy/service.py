@@ -27,12 +27,15 @@ from twisted.python.failure import Failure
 
 from twisted_proxy.accesslog.logger import AccessLogger
 from twisted_proxy.accesslog.target import LogTarget
+from twisted_proxy.admin.guard import readToken
+from twisted_proxy.admin.manager import BalancerManager
 from twisted_proxy.admin.view import AdminContext
 from twisted_proxy.balancer.service import BalancerService
 from twisted_proxy.config.model import Config, Listener
 from twisted_proxy.frontends.context import ProxyContext, UpgradeHandler
 from twisted_proxy.frontends.http1 import HTTPProxyFactory
 from twisted_proxy.frontends.http2 import H2ProxyConnection, NegotiatingFactory
+from twisted_proxy.frontends.local import LocalResource
 from twisted_proxy.frontends.redirect import RedirectResource
 from twisted_proxy.frontends.router import RouterResource
 from twisted_proxy.frontends.tlssniff import TLSSniffingFactory
@@ -115,7 +118,8 @@ class ProxyService(MultiService):
             upgrade=_WebSocketFrontEnd(),
         )
         self.accessLog: AccessLogger | None = None
-        router = RouterResource(config, self.context)
+        self.admin = AdminContext(self.balancer, _ServiceView(self))
+        router = RouterResource(config, self.context, self._handlers(config, reactor))
         hostNames = [r.host for r in config.routes if r.host]
 
         def front(listener: Listener | None) -> HTTPProxyFactory:
@@ -134,11 +138,26 @@ class ProxyService(MultiService):
             ServerTLS(listener.tls) if listener.tls is not None else None
             for listener in config.listen
         ]
-        self.admin = AdminContext(self.balancer, _ServiceView(self))
         self.ports: list[IListeningPort] = []
         self._listening = False
         self._accessTarget: LogTarget | None = None
         self._flusher: LoopingCall | None = None
+
+    def _handlers(self, config: Config, reactor: Any) -> dict[int, LocalResource]:
+        """The resources of the routes the proxy answers itself (the admin pages)."""
+        handlers = {}
+        for route in config.routes:
+            if route.handler == "balancer-manager":
+                manager = BalancerManager(
+                    self.balancer,
+                    route.path,
+                    reactor.seconds,
+                    token=readToken(route.token_file) if route.token_file else None,
+                )
+                handlers[route.index] = LocalResource(
+                    route, manager, config.proxy.merge_slashes
+                )
+        return handlers
 
     def privilegedStartService(self) -> None:
         """Open the access log and bind every C{[[listen]]} endpoint."""

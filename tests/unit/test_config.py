@@ -936,7 +936,7 @@ def test_routeNeitherToNorHandler() -> None:
     ]
 
 
-@pytest.mark.parametrize("handler", ["balancer-manager", "status", "metrics"])
+@pytest.mark.parametrize("handler", ["status", "info", "metrics"])
 def test_handlersNotSupportedYet(handler: str) -> None:
     """The documented handlers are recognised but not supported yet."""
     text = f'[[route]]\npath = "/x"\nhandler = "{handler}"\n'
@@ -950,7 +950,46 @@ def test_unknownHandler() -> None:
     text = '[[route]]\npath = "/x"\nhandler = "phpinfo"\n'
     assert errorsOf(text) == [
         'site.toml: route[0].handler: expected one of "balancer-manager", '
-        '"status", "metrics", got "phpinfo"'
+        '"status", "info", "metrics", got "phpinfo"'
+    ]
+
+
+def test_balancerManagerRouteIsLocalOnlyByDefault() -> None:
+    """A handler route without allow serves this machine only (Require local)."""
+    config = loadString(
+        '[[route]]\npath = "/balancer-manager"\nhandler = "balancer-manager"\n'
+    )
+    [route] = config.routes
+    assert route.handler == "balancer-manager"
+    assert [str(n) for n in route.allow] == ["127.0.0.0/8", "::1/128"]
+    assert route.token_file is None
+    opened = loadString(
+        '[[route]]\npath = "/m"\nhandler = "balancer-manager"\n'
+        'allow = ["192.0.2.0/24"]\n'
+    )
+    assert [str(n) for n in opened.routes[0].allow] == ["192.0.2.0/24"]
+
+
+def test_tokenFile(tmp_path: Path) -> None:
+    """token_file: read at load; missing, short or on a proxied route: errors."""
+    good = tmp_path / "token"
+    good.write_text("s3cret-token-0123456789\n")
+    short = tmp_path / "short"
+    short.write_text("abc\n")
+    head = '[[route]]\npath = "/m"\nhandler = "balancer-manager"\n'
+    config = loadString(head + f'token_file = "{good}"\n')
+    assert config.routes[0].token_file == str(good)
+    assert errorsOf(head + f'token_file = "{tmp_path / "none"}"\n') == [
+        f"site.toml: route[0].token_file: cannot read {tmp_path / 'none'}:"
+        " No such file or directory"
+    ]
+    assert errorsOf(head + f'token_file = "{short}"\n') == [
+        f"site.toml: route[0].token_file: {short}: its first line must be a token"
+        " of 16 to 4096 ASCII characters"
+    ]
+    proxied = '[[route]]\npath = "/"\nto = "http://h/"\n'
+    assert errorsOf(proxied + f'token_file = "{good}"\n') == [
+        "site.toml: route[0].token_file: only a handler route takes a token"
     ]
 
 
@@ -2128,13 +2167,13 @@ def test_configExampleBalancer() -> None:
 def test_configExampleUnsupportedParts() -> None:
     """The example's parts not built yet are each named, not silently used."""
     text = FULL_EXAMPLE + (
-        '[[route]]\npath = "/balancer-manager"\nhandler = "balancer-manager"\n'
+        '[[route]]\npath = "/server-status"\nhandler = "status"\n'
         'allow = ["127.0.0.0/8", "::1/128"]\n'
         '[balancer.db]\nmethod = "bybusyness"\n'
         '[[balancer.db.member]]\nurl = "tcp://127.0.0.1:5432"\n'
     )
     assert errorsOf(text) == [
-        'site.toml: route[3].handler: handler "balancer-manager" is not supported yet',
+        'site.toml: route[3].handler: handler "status" is not supported yet',
         "site.toml: balancer.db.member[0].url: tcp:// members are not supported yet",
     ]
 

@@ -76,6 +76,8 @@ _FRONTENDS: dict[str, frozenset[str]] = {
     "httprelay": frozenset({"httprelay", "router", "exchange", "bodies"}),
     "websocket": frozenset({"websocket", "wslegs"}),
     "redirect": frozenset({"redirect"}),
+    # The routes the proxy answers itself (the admin pages' handlers).
+    "local": frozenset({"local"}),
     # A TLS listener's first bytes: TLS goes on, plain HTTP gets a 400.
     "tlssniff": frozenset({"tlssniff"}),
 }

@@ -10,6 +10,7 @@ so tests run on a Clock.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService
@@ -379,16 +380,26 @@ class BalancerService(MultiService):
         weight: int | None = None,
         tier: int | None = None,
         maxConnections: int | None = None,
+        route: str | None = None,
     ) -> None:
         """
-        Change a member's flags, weight, tier or cap; the next pick obeys.
+        Change a member's flags, weight, tier, cap or sticky route; the next
+        pick obeys.
 
-        C{None} leaves a value as it is. C{memberName} is the member's name or route.
+        C{None} leaves a value as it is; C{route=""} takes the route away.
+        C{memberName} is the member's name or route.
 
         :raise KeyError: if there is no such balancer or member.
-        :raise ValueError: for a weight below 1 or a negative tier or cap.
+        :raise ValueError: for a weight below 1, a negative tier or cap, or a
+            route another member of the balancer has.
         """
-        self.member(balancerName, memberName).change(
+        state = self.member(balancerName, memberName)
+        if route is not None:
+            newRoute = route or None
+            for other in self._balancers[balancerName].members:
+                if other is not state and newRoute and other.member.route == newRoute:
+                    raise ValueError(f"route {newRoute} is {other.name}'s already")
+        state.change(
             weight=weight,
             tier=tier,
             maxConnections=maxConnections,
@@ -397,6 +408,8 @@ class BalancerService(MultiService):
             drain=drain,
             ignoreErrors=ignoreErrors,
         )
+        if route is not None:
+            state.member = replace(state.member, route=route or None)
 
     def addMember(self, balancerName: str, member: Member) -> MemberState:
         """Add a member at run time; the others keep their counters."""

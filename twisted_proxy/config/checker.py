@@ -261,6 +261,23 @@ class Checker:
         """A file path (relative to the config file's folder)."""
         return self.filePath(path, string(path, value))
 
+    def tokenFile(self, path: str, value: Any) -> str:
+        """
+        A file holding a bearer token (its first line, at least 16
+        characters): read now, so a missing or empty one stops start-up.
+        """
+        name = self.file(path, value)
+        try:
+            with open(name, "rb") as f:
+                first = f.read(4097).split(b"\n", 1)[0].strip()
+        except OSError as e:
+            raise InvalidValueError(f"cannot read {name}: {e.strerror}") from None
+        if len(first) < 16 or len(first) > 4096 or not first.isascii():
+            raise InvalidValueError(
+                f"{name}: its first line must be a token of 16 to 4096 ASCII characters"
+            )
+        return name
+
     def accessLog(self, path: str, value: Any) -> str | None:
         """C{"-"} (stdout), a file path, or C{false} (no access log)."""
         if value is False:

@@ -186,6 +186,9 @@ class Route:
     tls_verify: bool = True
     # TRACE requests are passed to the backend (else refused with 405).
     trace: bool = False
+    # A handler route: a file whose first line is the bearer token its
+    # JSON API asks for (besides allow/deny).
+    token_file: str | None = None
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ The C{[[route]]} array: which requests go where.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from .checker import Checker
@@ -48,6 +49,11 @@ def routes(
     return tuple(result)
 
 
+LOCAL = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+"""A handler route's C{allow} unless it says otherwise: this machine only, as
+Apache's C{Require local}."""
+
+
 def _route(
     check: Checker,
     path: str,
@@ -80,7 +86,7 @@ def _route(
         cookie_path=get("cookie_path", check.stringPairs, ()),
         preserve_host=get("preserve_host", boolean, None),
         timeout=get("timeout", seconds, None),
-        allow=get("allow", check.networks, ()),
+        allow=get("allow", check.networks, LOCAL if handlerName else ()),
         deny=get("deny", check.networks, ()),
         request_headers=get(
             "request_headers", check.headerDirectives, HeaderDirectives()
@@ -90,7 +96,10 @@ def _route(
         tls_ca=get("tls_ca", check.file, None),
         tls_verify=get("tls_verify", boolean, True),
         trace=get("trace", boolean, False),
+        token_file=get("token_file", check.tokenFile, None),
     )
+    if handlerName is None and "token_file" in table:
+        check.error(f"{path}.token_file", "only a handler route takes a token")
     check.backendTLS(path, table, to.scheme if to is not None else None)
     return None if prefix is None else route
 

@@ -4,6 +4,7 @@ The root resource of a proxy site: picks the route for each request.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from twisted.web.resource import Resource
@@ -14,9 +15,12 @@ from twisted_proxy.config.model import Config
 from twisted_proxy.core.reversemap import ReverseTable
 from twisted_proxy.core.routing import RouteTable
 from twisted_proxy.frontends.context import ProxyContext
-from twisted_proxy.frontends.exchange import ProxyExchange
 from twisted_proxy.frontends.httprelay import ReverseProxyResource
-from twisted_proxy.frontends.request import IStreamingResource, ProxiedRequest
+from twisted_proxy.frontends.request import (
+    IBodyConsumer,
+    IStreamingResource,
+    ProxiedRequest,
+)
 
 
 @implementer(IStreamingResource)
@@ -31,32 +35,43 @@ class RouterResource(Resource):
     isLeaf = True
     streaming = True
 
-    def __init__(self, config: Config, context: ProxyContext) -> None:
+    def __init__(
+        self,
+        config: Config,
+        context: ProxyContext,
+        handlers: Mapping[int, IStreamingResource] | None = None,
+    ) -> None:
+        """
+        :param handlers: the resources of the handler routes (the admin
+            pages), by route index; the service makes them.
+        """
         super().__init__()
         self._table = RouteTable(config.routes)
         reverse = ReverseTable(config.routes, context.balancers)
-        self._resources = {
+        self._resources: dict[int, Any] = {
             route.index: ReverseProxyResource(
                 route, context, mountedAtRoute=True, reverseTable=reverse
             )
             for route in config.routes
             if route.to is not None
         }
+        self._resources.update(handlers or {})
 
-    def _resourceFor(self, request: Any) -> ReverseProxyResource | None:
+    def _resourceFor(self, request: Any) -> Any:
         hosts = request.requestHeaders.getRawHeaders(b"host")
         route = self._table.match(hosts[0] if hosts else None, request.matchPath)
         if route is None:
             return None
         return self._resources.get(route.index)
 
-    def startStream(self, request: ProxiedRequest) -> ProxyExchange | None:
+    def startStream(self, request: ProxiedRequest) -> IBodyConsumer | None:
         """Route a request whose body is still arriving."""
         resource = self._resourceFor(request)
         if resource is None:
             request.respondError(404, "no route for this request")
             return None
-        return resource.startStream(request)
+        consumer: IBodyConsumer | None = resource.startStream(request)
+        return consumer
 
     def render(self, request: Any) -> Any:
         """Route a request that has no body (or whose body is already in)."""
