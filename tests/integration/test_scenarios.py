@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import gzip
 import ipaddress
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest_twisted
 import treq
@@ -254,6 +256,49 @@ async def test_clusterStandbyTakesOverOncePrimariesFail(stack: Stack) -> None:
     standby = members[2][0]
     assert len(standby.requests) >= 4
     assert all(r.uri.startswith(b"/down/") for r in standby.requests)
+
+
+@pytest_twisted.ensureDeferred
+async def test_clusterManagerDrainsAMember(stack: Stack) -> None:
+    """
+    Scenario 2: the balancer-manager at /balancer-manager shows the three
+    members; draining member 1 with its form sends every new request to 2.
+    """
+    proxy, members = await _cluster(stack)
+    http = stack.treq()
+    base = f"http://127.0.0.1:{proxy.port}"
+    response = await http.get(base + "/balancer-manager")
+    assert response.code == 200
+    page = await response.text()
+    assert page.count('<tr data-member="http://127.0.0.1:912') == 3
+    [nonce] = set(re.findall(r'name="nonce" value="([^"]+)"', page))
+    form = {
+        "nonce": nonce,
+        "balancer": "cluster",
+        "action": "update",
+        "member": "http://127.0.0.1:9121",
+        "weight": "1",
+        "tier": "0",
+        "route": "1",
+        "drain": "on",
+    }
+    response = await http.post(
+        base + "/balancer-manager",
+        data=urlencode(form).encode(),
+        headers={b"Content-Type": [b"application/x-www-form-urlencoded"]},
+        allow_redirects=False,
+    )
+    assert response.code == 303
+    await response.content()
+    for n in range(4):
+        response = await http.get(f"{base}/after/{n}")
+        assert response.code == 200
+        await response.content()
+    after = [
+        [r.uri for r in backend.requests if r.uri.startswith(b"/after/")]
+        for backend, _, _ in members
+    ]
+    assert [len(uris) for uris in after] == [0, 4, 0]
 
 
 @pytest_twisted.ensureDeferred
