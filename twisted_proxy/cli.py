@@ -16,8 +16,8 @@ from typing import TextIO
 
 from twisted_proxy import __version__
 from twisted_proxy.config.loader import ConfigError, load
-from twisted_proxy.config.model import Config, Route
-from twisted_proxy.core.routing import RouteTable
+from twisted_proxy.config.model import Config
+from twisted_proxy.core.describe import routeTable
 from twisted_proxy.preflight import startupProblems
 from twisted_proxy.tap import LOG_LEVELS, loadForStart
 
@@ -121,49 +121,8 @@ def _routes(path: str, out: TextIO, err: TextIO) -> int:
     config = _load(path, err)
     if config is None:
         return 1
-    rows = [("HOST", "PATH", "TARGET", "OPTIONS")]
-    # In the order matching tries them: the host first, then the longest prefix.
-    rows += [_row(config, route) for route in RouteTable(config.routes).routes]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        print("  ".join([*cells, row[3]]).rstrip(), file=out)
+    print(routeTable(config), file=out)
     return 0
-
-
-def _row(config: Config, route: Route) -> tuple[str, str, str, str]:
-    """One line of the route table, with the route's effective options."""
-    target = route.to.url if route.to is not None else f"handler:{route.handler}"
-    preserveHost = route.preserve_host
-    if preserveHost is None:
-        preserveHost = config.proxy.preserve_host
-    timeout = config.proxy.timeout if route.timeout is None else route.timeout
-    options = [
-        f"preserve_host={'true' if preserveHost else 'false'}",
-        f"timeout={timeout:g}",
-    ]
-    if not route.websocket:
-        options.append("websocket=false")
-    if route.trace:
-        options.append("trace=true")
-    if route.allow:
-        options.append("allow=" + ",".join(str(n) for n in route.allow))
-    if route.deny:
-        options.append("deny=" + ",".join(str(n) for n in route.deny))
-    if route.reverse:
-        options.append("reverse=" + ",".join(route.reverse))
-    for name, pairs in (
-        ("cookie_domain", route.cookie_domain),
-        ("cookie_path", route.cookie_path),
-    ):
-        if pairs:
-            options.append(f"{name}=" + ",".join(f"{a}->{b}" for a, b in pairs))
-    if route.request_headers.set:
-        names = ",".join(name for name, _ in route.request_headers.set)
-        options.append(f"set={names}")
-    if route.request_headers.unset:
-        options.append("unset=" + ",".join(route.request_headers.unset))
-    return (route.host or "*", route.path, target, " ".join(options))
 
 
 def _run(path: str, logLevel: str | None, err: TextIO) -> int:

@@ -10,6 +10,7 @@ lets requests in flight finish within C{shutdown_grace}, then closes the rest.
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -28,13 +29,17 @@ from twisted.python.failure import Failure
 from twisted_proxy.accesslog.logger import AccessLogger
 from twisted_proxy.accesslog.target import LogTarget
 from twisted_proxy.admin.guard import readToken
+from twisted_proxy.admin.info import ServerInfo
 from twisted_proxy.admin.manager import BalancerManager
-from twisted_proxy.admin.view import AdminContext
+from twisted_proxy.admin.status import ServerStatus
+from twisted_proxy.admin.view import PROTOCOLS, AdminContext
 from twisted_proxy.balancer.service import BalancerService
 from twisted_proxy.config.model import Config, Listener
+from twisted_proxy.core.localpage import LocalRequest, LocalResponse
+from twisted_proxy.core.traffic import Traffic, TrafficSnapshot
 from twisted_proxy.frontends.context import ProxyContext, UpgradeHandler
 from twisted_proxy.frontends.http1 import HTTPProxyFactory
-from twisted_proxy.frontends.http2 import H2ProxyConnection, NegotiatingFactory
+from twisted_proxy.frontends.http2 import NegotiatingFactory
 from twisted_proxy.frontends.local import LocalResource
 from twisted_proxy.frontends.redirect import RedirectResource
 from twisted_proxy.frontends.router import RouterResource
@@ -133,6 +138,10 @@ class ProxyService(MultiService):
         # One front end per listener (TLS, HSTS and redirects differ); the
         # first is C{site}. TLSFilesError here names the file that is wrong.
         self.sites = [front(listener) for listener in config.listen] or [front(None)]
+        # What every listener served, for the status page.
+        self.traffic = Traffic(reactor.seconds)
+        for site in self.sites:
+            site.traffic = self.traffic
         self.site = self.sites[0]
         self.tls: list[ServerTLS | None] = [
             ServerTLS(listener.tls) if listener.tls is not None else None
@@ -147,16 +156,23 @@ class ProxyService(MultiService):
         """The resources of the routes the proxy answers itself (the admin pages)."""
         handlers = {}
         for route in config.routes:
+            handler: Callable[[LocalRequest], LocalResponse]
             if route.handler == "balancer-manager":
-                manager = BalancerManager(
+                handler = BalancerManager(
                     self.balancer,
                     route.path,
                     reactor.seconds,
                     token=readToken(route.token_file) if route.token_file else None,
                 )
-                handlers[route.index] = LocalResource(
-                    route, manager, config.proxy.merge_slashes
-                )
+            elif route.handler == "status":
+                handler = ServerStatus(self.admin.view)
+            elif route.handler == "info":
+                handler = ServerInfo(self.admin.view)
+            else:
+                continue
+            handlers[route.index] = LocalResource(
+                route, handler, config.proxy.merge_slashes
+            )
         return handlers
 
     def privilegedStartService(self) -> None:
@@ -344,12 +360,23 @@ class _ServiceView:
         return self._service.config
 
     def openConnections(self) -> dict[str, int]:
-        counts = {"http/1.1": 0, "h2": 0}
+        counts = dict.fromkeys(PROTOCOLS, 0)
         for site in self._service.sites:
             for channel in site.channels:
-                h2 = isinstance(channel, H2ProxyConnection)
-                counts["h2" if h2 else "http/1.1"] += 1
+                name = channel.protocolName
+                counts[name] = counts.get(name, 0) + 1
         return counts
+
+    def busyConnections(self) -> int:
+        return sum(
+            1
+            for site in self._service.sites
+            for channel in site.channels
+            if channel.busy
+        )
+
+    def traffic(self) -> TrafficSnapshot:
+        return self._service.traffic.snapshot()
 
     def reload(self) -> bool:
         return self._service.reloadCertificates()

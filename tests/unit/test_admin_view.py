@@ -38,12 +38,17 @@ def test_viewOfARunningProxy() -> None:
     assert admin.view.effectiveConfig() is config
     assert admin.balancer is service.balancer
     assert [m.name for m in admin.balancer.members("web")] == ["http://127.0.0.1:9001"]
-    assert admin.view.openConnections() == {"http/1.1": 0, "h2": 0}
+    none = {"http/1.1": 0, "h2": 0, "websocket": 0, "tunnel": 0}
+    assert admin.view.openConnections() == none
     channel = service.site.buildProtocol(None)
     channel.makeConnection(StringTransport())
-    assert admin.view.openConnections() == {"http/1.1": 1, "h2": 0}
+    assert admin.view.openConnections() == {**none, "http/1.1": 1}
+    assert admin.view.busyConnections() == 0
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert admin.view.busyConnections() == 1
     channel.connectionLost(None)
-    assert admin.view.openConnections() == {"http/1.1": 0, "h2": 0}
+    assert admin.view.openConnections() == none
+    assert admin.view.busyConnections() == 0
 
 
 @pytest.mark.parametrize("broken", [False, True])

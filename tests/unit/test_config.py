@@ -925,7 +925,6 @@ def test_routeBothToAndHandler() -> None:
     text = '[[route]]\npath = "/"\nto = "http://h/"\nhandler = "status"\n'
     assert errorsOf(text) == [
         'site.toml: route[0]: expected exactly one of "to" or "handler"',
-        'site.toml: route[0].handler: handler "status" is not supported yet',
     ]
 
 
@@ -936,7 +935,7 @@ def test_routeNeitherToNorHandler() -> None:
     ]
 
 
-@pytest.mark.parametrize("handler", ["status", "info", "metrics"])
+@pytest.mark.parametrize("handler", ["metrics"])
 def test_handlersNotSupportedYet(handler: str) -> None:
     """The documented handlers are recognised but not supported yet."""
     text = f'[[route]]\npath = "/x"\nhandler = "{handler}"\n'
@@ -1902,7 +1901,7 @@ def test_allErrorsReportedAtOnce() -> None:
 
         [[route]]
         path = "/x"
-        handler = "status"
+        handler = "metrics"
 
         [balancer.web]
         method = "fast"
@@ -1922,7 +1921,7 @@ def test_allErrorsReportedAtOnce() -> None:
         "site.toml: listen[1].tls.key: missing, expected a PEM file path",
         'site.toml: route[0].path: expected a path starting with "/", got "api"',
         'site.toml: route[0].to: unknown balancer "nope"',
-        'site.toml: route[1].handler: handler "status" is not supported yet',
+        'site.toml: route[1].handler: handler "metrics" is not supported yet',
         'site.toml: balancer.web.method: expected one of "byrequests", '
         '"bytraffic", "bybusyness", "roundrobin", "random2", "hash", got "fast"',
         "site.toml: balancer.web.member[0].weight: "
@@ -2167,13 +2166,13 @@ def test_configExampleBalancer() -> None:
 def test_configExampleUnsupportedParts() -> None:
     """The example's parts not built yet are each named, not silently used."""
     text = FULL_EXAMPLE + (
-        '[[route]]\npath = "/server-status"\nhandler = "status"\n'
+        '[[route]]\npath = "/metrics"\nhandler = "metrics"\n'
         'allow = ["127.0.0.0/8", "::1/128"]\n'
         '[balancer.db]\nmethod = "bybusyness"\n'
         '[[balancer.db.member]]\nurl = "tcp://127.0.0.1:5432"\n'
     )
     assert errorsOf(text) == [
-        'site.toml: route[3].handler: handler "status" is not supported yet',
+        'site.toml: route[3].handler: handler "metrics" is not supported yet',
         "site.toml: balancer.db.member[0].url: tcp:// members are not supported yet",
     ]
 

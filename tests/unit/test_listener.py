@@ -27,6 +27,8 @@ from twisted_proxy.frontends.listener import (
 class Connection:
     """A connection of any protocol: drained and cut as it is asked."""
 
+    protocolName = "http/1.1"
+
     def __init__(self, registry: ListenerConnections, busy: bool = False) -> None:
         self.registry = registry
         self.busy = busy

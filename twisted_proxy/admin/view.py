@@ -10,8 +10,12 @@ from typing import Protocol
 
 from twisted_proxy.balancer.service import BalancerService
 from twisted_proxy.config.model import Config
+from twisted_proxy.core.traffic import TrafficSnapshot
 
-__all__ = ["AdminContext", "ProxyView"]
+__all__ = ["PROTOCOLS", "AdminContext", "ProxyView"]
+
+PROTOCOLS = ("http/1.1", "h2", "websocket", "tunnel")
+"""The protocols client connections are counted by, in the order shown."""
 
 
 class ProxyView(Protocol):
@@ -21,7 +25,13 @@ class ProxyView(Protocol):
         """The configuration the proxy runs on."""
 
     def openConnections(self) -> Mapping[str, int]:
-        """Client connections open now, by protocol (``http/1.1``, ``h2``)."""
+        """Client connections open now, by protocol (each of L{PROTOCOLS})."""
+
+    def busyConnections(self) -> int:
+        """Of those, the ones with a request (or a bridged WebSocket) under way."""
+
+    def traffic(self) -> TrafficSnapshot:
+        """Requests and bytes since the start, and the last minute's rate."""
 
     def reload(self) -> bool:
         """Reload what can be reloaded (the certificates); True if all was taken."""

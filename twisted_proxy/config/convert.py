@@ -82,7 +82,7 @@ _ROUTE_PATH = re.compile(r"/[\x21-\x7e]*")
 
 _HANDLERS = ("balancer-manager", "status", "info", "metrics")
 # The handlers that are served; the others are recognised but refused.
-_SERVED_HANDLERS = frozenset({"balancer-manager"})
+_SERVED_HANDLERS = frozenset({"balancer-manager", "status", "info"})
 _HASH_KEYS = ("ip", "uri", "header:NAME", "cookie:NAME")
 _MEMBER_SCHEMES_LATER = ("tcp", "ajp", "h2", "h2c", "fcgi")
 

@@ -85,6 +85,7 @@ class HTTPServerChannel(ChannelOutput, Protocol):
 
     transport: Any  # an ITCPTransport (or TLS) once connected
     discardsBody = True
+    protocolName = "http/1.1"
 
     def __init__(self, site: HTTPProxyFactory) -> None:
         self.site = site
@@ -114,6 +115,11 @@ class HTTPServerChannel(ChannelOutput, Protocol):
         )
 
     # -- Protocol --
+
+    @property
+    def busy(self) -> bool:
+        """A request is being read or answered."""
+        return self.request is not None
 
     def connectionMade(self) -> None:
         transport = self.transport

@@ -87,6 +87,13 @@ class H2ProxyConnection(H2ConnectionBase):
     transport: Any
     timeOut: Any
 
+    protocolName = "h2"
+
+    @property
+    def busy(self) -> bool:
+        """A stream is open."""
+        return bool(self.streams)
+
     def __init__(self, site: ListenerSite) -> None:
         super().__init__(site.reactor)
         self.site = site

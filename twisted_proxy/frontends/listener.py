@@ -24,7 +24,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import ServerFactory
 from twisted.web.resource import IResource
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 from twisted import copyright
 from twisted_proxy._twisted_internals import pendingWriteBytes
@@ -32,6 +32,7 @@ from twisted_proxy.config.model import Listener, ProxySettings
 from twisted_proxy.core.headers import ResponseHeaderRewriter
 from twisted_proxy.core.logformat import END_SHUTDOWN_GRACE
 from twisted_proxy.core.routing import normalizeHost
+from twisted_proxy.core.traffic import Traffic
 from twisted_proxy.frontends.request import IAccessLog, ProxiedRequest
 from twisted_proxy.tls.server import clientSubject, listenerSettings
 
@@ -49,6 +50,11 @@ class IListenerConnection(Interface):
     also has C{cutShort(reason)} is told why before it is cut, so the access
     log can say it of the responses cut short.
     """
+
+    protocolName = Attribute(
+        'What it speaks: "http/1.1", "h2" or "websocket" (for the status page).'
+    )
+    busy = Attribute("Whether a request (or a bridged WebSocket) is under way on it.")
 
     def drain() -> None:
         """
@@ -222,6 +228,8 @@ class ListenerSite(ServerFactory):
         self.hostNames = frozenset(
             _servedName(n) for n in (settings.server_name, "localhost", *hostNames)
         )
+        self.traffic: Traffic | None = None
+        """Where answered requests are counted (the service's, for its status)."""
         self.connections = ListenerConnections()
         # The open connections themselves (the registry's set), for those
         # that count or list them.
@@ -244,9 +252,15 @@ class ListenerSite(ServerFactory):
             headers.addRawHeader(name, subject)
 
     def log(self, request: ProxiedRequest) -> None:
-        """Write C{request}'s access-log line."""
+        """Write C{request}'s access-log line, and count it for the status page."""
         if self.accessLog is not None:
             self.accessLog.logRequest(request)
+        traffic = self.traffic
+        if traffic is not None:
+            traffic.count(
+                request.bytesIn + request.headBytes,
+                int(getattr(request, "sentLength", 0) or 0),
+            )
 
     def drain(self) -> Deferred[None]:
         """

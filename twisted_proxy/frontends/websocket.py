@@ -71,6 +71,9 @@ _log = Logger()
 class WebSocketBridge:
     """One client's WebSocket, bridged to one backend."""
 
+    protocolName = "websocket"
+    busy = True
+
     def __init__(
         self,
         request: ProxiedRequest,
