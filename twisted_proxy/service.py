@@ -31,6 +31,7 @@ from twisted_proxy.accesslog.target import LogTarget
 from twisted_proxy.admin.guard import readToken
 from twisted_proxy.admin.info import ServerInfo
 from twisted_proxy.admin.manager import BalancerManager
+from twisted_proxy.admin.metrics import Metrics
 from twisted_proxy.admin.status import ServerStatus
 from twisted_proxy.admin.view import PROTOCOLS, AdminContext
 from twisted_proxy.balancer.service import BalancerService
@@ -140,6 +141,7 @@ class ProxyService(MultiService):
         self.sites = [front(listener) for listener in config.listen] or [front(None)]
         # What every listener served, for the status page.
         self.traffic = Traffic(reactor.seconds)
+        self.context.traffic = self.traffic
         for site in self.sites:
             site.traffic = self.traffic
         self.site = self.sites[0]
@@ -168,6 +170,8 @@ class ProxyService(MultiService):
                 handler = ServerStatus(self.admin.view)
             elif route.handler == "info":
                 handler = ServerInfo(self.admin.view)
+            elif route.handler == "metrics":
+                handler = Metrics(self.admin.view, self.balancer)
             else:
                 continue
             handlers[route.index] = LocalResource(
@@ -377,6 +381,9 @@ class _ServiceView:
 
     def traffic(self) -> TrafficSnapshot:
         return self._service.traffic.snapshot()
+
+    def trafficCounts(self) -> Traffic:
+        return self._service.traffic
 
     def reload(self) -> bool:
         return self._service.reloadCertificates()

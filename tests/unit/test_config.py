@@ -935,13 +935,12 @@ def test_routeNeitherToNorHandler() -> None:
     ]
 
 
-@pytest.mark.parametrize("handler", ["metrics"])
-def test_handlersNotSupportedYet(handler: str) -> None:
-    """The documented handlers are recognised but not supported yet."""
-    text = f'[[route]]\npath = "/x"\nhandler = "{handler}"\n'
-    assert errorsOf(text) == [
-        f'site.toml: route[0].handler: handler "{handler}" is not supported yet'
-    ]
+@pytest.mark.parametrize("handler", ["balancer-manager", "status", "info", "metrics"])
+def test_everyHandlerIsServed(handler: str) -> None:
+    """Each documented handler loads (and is local-only by default)."""
+    [route] = loadString(f'[[route]]\npath = "/x"\nhandler = "{handler}"\n').routes
+    assert route.handler == handler
+    assert route.to is None
 
 
 def test_unknownHandler() -> None:
@@ -1901,7 +1900,7 @@ def test_allErrorsReportedAtOnce() -> None:
 
         [[route]]
         path = "/x"
-        handler = "metrics"
+        handler = "phpinfo"
 
         [balancer.web]
         method = "fast"
@@ -1921,7 +1920,8 @@ def test_allErrorsReportedAtOnce() -> None:
         "site.toml: listen[1].tls.key: missing, expected a PEM file path",
         'site.toml: route[0].path: expected a path starting with "/", got "api"',
         'site.toml: route[0].to: unknown balancer "nope"',
-        'site.toml: route[1].handler: handler "metrics" is not supported yet',
+        'site.toml: route[1].handler: expected one of "balancer-manager", '
+        '"status", "info", "metrics", got "phpinfo"',
         'site.toml: balancer.web.method: expected one of "byrequests", '
         '"bytraffic", "bybusyness", "roundrobin", "random2", "hash", got "fast"',
         "site.toml: balancer.web.member[0].weight: "
@@ -2172,7 +2172,6 @@ def test_configExampleUnsupportedParts() -> None:
         '[[balancer.db.member]]\nurl = "tcp://127.0.0.1:5432"\n'
     )
     assert errorsOf(text) == [
-        'site.toml: route[3].handler: handler "metrics" is not supported yet',
         "site.toml: balancer.db.member[0].url: tcp:// members are not supported yet",
     ]
 

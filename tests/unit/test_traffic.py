@@ -5,6 +5,8 @@ minute, on a Clock.
 
 from __future__ import annotations
 
+import math
+
 from twisted.internet.task import Clock
 
 from twisted_proxy.core.traffic import WINDOW, Traffic
@@ -58,3 +60,39 @@ def test_nothingYet() -> None:
     """At the start: zeros, no division by zero."""
     snap = Traffic(Clock().seconds).snapshot()
     assert (snap.requests, snap.requestsPerSecond, snap.uptime) == (0, 0.0, 0)
+
+
+def test_requestsByLabelsAndDurations() -> None:
+    """Counted by route, member, method (others as "other") and status class."""
+    traffic = Traffic(Clock().seconds)
+    traffic.count(10, 100, "/", "http://a:1", "GET", 200, 0.003)
+    traffic.count(10, 100, "/", "http://a:1", "GET", 204, 0.2)
+    traffic.count(5, 0, "/", "http://a:1", "BREW", 502, 70.0)
+    traffic.count(5, 0, "/api/", "", "POST", 0, None)
+    assert traffic.byLabels == {
+        ("/", "http://a:1", "GET", "2xx"): 2,
+        ("/", "http://a:1", "other", "5xx"): 1,
+        ("/api/", "", "POST", "none"): 1,
+    }
+    get = traffic.durations["/", "GET"].cumulative()
+    assert get[0] == (0.005, 1)
+    assert dict(get)[0.25] == 2
+    assert get[-1][1] == 2
+    assert traffic.durations["/", "other"].cumulative()[-2:] == [
+        (60.0, 0),
+        (math.inf, 1),
+    ]
+    assert ("/api/", "POST") not in traffic.durations
+    assert traffic.bytesByRoute == {"/": [25, 200], "/api/": [5, 0]}
+
+
+def test_upstreamEventsAndMessages() -> None:
+    """Backend trouble by kind; WebSocket messages by direction."""
+    traffic = Traffic(Clock().seconds)
+    for kind in ("connect", "failover", "connect"):
+        traffic.upstreamEvent(kind)
+    traffic.websocketMessage("up")
+    traffic.websocketMessage("down")
+    traffic.websocketMessage("down")
+    assert traffic.upstream == {"connect": 2, "failover": 1}
+    assert traffic.websocketMessages == {"up": 1, "down": 2}

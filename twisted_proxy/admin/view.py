@@ -10,7 +10,7 @@ from typing import Protocol
 
 from twisted_proxy.balancer.service import BalancerService
 from twisted_proxy.config.model import Config
-from twisted_proxy.core.traffic import TrafficSnapshot
+from twisted_proxy.core.traffic import Traffic, TrafficSnapshot
 
 __all__ = ["PROTOCOLS", "AdminContext", "ProxyView"]
 
@@ -32,6 +32,9 @@ class ProxyView(Protocol):
 
     def traffic(self) -> TrafficSnapshot:
         """Requests and bytes since the start, and the last minute's rate."""
+
+    def trafficCounts(self) -> Traffic:
+        """The live counters themselves (for the metrics): read, never written."""
 
     def reload(self) -> bool:
         """Reload what can be reloaded (the certificates); True if all was taken."""

@@ -46,6 +46,14 @@ if TYPE_CHECKING:
     from twisted_proxy.balancer.interfaces import IBalancer
     from twisted_proxy.balancer.keys import RequestFacts
     from twisted_proxy.balancer.state import MemberState
+    from twisted_proxy.core.traffic import Traffic
+
+# What the metrics count by name: the failure kinds, and a request sent
+# again (to another member, or to the same on a fresh connection); any other
+# failure (a fail_on_status answer) as "status".
+_COUNTED = frozenset(
+    {FAIL_CONNECT, FAIL_RESET, FAIL_TIMEOUT, FAIL_PROTOCOL, "failover", "retry"}
+)
 
 __all__ = [
     "CAPACITY_WAIT",
@@ -115,6 +123,7 @@ class Lease:
         "_pickedAt",
         "_retriedFresh",
         "_statusFailure",
+        "_traffic",
         "_tried",
         "_waited",
         "address",
@@ -135,8 +144,10 @@ class Lease:
         facts: RequestFacts | None = None,
         memberAddress: Callable[[MemberState], Address] | None = None,
         capacityWait: float | None = CAPACITY_WAIT,
+        traffic: Traffic | None = None,
     ) -> None:
         self._holder = holder
+        self._traffic = traffic
         self._clock = clock
         self._label = label
         self._balancer = balancer
@@ -249,6 +260,8 @@ class Lease:
         Put the member held in error (C{kind}: a C{FAIL_*} name) and try
         another, as Apache does (maxattempts); check L{canFailOver} first.
         """
+        self._count(kind)
+        self._count("failover")
         self._releaseMember(False, failure=kind)
         self._pick()
 
@@ -261,7 +274,13 @@ class Lease:
         if self._retriedFresh:
             return False
         self._retriedFresh = True
+        self._count("retry")
         return True
+
+    def _count(self, kind: str) -> None:
+        """Count trouble reaching backends (for the metrics)."""
+        if self._traffic is not None:
+            self._traffic.upstreamEvent(kind if kind in _COUNTED else "status")
 
     # -- the end --
 
@@ -281,6 +300,8 @@ class Lease:
 
         :param timed: report the time since the member was picked.
         """
+        if not ok and failure is not None:
+            self._count(failure)
         self._over = True
         # The holder holds the lease: letting go of it leaves no cycle, so
         # the exchange is freed as soon as its last reference goes.

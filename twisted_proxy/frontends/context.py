@@ -19,6 +19,7 @@ from twisted_proxy.core.acl import AccessList
 from twisted_proxy.core.headers import RequestHeaderRewriter, formatHostPort
 from twisted_proxy.core.reverse import ReverseRewriter
 from twisted_proxy.core.reversemap import ReverseTable, routePrefixes
+from twisted_proxy.core.traffic import Traffic
 from twisted_proxy.tls.backend import (
     BackendCAError,
     TLSPolicy,
@@ -57,6 +58,8 @@ class ProxyContext:
     upgrade: UpgradeHandler | None = None
     """Where WebSocket handshakes go (L{ProxyService} sets the WebSocket front
     end's); without one they are relayed as plain HTTP requests."""
+    traffic: Traffic | None = field(default=None, repr=False)
+    """Where backend trouble and WebSocket messages are counted (the service's)."""
     compressTypes: tuple[bytes, ...] = field(init=False)
     """The media types to gzip, as bytes (worked out once)."""
     debug: bool = field(init=False)

@@ -127,6 +127,7 @@ class ProxyExchange:
             balancerName=plan.target.host,
             facts=requestFacts(request, self._raw) if balancer else None,
             memberAddress=context.memberAddress,
+            traffic=context.traffic,
         )
 
     def _headFor(self, upstreamHost: bytes | None) -> bytes:

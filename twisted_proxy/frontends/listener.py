@@ -257,9 +257,16 @@ class ListenerSite(ServerFactory):
             self.accessLog.logRequest(request)
         traffic = self.traffic
         if traffic is not None:
+            sent = request.startedWriting or request.endReason is None
+            start = request.startTime
             traffic.count(
                 request.bytesIn + request.headBytes,
-                int(getattr(request, "sentLength", 0) or 0),
+                max(0, request.sentLength - request.unsentBytes),
+                route=getattr(request, "routeLabel", ""),
+                member=request.logEnv.get("BALANCER_WORKER_NAME", ""),
+                method=(request.method or b"").decode("latin-1"),
+                status=request.code if sent else 0,
+                seconds=self.reactor.seconds() - start if start else None,
             )
 
     def drain(self) -> Deferred[None]:

@@ -56,12 +56,17 @@ class RouterResource(Resource):
             if route.to is not None
         }
         self._resources.update(handlers or {})
+        self._labels = {
+            route.index: (route.host or "") + route.path for route in config.routes
+        }
 
     def _resourceFor(self, request: Any) -> Any:
         hosts = request.requestHeaders.getRawHeaders(b"host")
         route = self._table.match(hosts[0] if hosts else None, request.matchPath)
         if route is None:
             return None
+        # Which route answered, for the metrics (a label from the config).
+        request.routeLabel = self._labels[route.index]
         return self._resources.get(route.index)
 
     def startStream(self, request: ProxiedRequest) -> IBodyConsumer | None:

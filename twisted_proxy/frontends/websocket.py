@@ -96,6 +96,7 @@ class WebSocketBridge:
             balancer=context.balancer if plan.address is None else None,
             balancerName=plan.target.host,
             memberAddress=context.memberAddress,
+            traffic=context.traffic,
             # A handshake is answered 503 at once when every member is full.
             capacityWait=None,
         )
@@ -282,6 +283,12 @@ class WebSocketBridge:
         self.activity()
 
     # -- while open --
+
+    def relayed(self, fromBackend: bool) -> None:
+        """A message went on: counted for the metrics, by direction."""
+        traffic = self._context.traffic
+        if traffic is not None:
+            traffic.websocketMessage("down" if fromBackend else "up")
 
     def activity(self) -> None:
         seconds = self._settings.idle_timeout

@@ -40,6 +40,9 @@ class LegOwner(Protocol):
     def tooBig(self, leg: Leg) -> None:
         """A message over max_message_bytes arrived on C{leg}."""
 
+    def relayed(self, fromBackend: bool) -> None:
+        """A whole message went on to the other leg (for the metrics)."""
+
     def legClosed(
         self, leg: Leg, code: int | None, reason: str | None, clean: bool
     ) -> None:
@@ -141,6 +144,7 @@ class Leg:
             other.sendMessage(b"".join(whole), self._isBinary)
         else:
             other.endMessage()
+        self.bridge.relayed(self.fromBackend)
 
     # -- closes --
 
