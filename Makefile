@@ -110,9 +110,11 @@ test-oldest: $(OLDEST_STAMP)
 	$(OLDEST_VENV)/bin/pip check
 	@$(OLDEST_VENV)/bin/python -I -c 'import sys, twisted_proxy, importlib.metadata as m; \
 		print("Python", sys.version.split()[0], *(n + "==" + m.version(n) for n in \
-		("twisted", "treq", "autobahn", "pyOpenSSL", "service-identity", "cryptography"))); \
+		("twisted", "treq", "autobahn", "pyOpenSSL", "service-identity", "cryptography", \
+		"prometheus-client"))); \
 		print("twisted_proxy from", twisted_proxy.__file__)'
-	$(OLDEST_VENV)/bin/pytest -q --import-mode=append tests/integration/test_oldest_deps.py
+	$(OLDEST_VENV)/bin/pytest -q --import-mode=append tests/integration/test_oldest_deps.py \
+		tests/integration/test_metrics.py
 
 # The demo (twisted_proxy/demo.py): a backend on 127.0.0.1 at each of
 # DEMO_PORTS, then the proxy on :8080 in front of them, on
