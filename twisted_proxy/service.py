@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -33,8 +34,9 @@ from twisted_proxy.admin.info import ServerInfo
 from twisted_proxy.admin.manager import BalancerManager
 from twisted_proxy.admin.metrics import Metrics
 from twisted_proxy.admin.status import ServerStatus
-from twisted_proxy.admin.view import PROTOCOLS, AdminContext
+from twisted_proxy.admin.view import PROTOCOLS, AdminContext, ReloadResult
 from twisted_proxy.balancer.service import BalancerService
+from twisted_proxy.config.loader import ConfigError, load
 from twisted_proxy.config.model import Config, Listener
 from twisted_proxy.core.localpage import LocalRequest, LocalResponse
 from twisted_proxy.core.traffic import Traffic, TrafficSnapshot
@@ -45,7 +47,7 @@ from twisted_proxy.frontends.local import LocalResource
 from twisted_proxy.frontends.redirect import RedirectResource
 from twisted_proxy.frontends.router import RouterResource
 from twisted_proxy.frontends.tlssniff import TLSSniffingFactory
-from twisted_proxy.preflight import accessLogProblem, parseEndpoint
+from twisted_proxy.preflight import accessLogProblem, parseEndpoint, startupProblems
 from twisted_proxy.tls.server import ServerTLS, inspectFiles
 
 # The access log reaches its file at least this often.
@@ -125,6 +127,8 @@ class ProxyService(MultiService):
         )
         self.accessLog: AccessLogger | None = None
         self.admin = AdminContext(self.balancer, _ServiceView(self))
+        self.generation = 1
+        self.reloads = {"taken": 0, "refused": 0}
         router = RouterResource(config, self.context, self._handlers(config, reactor))
         hostNames = [r.host for r in config.routes if r.host]
 
@@ -165,6 +169,7 @@ class ProxyService(MultiService):
                     route.path,
                     reactor.seconds,
                     token=readToken(route.token_file) if route.token_file else None,
+                    reload=self.reload,
                 )
             elif route.handler == "status":
                 handler = ServerStatus(self.admin.view)
@@ -239,6 +244,77 @@ class ProxyService(MultiService):
             for problem in inspectFiles(listener.tls):
                 if problem.severity == "warning":
                     self._log.warn("{problem}", problem=str(problem))
+
+    def reload(self) -> ReloadResult:
+        """
+        Re-read the configuration file (SIGHUP, or the manager's API) and
+        apply it. It is checked in full first: a file with any error is
+        refused, every error logged, and the running configuration kept.
+        Otherwise routes are swapped for new requests at once, balancers and
+        members follow the file (the members that stay keep their counters
+        and run-time changes the file did not override), handler pages are
+        rebuilt and certificates read again; requests, WebSockets and
+        uploads under way finish where they started. Listener and C{[proxy]}
+        changes are logged as needing a restart.
+        """
+        running = self.config
+        source = running.source
+        errors: list[str] = []
+        if source is None:
+            errors.append("the configuration was not read from a file")
+        else:
+            try:
+                fresh = load(source)
+            except ConfigError as e:
+                errors.extend(e.errors)
+            else:
+                errors.extend(startupProblems(fresh, requireListeners=False).errors)
+        if errors:
+            self.reloads["refused"] += 1
+            for error in errors:
+                self._log.error("reload refused: {error}", error=error)
+            self._log.error(
+                "reload refused: the running configuration (generation "
+                "{generation}) is kept",
+                generation=self.generation,
+            )
+            return ReloadResult(False, self.generation, tuple(errors))
+        notes = []
+        if fresh.listen != running.listen:
+            notes.append("[[listen]] changes take effect after a restart")
+        if fresh.proxy != running.proxy:
+            notes.append("[proxy] changes take effect after a restart")
+        taken = replace(fresh, listen=running.listen, proxy=running.proxy)
+        self._apply(taken)
+        self.generation += 1
+        self.reloads["taken"] += 1
+        for note in notes:
+            self._log.warn("reload: {note}", note=note)
+        self._log.info(
+            "reload: {source} taken (generation {generation}): {routes} route(s),"
+            " {balancers} balancer(s)",
+            source=source,
+            generation=self.generation,
+            routes=len(taken.routes),
+            balancers=len(taken.balancers),
+        )
+        return ReloadResult(True, self.generation, (), tuple(notes))
+
+    def _apply(self, config: Config) -> None:
+        """Put a checked configuration (with the running listeners) to work."""
+        self.balancer.reconfigure([b for _, b in config.balancers])
+        self.context.balancers = dict(config.balancers)
+        self.context.checkBackendTLS(config.routes, self.context.balancers.values())
+        router = RouterResource(
+            config, self.context, self._handlers(config, self._reactor)
+        )
+        hostNames = [r.host for r in config.routes if r.host]
+        for site in self.sites:
+            if not isinstance(site.resource, RedirectResource):
+                site.resource = router
+            site.serveNames(hostNames)
+        self.config = config
+        self.reloadCertificates()
 
     def reloadCertificates(self) -> bool:
         """
@@ -385,8 +461,14 @@ class _ServiceView:
     def trafficCounts(self) -> Traffic:
         return self._service.traffic
 
-    def reload(self) -> bool:
-        return self._service.reloadCertificates()
+    def reload(self) -> ReloadResult:
+        return self._service.reload()
+
+    def configGeneration(self) -> int:
+        return self._service.generation
+
+    def reloads(self) -> dict[str, int]:
+        return dict(self._service.reloads)
 
 
 def _why(failure: Failure) -> str:

@@ -4,7 +4,8 @@ The signals an operator sends, as nginx users know them.
 - SIGUSR1 reopens the logs (the access log, and twistd's log when there is
   one) and does nothing else: what logrotate's ``postrotate`` sends. It takes
   the place of twistd's own SIGUSR1, which renames the log itself.
-- SIGHUP reloads (the certificates) and reopens the logs too.
+- SIGHUP reloads the configuration file (routes, balancers, handler pages,
+  certificates) and reopens the logs too.
 
 The handlers run in the reactor thread; the previous ones are put back when
 the service stops.

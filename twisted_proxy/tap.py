@@ -90,9 +90,7 @@ def makeService(options: Options) -> IService:
         raise SystemExit(f"{path}: {e}") from None
     top = TwistdProxy(service, twistd, options["log-level"])
     service.setServiceParent(top)
-    OperatorSignals(service.reloadCertificates, service.reopenLogs).setServiceParent(
-        top
-    )
+    OperatorSignals(service.reload, service.reopenLogs).setServiceParent(top)
     return top
 
 

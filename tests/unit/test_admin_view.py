@@ -12,7 +12,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from tests.tlsfiles import TestCA
 from twisted_proxy.admin import AdminContext
-from twisted_proxy.config import loadString
+from twisted_proxy.config import load, loadString
 from twisted_proxy.service import ProxyService
 
 SITE = """
@@ -52,8 +52,12 @@ def test_viewOfARunningProxy() -> None:
 
 
 @pytest.mark.parametrize("broken", [False, True])
-def test_reloadIsTheCertificateReload(tmp_path: Path, broken: bool) -> None:
-    """reload() reloads the certificates: True when taken, False when broken."""
+def test_reloadReadsTheFileAgain(tmp_path: Path, broken: bool) -> None:
+    """
+    reload() re-reads the file: a second member is taken (generation 2);
+    a key file gone bad refuses the whole file, naming it, and keeps
+    generation 1 with its one member.
+    """
     ca = TestCA(tmp_path)
     issued = ca.issue("localhost", stem="proxy")
     text = SITE.replace(
@@ -61,7 +65,21 @@ def test_reloadIsTheCertificateReload(tmp_path: Path, broken: bool) -> None:
         'endpoint = "tcp:8443:interface=127.0.0.1"\n[listen.tls]\n'
         f'certificate = "{issued.certificate}"\nkey = "{issued.key}"',
     )
-    service = ProxyService(loadString(text), MemoryReactorClock())
+    site = tmp_path / "site.toml"
+    site.write_text(text)
+    service = ProxyService(load(str(site)), MemoryReactorClock())
+    site.write_text(text + '[[balancer.web.member]]\nurl = "http://127.0.0.1:9002"\n')
     if broken:
         Path(issued.key).write_text("not a key\n")
-    assert service.admin.view.reload() is (not broken)
+    result = service.admin.view.reload()
+    assert result.ok is (not broken)
+    members = [m.name for m in service.balancer.members("web")]
+    if broken:
+        assert result.generation == 1
+        assert any(str(issued.key) in error for error in result.errors)
+        assert members == ["http://127.0.0.1:9001"]
+        assert service.admin.view.reloads() == {"taken": 0, "refused": 1}
+    else:
+        assert (result.generation, result.errors) == (2, ())
+        assert members == ["http://127.0.0.1:9001", "http://127.0.0.1:9002"]
+        assert service.admin.view.reloads() == {"taken": 1, "refused": 0}

@@ -5,7 +5,8 @@ The balancer-manager's JSON API, under the manager's path:
   - C{GET|PATCH|DELETE api/balancers/NAME/members/MEMBER}: one member, as
     it is; changed (a JSON object of the config's key names, such as
     C{{"weight": 2, "drain": true}}); removed;
-  - C{POST api/balancers/NAME/members}: a new member (C{url} and settings).
+  - C{POST api/balancers/NAME/members}: a new member (C{url} and settings);
+  - C{POST api/reload}: the configuration file read again and applied.
 
 A member is named by its route when it has one, otherwise by its URL,
 percent-encoded (C{http%3A%2F%2F127.0.0.1%3A9001}). Changes are refused
@@ -15,12 +16,14 @@ from another site's page, and ask for the route's token when it has one.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
 from twisted_proxy.admin.changes import ChangeError, addMember, change, memberView
 from twisted_proxy.admin.changes import remove as removeMember
 from twisted_proxy.admin.guard import bearerProblem, crossSiteProblem
+from twisted_proxy.admin.view import ReloadResult
 from twisted_proxy.balancer.service import BalancerService
 from twisted_proxy.core.localpage import LocalRequest, LocalResponse
 
@@ -80,6 +83,7 @@ def answerAPI(
     request: LocalRequest,
     path: list[str],
     token: bytes | None,
+    reload: Callable[[], ReloadResult] | None = None,
 ) -> LocalResponse:
     """
     Answer a request for C{path} (the segments after C{api}, decoded).
@@ -92,6 +96,21 @@ def answerAPI(
         problem = crossSiteProblem(request)
         if problem is not None:
             return _error(403, f"refused: {problem}")
+    if path == ["reload"]:
+        if method != b"POST":
+            return _notAllowed(b"POST")
+        if reload is None:
+            return _error(404, "this proxy cannot reload")
+        result = reload()
+        return _json(
+            200 if result.ok else 422,
+            {
+                "reloaded": result.ok,
+                "generation": result.generation,
+                "errors": list(result.errors),
+                "notes": list(result.notes),
+            },
+        )
     try:
         return _answer(service, request, method, path)
     except ChangeError as e:

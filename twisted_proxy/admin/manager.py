@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, quote
 from twisted_proxy.admin.api import answerAPI, balancersView, segments
 from twisted_proxy.admin.changes import EDITABLE, ChangeError, addMember, change, remove
 from twisted_proxy.admin.guard import Nonces, crossSiteProblem
+from twisted_proxy.admin.view import ReloadResult
 from twisted_proxy.balancer.service import BalancerService
 from twisted_proxy.balancer.state import DOWN
 from twisted_proxy.core.localpage import LocalRequest, LocalResponse, textResponse
@@ -51,6 +52,7 @@ class BalancerManager:
     :param mount: the route's path, for the links and the redirect.
     :param token: the route's bearer token (C{token_file}), for the API.
     :param seconds: the clock, for the nonces' lifetime and the page's times.
+    :param reload: what C{POST api/reload} calls (the service's reload).
     """
 
     def __init__(
@@ -59,8 +61,10 @@ class BalancerManager:
         mount: str,
         seconds: Callable[[], float],
         token: bytes | None = None,
+        reload: Callable[[], ReloadResult] | None = None,
     ) -> None:
         self._service = service
+        self._reload = reload
         self._mount = mount.rstrip("/")
         self._seconds = seconds
         self._token = token
@@ -69,7 +73,9 @@ class BalancerManager:
     def __call__(self, request: LocalRequest) -> LocalResponse:
         path = segments(request.path)
         if path[:1] == ["api"]:
-            return answerAPI(self._service, request, path[1:], self._token)
+            return answerAPI(
+                self._service, request, path[1:], self._token, self._reload
+            )
         if path:
             return textResponse(404, "no such page")
         if request.method in (b"GET", b"HEAD"):

@@ -54,6 +54,20 @@ class ProxyCollector:
         )
         uptime.add_metric([], snapshot.uptime)
         yield uptime
+        generation = GaugeMetricFamily(
+            "twisted_proxy_config_generation",
+            "The configuration's generation: 1 at start, +1 per reload taken.",
+        )
+        generation.add_metric([], self._view.configGeneration())
+        yield generation
+        reloads = CounterMetricFamily(
+            "twisted_proxy_config_reloads",
+            "Configuration reloads asked for, by result (taken or refused).",
+            labels=["result"],
+        )
+        for result, count in sorted(self._view.reloads().items()):
+            reloads.add_metric([result], count)
+        yield reloads
         requests = CounterMetricFamily(
             "twisted_proxy_requests",
             "Requests answered, by route, balancer member, method and status class.",

@@ -12,10 +12,23 @@ from twisted_proxy.balancer.service import BalancerService
 from twisted_proxy.config.model import Config
 from twisted_proxy.core.traffic import Traffic, TrafficSnapshot
 
-__all__ = ["PROTOCOLS", "AdminContext", "ProxyView"]
+__all__ = ["PROTOCOLS", "AdminContext", "ProxyView", "ReloadResult"]
 
 PROTOCOLS = ("http/1.1", "h2", "websocket", "tunnel")
 """The protocols client connections are counted by, in the order shown."""
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """What a reload did: taken or not, why not, what needs a restart."""
+
+    ok: bool
+    generation: int
+    """The configuration's generation now (1 at start, +1 per reload taken)."""
+    errors: tuple[str, ...] = ()
+    """Why the file was refused (the running configuration is kept)."""
+    notes: tuple[str, ...] = ()
+    """What the file changes that only a restart applies."""
 
 
 class ProxyView(Protocol):
@@ -36,8 +49,14 @@ class ProxyView(Protocol):
     def trafficCounts(self) -> Traffic:
         """The live counters themselves (for the metrics): read, never written."""
 
-    def reload(self) -> bool:
-        """Reload what can be reloaded (the certificates); True if all was taken."""
+    def reload(self) -> ReloadResult:
+        """Re-read the configuration file and apply it (as SIGHUP does)."""
+
+    def configGeneration(self) -> int:
+        """1 at start, +1 per reload taken."""
+
+    def reloads(self) -> Mapping[str, int]:
+        """Reloads so far, by result (C{"taken"}, C{"refused"})."""
 
 
 @dataclass(frozen=True)

@@ -85,3 +85,27 @@ class Cluster:
         state.balancerName = name
         self.members.append(state)
         return state
+
+    def carryOver(self, previous: Cluster) -> None:
+        """
+        Follow C{previous}, the same balancer before a reload: the members
+        that stay (the same URL) are the running ones, with their counters
+        and run-time flags, taking the file's word where it changed them;
+        the requests waiting for capacity, and the policy if the method is
+        the same, carry over too.
+        """
+        running = {m.name: m for m in previous.members}
+        before = {m.name: m for m in previous.config.members}
+        members = []
+        for index, fresh in enumerate(self.members):
+            state = running.get(fresh.name)
+            if state is None:
+                state = fresh
+            elif before.get(fresh.name) != fresh.member:
+                state.adopt(fresh.member)
+            state.index = index
+            members.append(state)
+        self.members = members
+        self.waiters = previous.waiters
+        if previous.config.method == self.config.method:
+            self.policy = previous.policy

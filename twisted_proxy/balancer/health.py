@@ -217,6 +217,31 @@ class HealthMonitor(Service):
         target.members = tuple(members)
         self._watch(target)
 
+    def setTarget(
+        self,
+        balancerName: str,
+        check: HealthCheck | None,
+        members: Sequence[MemberState],
+    ) -> None:
+        """
+        Watch C{balancerName}'s C{members} with C{check} from now on, or stop
+        watching it (C{None}): what a reload does. A balancer whose check is
+        unchanged keeps its members' counts and timers; a new or changed
+        check starts afresh (each member is checked at once).
+        """
+        target = self._targets.get(balancerName)
+        if target is not None and check != target.check:
+            self.setMembers(balancerName, ())
+            del self._targets[balancerName]
+            target = None
+        if check is None:
+            return
+        if target is None:
+            self._targets[balancerName] = target = _Target(balancerName, check, members)
+            self._watch(target)
+        else:
+            self.setMembers(balancerName, members)
+
     def _watch(self, target: _Target) -> None:
         """Watch each new member of C{target}, checking it at once if running."""
         for member in target.members:

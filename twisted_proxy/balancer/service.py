@@ -23,7 +23,7 @@ from twisted_proxy.balancer.cluster import Cluster
 from twisted_proxy.balancer.health import HealthMonitor
 from twisted_proxy.balancer.interfaces import IBalancer, Outcome
 from twisted_proxy.balancer.keys import RequestFacts
-from twisted_proxy.balancer.state import DOWN, MemberState
+from twisted_proxy.balancer.state import DOWN, UNKNOWN, MemberState
 from twisted_proxy.config.model import Balancer, Member
 from twisted_proxy.upstream.client import (
     FAIL_CONNECT,
@@ -82,6 +82,7 @@ class BalancerService(MultiService):
     ) -> None:
         super().__init__()
         self._clock = clock
+        self._retry = retry
         self._balancers = {
             balancer.name: Cluster(balancer, retry) for balancer in balancers
         }
@@ -427,6 +428,32 @@ class BalancerService(MultiService):
         balancer.members.remove(state)
         self._membersChanged(balancerName)
         return state
+
+    def reconfigure(self, balancers: Sequence[Balancer]) -> None:
+        """
+        Take a reloaded file's balancers: new ones start, gone ones stop
+        (their requests in flight finish on the members they hold); a
+        member that stays (the same URL) keeps its counters and its run-time
+        changes (the balancer-manager's), unless the file changed that
+        member, whose word then wins. Health checks follow the new tables.
+        """
+        old = self._balancers
+        self._balancers = {}
+        for config in balancers:
+            cluster = Cluster(config, self._retry)
+            previous = old.get(config.name)
+            if previous is not None:
+                cluster.carryOver(previous)
+            self._balancers[config.name] = cluster
+            self.health.setTarget(config.name, config.health, tuple(cluster.members))
+            if config.health is None:
+                for member in cluster.members:
+                    member.health = UNKNOWN
+        for name, cluster in old.items():
+            if name not in self._balancers:
+                self.health.setTarget(name, None, ())
+                for waiter in cluster.waiters:
+                    waiter.callback(None)
 
     def _membersChanged(self, balancerName: str) -> None:
         balancer = self._balancers[balancerName]

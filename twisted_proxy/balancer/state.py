@@ -128,6 +128,20 @@ class MemberState:
             and (not self.maxConnections or self.inFlight < self.maxConnections)
         )
 
+    def adopt(self, member: Member) -> None:
+        """
+        Take the file's word for this member again (a reload changed it):
+        its configuration and flags; the counters are kept.
+        """
+        self.member = member
+        self.weight = member.weight
+        self.standby = member.standby
+        self.disabled = member.disabled
+        self.drain = member.drain
+        self.tier = member.tier
+        self.ignoreErrors = member.ignore_errors
+        self.maxConnections = member.max_connections
+
     def change(self, **values: int | bool | None) -> None:
         """
         Set the run-time values given (C{None} leaves one as it is): all of

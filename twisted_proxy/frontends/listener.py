@@ -225,15 +225,22 @@ class ListenerSite(ServerFactory):
         self.accessLog = accessLog
         # The names an absolute-form request may carry (we are no open proxy),
         # reduced as routing reduces a Host: no trailing dot, no brackets.
-        self.hostNames = frozenset(
-            _servedName(n) for n in (settings.server_name, "localhost", *hostNames)
-        )
+        self.serveNames(hostNames)
         self.traffic: Traffic | None = None
         """Where answered requests are counted (the service's, for its status)."""
         self.connections = ListenerConnections()
         # The open connections themselves (the registry's set), for those
         # that count or list them.
         self.channels: set[Any] = self.connections.live
+
+    def serveNames(self, hostNames: Sequence[str]) -> None:
+        """
+        The names an absolute-form request may carry (we are no open proxy):
+        C{server_name}, C{localhost} and the routes' hosts, reduced as routing
+        reduces a Host (no trailing dot, no brackets).
+        """
+        names = (self.settings.server_name, "localhost", *hostNames)
+        self.hostNames = frozenset(_servedName(n) for n in names)
 
     def prepareRequest(self, request: Any, transport: Any) -> None:
         """
