@@ -288,8 +288,8 @@ class ProxyService(MultiService):
         self._apply(taken)
         self.generation += 1
         self.reloads["taken"] += 1
-        for note in notes:
-            self._log.warn("reload: {note}", note=note)
+        if notes:
+            self._log.warn("reload: {notes}", notes="; ".join(notes))
         self._log.info(
             "reload: {source} taken (generation {generation}): {routes} route(s),"
             " {balancers} balancer(s)",

@@ -23,10 +23,14 @@ from prometheus_client.core import (
     Metric,
 )
 
+from twisted_proxy.admin.page import ReadOnlyPage
 from twisted_proxy.admin.view import ProxyView
 from twisted_proxy.balancer.service import BalancerService
 from twisted_proxy.balancer.state import DOWN, UNKNOWN, UP
-from twisted_proxy.core.localpage import LocalRequest, LocalResponse, textResponse
+from twisted_proxy.core.localpage import (
+    LocalRequest,
+    LocalResponse,
+)
 
 __all__ = ["Metrics", "ProxyCollector"]
 
@@ -197,22 +201,15 @@ class ProxyCollector:
         yield usable
 
 
-class Metrics:
+class Metrics(ReadOnlyPage):
     """The handler of a C{metrics} route: the registry of one proxy, scraped."""
 
     def __init__(self, view: ProxyView, balancer: BalancerService) -> None:
+        super().__init__(view)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ProxyCollector(view, balancer))  # type: ignore[arg-type]
 
-    def __call__(self, request: LocalRequest) -> LocalResponse:
-        if request.path.strip(b"/"):
-            return textResponse(404, "no such page")
-        if request.method not in (b"GET", b"HEAD"):
-            return LocalResponse(
-                405,
-                b"method not allowed here\n",
-                ((b"Allow", b"GET, HEAD"), (b"Content-Type", b"text/plain")),
-            )
+    def render(self, request: LocalRequest) -> LocalResponse:
         return LocalResponse(
             200,
             generate_latest(self.registry),

@@ -12,8 +12,13 @@ from __future__ import annotations
 
 from html import escape
 
-from twisted_proxy.admin.view import PROTOCOLS, ProxyView
-from twisted_proxy.core.localpage import LocalRequest, LocalResponse, textResponse
+from twisted_proxy.admin.page import ReadOnlyPage
+from twisted_proxy.admin.view import PROTOCOLS
+from twisted_proxy.core.localpage import (
+    LocalRequest,
+    LocalResponse,
+    htmlPage,
+)
 from twisted_proxy.core.version import VERSION
 
 __all__ = ["ServerStatus"]
@@ -27,21 +32,10 @@ _AUTO_NAMES = {
 }
 
 
-class ServerStatus:
+class ServerStatus(ReadOnlyPage):
     """The handler of a C{status} route."""
 
-    def __init__(self, view: ProxyView) -> None:
-        self._view = view
-
-    def __call__(self, request: LocalRequest) -> LocalResponse:
-        if request.path.strip(b"/"):
-            return textResponse(404, "no such page")
-        if request.method not in (b"GET", b"HEAD"):
-            return LocalResponse(
-                405,
-                b"method not allowed here\n",
-                ((b"Allow", b"GET, HEAD"), (b"Content-Type", b"text/plain")),
-            )
+    def render(self, request: LocalRequest) -> LocalResponse:
         facts = self._facts()
         if b"auto" in request.query.split(b"&"):
             lines = "".join(f"{key}: {value}\n" for key, value in facts)
@@ -57,27 +51,17 @@ class ServerStatus:
             f"<tr><th>{escape(key)}</th><td>{escape(str(value))}</td></tr>"
             for key, value in facts
         )
-        page = (
-            '<!DOCTYPE html><html><head><meta charset="utf-8">'
-            "<title>Server status - twisted-proxy</title></head><body>"
+        return htmlPage(
+            "Server status",
             f"<h1>Server status</h1><table>{rows}</table>"
-            '<p><a href="?auto">?auto</a></p></body></html>\n'
-        )
-        return LocalResponse(
-            200,
-            page.encode(),
-            (
-                (b"Content-Type", b"text/html; charset=utf-8"),
-                (b"Cache-Control", b"no-store"),
-                (b"Content-Security-Policy", b"default-src 'none'"),
-            ),
+            '<p><a href="?auto">?auto</a></p>',
         )
 
     def _facts(self) -> list[tuple[str, object]]:
-        traffic = self._view.traffic()
-        connections = self._view.openConnections()
+        traffic = self.view.traffic()
+        connections = self.view.openConnections()
         total = sum(connections.values())
-        busy = self._view.busyConnections()
+        busy = self.view.busyConnections()
         uptime = int(traffic.uptime)
         facts: list[tuple[str, object]] = [
             ("ServerVersion", f"twisted-proxy/{VERSION}"),

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["LocalRequest", "LocalResponse", "textResponse"]
+__all__ = [
+    "LocalRequest",
+    "LocalResponse",
+    "htmlPage",
+    "readOnlyRefusal",
+    "textResponse",
+]
 
 
 @dataclass(frozen=True)
@@ -54,4 +60,40 @@ def textResponse(status: int, message: str) -> LocalResponse:
         status,
         (message + "\n").encode("utf-8"),
         ((b"Content-Type", b"text/plain; charset=utf-8"),),
+    )
+
+
+def readOnlyRefusal(request: LocalRequest) -> LocalResponse | None:
+    """
+    What a read-only page answers instead of itself: 404 below its path,
+    405 (with C{Allow}) for a method other than GET or HEAD; else C{None}.
+    """
+    if request.path.strip(b"/"):
+        return textResponse(404, "no such page")
+    if request.method not in (b"GET", b"HEAD"):
+        return LocalResponse(
+            405,
+            b"method not allowed here\n",
+            ((b"Allow", b"GET, HEAD"), (b"Content-Type", b"text/plain")),
+        )
+    return None
+
+
+def htmlPage(title: str, body: str) -> LocalResponse:
+    """
+    A page of the proxy's own: C{body} (HTML, escaped by the caller) under
+    C{title}, never cached, allowed nothing but itself (no script, no frame).
+    """
+    page = (
+        '<!DOCTYPE html><html><head><meta charset="utf-8">'
+        f"<title>{title} - twisted-proxy</title></head><body>{body}</body></html>\n"
+    )
+    return LocalResponse(
+        200,
+        page.encode("utf-8"),
+        (
+            (b"Content-Type", b"text/html; charset=utf-8"),
+            (b"Cache-Control", b"no-store"),
+            (b"Content-Security-Policy", b"default-src 'none'"),
+        ),
     )
