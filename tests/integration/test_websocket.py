@@ -720,3 +720,31 @@ async def test_pingIntervalPingsTheClient(stack: Stack, peers: AsyncioThread) ->
     await endpoint.connect(factory)
     await client.pinged.addTimeout(5, stack.reactor)
     await client.closed.addTimeout(5, stack.reactor)
+
+
+@pytest_twisted.ensureDeferred
+async def test_aWebSocketOutlivesAReloadThatRemovesItsMember(
+    stack: Stack, peers: AsyncioThread, tmp_path: Path
+) -> None:
+    """
+    A reload that takes the open WebSocket's member out of the balancer
+    leaves that WebSocket open and echoing; new ones go to the new member.
+    """
+    first = await peers.backend("first")
+    second = await peers.backend("second")
+    (tmp_path / "test.toml").write_text(balancerConfig([second.port]))
+    proxy = await stack.proxy(balancerConfig([first.port]), configDir=str(tmp_path))
+    ws = await peers.connect(url(proxy))
+    await peers.call(ws.send("before"))
+    assert await peers.call(ws.recv()) == "before"
+    result = proxy.reload()
+    assert result.ok
+    assert [m["name"] for m in snapshot(proxy)] == [f"ws://127.0.0.1:{second.port}"]
+    await peers.call(ws.send("after"))
+    assert await peers.call(ws.recv()) == "after"
+    other = await peers.connect(url(proxy))
+    await peers.call(other.send("new"))
+    assert await peers.call(other.recv()) == "new"
+    assert (len(first.connections), len(second.connections)) == (1, 1)
+    await peers.call(ws.close())
+    await peers.call(other.close())
