@@ -6,12 +6,12 @@ the text is parsed with prometheus_client's own parser.
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.integration.processes import freePort
 from tests.integration.support import RecordingBackend, Stack
 
 CONFIG = """
@@ -32,13 +32,6 @@ url = "http://127.0.0.1:{dead}"
 [[balancer.web.member]]
 url = "http://127.0.0.1:{live}"
 """
-
-
-def _freePort() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -64,7 +57,7 @@ async def test_aScrapeShowsTrafficMembersAndFailovers(stack: Stack) -> None:
     failover); the scrape counts them by route, member and status class,
     times them, shows the dead member in error and the connect failure.
     """
-    dead = _freePort()
+    dead = freePort()
     live = await stack.backend(RecordingBackend("live"))
     service = await stack.proxy(CONFIG, dead=dead, live=live)
     base = f"http://127.0.0.1:{service.ports[0].getHost().port}"  # type: ignore[attr-defined]
@@ -142,13 +135,15 @@ async def test_aScrapeShowsTrafficMembersAndFailovers(stack: Stack) -> None:
         == 1
     )
     assert _value(samples, "twisted_proxy_open_connections", protocol="http/1.1") >= 1
+    assert _value(samples, "twisted_proxy_config_generation") == 1
+    assert _value(samples, "twisted_proxy_config_reloads_total", result="taken") == 0
     assert _value(samples, "twisted_proxy_sent_bytes_total", route="/") > 0
 
 
 @pytest_twisted.ensureDeferred
 async def test_memberStateIsReadAtTheScrape(stack: Stack) -> None:
     """A member drained between two scrapes shows unusable in the second."""
-    dead = _freePort()
+    dead = freePort()
     live = await stack.backend(RecordingBackend("live"))
     service = await stack.proxy(CONFIG, dead=dead, live=live)
     base = f"http://127.0.0.1:{service.ports[0].getHost().port}"  # type: ignore[attr-defined]

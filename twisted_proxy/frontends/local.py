@@ -50,7 +50,7 @@ class _Body:
     def __init__(self, resource: LocalResource, request: Any) -> None:
         self._resource = resource
         self._request = request
-        self._pieces: list[bytes] = []
+        self._pieces: list[bytes] | None = []
         self._size = 0
 
     def bodyData(self, data: bytes) -> None:
@@ -58,7 +58,7 @@ class _Body:
             return
         self._size += len(data)
         if self._size > MAX_BODY:
-            self._pieces = None  # type: ignore[assignment]
+            self._pieces = None
             respondError(self._request, 413, f"a body over {MAX_BODY} bytes")
             return
         self._pieces.append(data)
