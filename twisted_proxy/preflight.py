@@ -25,6 +25,7 @@ from twisted_proxy.core.logformat import compileFormat
 __all__ = [
     "NO_LISTENER",
     "Problems",
+    "StartupError",
     "accessLogProblem",
     "endpointProblem",
     "parseEndpoint",
@@ -35,6 +36,14 @@ NO_LISTENER = (
     "listen: no [[listen]] table, so nothing would be served"
     ' (add one: [[listen]] endpoint = "tcp:8080")'
 )
+
+
+class StartupError(Exception):
+    """
+    The proxy cannot start as configured: a port it cannot listen on, an
+    endpoint string it cannot parse, an access log it cannot open. The
+    message is one line naming the key and the reason.
+    """
 
 
 @dataclass

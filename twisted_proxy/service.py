@@ -9,23 +9,15 @@ lets requests in flight finish within C{shutdown_grace}, then closes the rest.
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import (
-    IListeningPort,
-    IProtocolFactory,
-    IStreamServerEndpoint,
-)
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.python.failure import Failure
 
 from twisted_proxy.accesslog.logger import AccessLogger
 from twisted_proxy.accesslog.target import LogTarget
@@ -37,17 +29,15 @@ from twisted_proxy.admin.status import ServerStatus
 from twisted_proxy.admin.view import PROTOCOLS, AdminContext, ReloadResult
 from twisted_proxy.balancer.service import BalancerService
 from twisted_proxy.config.loader import ConfigError, load
-from twisted_proxy.config.model import Config, Listener
+from twisted_proxy.config.model import Config
 from twisted_proxy.core.localpage import LocalRequest, LocalResponse
 from twisted_proxy.core.traffic import Traffic, TrafficSnapshot
 from twisted_proxy.frontends.context import ProxyContext, UpgradeHandler
 from twisted_proxy.frontends.http1 import HTTPProxyFactory
-from twisted_proxy.frontends.http2 import NegotiatingFactory
 from twisted_proxy.frontends.local import LocalResource
-from twisted_proxy.frontends.redirect import RedirectResource
 from twisted_proxy.frontends.router import RouterResource
-from twisted_proxy.frontends.tlssniff import TLSSniffingFactory
-from twisted_proxy.preflight import accessLogProblem, parseEndpoint, startupProblems
+from twisted_proxy.listening import Listeners
+from twisted_proxy.preflight import StartupError, accessLogProblem, startupProblems
 from twisted_proxy.tls.server import ServerTLS, inspectFiles
 
 # The access log reaches its file at least this often.
@@ -71,14 +61,6 @@ class _WebSocketFrontEnd:
 
             self._upgrades = WebSocketUpgrades()
         self._upgrades(*handshake)
-
-
-class StartupError(Exception):
-    """
-    The proxy cannot start as configured: a port it cannot listen on, an
-    endpoint string it cannot parse, an access log it cannot open. The
-    message is one line naming the key and the reason.
-    """
 
 
 class ProxyService(MultiService):
@@ -110,12 +92,6 @@ class ProxyService(MultiService):
         self.config = config
         self._reactor = reactor
         self._daemon = daemon
-        self._endpoints: list[IStreamServerEndpoint] = []
-        for index, listener in enumerate(config.listen):
-            try:
-                self._endpoints.append(parseEndpoint(listener.endpoint, reactor))
-            except ValueError as e:
-                raise StartupError(f"listen[{index}].endpoint: {e}") from None
         self.balancer = BalancerService([b for _, b in config.balancers], reactor)
         self.balancer.setServiceParent(self)
         self.context = ProxyContext.create(
@@ -130,33 +106,42 @@ class ProxyService(MultiService):
         self.generation = 1
         self.reloads = {"taken": 0, "refused": 0}
         router = RouterResource(config, self.context, self._handlers(config, reactor))
-        hostNames = [r.host for r in config.routes if r.host]
-
-        def front(listener: Listener | None) -> HTTPProxyFactory:
-            resource: Any = router
-            if listener is not None and listener.redirect_https is not None:
-                resource = RedirectResource(listener.redirect_https)
-            return HTTPProxyFactory(
-                resource, config.proxy, reactor, hostNames=hostNames, listener=listener
-            )
-
-        # One front end per listener (TLS, HSTS and redirects differ); the
-        # first is C{site}. TLSFilesError here names the file that is wrong.
-        self.sites = [front(listener) for listener in config.listen] or [front(None)]
         # What every listener served, for the status page.
         self.traffic = Traffic(reactor.seconds)
         self.context.traffic = self.traffic
-        for site in self.sites:
-            site.traffic = self.traffic
-        self.site = self.sites[0]
-        self.tls: list[ServerTLS | None] = [
-            ServerTLS(listener.tls) if listener.tls is not None else None
-            for listener in config.listen
-        ]
-        self.ports: list[IListeningPort] = []
+        # One front end per listener (TLS, HSTS and redirects differ).
+        # TLSFilesError here names the file that is wrong.
+        self.listeners = Listeners(
+            config.listen,
+            config.proxy,
+            reactor,
+            router,
+            [r.host for r in config.routes if r.host],
+            self.traffic,
+        )
         self._listening = False
         self._accessTarget: LogTarget | None = None
         self._flusher: LoopingCall | None = None
+
+    @property
+    def sites(self) -> list[HTTPProxyFactory]:
+        """The front end of each listener, in the file's order."""
+        return self.listeners.sites
+
+    @property
+    def site(self) -> HTTPProxyFactory:
+        """The first listener's front end (an embedder's, with no listeners)."""
+        return self.listeners.sites[0]
+
+    @property
+    def ports(self) -> list[IListeningPort]:
+        """The ports open now, in the file's order."""
+        return self.listeners.ports
+
+    @property
+    def tls(self) -> list[ServerTLS]:
+        """The TLS contexts of the listeners."""
+        return self.listeners.tls
 
     def _handlers(self, config: Config, reactor: Any) -> dict[int, LocalResource]:
         """The resources of the routes the proxy answers itself (the admin pages)."""
@@ -207,35 +192,12 @@ class ProxyService(MultiService):
         if self._listening:
             return
         self._openAccessTarget()
-        failures: list[Failure] = []
-        for index, endpoint in enumerate(self._endpoints):
-            d = endpoint.listen(self._factoryFor(index))
-            d.addCallbacks(self.ports.append, failures.append)
-            if failures:
-                for port in self.ports:
-                    port.stopListening()
-                self.ports = []
-                self._closeAccessLog()
-                raise StartupError(
-                    f"listen[{index}].endpoint: cannot listen on"
-                    f" {self.config.listen[index].endpoint}: {_why(failures[0])}"
-                )
+        try:
+            self.listeners.listen()
+        except StartupError:
+            self._closeAccessLog()
+            raise
         self._listening = True
-
-    def _factoryFor(self, index: int) -> IProtocolFactory:
-        """What listener C{index} serves: its front end, behind TLS if set."""
-        site = self.sites[index]
-        factory: IProtocolFactory = site
-        tls = self.tls[index]
-        if tls is not None:
-            if "h2" in tls.tls.alpn:
-                # HTTP/2 only where the listener asks for it, as ALPN decides.
-                factory = NegotiatingFactory(site)
-            # Plain HTTP sent to this port gets a 400 saying so, not silence.
-            factory = TLSSniffingFactory(
-                TLSMemoryBIOFactory(tls, False, factory, self._reactor), site
-            )
-        return factory
 
     def _warnAboutFiles(self) -> None:
         for listener in self.config.listen:
@@ -253,9 +215,11 @@ class ProxyService(MultiService):
         Otherwise routes are swapped for new requests at once, balancers and
         members follow the file (the members that stay keep their counters
         and run-time changes the file did not override), handler pages are
-        rebuilt and certificates read again; requests, WebSockets and
-        uploads under way finish where they started. Listener and C{[proxy]}
-        changes are logged as needing a restart.
+        rebuilt and certificates read again; listeners are added, changed
+        in place or closed (L{Listeners.update}: a new port that cannot be
+        bound refuses the reload); requests, WebSockets and uploads under
+        way finish where they started. C{[proxy]} changes are logged as
+        needing a restart.
         """
         running = self.config
         source = running.source
@@ -269,6 +233,19 @@ class ProxyService(MultiService):
                 errors.extend(e.errors)
             else:
                 errors.extend(startupProblems(fresh, requireListeners=False).errors)
+        changes: list[str] = []
+        if not errors:
+            taken = replace(fresh, proxy=running.proxy)
+            router = RouterResource(
+                taken, self.context, self._handlers(taken, self._reactor)
+            )
+            # New ports are bound first: one that cannot be refuses it all.
+            errors, changes = self.listeners.update(
+                taken.listen,
+                router,
+                [r.host for r in taken.routes if r.host],
+                self._listening,
+            )
         if errors:
             self.reloads["refused"] += 1
             for error in errors:
@@ -279,42 +256,29 @@ class ProxyService(MultiService):
                 generation=self.generation,
             )
             return ReloadResult(False, self.generation, tuple(errors))
-        notes = []
-        if fresh.listen != running.listen:
-            notes.append("[[listen]] changes take effect after a restart")
-        if fresh.proxy != running.proxy:
-            notes.append("[proxy] changes take effect after a restart")
-        taken = replace(fresh, listen=running.listen, proxy=running.proxy)
-        self._apply(taken)
+        self.balancer.reconfigure([b for _, b in taken.balancers])
+        self.context.balancers = dict(taken.balancers)
+        self.context.checkBackendTLS(taken.routes, self.context.balancers.values())
+        self.config = taken
+        self.reloadCertificates()
         self.generation += 1
         self.reloads["taken"] += 1
-        if notes:
+        notes = []
+        if fresh.proxy != running.proxy:
+            notes.append("[proxy] changes take effect after a restart")
             self._log.warn("reload: {notes}", notes="; ".join(notes))
+        for change in changes:
+            self._log.info("reload: {change}", change=change)
         self._log.info(
             "reload: {source} taken (generation {generation}): {routes} route(s),"
-            " {balancers} balancer(s)",
+            " {balancers} balancer(s), {listeners} listener(s)",
             source=source,
             generation=self.generation,
             routes=len(taken.routes),
             balancers=len(taken.balancers),
+            listeners=len(taken.listen),
         )
         return ReloadResult(True, self.generation, (), tuple(notes))
-
-    def _apply(self, config: Config) -> None:
-        """Put a checked configuration (with the running listeners) to work."""
-        self.balancer.reconfigure([b for _, b in config.balancers])
-        self.context.balancers = dict(config.balancers)
-        self.context.checkBackendTLS(config.routes, self.context.balancers.values())
-        router = RouterResource(
-            config, self.context, self._handlers(config, self._reactor)
-        )
-        hostNames = [r.host for r in config.routes if r.host]
-        for site in self.sites:
-            if not isinstance(site.resource, RedirectResource):
-                site.resource = router
-            site.serveNames(hostNames)
-        self.config = config
-        self.reloadCertificates()
 
     def reloadCertificates(self) -> bool:
         """
@@ -322,7 +286,7 @@ class ProxyService(MultiService):
         new handshakes get the new certificates, open connections keep
         theirs, a broken file keeps the old one. True if all were taken.
         """
-        results = [tls.reload() for tls in self.tls if tls is not None]
+        results = [tls.reload() for tls in self.tls]
         return all(results)
 
     def stopService(self) -> Deferred[None]:
@@ -332,16 +296,11 @@ class ProxyService(MultiService):
         """
         super().stopService()
         self._listening = False
-        ports, self.ports = self.ports, []
-        stopped = DeferredList(
-            [d for d in (port.stopListening() for port in ports) if d is not None]
-        )
+        stopped = self.listeners.stopListening()
         grace = self.config.proxy.shutdown_grace
 
         def drain(_: object) -> Deferred[None]:
-            drained: Deferred[None] = DeferredList(
-                [site.drain() for site in self.sites]
-            ).addCallback(lambda _: None)
+            drained = self.listeners.drain()
             if drained.called:
                 return drained
             timer = self._reactor.callLater(grace, self._graceOver, drained)
@@ -386,8 +345,7 @@ class ProxyService(MultiService):
             self._reactor,
             proxy.server_name,
         )
-        for site in self.sites:
-            site.accessLog = self.accessLog
+        self.listeners.setAccessLog(self.accessLog)
 
     def reopenLogs(self) -> bool:
         """
@@ -415,14 +373,12 @@ class ProxyService(MultiService):
             self.accessLog.close()
         self.accessLog = None
         self._accessTarget = None
-        for site in self.sites:
-            site.accessLog = None
+        self.listeners.setAccessLog(None)
 
     def _graceOver(self, drained: Deferred[None]) -> None:
-        left = sum(len(site.channels) for site in self.sites)
+        left = self.listeners.connectionCount()
         self._log.warn("shutdown grace period over: cutting {n} connection(s)", n=left)
-        for site in self.sites:
-            site.abortAll()
+        self.listeners.abortAll()
 
     @property
     def port(self) -> int:
@@ -441,7 +397,7 @@ class _ServiceView:
 
     def openConnections(self) -> dict[str, int]:
         counts = dict.fromkeys(PROTOCOLS, 0)
-        for site in self._service.sites:
+        for site in self._service.listeners.everySite():
             for channel in site.channels:
                 name = channel.protocolName
                 counts[name] = counts.get(name, 0) + 1
@@ -450,7 +406,7 @@ class _ServiceView:
     def busyConnections(self) -> int:
         return sum(
             1
-            for site in self._service.sites
+            for site in self._service.listeners.everySite()
             for channel in site.channels
             if channel.busy
         )
@@ -471,15 +427,4 @@ class _ServiceView:
         return dict(self._service.reloads)
 
 
-def _why(failure: Failure) -> str:
-    """Why listening failed, in words (the socket error's, when there is one)."""
-    error = failure.value
-    if isinstance(error, CannotListenError) and isinstance(error.socketError, OSError):
-        reason = error.socketError.strerror or str(error.socketError)
-        if error.socketError.errno == errno.EADDRINUSE:
-            reason += " (is another server running on it?)"
-        return reason
-    return failure.getErrorMessage()
-
-
-__all__ = ["ProxyService", "StartupError"]
+__all__ = ["ProxyService"]

@@ -75,7 +75,8 @@ def loadForStart(path: str, logLevel: LogLevel | None = None) -> Config:
 
 def makeService(options: Options) -> IService:
     """Build the proxy service from the configuration file named in C{options}."""
-    from twisted_proxy.service import ProxyService, StartupError
+    from twisted_proxy.preflight import StartupError
+    from twisted_proxy.service import ProxyService
     from twisted_proxy.signals import OperatorSignals
     from twisted_proxy.tls.server import TLSFilesError
 
@@ -117,7 +118,7 @@ class TwistdProxy(MultiService):
         self._debug = logLevel == "debug"
 
     def privilegedStartService(self) -> None:
-        from twisted_proxy.service import StartupError
+        from twisted_proxy.preflight import StartupError
 
         try:
             super().privilegedStartService()

@@ -11,6 +11,7 @@ from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 from tests.integration.processes import Child
 from tests.integration.support import Stack
+from tests.integration.wspeers import AsyncioThread
 
 
 @pytest_twisted.async_yield_fixture
@@ -43,3 +44,14 @@ async def children() -> AsyncIterator[list[tuple[Child, Any]]]:
         if child.endedWith is None:
             transport.signalProcess("KILL")
         await child.whenEnded()
+
+
+@pytest_twisted.async_yield_fixture
+async def peers(stack: Stack) -> AsyncIterator[AsyncioThread]:
+    """An asyncio loop for the websockets peers; every peer closed at the end."""
+    thread = AsyncioThread(stack.reactor)
+    try:
+        yield thread
+        await thread.closeAll()
+    finally:
+        thread.stop()

@@ -11,7 +11,6 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +28,6 @@ from twisted_proxy.frontends.wslegs import Leg as _Leg
 from twisted_proxy.service import ProxyService
 
 MiB = 1024 * 1024
-
-
-@pytest_twisted.async_yield_fixture
-async def peers(stack: Stack) -> AsyncIterator[AsyncioThread]:
-    """An asyncio loop for the websockets peers; every peer closed at the end."""
-    thread = AsyncioThread(stack.reactor)
-    try:
-        yield thread
-        await thread.closeAll()
-    finally:
-        thread.stop()
 
 
 def autobahnTimers(reactor: Any) -> list[tuple[Any, bool]]:

@@ -30,8 +30,8 @@ _PACKAGE = Path(__file__).resolve().parents[2] / "twisted_proxy"
 # What each layer may import of twisted_proxy (besides the standard library and
 # third parties). "internals" is _twisted_internals.py, the designated module
 # that reaches into Twisted's private parts; "top" is the package face,
-# service, tap, cli, preflight, signals, demo and __main__, which may import
-# anything.
+# service, listening, tap, cli, preflight, signals, demo and __main__, which
+# may import anything.
 _MAY_IMPORT: dict[str, frozenset[str]] = {
     "config": frozenset({"config"}),
     "core": frozenset({"config", "core"}),

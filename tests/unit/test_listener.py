@@ -81,6 +81,29 @@ def test_drainOfNothingFiresAtOnce() -> None:
     assert second.called
 
 
+def test_retireDrainsHTTPAndLeavesWebSocketsAndTunnels() -> None:
+    """
+    A listener a reload retired: its HTTP/1.1 and HTTP/2 connections are
+    drained, its WebSockets and tunnels are left to end by themselves, and
+    retire() fires once the last of them is gone.
+    """
+    registry = ListenerConnections()
+    http1, http2 = Connection(registry, busy=True), Connection(registry, busy=True)
+    http2.protocolName = "h2"
+    websocket, tunnel = Connection(registry), Connection(registry)
+    websocket.protocolName, tunnel.protocolName = "websocket", "tunnel"
+    retired = registry.retire()
+    assert (http1.draining, http2.draining) == (True, True)
+    assert (websocket.draining, tunnel.draining) == (False, False)
+    http1.close()
+    http2.close()
+    websocket.close()
+    assert not retired.called
+    tunnel.close()
+    assert retired.called
+    assert registry.retire().called
+
+
 def test_abortAllSaysWhyThenCuts() -> None:
     """abortAll(reason) tells each connection why, then cuts it."""
     registry = ListenerConnections()

@@ -14,7 +14,8 @@ import pytest
 from twisted.internet.testing import MemoryReactorClock
 
 from twisted_proxy.config import Config, loadString
-from twisted_proxy.service import ProxyService, StartupError
+from twisted_proxy.preflight import StartupError
+from twisted_proxy.service import ProxyService
 
 SITE = """
 [proxy]

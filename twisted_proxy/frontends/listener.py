@@ -37,11 +37,17 @@ from twisted_proxy.frontends.request import IAccessLog, ProxiedRequest
 from twisted_proxy.tls.server import clientSubject, listenerSettings
 
 __all__ = [
+    "LONG_LIVED",
     "IListenerConnection",
     "ListenerConnections",
     "ListenerSite",
     "SendTimeout",
 ]
+
+
+# What a connection that outlives its listener's retirement speaks: a bridged
+# WebSocket (and a tunnel) is left to end by itself, not drained.
+LONG_LIVED = frozenset({"websocket", "tunnel"})
 
 
 class IListenerConnection(Interface):
@@ -106,6 +112,23 @@ class ListenerConnections:
         """
         for connection in list(self.live):
             connection.drain()
+        if not self.live:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._drained.append(d)
+        return d
+
+    def retire(self) -> Deferred[None]:
+        """
+        The listener is gone or replaced (a reload), the proxy is not
+        stopping: HTTP connections finish what is under way and close (the
+        client reconnects to what serves the port now), while bridged
+        WebSockets and tunnels go on until they end by themselves or the
+        proxy stops. Fire once none is left.
+        """
+        for connection in list(self.live):
+            if connection.protocolName not in LONG_LIVED:
+                connection.drain()
         if not self.live:
             return succeed(None)
         d: Deferred[None] = Deferred()
@@ -282,6 +305,14 @@ class ListenerSite(ServerFactory):
         done; fire when every connection is gone. Stop listening first.
         """
         return self.connections.drain()
+
+    def retire(self) -> Deferred[None]:
+        """
+        This listener's port closed or now serves another site (a reload):
+        HTTP connections finish and close, WebSockets and tunnels go on
+        (L{ListenerConnections.retire}); fire when none is left.
+        """
+        return self.connections.retire()
 
     def abortAll(self, reason: str = END_SHUTDOWN_GRACE) -> None:
         """
