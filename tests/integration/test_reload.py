@@ -14,6 +14,7 @@ import pytest_twisted
 from twisted.internet import defer
 
 from tests.integration.support import RecordingBackend, Stack, deferLater
+from tests.integration.wspeers import AsyncioThread
 from twisted_proxy.config import load
 from twisted_proxy.service import ProxyService
 
@@ -26,6 +27,9 @@ endpoint = "tcp:0:interface=127.0.0.1"
 path = "/balancer-manager"
 handler = "balancer-manager"
 [[route]]
+path = "/chat"
+to = "ws://127.0.0.1:{ws}/chat"
+[[route]]
 path = "/"
 to = "balancer://web/"
 [balancer.web]
@@ -33,31 +37,36 @@ method = "roundrobin"
 """
 
 
-def _file(ports: list[int]) -> str:
+def _file(ports: list[int], ws: int = 1) -> str:
     members = "".join(
         f'[[balancer.web.member]]\nurl = "http://127.0.0.1:{port}"\n' for port in ports
     )
-    return HEAD + members
+    return HEAD.replace("{ws}", str(ws)) + members
 
 
 @pytest_twisted.ensureDeferred
-async def test_twentyReloadsUnderLoadLoseNothing(stack: Stack, tmp_path: Path) -> None:
+async def test_twentyReloadsUnderLoadLoseNothing(
+    stack: Stack, tmp_path: Path, peers: AsyncioThread
+) -> None:
     """
-    Four clients send requests without pause while the file changes the
-    members twenty times (alternately by the API and directly), then a broken
-    file is refused: every request is answered 200, the traffic follows the
-    members, and kept members' counters never go back.
+    Four clients send requests without pause, and a WebSocket stays open,
+    while the file changes the members twenty times (alternately by the API
+    and directly), then a broken file is refused: every request is answered
+    200, the WebSocket echoes after every reload and is never closed, the
+    traffic follows the members, and kept members' counters never go back.
     """
     backends = [RecordingBackend(f"b{n}") for n in range(3)]
     ports = [await stack.backend(b) for b in backends]
     sets = [[ports[0], ports[1]], [ports[1], ports[2]], [ports[0], ports[2]]]
+    echo = await peers.backend("echo")
     site = tmp_path / "site.toml"
-    site.write_text(_file(sets[0]))
+    site.write_text(_file(sets[0], echo.port))
     service = ProxyService(load(str(site)), stack.reactor)
     service.startService()
     stack.services.append(service)
     base = f"http://127.0.0.1:{service.ports[0].getHost().port}"  # type: ignore[attr-defined]
     http = stack.treq()
+    ws = await peers.connect(f"ws://127.0.0.1:{service.port}/chat")
     codes: list[int] = []
     running = True
 
@@ -80,7 +89,7 @@ async def test_twentyReloadsUnderLoadLoseNothing(stack: Stack, tmp_path: Path) -
     seen: dict[str, int] = {}
     try:
         for n in range(1, 21):
-            site.write_text(_file(sets[n % 3]))
+            site.write_text(_file(sets[n % 3], echo.port))
             if n % 2:
                 response = await http.post(base + "/balancer-manager/api/reload")
                 answer = json.loads(await response.content())
@@ -96,7 +105,9 @@ async def test_twentyReloadsUnderLoadLoseNothing(stack: Stack, tmp_path: Path) -
             seen = now
             names = sorted(m.member.port for m in service.balancer.members("web"))
             assert names == sorted(sets[n % 3])
-        site.write_text(HEAD + "[[balancer.web.member]]\nurl = 12\n")
+            await peers.call(ws.send(f"after reload {n}"))
+            assert await peers.call(ws.recv()) == f"after reload {n}"
+        site.write_text(_file([], echo.port) + "[[balancer.web.member]]\nurl = 12\n")
         response = await http.post(base + "/balancer-manager/api/reload")
         answer = json.loads(await response.content())
         assert response.code == 422
@@ -117,3 +128,6 @@ async def test_twentyReloadsUnderLoadLoseNothing(stack: Stack, tmp_path: Path) -
         sets[20 % 3]
     )
     assert all(len(b.requests) > 0 for b in backends)
+    # The one WebSocket connection the echo backend ever saw is still open.
+    assert ws.close_code is None
+    assert len(echo.connections) == 1
