@@ -33,7 +33,14 @@ OLDEST_CONSTRAINTS := tests/oldest-constraints.txt
 PYTHON_OLDEST_CANDIDATES = $(strip $(PYTHON_OLDEST) python3.10 \
 	$(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python))
 
-.PHONY: run test lint typecheck pytest test-oldest bench conformance clean
+# Programs from Debian's packages that integration tests run for real: the
+# balancer-manager page in headless Chromium (through chromedriver), and a
+# Prometheus server scraping the metrics page. Installed when missing (as
+# root, or through sudo).
+SYSTEM_TOOLS := chromium chromedriver prometheus
+SYSTEM_PACKAGES := chromium chromium-driver prometheus
+
+.PHONY: run test lint typecheck pytest system-tools test-oldest bench conformance clean
 
 $(STAMP): pyproject.toml setup.cfg
 	$(PYTHON) -m venv $(VENV)
@@ -133,8 +140,20 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-pytest: $(STAMP) $(SSLYZE)
+pytest: $(STAMP) $(SSLYZE) system-tools
 	$(VENV)/bin/pytest -q
+
+system-tools:
+	@missing=; for tool in $(SYSTEM_TOOLS); do \
+		command -v $$tool >/dev/null || missing="$$missing $$tool"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian's $(SYSTEM_PACKAGES) (missing:$$missing)"; \
+		sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		$$sudo apt-get update -q && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+			--no-install-recommends $(SYSTEM_PACKAGES); \
+	fi
 
 bench: $(STAMP)
 	$(PY) -m bench

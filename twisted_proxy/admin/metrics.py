@@ -150,12 +150,12 @@ class ProxyCollector:
             ),
             "bytes_in": CounterMetricFamily(
                 "twisted_proxy_member_received_bytes",
-                "Bytes received from a member.",
+                "Response body bytes received from a member (heads not counted).",
                 labels=labels,
             ),
             "bytes_out": CounterMetricFamily(
                 "twisted_proxy_member_sent_bytes",
-                "Bytes sent to a member.",
+                "Request body bytes sent to a member (heads not counted).",
                 labels=labels,
             ),
             "in_flight": GaugeMetricFamily(

@@ -21,9 +21,9 @@ class Outcome(TypedDict, total=False):
     """How an exchange with a member went, besides whether it was ok."""
 
     bytesIn: int
-    """Bytes received from the member."""
+    """Response body bytes received from the member (heads not counted)."""
     bytesOut: int
-    """Bytes sent to the member."""
+    """Request body bytes sent to the member (heads not counted)."""
     failure: str | None
     """Why it failed: a C{FAIL_*} kind or words such as C{"answered 503"}."""
     elapsed: float | None

@@ -6,6 +6,7 @@ Plain values only: the policies read it, the L{BalancerService} writes it.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from twisted_proxy.config.model import Member
@@ -77,9 +78,9 @@ class MemberState:
         """Times this member was picked (Apache's ``elected``)."""
         self.failures = 0
         self.bytesIn = 0
-        """Bytes received from the member."""
+        """Response body bytes received from the member (Apache's C{Read})."""
         self.bytesOut = 0
-        """Bytes sent to the member."""
+        """Request body bytes sent to the member (Apache's C{Transferred})."""
         self.inFlight = 0
         """Picked and not yet released (Apache's ``busy``)."""
         self.lbStatus = 0
@@ -141,6 +142,19 @@ class MemberState:
         self.tier = member.tier
         self.ignoreErrors = member.ignore_errors
         self.maxConnections = member.max_connections
+
+    def current(self) -> Member:
+        """The member's configuration with its run-time values in it."""
+        return replace(
+            self.member,
+            weight=self.weight,
+            standby=self.standby,
+            disabled=self.disabled,
+            drain=self.drain,
+            tier=self.tier,
+            ignore_errors=self.ignoreErrors,
+            max_connections=self.maxConnections,
+        )
 
     def change(self, **values: int | bool | None) -> None:
         """
