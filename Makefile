@@ -37,7 +37,7 @@ PYTHON_OLDEST_CANDIDATES = $(strip $(PYTHON_OLDEST) python3.10 \
 # balancer-manager page in headless Chromium (through chromedriver), and a
 # Prometheus server scraping the metrics page. Installed when missing (as
 # root, or through sudo).
-SYSTEM_TOOLS := chromium chromedriver prometheus
+SYSTEM_TOOLS := /usr/bin/chromium /usr/bin/chromedriver /usr/bin/prometheus
 SYSTEM_PACKAGES := chromium chromium-driver prometheus
 
 .PHONY: run test lint typecheck pytest system-tools test-oldest bench conformance clean
@@ -145,7 +145,7 @@ pytest: $(STAMP) $(SSLYZE) system-tools
 
 system-tools:
 	@missing=; for tool in $(SYSTEM_TOOLS); do \
-		command -v $$tool >/dev/null || missing="$$missing $$tool"; \
+		[ -x $$tool ] || missing="$$missing $$tool"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian's $(SYSTEM_PACKAGES) (missing:$$missing)"; \

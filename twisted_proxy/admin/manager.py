@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from html import escape
 from typing import Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl
 
 from twisted_proxy.admin.api import answerAPI, balancersView, segments
 from twisted_proxy.admin.changes import EDITABLE, ChangeError, addMember, change, remove
@@ -284,4 +284,3 @@ _HEAD = (
     "</style></head><body><h1>Balancer manager</h1>"
 )
 
-_ = quote
