@@ -283,4 +283,3 @@ _HEAD = (
     "th{background:#eee}form{display:inline}.status{font-weight:bold}"
     "</style></head><body><h1>Balancer manager</h1>"
 )
-
