@@ -15,6 +15,7 @@ import pytest
 import pytest_twisted
 from hypothesis import settings
 from twisted.internet import task
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 # Property tests run the same examples on every run, and keep no database, so
 # a CI failure reproduces anywhere; HYPOTHESIS_PROFILE=explore draws new ones.
@@ -56,3 +57,16 @@ def cleanReactor() -> Iterator[None]:
         if call.active():
             call.cancel()
     pytest.fail("test left the reactor dirty:\n  " + "\n  ".join(left))
+
+
+@pytest.fixture
+def logged() -> Iterator[list[str]]:
+    """Every log message emitted during the test, as text."""
+    lines: list[str] = []
+
+    def observe(event: LogEvent) -> None:
+        lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)  # type: ignore[arg-type]
+    yield lines
+    globalLogPublisher.removeObserver(observe)  # type: ignore[arg-type]

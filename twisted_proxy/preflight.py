@@ -30,6 +30,7 @@ __all__ = [
     "endpointProblem",
     "parseEndpoint",
     "startupProblems",
+    "stateFileProblem",
 ]
 
 NO_LISTENER = (
@@ -160,8 +161,36 @@ def startupProblems(config: Config, requireListeners: bool = True) -> Problems:
         compileFormat(proxy.access_log_format)
     except ValueError as e:
         errors.append(f"proxy.access_log_format: {e}")
+    if proxy.state_file is not None:
+        problem = stateFileProblem(proxy.state_file)
+        if problem is not None:
+            errors.append(f"proxy.state_file: {problem}")
     _tlsProblems(config, problems)
     return problems
+
+
+def stateFileProblem(path: str) -> str | None:
+    """
+    Why the state file at C{path} could not be read back or written (a new
+    file is renamed over it, so its folder must be writable), or C{None}.
+    """
+    from twisted_proxy.admin.statefile import StateFileError, readState
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return f"{path} is a directory; name a file in it"
+    if not os.path.isdir(folder):
+        return f"the folder {folder} does not exist; create it or name another"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return (
+            f"the folder {folder} is not writable by this user (uid"
+            f" {os.getuid()}); the state file is replaced there at each change"
+        )
+    try:
+        readState(path)
+    except StateFileError as e:
+        return f"{e} (delete it to start from the configuration file alone)"
+    return None
 
 
 def _tlsProblems(config: Config, problems: Problems) -> None:

@@ -25,6 +25,7 @@ from twisted_proxy.admin.guard import readToken
 from twisted_proxy.admin.info import ServerInfo
 from twisted_proxy.admin.manager import BalancerManager
 from twisted_proxy.admin.metrics import Metrics
+from twisted_proxy.admin.statefile import StateFile, StateFileError
 from twisted_proxy.admin.status import ServerStatus
 from twisted_proxy.admin.view import PROTOCOLS, AdminContext, ReloadResult
 from twisted_proxy.balancer.service import BalancerService
@@ -94,6 +95,16 @@ class ProxyService(MultiService):
         self._daemon = daemon
         self.balancer = BalancerService([b for _, b in config.balancers], reactor)
         self.balancer.setServiceParent(self)
+        self.stateFile: StateFile | None = None
+        if config.proxy.state_file is not None:
+            self.stateFile = StateFile(config.proxy.state_file, self.balancer)
+            try:
+                self.stateFile.restore()
+            except StateFileError as e:
+                raise StartupError(
+                    f"proxy.state_file: {e} (delete it to start from the"
+                    " configuration file alone)"
+                ) from None
         self.context = ProxyContext.create(
             config.proxy,
             reactor,
@@ -261,6 +272,9 @@ class ProxyService(MultiService):
         self.context.checkBackendTLS(taken.routes, self.context.balancers.values())
         self.config = taken
         self.reloadCertificates()
+        if self.stateFile is not None:
+            # What the file now changed is no longer a run-time change.
+            self.stateFile.save()
         self.generation += 1
         self.reloads["taken"] += 1
         notes = []

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 import pytest_twisted
-from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 from tests.integration.processes import Child
 from tests.integration.support import Stack
@@ -20,19 +18,6 @@ async def stack() -> AsyncIterator[Stack]:
     s = Stack()
     yield s
     await s.close()
-
-
-@pytest.fixture
-def logged() -> Iterator[list[str]]:
-    """Every log message emitted during the test, as text."""
-    lines: list[str] = []
-
-    def observe(event: LogEvent) -> None:
-        lines.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observe)  # type: ignore[arg-type]
-    yield lines
-    globalLogPublisher.removeObserver(observe)  # type: ignore[arg-type]
 
 
 @pytest_twisted.async_yield_fixture

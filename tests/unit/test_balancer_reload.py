@@ -103,3 +103,43 @@ def test_healthChecksFollowTheFile() -> None:
         assert clock.getDelayedCalls() == []
     finally:
         svc.stopService()
+
+
+def test_membersAddedOrRemovedAtRunTimeStaySoUnlessTheFileSaysOtherwise(
+    logged: list[str],
+) -> None:
+    """
+    A member added at run time outlives a reload that does not name it; one
+    removed at run time stays removed while the file has it unchanged, and
+    comes back when the file changes it. An added member whose route the
+    file now gives to another member is dropped, and the log says so.
+    """
+    svc = BalancerService(
+        [Balancer("web", members=(member(1), member(2), member(3)))], Clock()
+    )
+    svc.addMember("web", member(4))
+    svc.addMember("web", member(5, route="e"))
+    svc.removeMember("web", "http://127.0.0.1:2")
+    svc.removeMember("web", "http://127.0.0.1:3")
+    served(svc, 3)
+    svc.reconfigure(
+        [
+            Balancer(
+                "web",
+                members=(
+                    member(1),
+                    member(2),
+                    member(3, weight=2),
+                    member(6, route="e"),
+                ),
+            )
+        ]
+    )
+    ports = [m.member.port for m in svc.members("web")]
+    assert ports == [1, 3, 6, 4]
+    assert [m.index for m in svc.members("web")] == [0, 1, 2, 3]
+    assert svc.member("web", "http://127.0.0.1:4").requests == 1
+    assert (
+        "reload: balancer://web: member http://127.0.0.1:5, added at run time, is"
+        " dropped: the file gives its route e to another member"
+    ) in logged

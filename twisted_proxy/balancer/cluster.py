@@ -86,26 +86,45 @@ class Cluster:
         self.members.append(state)
         return state
 
-    def carryOver(self, previous: Cluster) -> None:
+    def carryOver(self, previous: Cluster) -> list[str]:
         """
         Follow C{previous}, the same balancer before a reload: the members
         that stay (the same URL) are the running ones, with their counters
         and run-time flags, taking the file's word where it changed them;
-        the requests waiting for capacity, and the policy if the method is
-        the same, carry over too.
+        a member removed at run time stays removed, and one added at run
+        time stays, unless the file changed or now names it; the requests
+        waiting for capacity, and the policy if the method is the same,
+        carry over too. Returns what the file overrode, in words.
         """
         running = {m.name: m for m in previous.members}
         before = {m.name: m for m in previous.config.members}
         members = []
-        for index, fresh in enumerate(self.members):
+        for fresh in self.members:
             state = running.get(fresh.name)
             if state is None:
+                if before.get(fresh.name) == fresh.member:
+                    continue  # removed at run time; the file did not change it
                 state = fresh
             elif before.get(fresh.name) != fresh.member:
                 state.adopt(fresh.member)
-            state.index = index
             members.append(state)
+        notes = []
+        named = {m.name for m in self.members}
+        for state in previous.members:
+            if state.name in before or state.name in named:
+                continue
+            route = state.member.route
+            if route is not None and any(m.member.route == route for m in members):
+                notes.append(
+                    f"member {state.name}, added at run time, is dropped: the"
+                    f" file gives its route {route} to another member"
+                )
+                continue
+            members.append(state)
+        for index, state in enumerate(members):
+            state.index = index
         self.members = members
         self.waiters = previous.waiters
         if previous.config.method == self.config.method:
             self.policy = previous.policy
+        return notes

@@ -98,12 +98,33 @@ class BalancerService(MultiService):
             check=healthCheck,
         )
         self.health.setServiceParent(self)
+        self._changeObservers: list[Callable[[], object]] = []
+
+    def observeChanges(self, observer: Callable[[], object]) -> None:
+        """
+        Call C{observer} after each run-time change (L{setFlags},
+        L{addMember}, L{removeMember}); not for a reload's L{reconfigure}.
+        """
+        self._changeObservers.append(observer)
+
+    def _changed(self) -> None:
+        for observer in self._changeObservers:
+            observer()
 
     # -- reading --
 
     def balancerNames(self) -> Sequence[str]:
         """Return the names of all balancers, in configured order."""
         return tuple(self._balancers)
+
+    def configuredMembers(self, balancerName: str) -> Sequence[Member]:
+        """
+        The members of C{balancerName} as the configuration file has them,
+        before any run-time change.
+
+        :raise KeyError: if there is no such balancer.
+        """
+        return self._balancers[balancerName].config.members
 
     def config(self, balancerName: str) -> Balancer:
         """Return a balancer's configuration."""
@@ -411,11 +432,13 @@ class BalancerService(MultiService):
         )
         if route is not None:
             state.member = replace(state.member, route=route or None)
+        self._changed()
 
     def addMember(self, balancerName: str, member: Member) -> MemberState:
         """Add a member at run time; the others keep their counters."""
         state = self._balancers[balancerName].add(member)
         self._membersChanged(balancerName)
+        self._changed()
         return state
 
     def removeMember(self, balancerName: str, memberName: str) -> MemberState:
@@ -427,6 +450,7 @@ class BalancerService(MultiService):
         state = self.member(balancerName, memberName)
         balancer.members.remove(state)
         self._membersChanged(balancerName)
+        self._changed()
         return state
 
     def reconfigure(self, balancers: Sequence[Balancer]) -> None:
@@ -435,7 +459,9 @@ class BalancerService(MultiService):
         (their requests in flight finish on the members they hold); a
         member that stays (the same URL) keeps its counters and its run-time
         changes (the balancer-manager's), unless the file changed that
-        member, whose word then wins. Health checks follow the new tables.
+        member, whose word then wins; members added or removed at run time
+        stay so unless the file changed or now names them. Health checks
+        follow the new tables.
         """
         old = self._balancers
         self._balancers = {}
@@ -443,7 +469,12 @@ class BalancerService(MultiService):
             cluster = Cluster(config, self._retry)
             previous = old.get(config.name)
             if previous is not None:
-                cluster.carryOver(previous)
+                for note in cluster.carryOver(previous):
+                    self._log.warn(
+                        "reload: balancer://{balancer}: {note}",
+                        balancer=config.name,
+                        note=note,
+                    )
             self._balancers[config.name] = cluster
             self.health.setTarget(config.name, config.health, tuple(cluster.members))
             if config.health is None:

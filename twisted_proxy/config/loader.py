@@ -208,6 +208,7 @@ def _proxy(check: Checker, path: str, value: Any) -> ProxySettings:
         "pool_ttl": seconds,
         "shutdown_grace": seconds,
         "log_level": logLevel,
+        "state_file": check.file,
         "websocket": lambda p, v: _websocket(check, p, v),
     }
     return ProxySettings(**check.values(path, value, TABLES["proxy"], converters))

@@ -91,6 +91,9 @@ class ProxySettings:
     # "debug": every upstream exchange is logged too (Apache's LogLevel
     # proxy:trace2); "info": errors and state changes only.
     log_level: LogLevel = "info"
+    # Where the balancer-manager's run-time changes are kept across
+    # restarts (None: they last until the process ends).
+    state_file: str | None = None
     websocket: WebSocketSettings = field(default_factory=WebSocketSettings)
 
 
