@@ -75,7 +75,8 @@ class ProxyService(MultiService):
     C{daemon}: standard output leads nowhere (twistd without C{-n}), so
     C{access_log = "-"} goes to the Twisted log instead.
 
-    :raise StartupError: for an endpoint string that cannot be parsed.
+    :raise StartupError: for an endpoint string that cannot be parsed, or a
+        C{state_file} that cannot be read back.
     :raise twisted_proxy.tls.server.TLSFilesError: for certificate files that
         cannot be used.
     """

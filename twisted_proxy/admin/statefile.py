@@ -65,7 +65,7 @@ def runtimeState(service: BalancerService) -> dict[str, Any]:
     """How C{service}'s balancers differ from the configuration file now."""
     balancers: dict[str, Any] = {}
     for name in service.balancerNames():
-        configured = {m.name: m for m in service.configuredMembers(name)}
+        configured = {m.name: m for m in service.config(name).members}
         running = {s.name: s for s in service.members(name)}
         changed: dict[str, Any] = {}
         added: dict[str, Any] = {}
@@ -131,7 +131,7 @@ def _restore(service: BalancerService, document: Mapping[str, Any], who: str) ->
                 balancer=balancer,
             )
             continue
-        configured = {m.name: asdict(m) for m in service.configuredMembers(balancer)}
+        configured = {m.name: asdict(m) for m in service.config(balancer).members}
         running = {s.name for s in service.members(balancer)}
 
         def dropped(member: str, why: str, balancer: str = balancer) -> None:

@@ -117,15 +117,6 @@ class BalancerService(MultiService):
         """Return the names of all balancers, in configured order."""
         return tuple(self._balancers)
 
-    def configuredMembers(self, balancerName: str) -> Sequence[Member]:
-        """
-        The members of C{balancerName} as the configuration file has them,
-        before any run-time change.
-
-        :raise KeyError: if there is no such balancer.
-        """
-        return self._balancers[balancerName].config.members
-
     def config(self, balancerName: str) -> Balancer:
         """Return a balancer's configuration."""
         return self._balancers[balancerName].config
