@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest_twisted
 
 from tests.integration.processes import Child
 from tests.integration.support import Stack
-from tests.integration.wspeers import AsyncioThread
+
+if TYPE_CHECKING:
+    from tests.integration.wspeers import AsyncioThread
 
 
 @pytest_twisted.async_yield_fixture
@@ -34,6 +36,9 @@ async def children() -> AsyncIterator[list[tuple[Child, Any]]]:
 @pytest_twisted.async_yield_fixture
 async def peers(stack: Stack) -> AsyncIterator[AsyncioThread]:
     """An asyncio loop for the websockets peers; every peer closed at the end."""
+    # Imported here: make test-oldest runs without the websockets library.
+    from tests.integration.wspeers import AsyncioThread
+
     thread = AsyncioThread(stack.reactor)
     try:
         yield thread
