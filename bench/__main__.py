@@ -10,7 +10,9 @@
    directly, as the ceiling any proxy could reach here. twisted-proxy is measured
    a second time with C{/} routed to C{balancer://web/}: three members
    (C{byrequests}), each a fast backend of its own, also on CPU 1; its figures
-   over the single-backend ones are what balancing costs per request.
+   over the single-backend ones are what balancing costs per request. Twisted's
+   byte relay (C{twistd portforward}: the same two reads and two writes per
+   request, no HTTP) runs the same way, as the floor for anything on Twisted.
 2. Streaming memory: a 1 GiB upload to a backend that reads slowly, and a 1 GiB
    download by a client that reads slowly (L{bench.bigpeers}), through the proxy;
    the proxy's peak RSS shows whether it buffers or pushes back.
@@ -87,6 +89,11 @@ CONTENTION = 0.05
 TWISTED_PROXY = "twisted-proxy"
 TWISTED_PROXY_LB = "twisted-proxy-lb3"
 BUILTIN = "twisted.web.proxy"
+# Twisted's own byte relay (twistd portforward): per request the same two
+# reads and two writes as a proxy, no HTTP at all. The floor for anything on
+# Twisted; twisted-proxy aims at FLOOR_TARGET of its requests/s.
+RELAY = "twisted byte relay"
+FLOOR_TARGET = 0.75
 BALANCER_MEMBERS = 3
 PICKS_JSON = RESULTS / "picks.json"
 TLS_JSON = RESULTS / "tls.json"
@@ -192,10 +199,27 @@ def builtinProxyCommand(
     ]
 
 
+def relayCommand(workDir: Path, port: int, backendPorts: Sequence[int]) -> list[str]:
+    """The command that runs Twisted's byte relay in front of the first backend."""
+    return [
+        str(twistd()),
+        "-n",
+        "--pidfile=",
+        "portforward",
+        "--port",
+        f"tcp:{port}:interface=127.0.0.1",
+        "--host",
+        "127.0.0.1",
+        "--dest_port",
+        str(backendPorts[0]),
+    ]
+
+
 PROXIES: dict[str, Callable[[Path, int, Sequence[int]], list[str]]] = {
     TWISTED_PROXY: twistedProxyCommand,
     TWISTED_PROXY_LB: twistedProxyBalancerCommand,
     BUILTIN: builtinProxyCommand,
+    RELAY: relayCommand,
 }
 
 
@@ -605,6 +629,21 @@ def summarise(report: dict[str, Any]) -> str:
                 f"  requests per CPU-second (steadier on a busy machine): "
                 f"{1 / cpuRatio:.2f}x the built-in proxy"
             )
+    floor = report.get("floor_ratios")
+    if floor:
+        cells = [
+            _fmt(floor[key], ".2f", "x")
+            for key in ("rps", "p50", "p99", "rss_peak", "cpu_per_request")
+        ]
+        lines.append(
+            f"  {'ratio tp/relay':<20}{cells[0]:>10}{cells[1]:>10}{cells[2]:>10}"
+            f"{cells[3]:>11}{cells[4]:>10}"
+        )
+        verdict = "PASS" if floor["rps"] and floor["rps"] >= FLOOR_TARGET else "FAIL"
+        lines.append(
+            f"  req/s target >= {FLOOR_TARGET}x Twisted's byte relay (twistd"
+            f" portforward, no HTTP): {verdict}"
+        )
     lb = report.get("balancer_ratios")
     if lb:
         cells = [
@@ -725,6 +764,14 @@ def _ratios(rows: dict[str, Any]) -> dict[str, float | None] | None:
     }
 
 
+def _floorRatios(rows: dict[str, Any]) -> dict[str, float | None] | None:
+    """twisted-proxy's figures over Twisted's byte relay's, where both ran."""
+    relay, single = rows.get(RELAY), rows.get(TWISTED_PROXY)
+    if not relay or not single or "error" in relay or "error" in single:
+        return None
+    return _ratios({TWISTED_PROXY: single, BUILTIN: relay})
+
+
 def _balancerRatios(rows: dict[str, Any]) -> dict[str, float | None] | None:
     """The 3-member balancer's figures over twisted-proxy's single-backend ones."""
     lb, single = rows.get(TWISTED_PROXY_LB), rows.get(TWISTED_PROXY)
@@ -830,7 +877,7 @@ def _parseArgs(argv: list[str] | None) -> Settings:
     )
     parser.add_argument(
         "--targets",
-        default=f"{TWISTED_PROXY},{TWISTED_PROXY_LB},{BUILTIN}",
+        default=f"{TWISTED_PROXY},{TWISTED_PROXY_LB},{BUILTIN},{RELAY}",
         help="proxies for the throughput part, comma-separated (or 'none')",
     )
     parser.add_argument(
@@ -1017,6 +1064,7 @@ def main(argv: list[str] | None = None) -> int:
             report["throughput"] = bench.throughput() if settings.targets else {}
             report["ratios"] = _ratios(report["throughput"])
             report["balancer_ratios"] = _balancerRatios(report["throughput"])
+            report["floor_ratios"] = _floorRatios(report["throughput"])
             report["streaming"] = bench.streaming()
             if settings.ws:
                 report["websocket"] = _wsPart(settings, children, Path(tmp))
