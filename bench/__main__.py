@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import http.client
 import io
 import json
@@ -57,7 +58,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import backend, compress, picks, tls, websocket
+from bench import backend, compress, peers, picks, tls, websocket
 from bench._procs import (
     ROOT,
     Child,
@@ -94,6 +95,8 @@ BUILTIN = "twisted.web.proxy"
 # Twisted; twisted-proxy aims at FLOOR_TARGET of its requests/s.
 RELAY = "twisted byte relay"
 FLOOR_TARGET = 0.75
+# twisted-proxy's p99 latency at most this times nginx's, same load.
+P99_TARGET = 3.0
 BALANCER_MEMBERS = 3
 PICKS_JSON = RESULTS / "picks.json"
 TLS_JSON = RESULTS / "tls.json"
@@ -220,6 +223,7 @@ PROXIES: dict[str, Callable[[Path, int, Sequence[int]], list[str]]] = {
     TWISTED_PROXY_LB: twistedProxyBalancerCommand,
     BUILTIN: builtinProxyCommand,
     RELAY: relayCommand,
+    **{name: functools.partial(peers.peerCommand, name) for name in peers.PEERS},
 }
 
 
@@ -644,6 +648,19 @@ def summarise(report: dict[str, Any]) -> str:
             f"  req/s target >= {FLOOR_TARGET}x Twisted's byte relay (twistd"
             f" portforward, no HTTP): {verdict}"
         )
+    versus = report.get("nginx_ratios")
+    if versus:
+        cells = [
+            _fmt(versus[key], ".2f", "x")
+            for key in ("rps", "p50", "p99", "rss_peak", "cpu_per_request")
+        ]
+        lines.append(
+            f"  {'ratio tp/nginx':<20}{cells[0]:>10}{cells[1]:>10}{cells[2]:>10}"
+            f"{cells[3]:>11}{cells[4]:>10}"
+        )
+        p99 = versus["p99"]
+        verdict = "PASS" if p99 is not None and p99 <= P99_TARGET else "FAIL"
+        lines.append(f"  p99 target <= {P99_TARGET}x nginx's: {verdict}")
     lb = report.get("balancer_ratios")
     if lb:
         cells = [
@@ -772,6 +789,14 @@ def _floorRatios(rows: dict[str, Any]) -> dict[str, float | None] | None:
     return _ratios({TWISTED_PROXY: single, BUILTIN: relay})
 
 
+def _nginxRatios(rows: dict[str, Any]) -> dict[str, float | None] | None:
+    """twisted-proxy's figures over nginx's, where both ran."""
+    nginx, single = rows.get(peers.NGINX), rows.get(TWISTED_PROXY)
+    if not nginx or not single or "error" in nginx or "error" in single:
+        return None
+    return _ratios({TWISTED_PROXY: single, BUILTIN: nginx})
+
+
 def _balancerRatios(rows: dict[str, Any]) -> dict[str, float | None] | None:
     """The 3-member balancer's figures over twisted-proxy's single-backend ones."""
     lb, single = rows.get(TWISTED_PROXY_LB), rows.get(TWISTED_PROXY)
@@ -877,7 +902,9 @@ def _parseArgs(argv: list[str] | None) -> Settings:
     )
     parser.add_argument(
         "--targets",
-        default=f"{TWISTED_PROXY},{TWISTED_PROXY_LB},{BUILTIN},{RELAY}",
+        default=",".join(
+            [TWISTED_PROXY, TWISTED_PROXY_LB, BUILTIN, RELAY, *peers.PEERS]
+        ),
         help="proxies for the throughput part, comma-separated (or 'none')",
     )
     parser.add_argument(
@@ -1065,6 +1092,7 @@ def main(argv: list[str] | None = None) -> int:
             report["ratios"] = _ratios(report["throughput"])
             report["balancer_ratios"] = _balancerRatios(report["throughput"])
             report["floor_ratios"] = _floorRatios(report["throughput"])
+            report["nginx_ratios"] = _nginxRatios(report["throughput"])
             report["streaming"] = bench.streaming()
             if settings.ws:
                 report["websocket"] = _wsPart(settings, children, Path(tmp))
