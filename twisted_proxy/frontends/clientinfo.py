@@ -65,9 +65,18 @@ def requestFacts(request: Any, pairs: list[tuple[bytes, bytes]]) -> RequestFacts
 
 
 def clientAddress(request: Any) -> str:
-    """The client's IP address, as text ("" when it has none)."""
-    address = request.getClientAddress()
-    return str(getattr(address, "host", "") or "")
+    """
+    The client's IP address, as text ("" when it has none): asked of the
+    channel once per connection.
+    """
+    channel = request.channel
+    text: str | None = getattr(channel, "clientAddressText", None)
+    if text is None:
+        address = request.getClientAddress()
+        text = str(getattr(address, "host", "") or "")
+        if channel is not None:
+            channel.clientAddressText = text
+    return text
 
 
 def clientInfo(request: Any) -> ClientInfo:

@@ -1,0 +1,139 @@
+"""The proxy's own work per request, in process: ``python -m bench.hotpath``.
+
+One HTTP/1.1 client connection and one backend connection, both in memory
+(StringTransports over a MemoryReactorClock): each request goes through the
+real front end, router, relay, upstream pool and response parser, and back,
+with no socket and no reactor loop. What is left is exactly the Python work
+the proxy adds per request, which the throughput part measures with the
+sockets and the reactor around it.
+
+Two figures: Python function calls per request (counted with
+C{sys.setprofile}: the same on every run of the same code, so an A/B of two
+trees needs no quiet machine), and CPU microseconds per request (median of
+several batches; subject to the machine's noise like any timing).
+
+Run it from two trees (``PYTHONPATH=/other/tree python -m bench.hotpath``)
+to compare a change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from typing import Any
+
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+from twisted_proxy.config import parseTarget
+from twisted_proxy.config.model import ProxySettings, Route
+from twisted_proxy.frontends.context import ProxyContext
+from twisted_proxy.frontends.http1 import HTTPProxyFactory
+from twisted_proxy.frontends.httprelay import ReverseProxyResource
+
+REQUEST = (
+    b"GET /index.html HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+    b"User-Agent: bench\r\nAccept: */*\r\n\r\n"
+)
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: fast\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 6\r\n\r\nhello\n"
+)
+
+
+class HotPath:
+    """A proxy with one route, a client and a backend, all in memory."""
+
+    def __init__(self) -> None:
+        reactor = MemoryReactorClock()
+        settings = ProxySettings(access_log=None)
+        context = ProxyContext.create(settings, reactor)
+        route = Route(path="/", to=parseTarget("http://127.0.0.1:3000/"))
+        resource = ReverseProxyResource(route, context, mountedAtRoute=True)
+        factory = HTTPProxyFactory(resource, settings, reactor)
+        self.channel = factory.buildProtocol(None)
+        self.client = StringTransport()
+        self.channel.makeConnection(self.client)
+        self.channel.dataReceived(REQUEST)
+        _, _, backendFactory, _, _ = reactor.tcpClients[0]
+        backend = backendFactory.buildProtocol(None)
+        assert isinstance(backend, Protocol)
+        self.wire = StringTransport()
+        backend.makeConnection(self.wire)
+        self.backend = backend
+        self.backend.dataReceived(RESPONSE)
+        self._check()
+
+    def _check(self) -> None:
+        sent = self.wire.value()
+        assert sent.startswith(b"GET /index.html HTTP/1.1\r\n"), sent
+        got = self.client.value()
+        assert got.startswith(b"HTTP/1.1 200 OK\r\n"), got
+        assert got.endswith(b"\r\n\r\nhello\n"), got
+
+    def one(self) -> None:
+        """One request from the client and the backend's answer to it."""
+        self.client.clear()
+        self.wire.clear()
+        self.channel.dataReceived(REQUEST)
+        self.backend.dataReceived(RESPONSE)
+
+    def run(self, count: int) -> None:
+        one = self.one
+        for _ in range(count):
+            one()
+        self._check()
+
+
+def callsPerRequest(path: HotPath, count: int) -> float:
+    """Python function calls (and C calls) per request, counted exactly."""
+    calls = 0
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        nonlocal calls
+        if event == "call" or event == "c_call":
+            calls += 1
+
+    sys.setprofile(profile)
+    try:
+        path.run(count)
+    finally:
+        sys.setprofile(None)
+    return calls / count
+
+
+def microsecondsPerRequest(path: HotPath, count: int, batches: int) -> list[float]:
+    """CPU microseconds per request, one figure per batch of C{count}."""
+    figures = []
+    for _ in range(batches):
+        start = time.process_time()
+        path.run(count)
+        figures.append((time.process_time() - start) / count * 1e6)
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=5000, help="per batch")
+    parser.add_argument("--batches", type=int, default=7)
+    args = parser.parse_args(argv)
+    path = HotPath()
+    path.run(1000)
+    calls = callsPerRequest(path, 500)
+    figures = microsecondsPerRequest(path, args.requests, args.batches)
+    import twisted_proxy
+
+    print(f"twisted_proxy from {twisted_proxy.__file__}")
+    print(f"calls per request: {calls:.1f}")
+    # The least disturbed batch is the best estimate on a noisy machine.
+    print(
+        f"CPU per request: {min(figures):.1f} us at best, "
+        f"{statistics.median(figures):.1f} median of {args.batches} x {args.requests}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
