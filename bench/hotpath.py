@@ -1,8 +1,9 @@
 """The proxy's own work per request, in process: ``python -m bench.hotpath``.
 
 One HTTP/1.1 client connection and one backend connection, both in memory
-(StringTransports over a MemoryReactorClock): each request goes through the
-real front end, router, relay, upstream pool and response parser, and back,
+(StringTransports over a MemoryReactorClock), with the throughput part's
+configuration: each request goes through the real front end, router, relay,
+upstream pool, response parser and traffic counting, and back,
 with no socket and no reactor loop. What is left is exactly the Python work
 the proxy adds per request, which the throughput part measures with the
 sockets and the reactor around it.
@@ -27,11 +28,21 @@ from typing import Any
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from twisted_proxy.config import parseTarget
-from twisted_proxy.config.model import ProxySettings, Route
+from twisted_proxy.config import loadString
+from twisted_proxy.core.traffic import Traffic
 from twisted_proxy.frontends.context import ProxyContext
 from twisted_proxy.frontends.http1 import HTTPProxyFactory
-from twisted_proxy.frontends.httprelay import ReverseProxyResource
+from twisted_proxy.frontends.router import RouterResource
+
+CONFIG = """
+[proxy]
+access_log = false
+[[listen]]
+endpoint = "tcp:8080:interface=127.0.0.1"
+[[route]]
+path = "/"
+to = "http://127.0.0.1:3000/"
+"""
 
 REQUEST = (
     b"GET /index.html HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
@@ -48,11 +59,14 @@ class HotPath:
 
     def __init__(self) -> None:
         reactor = MemoryReactorClock()
-        settings = ProxySettings(access_log=None)
-        context = ProxyContext.create(settings, reactor)
-        route = Route(path="/", to=parseTarget("http://127.0.0.1:3000/"))
-        resource = ReverseProxyResource(route, context, mountedAtRoute=True)
-        factory = HTTPProxyFactory(resource, settings, reactor)
+        # As the service builds it for the benchmark's configuration: the
+        # router in front, the traffic counted for the status page.
+        config = loadString(CONFIG)
+        context = ProxyContext.create(config.proxy, reactor)
+        context.traffic = Traffic(reactor.seconds)
+        router = RouterResource(config, context)
+        factory = HTTPProxyFactory(router, config.proxy, reactor)
+        factory.traffic = context.traffic
         self.channel = factory.buildProtocol(None)
         self.client = StringTransport()
         self.channel.makeConnection(self.client)
