@@ -21,6 +21,7 @@ from twisted_proxy.core.response import Headers
 from twisted_proxy.frontends.clientinfo import clientScheme
 from twisted_proxy.frontends.context import ProxyContext, RoutePlan
 from twisted_proxy.frontends.pipe import ReadingProducer
+from twisted_proxy.frontends.request import hostHeader
 from twisted_proxy.upstream.client import UpstreamConnection
 
 __all__ = [
@@ -218,8 +219,9 @@ def responseHead(
     gzip stream its body goes through (None: as it comes).
     """
     if plan.reverseRewriter.active:
-        hosts = request.requestHeaders.getRawHeaders(b"host")
-        frontHost = hosts[0] if hosts else context.settings.server_name.encode()
+        frontHost = hostHeader(request)
+        if frontHost is None:
+            frontHost = context.settings.server_name.encode()
         headers = plan.reverseRewriter.rewriteResponseHeaders(
             headers, clientScheme(request), frontHost
         )

@@ -11,7 +11,7 @@ from typing import Any
 
 from twisted_proxy.balancer.keys import RequestFacts, headerLookup
 from twisted_proxy.core.headers import ClientInfo
-from twisted_proxy.frontends.request import ProxiedRequest, errorHeaders
+from twisted_proxy.frontends.request import ProxiedRequest, errorHeaders, hostHeader
 
 __all__ = [
     "clientAddress",
@@ -81,12 +81,11 @@ def clientAddress(request: Any) -> str:
 
 def clientInfo(request: Any) -> ClientInfo:
     """What the forwarding headers say of the client."""
-    hosts = request.requestHeaders.getRawHeaders(b"host")
     return ClientInfo(
         address=clientAddress(request),
         scheme=clientScheme(request),
         port=listenerPort(request),
-        host=hosts[0] if hosts else None,
+        host=hostHeader(request),
     )
 
 

@@ -114,6 +114,8 @@ class ProxiedRequest:
     sentLength: int
     startedWriting: Any
     finished: Any
+    hostValue: bytes | None
+    """The Host (first value) once L{refusal} settled it (see L{hostHeader})."""
 
     def _initProxied(self, startTime: float, maxBodyBytes: int) -> None:
         # The normalised target (set by refusal()), and the path routes and
@@ -427,11 +429,12 @@ def refusal(
     authority the Host). C{OPTIONS *} passes with C{uri} C{b"*"} and no
     C{target}: the front end answers it (L{ProxiedRequest.respondOptions}).
     """
+    hosts = request.requestHeaders.getRawHeaders(b"host")
     ruling = judgeHead(
         request.method,
         request.clientproto,
         request.uri,
-        request.requestHeaders.getRawHeaders(b"host"),
+        hosts,
         length,
         request.maxBodyBytes,
         lambda authority: _servesAuthority(request, authority),
@@ -439,6 +442,9 @@ def refusal(
     )
     if ruling.host is not None:
         request.requestHeaders.setRawHeaders(b"host", [ruling.host])
+        request.hostValue = ruling.host
+    else:
+        request.hostValue = hosts[0] if hosts else None
     target = ruling.target
     if target is not None:
         request.target = target
@@ -451,6 +457,22 @@ def refusal(
     for name, value in refused.headers:
         request.responseHeaders.setRawHeaders(name, [value])
     return refused.status, refused.message
+
+
+_UNSEEN = object()
+
+
+def hostHeader(request: Any) -> bytes | None:
+    """
+    The request's Host (its first value; None without one): the one
+    L{refusal} settled, or, for a request of an ordinary twisted.web
+    C{Site}, read from its headers now.
+    """
+    host = getattr(request, "hostValue", _UNSEEN)
+    if host is _UNSEEN:
+        hosts = request.requestHeaders.getRawHeaders(b"host")
+        return hosts[0] if hosts else None
+    return host  # type: ignore[return-value]
 
 
 def targetOf(request: Any, mergeSlashes: bool = True) -> RequestTarget:

@@ -20,6 +20,7 @@ from twisted_proxy.frontends.request import (
     IBodyConsumer,
     IStreamingResource,
     ProxiedRequest,
+    hostHeader,
 )
 
 
@@ -61,8 +62,7 @@ class RouterResource(Resource):
         }
 
     def _resourceFor(self, request: Any) -> Any:
-        hosts = request.requestHeaders.getRawHeaders(b"host")
-        route = self._table.match(hosts[0] if hosts else None, request.matchPath)
+        route = self._table.match(hostHeader(request), request.matchPath)
         if route is None:
             return None
         # Which route answered, for the metrics (a label from the config).
