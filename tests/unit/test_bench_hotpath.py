@@ -11,7 +11,7 @@ from bench.hotpath import REQUEST, RESPONSE, HotPath, callsPerRequest
 
 # Python and C function calls per plain GET relayed on a kept-alive client
 # connection and a pooled backend connection. Raise it only with a reason.
-CALLS_BUDGET = 345
+CALLS_BUDGET = 300
 
 
 def test_eachRequestIsRelayedOnOneBackendConnection() -> None:

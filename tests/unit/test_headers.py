@@ -223,6 +223,19 @@ def test_requestDropsHopByHop() -> None:
     assert out == [(b"Host", UPSTREAM), (b"Accept", b"*/*")]
 
 
+def test_requestDropsTheClientsExpect() -> None:
+    """
+    The client's Expect, whatever it asks, is not passed on: this hop says
+    what it expects of the next (Expect: 100-continue, when it waits).
+    """
+    for expect in (b"100-continue", b"something-else"):
+        out = rewriteRequest(
+            [(b"Host", b"api.example.test"), (b"Expect", expect), (b"A", b"1")],
+            proxy=settings(forwarded_headers=False),
+        )
+        assert out == [(b"Host", UPSTREAM), (b"A", b"1")]
+
+
 @pytest.mark.parametrize(
     "name",
     [

@@ -276,8 +276,9 @@ class RequestHeaderRewriter:
         self._emitXFF = self._forwarded and self._emitForwarded[b"x-forwarded-for"]
 
         # Always removed from the client's headers: hop-by-hop, Host (the
-        # proxy sets it), everything a directive unsets or replaces.
-        base = set(HOP_BY_HOP) | {b"host"} | removed
+        # proxy sets it), Expect (this hop says what it expects of the next),
+        # everything a directive unsets or replaces.
+        base = set(HOP_BY_HOP) | {b"host", b"expect"} | removed
         if settings.via == "block":
             base.add(b"via")
         # From an untrusted client every X-Forwarded-* is the proxy's own; a

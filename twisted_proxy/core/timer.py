@@ -58,7 +58,9 @@ class PurposeTimer:
             return
         self.purpose = purpose
         call = self._call
-        if call is not None and call.active():
+        # Set only while the call is pending: it is let go when it runs
+        # (_ranOut) and when it is cancelled (cancel), both only here.
+        if call is not None:
             call.reset(seconds)
         else:
             self._call = self._callLater(seconds, self._ranOut)
@@ -66,7 +68,7 @@ class PurposeTimer:
     def extend(self, seconds: float) -> None:
         """Push the running deadline (whatever it is for) to C{seconds} from now."""
         call = self._call
-        if call is not None and call.active():
+        if call is not None:
             call.reset(seconds)
 
     def forget(self) -> None:

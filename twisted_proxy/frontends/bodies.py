@@ -76,12 +76,16 @@ def requestHead(
     The request head the backend gets: the rewritten C{headers}, with the
     body's framing and C{Expect} as this hop sends them.
     """
-    out = []
-    for name, value in headers:
-        lower = name.lower()
-        if lower == b"expect" or (lower == b"content-length" and buffered is not None):
-            continue
-        out.append(b"%s: %s\r\n" % (name, value))
+    # The rewriter took Expect out (this hop sets its own, below).
+    if buffered is None:
+        out = [b"%s: %s\r\n" % pair for pair in headers]
+    else:
+        # The length of the body as read, not as the client framed it.
+        out = [
+            b"%s: %s\r\n" % (name, value)
+            for name, value in headers
+            if name.lower() != b"content-length"
+        ]
     if expectContinue:
         out.append(b"Expect: 100-continue\r\n")
     if buffered is not None:

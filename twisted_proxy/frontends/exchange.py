@@ -324,8 +324,13 @@ class ProxyExchange:
         )
         request.setResponseCode(status, reason or None)
         responseHeaders = request.responseHeaders
-        for name, value in headers:
-            responseHeaders.addRawHeader(name, value)
+        extend = getattr(responseHeaders, "extend", None)
+        if extend is not None:
+            extend(headers)
+        else:
+            # twisted.web's Headers (a request of an ordinary Site).
+            for name, value in headers:
+                responseHeaders.addRawHeader(name, value)
         if self._conn is not None:
             request.registerProducer(self._conn, True)
         # Send the head now: a stream (SSE) may not have a body byte for a while.

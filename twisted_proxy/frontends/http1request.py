@@ -6,7 +6,7 @@ header list kept in arrival order, writing straight to the channel.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IAddress, IPushProducer
@@ -84,6 +84,10 @@ class HeaderList:
     def addRawHeader(self, name: bytes | str, value: bytes | str) -> None:
         """Add one header."""
         self._items.append((_bytes(name), _bytes(value)))
+
+    def extend(self, pairs: Iterable[tuple[bytes, bytes]]) -> None:
+        """Add C{pairs} (bytes names and values), in order."""
+        self._items.extend(pairs)
 
     def setRawHeaders(self, name: bytes | str, values: Sequence[bytes | str]) -> None:
         """Replace every C{name} header by C{values}."""
