@@ -216,11 +216,15 @@ class ProxyRequest(ProxiedRequest):
             # It asked for keep-alive and the length is known: say it is kept.
             headers.removeHeader(b"connection")
             headers.addRawHeader(b"Connection", b"keep-alive")
-        head = [self.clientproto, b" %d " % code, self.code_message, b"\r\n"]
-        for name, value in headers.pairs():
-            head.extend((name, b": ", value, b"\r\n"))
-        head.append(b"\r\n")
-        channel.writeSequence(head)
+        channel.write(
+            b"%s %d %s\r\n%s\r\n"
+            % (
+                self.clientproto,
+                code,
+                self.code_message,
+                b"".join([b"%s: %s\r\n" % pair for pair in headers.pairs()]),
+            )
+        )
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         """The client's connection is gone."""
