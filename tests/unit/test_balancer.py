@@ -29,7 +29,13 @@ from twisted_proxy.balancer.policy import (
 )
 from twisted_proxy.balancer.service import DEFAULT_RETRY
 from twisted_proxy.balancer.state import DOWN, UNKNOWN, UP
-from twisted_proxy.config.model import Balancer, BalancerMethod, HealthCheck, Member
+from twisted_proxy.config.model import (
+    Balancer,
+    BalancerMethod,
+    HealthCheck,
+    Member,
+    Sticky,
+)
 
 
 def member(port: int, weight: int = 1, **flags: Any) -> Member:
@@ -82,6 +88,27 @@ def test_interfaces() -> None:
     for name, policy in POLICIES.items():
         assert verifyClass(ILoadBalancingPolicy, policy), name  # type: ignore[arg-type]
         assert verifyObject(ILoadBalancingPolicy, policy()), name
+
+
+def test_onlyStickyAndHashBalancersReadTheRequest() -> None:
+    """
+    A pick reads the request only for sticky sessions or the hash method;
+    for the others the relay gathers nothing of the request for it.
+    """
+    clock = Clock()
+    svc = BalancerService(
+        [
+            Balancer("plain", "byrequests", (member(1),)),
+            Balancer("sticky", "byrequests", (member(2),), sticky=Sticky()),
+            Balancer("hashed", "hash", (member(3),), hash_key="ip"),
+        ],
+        clock,
+    )
+    assert [svc.readsRequests(n) for n in ("plain", "sticky", "hashed")] == [
+        False,
+        True,
+        True,
+    ]
 
 
 def test_policiesByName() -> None:

@@ -7,11 +7,19 @@ a budget: counted, not timed, so the same on every machine.
 
 from __future__ import annotations
 
-from bench.hotpath import REQUEST, RESPONSE, HotPath, callsPerRequest
+from bench.hotpath import (
+    REQUEST,
+    RESPONSE,
+    BalancedHotPath,
+    HotPath,
+    callsPerRequest,
+)
 
 # Python and C function calls per plain GET relayed on a kept-alive client
-# connection and a pooled backend connection. Raise it only with a reason.
+# connection and a pooled backend connection, to one backend and through a
+# byrequests balancer of three. Raise them only with a reason.
 CALLS_BUDGET = 300
+BALANCED_CALLS_BUDGET = 345
 
 
 def test_eachRequestIsRelayedOnOneBackendConnection() -> None:
@@ -31,3 +39,11 @@ def test_theCallsPerRequestStayWithinTheBudget() -> None:
     path.run(50)
     calls = callsPerRequest(path, 200)
     assert calls <= CALLS_BUDGET, f"{calls:.1f} calls per request"
+
+
+def test_theBalancerStaysWithinItsBudget() -> None:
+    """Through a balancer of three: every request answered, calls budgeted."""
+    path = BalancedHotPath()
+    path.run(50)
+    calls = callsPerRequest(path, 200)
+    assert calls <= BALANCED_CALLS_BUDGET, f"{calls:.1f} calls per request"

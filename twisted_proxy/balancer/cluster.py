@@ -63,17 +63,21 @@ class Cluster:
         not in C{exclude}; of the lowest tier that has one; standbys only
         when the tier has nothing else.
         """
-        usable = [
-            m
-            for m in self.members
-            if not m.drain and m not in exclude and m.usable(now)
-        ]
-        if not usable:
-            return usable
-        tier = min(m.tier for m in usable)
-        inTier = [m for m in usable if m.tier == tier]
-        primaries = [m for m in inTier if not m.standby]
-        return primaries or inTier
+        # One pass (a pick is on every request): the usable members of the
+        # lowest tier seen so far, primaries and standbys apart, in order.
+        tier: int | None = None
+        primaries: list[MemberState] = []
+        standbys: list[MemberState] = []
+        for m in self.members:
+            if m.drain or m in exclude or not m.usable(now):
+                continue
+            if tier is None or m.tier < tier:
+                tier = m.tier
+                primaries, standbys = [], []
+            elif m.tier > tier:
+                continue
+            (standbys if m.standby else primaries).append(m)
+        return primaries or standbys
 
     def add(self, member: Member) -> MemberState:
         """Add a member at the end; the others keep their counters."""

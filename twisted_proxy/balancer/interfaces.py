@@ -56,6 +56,12 @@ class IBalancer(Interface):
     def failsOnStatus(balancerName: str, status: int) -> bool:
         """Whether a member answering C{status} is put in error."""
 
+    def readsRequests(balancerName: str) -> bool:
+        """
+        Whether a pick looks at the request (sticky sessions, the hash
+        method): if not, no L{RequestFacts} need be gathered for it.
+        """
+
     def stickyCookie(
         balancerName: str, facts: RequestFacts, member: MemberState
     ) -> bytes | None:

@@ -159,6 +159,11 @@ class BalancerService(MultiService):
             return configured
         return max(0, len(balancer.members) - 1)
 
+    def readsRequests(self, balancerName: str) -> bool:
+        """Whether a pick looks at the request (sticky sessions, hash)."""
+        balancer = self._balancers[balancerName]
+        return balancer.sticky is not None or balancer.hashKey is not None
+
     def failsOnStatus(self, balancerName: str, status: int) -> bool:
         """Whether C{status} from a member puts it in error (failonstatus)."""
         return status in self._balancers[balancerName].failOnStatus

@@ -118,6 +118,11 @@ class ProxyExchange:
         self._head = self._headFor(None) if plan.address is not None else b""
         self._upload = Upload(request, buffered)
         balancer = plan.address is None
+        # What the request says only where a pick reads it: sticky, hash.
+        facts = None
+        service = context.balancer
+        if balancer and service is not None and service.readsRequests(plan.target.host):
+            facts = requestFacts(request, self._raw)
         self._lease = Lease(
             self,
             context.reactor,
@@ -125,7 +130,7 @@ class ProxyExchange:
             address=plan.address,
             balancer=context.balancer if balancer else None,
             balancerName=plan.target.host,
-            facts=requestFacts(request, self._raw) if balancer else None,
+            facts=facts,
             memberAddress=context.memberAddress,
             traffic=context.traffic,
         )
