@@ -12,7 +12,10 @@
    (C{byrequests}), each a fast backend of its own, also on CPU 1; its figures
    over the single-backend ones are what balancing costs per request. Twisted's
    byte relay (C{twistd portforward}: the same two reads and two writes per
-   request, no HTTP) runs the same way, as the floor for anything on Twisted.
+   request, no HTTP) runs the same way, as the floor for anything on Twisted,
+   and so do Debian's nginx, HAProxy and Apache (L{bench.peers}). Then 10 MiB
+   bodies from a static nginx through twisted-proxy, the relay, nginx and
+   HAProxy (L{bench.bigresponses}; C{--big-targets none} skips it).
 2. Streaming memory: a 1 GiB upload to a backend that reads slowly, and a 1 GiB
    download by a client that reads slowly (L{bench.bigpeers}), through the proxy;
    the proxy's peak RSS shows whether it buffers or pushes back.
@@ -53,12 +56,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import backend, compress, peers, picks, tls, websocket
+from bench import backend, bigresponses, compress, peers, picks, tls, websocket
 from bench._procs import (
     ROOT,
     Child,
@@ -253,6 +256,7 @@ class Settings:
     wsIdle: int
     wsRate: float
     compressOnly: bool = False
+    bigTargets: list[str] = field(default_factory=list)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -452,6 +456,74 @@ class Bench:
                 row["proxy_cpu_other_share"] = max(
                     0.0, busy[PROXY_CPU] - row["proxy_cpu_share"]
                 )
+        return row
+
+    def bigResponses(self) -> dict[str, Any]:
+        """10 MiB bodies from a static nginx through each proxy: MiB/s, CPU/GiB."""
+        s = self._s
+        self._wrk = self._wrk or ensureWrk()
+        folder = self._workDir / "big-backend"
+        folder.mkdir(parents=True, exist_ok=True)
+        root = folder / "static"
+        bigresponses.writeBody(root)
+        port = freePort()
+        config = folder / "nginx.conf"
+        config.write_text(bigresponses.staticConfig(folder, port, root))
+        nginx = tls.ensureTool("nginx", "nginx")
+        backendChild = self._children.start(
+            "big-backend",
+            [nginx, "-p", str(folder), "-c", str(config), "-e", "stderr"],
+            cpu=LOAD_CPU,
+        )
+        rows: dict[str, Any] = {}
+        try:
+            waitForListener(backendChild, port)
+            for name in s.bigTargets:
+                rows[name] = self._bigThrough(name, port)
+        finally:
+            self._children.stop(backendChild)
+        return {"rows": rows, "ratios": bigresponses.ratios(rows, TWISTED_PROXY)}
+
+    def _bigThrough(self, name: str, backendPort: int) -> dict[str, Any]:
+        """One proxy relaying the 10 MiB body: MiB/s and its CPU per GiB."""
+        s = self._s
+        self._log(f"big responses: {name}")
+        try:
+            child, port = self._startProxy(name, [backendPort], "big")
+        except ChildError as e:
+            return {"error": str(e)}
+        try:
+            size = bigresponses.fetchSize(port)
+            if size != bigresponses.SIZE:
+                return {"error": f"GET {bigresponses.PATH} gave {size} bytes"}
+            argv = wrkCommand(
+                self._wrk,
+                port,
+                s.seconds,
+                bigresponses.CONNECTIONS,
+                path=bigresponses.PATH,
+            )
+            cpuBefore = cpuSeconds(child.pid)
+            code, output = self._children.run(
+                f"wrk-big-{_slug(name)}", argv, LOAD_CPU, s.seconds + 60
+            )
+            cpuAfter = cpuSeconds(child.pid)
+            if code != 0:
+                return {"error": f"wrk exited with {code}:\n{output[-800:]}"}
+            result = parseWrk(output)
+            peakKb = statusKb(child.pid, "VmHWM")
+        except (ChildError, WrkError) as e:
+            return {"error": str(e)}
+        finally:
+            self._children.stop(child)
+        mib = result.requests * bigresponses.SIZE / bigresponses.MIB
+        row: dict[str, Any] = {
+            "mib_per_s": mib / result.seconds if result.seconds else 0.0,
+            "errors": result.errors,
+            "rss_peak_mb": _mb(peakKb),
+        }
+        if cpuBefore is not None and cpuAfter is not None and mib:
+            row["cpu_s_per_gib"] = (cpuAfter - cpuBefore) / (mib / 1024)
         return row
 
     def streaming(self) -> dict[str, Any]:
@@ -703,6 +775,9 @@ def summarise(report: dict[str, Any]) -> str:
             lines.append(
                 f"  {name}: req/s per round {each}; best shown, quiet rounds first"
             )
+    big = report.get("big")
+    if big:
+        lines += bigresponses.summarise(big, TWISTED_PROXY, peers.HAPROXY)
     streaming = report.get("streaming") or {}
     rssTarget = f"< {RSS_TARGET_MB:.0f} MB"
     for name, transfers in streaming.items():
@@ -908,6 +983,11 @@ def _parseArgs(argv: list[str] | None) -> Settings:
         help="proxies for the throughput part, comma-separated (or 'none')",
     )
     parser.add_argument(
+        "--big-targets",
+        default=",".join([TWISTED_PROXY, RELAY, peers.NGINX, peers.HAPROXY]),
+        help="proxies for the 10 MiB responses, comma-separated (or 'none')",
+    )
+    parser.add_argument(
         "--stream-targets",
         default=f"{TWISTED_PROXY},{BUILTIN}",
         help="proxies for the streaming part, comma-separated (or 'none')",
@@ -1019,6 +1099,7 @@ def _parseArgs(argv: list[str] | None) -> Settings:
         wsIdle=args.ws_idle or (2000 if quick else 5000),
         wsRate=args.ws_rate,
         compressOnly=bool(args.compress_only),
+        bigTargets=names(args.big_targets),
     )
 
 
@@ -1093,6 +1174,8 @@ def main(argv: list[str] | None = None) -> int:
             report["balancer_ratios"] = _balancerRatios(report["throughput"])
             report["floor_ratios"] = _floorRatios(report["throughput"])
             report["nginx_ratios"] = _nginxRatios(report["throughput"])
+            if settings.bigTargets:
+                report["big"] = bench.bigResponses()
             report["streaming"] = bench.streaming()
             if settings.ws:
                 report["websocket"] = _wsPart(settings, children, Path(tmp))

@@ -113,14 +113,19 @@ def parseWrk(text: str) -> WrkResult:
 
 
 def wrkCommand(
-    wrk: str, port: int, seconds: float, connections: int, threads: int = 1
+    wrk: str,
+    port: int,
+    seconds: float,
+    connections: int,
+    threads: int = 1,
+    path: str = "/",
 ) -> list[str]:
-    """The wrk command line for a run against 127.0.0.1:C{port}."""
+    """The wrk command line for a run against 127.0.0.1:C{port}C{path}."""
     return [
         wrk,
         f"-t{threads}",
         f"-c{connections}",
         f"-d{max(1, round(seconds))}s",
         "--latency",
-        f"http://127.0.0.1:{port}/",
+        f"http://127.0.0.1:{port}{path}",
     ]
