@@ -275,9 +275,10 @@ class Listeners:
             entries[new] = entry
         for old, new in plan.changed:
             entry, replacement = self.entries[old], built[new]
+            # The open port keeps its switch, which now serves the new front.
+            entry.switch.switch(replacement.switch.current)
             replacement.port = entry.port
             replacement.switch = entry.switch
-            entry.switch.switch(self._front(replacement.site, replacement.tls))
             self._retire(entry.site)
             entries[new] = replacement
             changes.append(f"{_name(fresh[new])} changed")
