@@ -165,6 +165,7 @@ def test_aRouteAnotherMemberNowHasIsDropped(tmp_path: Path, logged: list[str]) -
             "balancers: not the shape this version writes",
         ),
         (b"\xff\xfe".decode("latin-1"), "codec can't decode byte 0xff"),
+        ("[" * 100_000, "is not JSON this proxy reads: nested too deeply"),
     ],
 )
 def test_aBrokenStateFileStopsTheStartAndSaysWhy(
@@ -254,3 +255,26 @@ def test_aHandEditedValueIsCheckedAsTheAPIChecksIt(
         'member http://127.0.0.1:2: its "now" is not a table of settings' in line
         for line in logged
     )
+
+
+def test_aStateFileThatIsNoRegularFileIsRefusedUnread(tmp_path: Path) -> None:
+    """
+    A FIFO (or a device) named as the state file is refused without being
+    read: reading one would wait forever, or never end.
+    """
+    path = tmp_path / "state.json"
+    os.mkfifo(path)
+    problem = stateFileProblem(str(path))
+    assert problem == (
+        f"{path} is not a regular file (delete it to start from the"
+        " configuration file alone)"
+    )
+
+
+def test_aHugeStateFileIsRefused(tmp_path: Path) -> None:
+    """Past 16 MiB it is no state file this proxy wrote: refused unread."""
+    path = tmp_path / "state.json"
+    with path.open("wb") as f:
+        f.truncate(17 * 1024 * 1024)
+    with pytest.raises(StateFileError, match="is larger than 16 MiB"):
+        readState(str(path))

@@ -73,6 +73,8 @@ def _body(request: LocalRequest) -> dict[str, Any]:
         value = json.loads(request.body or b"null")
     except ValueError as e:
         raise ChangeError(400, f"not JSON: {e}") from None
+    except RecursionError:
+        raise ChangeError(400, "not JSON this proxy reads: nested too deeply") from None
     if not isinstance(value, dict):
         raise ChangeError(400, "send a JSON object")
     return value

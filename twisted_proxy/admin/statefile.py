@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
@@ -45,6 +46,9 @@ __all__ = ["FORMAT", "StateFile", "StateFileError", "readState", "runtimeState"]
 FORMAT = "twisted-proxy-state/1"
 
 _SECTIONS = ("changed", "added", "removed")
+
+# Far more than any state file holds (a few hundred bytes per member).
+_MAX_BYTES = 16 * 1024 * 1024
 
 _log = Logger(namespace="twisted_proxy.admin")
 
@@ -93,8 +97,15 @@ def readState(path: str) -> dict[str, Any] | None:
         document.
     """
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise StateFileError(f"{path} is not a regular file")
+        if os.path.getsize(path) > _MAX_BYTES:
+            raise StateFileError(
+                f"{path} is larger than {_MAX_BYTES // (1024 * 1024)} MiB;"
+                " no state file this proxy writes is"
+            )
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            text = f.read(_MAX_BYTES + 1)
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as e:
@@ -103,6 +114,10 @@ def readState(path: str) -> dict[str, Any] | None:
         document = json.loads(text)
     except ValueError as e:
         raise StateFileError(f"{path} is not JSON: {e}") from None
+    except RecursionError:
+        raise StateFileError(
+            f"{path} is not JSON this proxy reads: nested too deeply"
+        ) from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise StateFileError(f'{path} is not a state file (no "format": "{FORMAT}")')
     balancers = document.get("balancers")

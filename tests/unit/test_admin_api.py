@@ -1,0 +1,44 @@
+"""
+The balancer manager's JSON API, answered in process: what a hostile body
+gets (the status and the words), and that nothing changed.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.internet.task import Clock
+
+from twisted_proxy.admin.api import answerAPI
+from twisted_proxy.balancer.service import BalancerService
+from twisted_proxy.config.model import Balancer, Member
+from twisted_proxy.core.localpage import LocalRequest
+
+JSON = ((b"Content-Type", b"application/json"),)
+
+
+def _service() -> BalancerService:
+    member = Member("http://127.0.0.1:1", "http", "127.0.0.1", 1, route="a")
+    return BalancerService([Balancer("web", members=(member,))], Clock())
+
+
+def _patch(body: bytes) -> tuple[int, dict[str, object]]:
+    service = _service()
+    request = LocalRequest(b"PATCH", b"/", headers=JSON, body=body)
+    response = answerAPI(service, request, ["balancers", "web", "members", "a"], None)
+    assert service.members("web")[0].drain is False
+    return response.status, json.loads(response.body)
+
+
+def test_aBodyNestedTooDeeplyIs400() -> None:
+    """JSON nested past what the parser recurses into: 400, not a crash."""
+    status, answer = _patch(b"[" * 100_000)
+    assert status == 400
+    assert answer == {"error": "not JSON this proxy reads: nested too deeply"}
+
+
+def test_aBodyThatIsNotJSONIs400() -> None:
+    """Not JSON at all: 400 saying so."""
+    status, answer = _patch(b"{drain: true}")
+    assert status == 400
+    assert str(answer["error"]).startswith("not JSON: ")
