@@ -643,6 +643,18 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
+def _ratioRow(label: str, ratios: dict[str, Any]) -> str:
+    """One ratio row of the throughput table, lined up under its columns."""
+    cells = [
+        _fmt(ratios[key], ".2f", "x")
+        for key in ("rps", "p50", "p99", "rss_peak", "cpu_per_request")
+    ]
+    return (
+        f"  {label:<20}{cells[0]:>10}{cells[1]:>10}{cells[2]:>10}"
+        f"{cells[3]:>11}{cells[4]:>10}"
+    )
+
+
 def summarise(report: dict[str, Any]) -> str:
     """The human-readable summary of a whole run."""
     s = report["settings"]
@@ -687,14 +699,7 @@ def summarise(report: dict[str, Any]) -> str:
         )
     ratios = report.get("ratios")
     if ratios:
-        cells = [
-            _fmt(ratios[key], ".2f", "x")
-            for key in ("rps", "p50", "p99", "rss_peak", "cpu_per_request")
-        ]
-        lines.append(
-            f"  {'ratio tp/builtin':<20}{cells[0]:>10}{cells[1]:>10}{cells[2]:>10}"
-            f"{cells[3]:>11}{cells[4]:>10}"
-        )
+        lines.append(_ratioRow("ratio tp/builtin", ratios))
         verdict = "PASS" if ratios["rps"] and ratios["rps"] >= RPS_TARGET else "FAIL"
         if report.get("contended"):
             verdict += " (unreliable: CPU 0 was shared, see below)"
@@ -707,14 +712,7 @@ def summarise(report: dict[str, Any]) -> str:
             )
     floor = report.get("floor_ratios")
     if floor:
-        cells = [
-            _fmt(floor[key], ".2f", "x")
-            for key in ("rps", "p50", "p99", "rss_peak", "cpu_per_request")
-        ]
-        lines.append(
-            f"  {'ratio tp/relay':<20}{cells[0]:>10}{cells[1]:>10}{cells[2]:>10}"
-            f"{cells[3]:>11}{cells[4]:>10}"
-        )
+        lines.append(_ratioRow("ratio tp/relay", floor))
         verdict = "PASS" if floor["rps"] and floor["rps"] >= FLOOR_TARGET else "FAIL"
         lines.append(
             f"  req/s target >= {FLOOR_TARGET}x Twisted's byte relay (twistd"
@@ -722,27 +720,13 @@ def summarise(report: dict[str, Any]) -> str:
         )
     versus = report.get("nginx_ratios")
     if versus:
-        cells = [
-            _fmt(versus[key], ".2f", "x")
-            for key in ("rps", "p50", "p99", "rss_peak", "cpu_per_request")
-        ]
-        lines.append(
-            f"  {'ratio tp/nginx':<20}{cells[0]:>10}{cells[1]:>10}{cells[2]:>10}"
-            f"{cells[3]:>11}{cells[4]:>10}"
-        )
+        lines.append(_ratioRow("ratio tp/nginx", versus))
         p99 = versus["p99"]
         verdict = "PASS" if p99 is not None and p99 <= P99_TARGET else "FAIL"
         lines.append(f"  p99 target <= {P99_TARGET}x nginx's: {verdict}")
     lb = report.get("balancer_ratios")
     if lb:
-        cells = [
-            _fmt(lb[key], ".2f", "x")
-            for key in ("rps", "p50", "p99", "rss_peak", "cpu_per_request")
-        ]
-        lines.append(
-            f"  {'ratio lb3/single':<20}{cells[0]:>10}{cells[1]:>10}{cells[2]:>10}"
-            f"{cells[3]:>11}{cells[4]:>10}"
-        )
+        lines.append(_ratioRow("ratio lb3/single", lb))
         each = rows[TWISTED_PROXY_LB].get("backend_requests_each")
         split = " / ".join(f"{n:,}" for n in each) if each else "unknown"
         lines.append(

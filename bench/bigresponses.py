@@ -13,6 +13,8 @@ import http.client
 from pathlib import Path
 from typing import Any
 
+from bench.nginx import tempPaths
+
 SIZE = 10 * 1024 * 1024
 PATH = "/10m.bin"
 CONNECTIONS = 4
@@ -21,10 +23,7 @@ MIB = 1024 * 1024
 
 def staticConfig(folder: Path, port: int, root: Path) -> str:
     """nginx serving the files under C{root} on 127.0.0.1:C{port}, one process."""
-    temp = "".join(
-        f"    {kind}_temp_path {folder / kind};\n"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
+    temp = tempPaths(folder)
     return (
         "daemon off;\n"
         "master_process off;\n"

@@ -35,6 +35,14 @@ class NginxPorts:
     probe: int
 
 
+def tempPaths(folder: Path) -> str:
+    """The C{http} lines that keep nginx's temporary files under C{folder}."""
+    return "".join(
+        f"    {kind}_temp_path {folder / kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+
+
 def nginxConfig(
     folder: Path,
     ports: NginxPorts,
@@ -54,10 +62,7 @@ def nginxConfig(
         "        ssl_session_cache shared:bench:10m;\n"
         "        ssl_session_tickets off;\n"
     )
-    temp = "".join(
-        f"    {kind}_temp_path {folder / kind};\n"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
+    temp = tempPaths(folder)
     return (
         "daemon off;\n"
         "master_process off;\n"

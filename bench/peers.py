@@ -19,6 +19,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench.nginx import tempPaths
 from bench.tls import ensureTool
 
 NGINX = "nginx"
@@ -31,10 +32,7 @@ APACHE_MODULES = Path("/usr/lib/apache2/modules")
 
 def nginxConfig(folder: Path, port: int, backendPort: int) -> str:
     """A plain reverse proxy with an upstream keep-alive pool."""
-    temp = "".join(
-        f"    {kind}_temp_path {folder / kind};\n"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
+    temp = tempPaths(folder)
     return (
         "daemon off;\n"
         "master_process off;\n"
