@@ -13,7 +13,7 @@ import http.client
 from pathlib import Path
 from typing import Any
 
-from bench.nginx import tempPaths
+from bench.nginx import oneProcessConfig
 
 SIZE = 10 * 1024 * 1024
 PATH = "/10m.bin"
@@ -23,25 +23,14 @@ MIB = 1024 * 1024
 
 def staticConfig(folder: Path, port: int, root: Path) -> str:
     """nginx serving the files under C{root} on 127.0.0.1:C{port}, one process."""
-    temp = tempPaths(folder)
-    return (
-        "daemon off;\n"
-        "master_process off;\n"
-        "worker_processes 1;\n"
-        f"pid {folder / 'nginx.pid'};\n"
-        "error_log stderr warn;\n"
-        "events {\n"
-        "    worker_connections 1024;\n"
-        "}\n"
-        "http {\n"
-        "    access_log off;\n" + temp + "    keepalive_requests 1000000;\n"
+    return oneProcessConfig(
+        folder,
         "    sendfile on;\n"
         "    default_type application/octet-stream;\n"
         "    server {\n"
         f"        listen 127.0.0.1:{port};\n"
         f"        root {root};\n"
-        "    }\n"
-        "}\n"
+        "    }\n",
     )
 
 

@@ -55,22 +55,36 @@ RESPONSE = (
 )
 
 
+def _clientChannel(
+    text: str, reactor: MemoryReactorClock
+) -> tuple[Any, StringTransport]:
+    """
+    The front end for configuration C{text}, as the service builds it (the
+    router in front, traffic counted for the status page), and one client
+    connection to it on a StringTransport.
+    """
+    config = loadString(text)
+    balancer = None
+    if config.balancers:
+        balancer = BalancerService([b for _, b in config.balancers], reactor)
+    context = ProxyContext.create(
+        config.proxy, reactor, balancer, dict(config.balancers)
+    )
+    context.traffic = Traffic(reactor.seconds)
+    factory = HTTPProxyFactory(RouterResource(config, context), config.proxy, reactor)
+    factory.traffic = context.traffic
+    channel = factory.buildProtocol(None)
+    client = StringTransport()
+    channel.makeConnection(client)
+    return channel, client
+
+
 class HotPath:
     """A proxy with one route, a client and a backend, all in memory."""
 
     def __init__(self) -> None:
         reactor = MemoryReactorClock()
-        # As the service builds it for the benchmark's configuration: the
-        # router in front, the traffic counted for the status page.
-        config = loadString(CONFIG)
-        context = ProxyContext.create(config.proxy, reactor)
-        context.traffic = Traffic(reactor.seconds)
-        router = RouterResource(config, context)
-        factory = HTTPProxyFactory(router, config.proxy, reactor)
-        factory.traffic = context.traffic
-        self.channel = factory.buildProtocol(None)
-        self.client = StringTransport()
-        self.channel.makeConnection(self.client)
+        self.channel, self.client = _clientChannel(CONFIG, reactor)
         self.channel.dataReceived(REQUEST)
         _, _, backendFactory, _, _ = reactor.tcpClients[0]
         backend = backendFactory.buildProtocol(None)
@@ -133,18 +147,7 @@ class BalancedHotPath(HotPath):
 
     def __init__(self) -> None:
         self._reactor = reactor = MemoryReactorClock()
-        config = loadString(BALANCED)
-        balancer = BalancerService([b for _, b in config.balancers], reactor)
-        context = ProxyContext.create(
-            config.proxy, reactor, balancer, dict(config.balancers)
-        )
-        context.traffic = Traffic(reactor.seconds)
-        router = RouterResource(config, context)
-        factory = HTTPProxyFactory(router, config.proxy, reactor)
-        factory.traffic = context.traffic
-        self.channel = factory.buildProtocol(None)
-        self.client = StringTransport()
-        self.channel.makeConnection(self.client)
+        self.channel, self.client = _clientChannel(BALANCED, reactor)
         self.backends: list[tuple[Protocol, StringTransport]] = []
         for _ in range(3):
             self.one()

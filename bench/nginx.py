@@ -43,6 +43,31 @@ def tempPaths(folder: Path) -> str:
     )
 
 
+def oneProcessConfig(folder: Path, http: str) -> str:
+    """
+    nginx as one foreground process (the benchmark pins it), its pid and
+    temporary files under C{folder}, no access log, keep-alive connections
+    never closed for their count; C{http} is the rest of the C{http} block.
+    """
+    return (
+        "daemon off;\n"
+        "master_process off;\n"
+        "worker_processes 1;\n"
+        f"pid {folder / 'nginx.pid'};\n"
+        "error_log stderr warn;\n"
+        "\n"
+        "events {\n"
+        "    worker_connections 4096;\n"
+        "}\n"
+        "\n"
+        "http {\n"
+        "    access_log off;\n"
+        + tempPaths(folder)
+        + "    # Keep-alive rows stay keep-alive: no close after 1,000 requests.\n"
+        "    keepalive_requests 1000000;\n" + http + "}\n"
+    )
+
+
 def nginxConfig(
     folder: Path,
     ports: NginxPorts,
@@ -62,23 +87,8 @@ def nginxConfig(
         "        ssl_session_cache shared:bench:10m;\n"
         "        ssl_session_tickets off;\n"
     )
-    temp = tempPaths(folder)
-    return (
-        "daemon off;\n"
-        "master_process off;\n"
-        "worker_processes 1;\n"
-        f"pid {folder / 'nginx.pid'};\n"
-        "error_log stderr warn;\n"
-        "\n"
-        "events {\n"
-        "    worker_connections 4096;\n"
-        "}\n"
-        "\n"
-        "http {\n"
-        "    access_log off;\n"
-        + temp
-        + "    # Keep-alive rows stay keep-alive: no close after 1,000 requests.\n"
-        "    keepalive_requests 1000000;\n"
+    return oneProcessConfig(
+        folder,
         "    log_format probe '$ssl_session_reused $ssl_protocol $ssl_cipher';\n"
         "\n"
         "    upstream backend {\n"
@@ -104,8 +114,7 @@ def nginxConfig(
         "        location / {\n"
         f'            return 200 "{PROBE_BODY.decode().strip()}\\n";\n'
         "        }\n"
-        "    }\n"
-        "}\n"
+        "    }\n",
     )
 
 

@@ -19,7 +19,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.nginx import tempPaths
+from bench.nginx import oneProcessConfig
 from bench.tls import ensureTool
 
 NGINX = "nginx"
@@ -32,18 +32,8 @@ APACHE_MODULES = Path("/usr/lib/apache2/modules")
 
 def nginxConfig(folder: Path, port: int, backendPort: int) -> str:
     """A plain reverse proxy with an upstream keep-alive pool."""
-    temp = tempPaths(folder)
-    return (
-        "daemon off;\n"
-        "master_process off;\n"
-        "worker_processes 1;\n"
-        f"pid {folder / 'nginx.pid'};\n"
-        "error_log stderr warn;\n"
-        "events {\n"
-        "    worker_connections 4096;\n"
-        "}\n"
-        "http {\n"
-        "    access_log off;\n" + temp + "    keepalive_requests 1000000;\n"
+    return oneProcessConfig(
+        folder,
         "    upstream backend {\n"
         f"        server 127.0.0.1:{backendPort};\n"
         "        keepalive 64;\n"
@@ -55,8 +45,7 @@ def nginxConfig(folder: Path, port: int, backendPort: int) -> str:
         "            proxy_http_version 1.1;\n"
         '            proxy_set_header Connection "";\n'
         "        }\n"
-        "    }\n"
-        "}\n"
+        "    }\n",
     )
 
 
