@@ -19,7 +19,7 @@ they end (or the proxy stops, when they are drained like all the others).
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,8 +120,14 @@ class Listeners:
         router: IResource,
         hostNames: Sequence[str],
         traffic: Traffic,
+        endpoints: Callable[[Listener], IStreamServerEndpoint | None] | None = None,
     ) -> None:
+        """
+        C{endpoints}: where a listener's port comes from, when not from its
+        endpoint string (a worker process is handed the owner's sockets).
+        """
         self._settings = settings
+        self._endpoints = endpoints
         self._reactor = reactor
         self._traffic = traffic
         self.accessLog: AccessLogger | None = None
@@ -138,7 +144,9 @@ class Listeners:
         hostNames: Sequence[str],
     ) -> Listening:
         endpoint = None
-        if listener is not None:
+        if listener is not None and self._endpoints is not None:
+            endpoint = self._endpoints(listener)
+        if listener is not None and endpoint is None:
             try:
                 endpoint = parseEndpoint(listener.endpoint, self._reactor)
             except ValueError as e:

@@ -16,7 +16,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet.endpoints import UNIXServerEndpoint, serverFromString
+from twisted.internet.endpoints import (
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    UNIXServerEndpoint,
+    serverFromString,
+)
 from twisted.internet.interfaces import IStreamServerEndpoint
 
 from twisted_proxy.config.model import Config
@@ -29,6 +34,7 @@ __all__ = [
     "accessLogProblem",
     "endpointProblem",
     "parseEndpoint",
+    "sharingProblem",
     "startupProblems",
     "stateFileProblem",
 ]
@@ -113,6 +119,21 @@ def endpointProblem(description: str) -> str | None:
     return None
 
 
+def sharingProblem(description: str) -> str | None:
+    """
+    Why worker processes could not share the port of C{description}, or
+    C{None}: they are handed the listening socket itself, so only plain
+    TCP endpoints can be (TLS is C{[listen.tls]}'s, which can).
+    """
+    endpoint = parseEndpoint(description)
+    if isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint)):
+        return None
+    return (
+        f"{description!r}: with [proxy] workers above 1 a listener must be a"
+        " tcp: or tcp6: endpoint (for TLS, add a [listen.tls] table)"
+    )
+
+
 def accessLogProblem(path: str | None) -> str | None:
     """
     Why the access log at C{path} could not be opened for appending, or
@@ -151,6 +172,8 @@ def startupProblems(config: Config, requireListeners: bool = True) -> Problems:
         errors.append(NO_LISTENER)
     for index, listener in enumerate(config.listen):
         problem = endpointProblem(listener.endpoint)
+        if problem is None and config.proxy.workers > 1:
+            problem = sharingProblem(listener.endpoint)
         if problem is not None:
             errors.append(f"listen[{index}].endpoint: {problem}")
     proxy = config.proxy

@@ -9,7 +9,6 @@ lets requests in flight finish within C{shutdown_grace}, then closes the rest.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -29,17 +28,18 @@ from twisted_proxy.admin.statefile import StateFile, StateFileError
 from twisted_proxy.admin.status import ServerStatus
 from twisted_proxy.admin.view import PROTOCOLS, AdminContext, ReloadResult
 from twisted_proxy.balancer.service import BalancerService
-from twisted_proxy.config.loader import ConfigError, load
+from twisted_proxy.config.loader import ConfigError, loadString, readConfig
 from twisted_proxy.config.model import Config
-from twisted_proxy.core.localpage import LocalRequest, LocalResponse
 from twisted_proxy.core.traffic import Traffic, TrafficSnapshot
 from twisted_proxy.frontends.context import ProxyContext, UpgradeHandler
 from twisted_proxy.frontends.http1 import HTTPProxyFactory
-from twisted_proxy.frontends.local import LocalResource
+from twisted_proxy.frontends.local import Handler, LocalResource
 from twisted_proxy.frontends.router import RouterResource
 from twisted_proxy.listening import Listeners
 from twisted_proxy.preflight import StartupError, accessLogProblem, startupProblems
 from twisted_proxy.tls.server import ServerTLS, inspectFiles
+from twisted_proxy.workers.role import WorkerRole
+from twisted_proxy.workers.sync import WorkerCounts
 
 # The access log reaches its file at least this often.
 _LOG_FLUSH_INTERVAL = 1.0
@@ -84,7 +84,11 @@ class ProxyService(MultiService):
     _log = Logger()
 
     def __init__(
-        self, config: Config, reactor: Any = None, daemon: bool = False
+        self,
+        config: Config,
+        reactor: Any = None,
+        daemon: bool = False,
+        role: WorkerRole | None = None,
     ) -> None:
         super().__init__()
         if reactor is None:
@@ -94,10 +98,14 @@ class ProxyService(MultiService):
         self.config = config
         self._reactor = reactor
         self._daemon = daemon
+        self.role = role
         self.balancer = BalancerService([b for _, b in config.balancers], reactor)
         self.balancer.setServiceParent(self)
+        if role is not None and role.follower:
+            # The owner process checks the members and says what it found.
+            self.balancer.health.disownServiceParent()
         self.stateFile: StateFile | None = None
-        if config.proxy.state_file is not None:
+        if config.proxy.state_file is not None and not (role and role.follower):
             self.stateFile = StateFile(config.proxy.state_file, self.balancer)
             try:
                 self.stateFile.restore()
@@ -130,6 +138,7 @@ class ProxyService(MultiService):
             router,
             [r.host for r in config.routes if r.host],
             self.traffic,
+            role.endpoint if role is not None else None,
         )
         self._listening = False
         self._accessTarget: LogTarget | None = None
@@ -159,7 +168,7 @@ class ProxyService(MultiService):
         """The resources of the routes the proxy answers itself (the admin pages)."""
         handlers = {}
         for route in config.routes:
-            handler: Callable[[LocalRequest], LocalResponse]
+            handler: Handler
             if route.handler == "balancer-manager":
                 handler = BalancerManager(
                     self.balancer,
@@ -176,6 +185,8 @@ class ProxyService(MultiService):
                 handler = Metrics(self.admin.view, self.balancer)
             else:
                 continue
+            if self.role is not None:
+                handler = self.role.page(route, handler)
             handlers[route.index] = LocalResource(
                 route, handler, config.proxy.merge_slashes
             )
@@ -219,11 +230,13 @@ class ProxyService(MultiService):
                 if problem.severity == "warning":
                     self._log.warn("{problem}", problem=str(problem))
 
-    def reload(self) -> ReloadResult:
+    def reload(self, text: str | None = None) -> ReloadResult:
         """
         Re-read the configuration file (SIGHUP, or the manager's API) and
-        apply it. It is checked in full first: a file with any error is
-        refused, every error logged, and the running configuration kept.
+        apply it (C{text}: the file's text, already read: a worker process
+        takes what the owner read). It is checked in full first: a file
+        with any error is refused, every error logged, and the running
+        configuration kept.
         Otherwise routes are swapped for new requests at once, balancers and
         members follow the file (the members that stay keep their counters
         and run-time changes the file did not override), handler pages are
@@ -240,7 +253,9 @@ class ProxyService(MultiService):
             errors.append("the configuration was not read from a file")
         else:
             try:
-                fresh = load(source)
+                if text is None:
+                    text = readConfig(source)
+                fresh = loadString(text, source)
             except ConfigError as e:
                 errors.extend(e.errors)
             else:
@@ -284,6 +299,8 @@ class ProxyService(MultiService):
             self._log.warn("reload: {notes}", notes="; ".join(notes))
         for change in changes:
             self._log.info("reload: {change}", change=change)
+        if self.role is not None and text is not None:
+            self.role.reloaded(text)
         self._log.info(
             "reload: {source} taken (generation {generation}): {routes} route(s),"
             " {balancers} balancer(s), {listeners} listener(s)",
@@ -410,27 +427,36 @@ class _ServiceView:
     def effectiveConfig(self) -> Config:
         return self._service.config
 
+    def _elsewhere(self) -> WorkerCounts | None:
+        role = self._service.role
+        return role.counts if role is not None else None
+
     def openConnections(self) -> dict[str, int]:
         counts = dict.fromkeys(PROTOCOLS, 0)
         for site in self._service.listeners.everySite():
             for channel in site.channels:
                 name = channel.protocolName
                 counts[name] = counts.get(name, 0) + 1
-        return counts
+        elsewhere = self._elsewhere()
+        return counts if elsewhere is None else elsewhere.connections(counts)
 
     def busyConnections(self) -> int:
-        return sum(
+        busy = sum(
             1
             for site in self._service.listeners.everySite()
             for channel in site.channels
             if channel.busy
         )
+        elsewhere = self._elsewhere()
+        return busy if elsewhere is None else elsewhere.busy(busy)
 
     def traffic(self) -> TrafficSnapshot:
-        return self._service.traffic.snapshot()
+        return self.trafficCounts().snapshot()
 
     def trafficCounts(self) -> Traffic:
-        return self._service.traffic
+        elsewhere = self._elsewhere()
+        own = self._service.traffic
+        return own if elsewhere is None else elsewhere.traffic(own)
 
     def reload(self) -> ReloadResult:
         return self._service.reload()

@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from twisted_proxy._twisted_internals import forgetExitSignal
-from twisted_proxy.config.loader import ConfigError, load
+from twisted_proxy.config.loader import ConfigError, load, loadString, readConfig
 from twisted_proxy.config.model import Config, LogLevel
 from twisted_proxy.preflight import startupProblems
 
@@ -56,14 +56,17 @@ class Options(usage.Options):
             )
 
 
-def loadForStart(path: str, logLevel: LogLevel | None = None) -> Config:
+def loadForStart(
+    path: str, logLevel: LogLevel | None = None, text: str | None = None
+) -> Config:
     """
-    Load C{path} and run every start-up check on it (L{startupProblems});
-    C{logLevel} overrides the file's ``[proxy] log_level``.
+    Load C{path} (C{text}: its text, already read) and run every start-up
+    check on it (L{startupProblems}); C{logLevel} overrides the file's
+    ``[proxy] log_level``.
 
     :raise ConfigError: one message per problem, each naming C{path}.
     """
-    config = load(path)
+    config = load(path) if text is None else loadString(text, path)
     errors = startupProblems(config).errors
     if errors:
         raise ConfigError([f"{path}: {error}" for error in errors])
@@ -82,16 +85,36 @@ def makeService(options: Options) -> IService:
 
     twistd: Any = getattr(options, "parent", None) or {}
     path = options["config"]
+    daemon = not twistd.get("nodaemon", True)
+    owner = None
     try:
-        config = loadForStart(path, options["log-level"])
-        service = ProxyService(config, daemon=not twistd.get("nodaemon", True))
+        text = readConfig(path)
+        config = loadForStart(path, options["log-level"], text)
+        if config.proxy.workers > 1:
+            from twisted.internet import reactor  # noqa: TID251
+
+            from twisted_proxy.workers.owner import Owner
+
+            owner = Owner(
+                config.proxy.workers, text, reactor, options["log-level"], daemon
+            )
+        service = ProxyService(config, daemon=daemon, role=owner)
     except ConfigError as e:
         raise SystemExit(str(e)) from None
     except (StartupError, TLSFilesError) as e:
         raise SystemExit(f"{path}: {e}") from None
     top = TwistdProxy(service, twistd, options["log-level"])
     service.setServiceParent(top)
-    OperatorSignals(service.reload, service.reopenLogs).setServiceParent(top)
+    reopen = service.reopenLogs
+    if owner is not None:
+        owner.attach(service)
+        owner.setServiceParent(top)
+
+        def reopen() -> bool:
+            owner.reopenLogs()
+            return service.reopenLogs()
+
+    OperatorSignals(service.reload, reopen).setServiceParent(top)
     return top
 
 

@@ -23,7 +23,13 @@ from twisted_proxy.balancer.cluster import Cluster
 from twisted_proxy.balancer.health import HealthMonitor
 from twisted_proxy.balancer.interfaces import IBalancer, Outcome
 from twisted_proxy.balancer.keys import RequestFacts
-from twisted_proxy.balancer.state import DOWN, UNKNOWN, MemberState
+from twisted_proxy.balancer.state import (
+    DOWN,
+    UNKNOWN,
+    MemberCounts,
+    MemberState,
+    addCounts,
+)
 from twisted_proxy.config.model import Balancer, Member
 from twisted_proxy.upstream.client import (
     FAIL_CONNECT,
@@ -99,6 +105,10 @@ class BalancerService(MultiService):
         )
         self.health.setServiceParent(self)
         self._changeObservers: list[Callable[[], object]] = []
+        self.failureObservers: list[Callable[[MemberState, str], object]] = []
+        """Called with each member a failed exchange puts in error, and why."""
+        self.countedElsewhere: Callable[[], MemberCounts] | None = None
+        """Other processes' counters, added to L{snapshot}'s (worker processes)."""
 
     def observeChanges(self, observer: Callable[[], object]) -> None:
         """
@@ -146,10 +156,13 @@ class BalancerService(MultiService):
         and the metrics show.
         """
         now = self._clock.seconds()
-        return {
+        views = {
             name: [m.snapshot(now) for m in balancer.members]
             for name, balancer in self._balancers.items()
         }
+        if self.countedElsewhere is not None:
+            addCounts(views, self.countedElsewhere())
+        return views
 
     def maxAttempts(self, balancerName: str) -> int:
         """Other members a request may be re-sent to (Apache's maxattempts)."""
@@ -380,6 +393,19 @@ class BalancerService(MultiService):
         member.errorUntil = now + retry
         if balancer is not None and balancer.config.health is not None:
             self.health.requestFailed(member)
+        for observer in self.failureObservers:
+            observer(member, why)
+
+    def memberFailed(self, balancerName: str, memberName: str, why: str) -> None:
+        """
+        Another process's exchange with a member failed: put it in error
+        here too (as L{release} does), unless it ignores errors.
+
+        :raise KeyError: if there is no such balancer or member.
+        """
+        member = self.member(balancerName, memberName)
+        if not member.ignoreErrors:
+            self._putInError(member, self._balancerOf(member), why)
 
     def _balancerOf(self, member: MemberState) -> Cluster | None:
         return self._balancers.get(member.balancerName)

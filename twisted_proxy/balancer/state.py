@@ -6,12 +6,22 @@ Plain values only: the policies read it, the L{BalancerService} writes it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from twisted_proxy.config.model import Member
 
-__all__ = ["DOWN", "UNKNOWN", "UP", "MemberState"]
+__all__ = [
+    "COUNTED",
+    "DOWN",
+    "UNKNOWN",
+    "UP",
+    "MemberCounts",
+    "MemberState",
+    "addCounts",
+    "countsOf",
+]
 
 # Health states. A member starts UNKNOWN and serves (as HAProxy's "init"
 # state without checks does, and unlike Apache's hcheck, which waits): the
@@ -19,6 +29,43 @@ __all__ = ["DOWN", "UNKNOWN", "UP", "MemberState"]
 UNKNOWN = "unknown"
 UP = "up"
 DOWN = "down"
+
+
+COUNTED = ("requests", "failures", "bytes_in", "bytes_out", "in_flight")
+"""The counters of L{MemberState.snapshot} that processes add up."""
+
+MemberCounts = Mapping[str, Mapping[str, Sequence[int]]]
+"""Balancer name -> member name -> the L{COUNTED} values, in that order."""
+
+
+def countsOf(balancers: Iterable[tuple[str, Iterable[MemberState]]]) -> MemberCounts:
+    """The L{COUNTED} values of every member, for another process to add."""
+    return {
+        name: {
+            m.name: [m.requests, m.failures, m.bytesIn, m.bytesOut, m.inFlight]
+            for m in members
+        }
+        for name, members in balancers
+    }
+
+
+def addCounts(
+    views: Mapping[str, Sequence[dict[str, Any]]], counts: MemberCounts
+) -> None:
+    """
+    Add C{counts} into member snapshots (L{MemberState.snapshot}s by
+    balancer); counts of members C{views} does not have are left out.
+    """
+    for balancer, members in views.items():
+        theirs = counts.get(balancer)
+        if not theirs:
+            continue
+        for view in members:
+            values = theirs.get(view["name"])
+            if values is None:
+                continue
+            for key, value in zip(COUNTED, values, strict=False):
+                view[key] += value
 
 
 # The numbers L{MemberState.change} checks: attribute -> (its name in the

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import os
 import re
 from collections.abc import Callable
 from typing import Any, NoReturn, cast, get_args
@@ -30,6 +31,7 @@ from .schemes import BACKEND_SCHEMES, defaultPort
 
 __all__ = [
     "HOST_NAME",
+    "MAX_WORKERS",
     "TOKEN",
     "InvalidValueError",
     "array",
@@ -67,7 +69,9 @@ __all__ = [
     "target",
     "tlsVersion",
     "url",
+    "usableCores",
     "via",
+    "workerCount",
 ]
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -173,6 +177,30 @@ def positiveInt(path: str, value: Any) -> int:
     if not isInt(value) or value < 1:
         fail("a positive integer", value)
     return cast(int, value)
+
+
+MAX_WORKERS = 256
+"""The most processes C{[proxy] workers} may ask for."""
+
+
+def workerCount(path: str, value: Any) -> int:
+    """
+    A number of worker processes, 1 to L{MAX_WORKERS}, or C{"auto"}: the
+    cores this process may run on.
+    """
+    if value == "auto":
+        return min(MAX_WORKERS, usableCores())
+    if not isInt(value) or not 1 <= value <= MAX_WORKERS:
+        fail(f'an integer from 1 to {MAX_WORKERS} or "auto"', value)
+    return cast(int, value)
+
+
+def usableCores() -> int:
+    """The CPUs this process may run on (its affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
 
 
 def intAtLeast(minimum: int) -> Callable[[str, Any], int]:

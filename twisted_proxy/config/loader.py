@@ -45,6 +45,7 @@ from .convert import (
     string,
     target,
     via,
+    workerCount,
 )
 from .model import (
     Balancer,
@@ -59,7 +60,7 @@ from .routes import routes
 from .tls import listenerTLS
 from .vocabulary import TABLES
 
-__all__ = ["ConfigError", "load", "loadString", "parseTarget"]
+__all__ = ["ConfigError", "load", "loadString", "parseTarget", "readConfig"]
 
 
 class ConfigError(Exception):
@@ -86,6 +87,15 @@ def load(path: str) -> Config:
 
     @raise ConfigError: the file cannot be read, is not TOML, or is invalid.
     """
+    return loadString(readConfig(path), path)
+
+
+def readConfig(path: str) -> str:
+    """
+    The text of the configuration file at C{path}.
+
+    @raise ConfigError: the file cannot be read or is not UTF-8.
+    """
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -95,7 +105,7 @@ def load(path: str) -> Config:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError([f"{path}: not UTF-8 text: {e.reason}"]) from e
-    return loadString(text, path)
+    return text
 
 
 def loadString(text: str, source: str = "<string>") -> Config:
@@ -209,6 +219,7 @@ def _proxy(check: Checker, path: str, value: Any) -> ProxySettings:
         "shutdown_grace": seconds,
         "log_level": logLevel,
         "state_file": check.file,
+        "workers": workerCount,
         "websocket": lambda p, v: _websocket(check, p, v),
     }
     return ProxySettings(**check.values(path, value, TABLES["proxy"], converters))

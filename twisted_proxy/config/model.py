@@ -94,6 +94,10 @@ class ProxySettings:
     # Where the balancer-manager's run-time changes are kept across
     # restarts (None: they last until the process ends).
     state_file: str | None = None
+    # Processes serving the listeners (``twistd proxy`` and ``twisted-proxy
+    # run``; an embedded ProxyService is always one). "auto" in the file is
+    # the number of cores this process may run on.
+    workers: int = 1
     websocket: WebSocketSettings = field(default_factory=WebSocketSettings)
 
 

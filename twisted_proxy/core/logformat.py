@@ -32,6 +32,7 @@ went out) and its byte counts are what left for the client. How it ended:
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -271,6 +272,8 @@ _SIMPLE: dict[str, Part] = {
     "v": lambda r: escapeLogItem(r.serverName),
     "V": lambda r: escapeLogItem(r.serverName),
     "X": lambda r: r.connectionStatus,
+    # The worker process that served it (C{[proxy] workers}), as Apache's child.
+    "P": lambda r: str(os.getpid()),
 }
 
 # %{c}a (the peer rather than the client), %{...}h and friends take an argument

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["BUCKETS", "METHODS", "WINDOW", "Histogram", "Traffic", "TrafficSnapshot"]
 
@@ -146,6 +147,64 @@ class Traffic:
     def websocketMessage(self, direction: str) -> None:
         """A WebSocket message relayed, C{"up"} (to the backend) or C{"down"}."""
         self.websocketMessages[direction] += 1
+
+    def document(self) -> dict[str, Any]:
+        """The counts as JSON values, for another process to L{add}."""
+        return {
+            "requests": self.requests,
+            "bytesIn": self.bytesIn,
+            "bytesOut": self.bytesOut,
+            "recent": [self._counts, self._stamps],
+            "byLabels": [[*key, value] for key, value in self.byLabels.items()],
+            "durations": [
+                [route, method, h.counts, h.total]
+                for (route, method), h in self.durations.items()
+            ],
+            "bytesByRoute": self.bytesByRoute,
+            "upstream": self.upstream,
+            "websocketMessages": self.websocketMessages,
+        }
+
+    def add(self, document: Mapping[str, Any]) -> None:
+        """Add another process's counts (its L{document}) into these."""
+        self.requests += document["requests"]
+        self.bytesIn += document["bytesIn"]
+        self.bytesOut += document["bytesOut"]
+        counts, stamps = document["recent"]
+        for slot, (count, stamp) in enumerate(zip(counts, stamps, strict=True)):
+            if stamp == self._stamps[slot]:
+                self._counts[slot] += count
+            elif stamp > self._stamps[slot]:
+                self._stamps[slot], self._counts[slot] = stamp, count
+        for route, member, method, code, value in document["byLabels"]:
+            key = (route, member, method, code)
+            self.byLabels[key] = self.byLabels.get(key, 0) + value
+        for route, method, buckets, total in document["durations"]:
+            histogram = self.durations.get((route, method))
+            if histogram is None:
+                histogram = self.durations[route, method] = Histogram()
+            histogram.counts = [
+                a + b for a, b in zip(histogram.counts, buckets, strict=True)
+            ]
+            histogram.total += total
+        for route, (bytesIn, bytesOut) in document["bytesByRoute"].items():
+            pair = self.bytesByRoute.setdefault(route, [0, 0])
+            pair[0] += bytesIn
+            pair[1] += bytesOut
+        for kind, value in document["upstream"].items():
+            self.upstream[kind] = self.upstream.get(kind, 0) + value
+        for direction, value in document["websocketMessages"].items():
+            self.websocketMessages[direction] = (
+                self.websocketMessages.get(direction, 0) + value
+            )
+
+    def merged(self, documents: Iterable[Mapping[str, Any]]) -> Traffic:
+        """New counts: these plus other processes' (their L{document}s)."""
+        total = Traffic(self._seconds)
+        total.started = self.started
+        for document in (self.document(), *documents):
+            total.add(document)
+        return total
 
     def snapshot(self) -> TrafficSnapshot:
         """The counts now."""

@@ -3,7 +3,8 @@ Routes the proxy answers itself (C{handler = ...}): the request's body is
 read whole (a small form or JSON document), handed to the route's handler as
 a L{LocalRequest}, and its L{LocalResponse} written back with the proxy's
 usual response headers. The route's C{allow}/C{deny} come first: a refused
-client gets 403 and the handler never sees it.
+client gets 403 and the handler never sees it. A handler may answer later,
+with a Deferred (a worker process asks the owner process for the page).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
@@ -34,14 +37,14 @@ from twisted_proxy.frontends.request import (
     targetOf,
 )
 
-__all__ = ["MAX_BODY", "LocalResource"]
+__all__ = ["MAX_BODY", "Handler", "LocalResource"]
 
 MAX_BODY = 65536
 """The largest body a handler route reads (a form, a JSON document): 413 beyond."""
 
 _log = Logger()
 
-Handler = Callable[[LocalRequest], LocalResponse]
+Handler = Callable[[LocalRequest], "LocalResponse | Deferred[LocalResponse]"]
 
 
 class _Body:
@@ -117,7 +120,7 @@ class LocalResource(Resource):
 
     def answer(self, request: Any, body: bytes) -> None:
         """Hand the request to the handler and write what it answers."""
-        if getattr(request, "finished", False) or getattr(request, "clientGone", False):
+        if self._gone(request):
             return
         try:
             target = targetOf(request, self._mergeSlashes)
@@ -143,7 +146,27 @@ class LocalResource(Resource):
             _log.failure("{label}: the handler failed", label=self._label)
             respondError(request, 500, "the page failed (logged)")
             return
+        if isinstance(response, Deferred):
+            response.addCallbacks(
+                lambda late: self._late(request, late),
+                lambda failure: self._lateFailure(request, failure),
+            )
+            return
         self._write(request, response)
+
+    def _gone(self, request: Any) -> bool:
+        return bool(
+            getattr(request, "finished", False) or getattr(request, "clientGone", False)
+        )
+
+    def _late(self, request: Any, response: LocalResponse) -> None:
+        if not self._gone(request):
+            self._write(request, response)
+
+    def _lateFailure(self, request: Any, failure: Failure) -> None:
+        _log.failure("{label}: the handler failed", failure, label=self._label)
+        if not self._gone(request):
+            respondError(request, 503, "the page is not available now (logged)")
 
     def _write(self, request: Any, response: LocalResponse) -> None:
         request.setResponseCode(response.status, reasonPhrase(response.status))
