@@ -7,8 +7,10 @@ kernel spreads the connections over N processes.
 
 The owner alone runs the health checks and keeps the state file; every
 worker follows the owner's view of the balancers (L{balancerView}), sent
-when it changes (checked four times a second), so a health, error, drain
-or run-time change reaches every worker within a quarter of a second. A
+at once after a run-time change or a follower's failed request, and
+otherwise when a look finds it changed (four times a second, or twice per
+health-check interval when that is shorter), so health, error, drain and
+run-time changes reach every worker within one health interval. A
 follower whose request fails reports it, and the owner puts the member in
 error for all. The admin pages are answered by the owner, for any worker:
 a follower forwards the request, and the owner first gathers every
@@ -39,6 +41,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
+from twisted_proxy.balancer.healthstate import fastInterval
 from twisted_proxy.config.model import Listener, Route
 from twisted_proxy.core.localpage import LocalRequest, LocalResponse, textResponse
 from twisted_proxy.frontends.local import Handler
@@ -52,7 +55,10 @@ if TYPE_CHECKING:
 __all__ = ["Owner"]
 
 VIEW_INTERVAL = 0.25
-"""Seconds between the owner's looks for a changed view of the balancers."""
+"""
+Seconds between the owner's looks for a changed view of the balancers, at
+most: half the shortest health-check interval when that is shorter.
+"""
 
 COUNTS_TIMEOUT = 2.0
 """Seconds a page waits for a follower's counters before showing without them."""
@@ -158,6 +164,17 @@ class Owner(Service):
                 self._complain, follower, "reload"
             )
         self.pushView()
+        interval = self._viewInterval()
+        if self._watch.running and interval != self._watch.interval:
+            self._watch.stop()
+            self._watch.start(interval, now=False)
+
+    def _viewInterval(self) -> float:
+        intervals = [VIEW_INTERVAL]
+        for _, balancer in self._proxy().config.balancers:
+            if balancer.health is not None:
+                intervals.append(fastInterval(balancer.health) / 2)
+        return min(intervals)
 
     def reopenLogs(self) -> None:
         """Every follower opens its access log again (after logrotate)."""
@@ -170,7 +187,7 @@ class Owner(Service):
         super().startService()
         for number in range(1, self.workers):
             self._spawn(number)
-        self._watch.start(VIEW_INTERVAL, now=False)
+        self._watch.start(self._viewInterval(), now=False)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
