@@ -329,8 +329,8 @@ to = "http://127.0.0.1:{heldPort}/"
     for i in range(20):
         assert (await other.get(f"/app/second/{i}"))[0] == 200
     lines = await proxy.lines(20)
-    second = [line for line in lines if line[2].startswith("/app/second/")]
-    assert {int(line[0]) for line in second} == {owner, follower}
+    onSecond = [line for line in lines if line[2].startswith("/app/second/")]
+    assert {int(line[0]) for line in onSecond} == {owner, follower}
 
     responses = []
     for i in range(20):
