@@ -33,6 +33,11 @@
    against Apache's mod_deflate (pinned like the proxies) and zlib alone, at
    levels 1, 6 and 9 over the same 100 MiB of HTML and JSON, with the ratios.
    ``--compress-only`` runs just this part.
+6. Workers (L{bench.workers}): twisted-proxy with C{[proxy] workers = 1} and with
+   C{workers = 2}, nothing pinned, in front of one nginx: requests/s, p99 and
+   requests per CPU-second of the proxy's whole process tree, with the CPU
+   shares of the proxy, wrk and nginx. ``--workers-only`` runs just this part;
+   ``--no-workers`` skips it.
 
 A summary is printed and written to ``bench/results/latest.json``; each child's
 output goes to ``bench/results/logs/``. Every child is stopped at the end, also on
@@ -61,7 +66,16 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import backend, bigresponses, compress, peers, picks, tls, websocket
+from bench import (
+    backend,
+    bigresponses,
+    compress,
+    peers,
+    picks,
+    tls,
+    websocket,
+    workers,
+)
 from bench._procs import (
     ROOT,
     Child,
@@ -105,6 +119,7 @@ PICKS_JSON = RESULTS / "picks.json"
 TLS_JSON = RESULTS / "tls.json"
 WS_JSON = RESULTS / "websocket.json"
 COMPRESS_JSON = RESULTS / "compress.json"
+WORKERS_JSON = RESULTS / "workers.json"
 
 
 def twistd() -> Path:
@@ -257,6 +272,9 @@ class Settings:
     wsRate: float
     compressOnly: bool = False
     bigTargets: list[str] = field(default_factory=list)
+    workers: bool = True
+    workersOnly: bool = False
+    workersRounds: int = 1
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -1033,6 +1051,15 @@ def _parseArgs(argv: list[str] | None) -> Settings:
         f"{COMPRESS_JSON.relative_to(ROOT)}",
     )
     parser.add_argument(
+        "--workers-only",
+        action="store_true",
+        help="only the workers part (twisted-proxy with 1 and 2 workers, unpinned); "
+        f"figures in {WORKERS_JSON.relative_to(ROOT)}",
+    )
+    parser.add_argument(
+        "--no-workers", action="store_true", help="skip the workers part"
+    )
+    parser.add_argument(
         "--picks-seconds",
         type=float,
         help="time per method and member count (default 0.2, or 0.05 with --quick)",
@@ -1059,6 +1086,11 @@ def _parseArgs(argv: list[str] | None) -> Settings:
         parser.error("--tls-only needs at least one TLS target")
     if args.ws_only and (args.tls_only or args.picks_only or args.no_ws):
         parser.error("--ws-only goes with none of --tls-only, --picks-only, --no-ws")
+    others = (args.tls_only, args.picks_only, args.ws_only, args.compress_only)
+    if args.workers_only and (any(others) or args.no_workers):
+        parser.error(
+            "--workers-only goes with none of the other --*-only flags, --no-workers"
+        )
     return Settings(
         quick=quick,
         seconds=args.seconds or (3.0 if quick else 10.0),
@@ -1084,6 +1116,10 @@ def _parseArgs(argv: list[str] | None) -> Settings:
         wsRate=args.ws_rate,
         compressOnly=bool(args.compress_only),
         bigTargets=names(args.big_targets),
+        workers=not args.no_workers or bool(args.workers_only),
+        workersOnly=bool(args.workers_only),
+        # One round unless asked: the part adds to every full run.
+        workersRounds=max(1, args.rounds) if args.rounds else 1,
     )
 
 
@@ -1101,6 +1137,8 @@ def main(argv: list[str] | None = None) -> int:
         return _wsOnly(settings, pin, why)
     if settings.compressOnly:
         return _compressOnly(settings, pin, why)
+    if settings.workersOnly:
+        return _workersOnly(settings)
     logDir = RESULTS / "logs"
     jsonPath = RESULTS / "latest.json"
     report: dict[str, Any] = {
@@ -1123,6 +1161,7 @@ def main(argv: list[str] | None = None) -> int:
             "ws": settings.ws,
             "ws_idle": settings.wsIdle,
             "ws_rate_mb": settings.wsRate,
+            "workers": settings.workers,
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -1158,6 +1197,8 @@ def main(argv: list[str] | None = None) -> int:
             report["balancer_ratios"] = _balancerRatios(report["throughput"])
             report["floor_ratios"] = _floorRatios(report["throughput"])
             report["nginx_ratios"] = _nginxRatios(report["throughput"])
+            if settings.workers:
+                report["workers"] = _workersPart(settings, children, Path(tmp))
             if settings.bigTargets:
                 report["big"] = bench.bigResponses()
             report["streaming"] = bench.streaming()
@@ -1186,6 +1227,9 @@ def main(argv: list[str] | None = None) -> int:
             print(_profileSummary(path, name))
     if "throughput" in report:
         print(summarise(report))
+    if report.get("workers"):
+        WORKERS_JSON.write_text(json.dumps(report["workers"], indent=2) + "\n")
+        print(workers.summariseWorkers(report["workers"]))
     if report.get("websocket"):
         WS_JSON.write_text(json.dumps(report["websocket"], indent=2) + "\n")
         print(websocket.summariseWebSocket(report["websocket"]))
@@ -1246,6 +1290,58 @@ def _compressPart(settings: Settings, children: Children) -> dict[str, Any]:
         loadCPU=LOAD_CPU,
         log=lambda m: print(f"bench: {m}", flush=True),
     ).run()
+
+
+def _workersPart(
+    settings: Settings, children: Children, workDir: Path
+) -> dict[str, Any]:
+    """The workers part (L{bench.workers}): nothing pinned, whatever C{children}."""
+    return workers.WorkersBench(
+        workers.WorkersSettings(
+            seconds=settings.seconds,
+            warmup=settings.warmup,
+            connections=settings.connections,
+            rounds=settings.workersRounds,
+        ),
+        children,
+        workDir,
+        log=lambda m: print(f"bench: {m}", flush=True),
+    ).run()
+
+
+def _workersOnly(settings: Settings) -> int:
+    """C{--workers-only}: the workers part alone, saved to L{WORKERS_JSON}."""
+    began = time.monotonic()
+    report: dict[str, Any] = {}
+    code = 0
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="twisted-proxy-bench-") as tmp,
+            Children(RESULTS / "logs", False) as children,
+        ):
+            report = _workersPart(settings, children, Path(tmp))
+    except KeyboardInterrupt:
+        print("\nbench: interrupted; every child process has been stopped")
+        return 130
+    except (WrkError, ChildError, tls.ToolError) as e:
+        print(f"bench: failed: {e}", file=sys.stderr)
+        report = {"error": str(e)}
+        code = 1
+    report.update(
+        started=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        commit=_commit(),
+        quick=settings.quick,
+        loadavg_after=_loadavg(),
+        seconds_total=time.monotonic() - began,
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    WORKERS_JSON.write_text(json.dumps(report, indent=2) + "\n")
+    if "rows" in report:
+        print(f"\nWorkers benchmark, commit {_shortCommit(report['commit'])}")
+        print(workers.summariseWorkers(report))
+    print(f"\nJSON: {WORKERS_JSON}")
+    print(f"bench: done in {report['seconds_total']:.0f} s")
+    return code
 
 
 def _compressOnly(settings: Settings, pin: bool, why: str) -> int:

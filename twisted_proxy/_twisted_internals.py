@@ -103,6 +103,25 @@ def replaceProtocol(transport: Any, protocol: Any) -> None:
         transport.protocol = protocol
 
 
+def acceptOneAtATime(port: Any) -> None:
+    """
+    Make a listening TCP port accept one connection each time it is ready,
+    not the up to 100 Twisted's C{Port.doRead} takes at once (its private
+    C{numberAccepts}): when worker processes share the socket, each wakes
+    for a new connection and the least busy one takes it, so a burst of
+    connections is spread over the processes instead of going to whichever
+    woke first.
+    """
+    read = port.doRead
+
+    def doRead() -> Any:
+        port.numberAccepts = 1
+        return read()
+
+    port.numberAccepts = 1
+    port.doRead = doRead
+
+
 def twistdLogFile(handler: object) -> LogFile | None:
     """
     The log file twistd writes to, found in the SIGUSR1 handler twistd set up

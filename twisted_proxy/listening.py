@@ -120,11 +120,13 @@ class Listeners:
         router: IResource,
         hostNames: Sequence[str],
         traffic: Traffic,
-        endpoints: Callable[[Listener], IStreamServerEndpoint | None] | None = None,
+        endpoints: (
+            Callable[[Listener, IStreamServerEndpoint], IStreamServerEndpoint] | None
+        ) = None,
     ) -> None:
         """
-        C{endpoints}: where a listener's port comes from, when not from its
-        endpoint string (a worker process is handed the owner's sockets).
+        C{endpoints}: where a listener's port comes from, given the endpoint
+        its string names (a worker process serves the owner's sockets).
         """
         self._settings = settings
         self._endpoints = endpoints
@@ -144,13 +146,13 @@ class Listeners:
         hostNames: Sequence[str],
     ) -> Listening:
         endpoint = None
-        if listener is not None and self._endpoints is not None:
-            endpoint = self._endpoints(listener)
-        if listener is not None and endpoint is None:
+        if listener is not None:
             try:
                 endpoint = parseEndpoint(listener.endpoint, self._reactor)
             except ValueError as e:
                 raise StartupError(f"listen[{listener.index}].endpoint: {e}") from None
+            if self._endpoints is not None:
+                endpoint = self._endpoints(listener, endpoint)
         resource: IResource = router
         if listener is not None and listener.redirect_https is not None:
             resource = RedirectResource(listener.redirect_https)

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from twisted_proxy.balancer.keys import RequestFacts, StickyRoutes, hashKeyExtractor
 from twisted_proxy.balancer.policy import POLICIES, ILoadBalancingPolicy
-from twisted_proxy.balancer.state import MemberState
+from twisted_proxy.balancer.state import DOWN, MemberState
 from twisted_proxy.config.model import Balancer, Member
 
 __all__ = ["Cluster"]
@@ -132,3 +133,55 @@ class Cluster:
         if previous.config.method == self.config.method:
             self.policy = previous.policy
         return notes
+
+    # -- requests waiting for a member's capacity --
+
+    def atCapacity(self, now: float) -> bool:
+        """Whether members could serve but every one is at its max_connections."""
+        open_ = [
+            m
+            for m in self.members
+            if not m.disabled
+            and not m.drain
+            and m.health != DOWN
+            and not m.inError(now)
+        ]
+        return bool(open_) and all(
+            m.maxConnections and m.inFlight >= m.maxConnections for m in open_
+        )
+
+    def whenCapacity(self, clock: IReactorTime, timeout: float) -> Deferred[bool]:
+        """
+        Fire with True when a member is released (L{wakeOne}), or with False
+        after C{timeout} seconds.
+        """
+        waiter: Deferred[None] = Deferred()
+        self.waiters.append(waiter)
+        result: Deferred[bool] = Deferred()
+
+        def timedOut() -> None:
+            if waiter in self.waiters:
+                self.waiters.remove(waiter)
+            result.callback(False)
+
+        timer: IDelayedCall = clock.callLater(timeout, timedOut)
+
+        def released(_: object) -> None:
+            if timer.active():
+                timer.cancel()
+            if not result.called:
+                result.callback(True)
+
+        waiter.addCallback(released)
+        return result
+
+    def wakeOne(self) -> None:
+        """A member was released or came back: the oldest waiting request goes."""
+        if self.waiters:
+            self.waiters.pop(0).callback(None)
+
+    def wakeAll(self) -> None:
+        """Every waiting request goes (to be answered without a member)."""
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            waiter.callback(None)

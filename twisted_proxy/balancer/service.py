@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -31,12 +31,7 @@ from twisted_proxy.balancer.state import (
     addCounts,
 )
 from twisted_proxy.config.model import Balancer, Member
-from twisted_proxy.upstream.client import (
-    FAIL_CONNECT,
-    FAIL_PROTOCOL,
-    FAIL_RESET,
-    FAIL_TIMEOUT,
-)
+from twisted_proxy.upstream.client import FAILURE_WORDS
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -48,15 +43,6 @@ DEFAULT_RETRY = 60.0
 
 # Weight of the newest sample in a member's smoothed response time.
 _EWMA = 0.2
-
-# The failure kinds front ends report, as the log says them; any other
-# reason (such as "answered 503" for fail_on_status) is logged as it is.
-_FAILURE_WORDS = {
-    FAIL_CONNECT: "connect failed",
-    FAIL_RESET: "connection reset",
-    FAIL_TIMEOUT: "timed out",
-    FAIL_PROTOCOL: "broke the protocol",
-}
 
 
 @implementer(IBalancer)
@@ -285,47 +271,14 @@ class BalancerService(MultiService):
 
     def atCapacity(self, balancerName: str) -> bool:
         """Whether members could serve but every one is at its max_connections."""
-        now = self._clock.seconds()
-        open_ = [
-            m
-            for m in self._balancers[balancerName].members
-            if not m.disabled
-            and not m.drain
-            and m.health != DOWN
-            and not m.inError(now)
-        ]
-        return bool(open_) and all(
-            m.maxConnections and m.inFlight >= m.maxConnections for m in open_
-        )
+        return self._balancers[balancerName].atCapacity(self._clock.seconds())
 
     def whenCapacity(self, balancerName: str, timeout: float) -> Deferred[bool]:
         """
         Fire with True when a member of C{balancerName} is released, or with
         False after C{timeout} seconds.
         """
-        balancer = self._balancers[balancerName]
-        waiter: Deferred[None] = Deferred()
-        balancer.waiters.append(waiter)
-        result: Deferred[bool] = Deferred()
-        timer: IDelayedCall = self._clock.callLater(
-            timeout, self._capacityTimedOut, balancer, waiter, result
-        )
-
-        def released(_: object) -> None:
-            if timer.active():
-                timer.cancel()
-            if not result.called:
-                result.callback(True)
-
-        waiter.addCallback(released)
-        return result
-
-    def _capacityTimedOut(
-        self, balancer: Cluster, waiter: Deferred[None], result: Deferred[bool]
-    ) -> None:
-        if waiter in balancer.waiters:
-            balancer.waiters.remove(waiter)
-        result.callback(False)
+        return self._balancers[balancerName].whenCapacity(self._clock, timeout)
 
     # -- hearing back --
 
@@ -369,8 +322,8 @@ class BalancerService(MultiService):
             member.retrying = False
             if not member.ignoreErrors:
                 self._putInError(member, balancer, member.lastFailure)
-        if balancer is not None and balancer.waiters:
-            balancer.waiters.pop(0).callback(None)
+        if balancer is not None:
+            balancer.wakeOne()
 
     def _putInError(
         self, member: MemberState, balancer: Cluster | None, why: str
@@ -387,7 +340,7 @@ class BalancerService(MultiService):
                 "member {member} of balancer://{balancer} in error: {why}",
                 member=member.name,
                 balancer=member.balancerName,
-                why=_FAILURE_WORDS.get(why, why),
+                why=FAILURE_WORDS.get(why, why),
                 retry=retry,
             )
         member.errorUntil = now + retry
@@ -398,12 +351,14 @@ class BalancerService(MultiService):
 
     def memberFailed(self, balancerName: str, memberName: str, why: str) -> None:
         """
-        Another process's exchange with a member failed: put it in error
-        here too (as L{release} does), unless it ignores errors.
+        Another process's exchange with a member failed (it counted the
+        failure): put it in error here too, as L{release} does, unless it
+        ignores errors.
 
         :raise KeyError: if there is no such balancer or member.
         """
         member = self.member(balancerName, memberName)
+        member.lastFailure = why
         if not member.ignoreErrors:
             self._putInError(member, self._balancerOf(member), why)
 
@@ -505,8 +460,7 @@ class BalancerService(MultiService):
         for name, cluster in old.items():
             if name not in self._balancers:
                 self.health.setTarget(name, None, ())
-                for waiter in cluster.waiters:
-                    waiter.callback(None)
+                cluster.wakeAll()
 
     def _membersChanged(self, balancerName: str) -> None:
         balancer = self._balancers[balancerName]
@@ -526,14 +480,12 @@ class BalancerService(MultiService):
             # Healthy again by its checks: any passive error is over too.
             member.errorUntil = 0.0
             balancer = self._balancers.get(balancerName)
-            if balancer is not None and balancer.waiters:
-                balancer.waiters.pop(0).callback(None)
+            if balancer is not None:
+                balancer.wakeOne()
 
     def stopService(self) -> Deferred[Any]:
         """Stop the health checks; members waiting for capacity give up."""
         for balancer in self._balancers.values():
-            waiters, balancer.waiters = balancer.waiters, []
-            for waiter in waiters:
-                waiter.callback(None)
+            balancer.wakeAll()
         d = super().stopService()
         return d if d is not None else succeed(None)

@@ -42,6 +42,7 @@ from twisted_proxy.tls.backend import (
 )
 
 __all__ = [
+    "FAILURE_WORDS",
     "FAIL_CONNECT",
     "FAIL_PROTOCOL",
     "FAIL_RESET",
@@ -78,6 +79,14 @@ FAIL_CONNECT = "connect"
 FAIL_RESET = "reset"
 FAIL_TIMEOUT = "timeout"
 FAIL_PROTOCOL = "protocol"
+
+FAILURE_WORDS = {
+    FAIL_CONNECT: "connect failed",
+    FAIL_RESET: "connection reset",
+    FAIL_TIMEOUT: "timed out",
+    FAIL_PROTOCOL: "broke the protocol",
+}
+"""The failure kinds as the log says them (any other reason is logged as it is)."""
 
 _RESPONSE = "response"
 _UPLOAD = "upload"

@@ -9,8 +9,9 @@ state file: it follows the owner's view of the balancers), reports members
 that fail, counts what it serves for the owner's pages, forwards requests
 for those pages to the owner, and sends its log lines to the owner's log.
 It takes a reload, a log reopening and a stop from the owner, and stops on
-its own when the owner is gone. SIGHUP and SIGUSR1 are the owner's to act
-on; a follower ignores them.
+its own when the owner is gone. SIGHUP, SIGUSR1 and SIGINT (Ctrl-C reaches
+the whole process group) are the owner's to act on; a follower ignores
+them. SIGTERM stops it as it stops the owner.
 """
 
 from __future__ import annotations
@@ -24,11 +25,9 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.error import CannotListenError, ReactorNotRunning
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import (
-    IListeningPort,
-    IProtocolFactory,
     IStreamServerEndpoint,
 )
 from twisted.internet.protocol import Factory
@@ -48,43 +47,13 @@ from twisted_proxy.core.localpage import LocalRequest, LocalResponse
 from twisted_proxy.frontends.local import Handler
 from twisted_proxy.workers.channel import ControlChannel
 from twisted_proxy.workers.pages import requestDocument, responseFrom
+from twisted_proxy.workers.sockets import AdoptedEndpoint
 from twisted_proxy.workers.sync import WorkerCounts, follow, workerCounts
 
-__all__ = ["AdoptedEndpoint", "Follower", "main"]
+__all__ = ["Follower", "main"]
 
 CHANNEL_FD = 3
 """The follower's end of the control channel."""
-
-
-@implementer(IStreamServerEndpoint)
-class AdoptedEndpoint:
-    """A listener's socket as the owner handed it over, served here."""
-
-    def __init__(self, reactor: Any, sockets: dict[str, int], endpoint: str) -> None:
-        self._reactor = reactor
-        self._sockets = sockets
-        self._endpoint = endpoint
-
-    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
-        fd = self._sockets.pop(self._endpoint, None)
-        if fd is None:
-            return fail(
-                CannotListenError(
-                    None, self._endpoint, "the owner process sent no socket for it"
-                )
-            )
-        try:
-            held = socket.socket(fileno=fd)
-            family = held.family
-            held.detach()
-            os.set_blocking(fd, False)
-            port = self._reactor.adoptStreamPort(fd, family, factory)
-        except OSError as e:
-            return fail(CannotListenError(None, self._endpoint, e))
-        finally:
-            # The port holds its own copy.
-            os.close(fd)
-        return succeed(port)
 
 
 class Follower:
@@ -123,7 +92,9 @@ class Follower:
 
         return forwarded  # type: ignore[return-value]
 
-    def endpoint(self, listener: Listener) -> IStreamServerEndpoint | None:
+    def endpoint(
+        self, listener: Listener, named: IStreamServerEndpoint
+    ) -> IStreamServerEndpoint:
         return AdoptedEndpoint(self._reactor, self._sockets, listener.endpoint)
 
     def reloaded(self, text: str) -> None:
@@ -243,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     number = int(args[0])
     from twisted.internet import reactor  # noqa: TID251
 
-    for name in ("SIGHUP", "SIGUSR1"):
+    for name in ("SIGHUP", "SIGUSR1", "SIGINT"):
         signal.signal(getattr(signal, name), signal.SIG_IGN)
     follower = Follower(reactor, number)
     observer = _ToOwner(follower.channel)

@@ -47,6 +47,7 @@ from twisted_proxy.core.localpage import LocalRequest, LocalResponse, textRespon
 from twisted_proxy.frontends.local import Handler
 from twisted_proxy.workers.channel import ControlChannel
 from twisted_proxy.workers.pages import requestFrom, responseDocument
+from twisted_proxy.workers.sockets import SharedEndpoint
 from twisted_proxy.workers.sync import WorkerCounts, balancerView
 
 if TYPE_CHECKING:
@@ -152,8 +153,10 @@ class Owner(Service):
 
         return gathered  # type: ignore[return-value]
 
-    def endpoint(self, listener: Listener) -> IStreamServerEndpoint | None:
-        return None
+    def endpoint(
+        self, listener: Listener, named: IStreamServerEndpoint
+    ) -> IStreamServerEndpoint:
+        return SharedEndpoint(named)
 
     def reloaded(self, text: str) -> None:
         self.text = text

@@ -28,8 +28,10 @@ class WorkerRole(Protocol):
     def page(self, route: Route, handler: Handler) -> Handler:
         """How C{route}'s page is answered in this process."""
 
-    def endpoint(self, listener: Listener) -> IStreamServerEndpoint | None:
-        """Where C{listener}'s port comes from (None: bind it as usual)."""
+    def endpoint(
+        self, listener: Listener, named: IStreamServerEndpoint
+    ) -> IStreamServerEndpoint:
+        """Where C{listener}'s port comes from (C{named}: its endpoint string's)."""
 
     def reloaded(self, text: str) -> None:
         """The owner took the configuration C{text} (its followers follow)."""
