@@ -289,10 +289,11 @@ async def test_reloadThenGracefulStopAcrossWorkers(
     stack: Stack, children: list[tuple[Child, Any]], tmp_path: Path
 ) -> None:
     """
-    SIGHUP with a new route and a new listener: both processes serve them.
-    Then 20 requests held by their backend and SIGTERM: the port closes in
-    both processes, yet every held response is delivered whole, and the
-    owner exits 0 with no worker left.
+    SIGHUP with a new route and a new listener: both processes serve them;
+    SIGHUP without that listener: neither listens there. Then 20 requests
+    held by their backend and SIGTERM: the port closes in both processes,
+    yet every held response is delivered whole, and the owner exits 0 with
+    no worker left.
     """
     held = HeldBackend()
     heldPort = await stack.backend(held)
@@ -305,17 +306,18 @@ async def test_reloadThenGracefulStopAcrossWorkers(
     )
     owner, follower = transport.pid, await proxy.follower()
     config = tmp_path / "site.toml"
+    original = config.read_text()
     second = freePort()
-    config.write_text(
-        config.read_text()
-        + f"""
-[[listen]]
-endpoint = "tcp:{second}:interface=127.0.0.1"
+    heldRoute = f"""
 [[route]]
 path = "/held"
 to = "http://127.0.0.1:{heldPort}/"
 """
-    )
+    listen = f"""
+[[listen]]
+endpoint = "tcp:{second}:interface=127.0.0.1"
+"""
+    config.write_text(original + listen + heldRoute)
     transport.signalProcess("HUP")
     await until(
         stack,
@@ -331,6 +333,21 @@ to = "http://127.0.0.1:{heldPort}/"
     lines = await proxy.lines(20)
     onSecond = [line for line in lines if line[2].startswith("/app/second/")]
     assert {int(line[0]) for line in onSecond} == {owner, follower}
+
+    # The listener taken away again: no process listens there any more.
+    config.write_text(original + heldRoute)
+    transport.signalProcess("HUP")
+    await until(
+        stack,
+        lambda: proxy.child.output.count(b"(generation 3)") == 2,
+        "both processes' second reload",
+    )
+    try:
+        await stack.connect(second)
+    except ConnectionRefusedError:
+        pass
+    else:
+        raise AssertionError("the removed listener still accepts")
 
     responses = []
     for i in range(20):

@@ -48,6 +48,11 @@ _MAY_IMPORT: dict[str, frozenset[str]] = {
     "accesslog": frozenset({"config", "core", "internals", "accesslog", "frontends"}),
     # The admin pages: the balancer and the config model, never a front end.
     "admin": frozenset({"config", "core", "balancer", "admin"}),
+    # Worker processes: the pieces the service runs them with (the processes
+    # themselves, which run a ProxyService, are top: _TOP_MODULES).
+    "workers": frozenset(
+        {"config", "core", "internals", "balancer", "frontends", "workers"}
+    ),
 }
 
 # The front-end modules every front end (and the access log) may share: the
@@ -167,10 +172,17 @@ def edges(sources: Mapping[str, tuple[str, bool]]) -> list[Edge]:
     return result
 
 
+# Modules inside a layer's package that are programs of their own: the owner
+# and follower processes of [proxy] workers, which build a ProxyService.
+_TOP_MODULES = frozenset(
+    {"twisted_proxy.workers.owner", "twisted_proxy.workers.follower"}
+)
+
+
 def layerOf(module: str) -> str:
     """The layer of a twisted_proxy module."""
     parts = module.split(".")
-    if len(parts) == 1:
+    if len(parts) == 1 or module in _TOP_MODULES:
         return "top"
     if parts[1] == "_twisted_internals":
         return "internals"
