@@ -322,7 +322,7 @@ class BalancerService(MultiService):
             member.retrying = False
             if not member.ignoreErrors:
                 self._putInError(member, balancer, member.lastFailure)
-        if balancer is not None:
+        if balancer is not None and balancer.waiters:
             balancer.wakeOne()
 
     def _putInError(
