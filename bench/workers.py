@@ -19,6 +19,22 @@ CPU-second says what a request costs; with two workers it should cost about
 the same as with one (L{CPU_EFFICIENCY_TARGET}). The CPU of each process in the
 tree shows whether the second worker served its part.
 
+With the CPU, the context switches of every process of the proxy's tree
+(C{voluntary_ctxt_switches} and C{nonvoluntary_ctxt_switches} of
+C{/proc/PID/status}, read at the same moments), per request: I{sleeps} (the
+process waited for something) and I{preempts} (the scheduler took the CPU from
+a process that could still run). One worker has a core to itself while wrk and
+nginx share the other; two workers share both cores with them, and a request
+costs more CPU when its worker is preempted in the middle of it.
+
+How much of that is the machine's and how much the proxy's: the reference
+rows run nginx itself as the proxy (a master and 1, then 2 worker processes,
+an upstream keep-alive pool) in front of the same backend, with the same wrk
+runs, measured the same way (its master is the root of the tree), in the same
+rounds. nginx's own 2w/1w ratios stand next to twisted-proxy's, and
+twisted-proxy's req/CPU-s ratio over nginx's says what is left once the
+machine's part is taken out.
+
 Run as part of ``python -m bench`` or alone with C{--workers-only}; the
 figures also go to C{bench/results/workers.json}.
 """
@@ -26,12 +42,14 @@ figures also go to C{bench/results/workers.json}.
 from __future__ import annotations
 
 import contextlib
+import grp
 import http.client
 import os
+import pwd
 import signal
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,13 +62,15 @@ from bench._procs import (
     freePort,
     waitForListener,
 )
-from bench.nginx import nginxCommand, oneProcessConfig
+from bench.nginx import nginxCommand, oneProcessConfig, tempPaths
 from bench.tls import ensureTool, twistd
 from bench.wrk import WrkError, WrkResult, ensureWrk, parseWrk, wrkCommand
 
 # Requests per proxy CPU-second with two workers over one: at least this.
 CPU_EFFICIENCY_TARGET = 0.9
 WORKER_COUNTS = (1, 2)
+# The role of an nginx proxy's root process, which serves no request.
+MASTER = "master"
 # A worker with less than this share of the tree's CPU served (next to) nothing.
 IDLE_WORKER_SHARE = 0.1
 # Other processes taking more than this share of the machine make a run suspect.
@@ -76,6 +96,8 @@ class WorkersSettings:
     connections: int = 50
     counts: tuple[int, ...] = WORKER_COUNTS
     rounds: int = 1
+    # nginx as the proxy with the same counts, the same way: the reference.
+    reference: bool = True
 
 
 # -- /proc ---------------------------------------------------------------------
@@ -92,6 +114,11 @@ class ProcStat:
     utime: int
     stime: int
     starttime: int
+    # From C{/proc/PID/status} (L{parseStatus}), when it could be read: the
+    # context switches so far (main thread's) and the number of threads.
+    voluntary: int | None = None
+    nonvoluntary: int | None = None
+    threads: int | None = None
 
     @property
     def ticks(self) -> int:
@@ -131,6 +158,52 @@ def parseStat(line: str) -> ProcStat:
     )
 
 
+@dataclass(frozen=True)
+class ProcStatus:
+    """What the benchmark reads from one C{/proc/PID/status}; C{None}: absent.
+
+    The switch counts are the main thread's (the kernel's C{nvcsw} and
+    C{nivcsw} of that task alone); hence C{threads}, to say when they are not
+    the whole process's.
+    """
+
+    voluntary: int | None
+    nonvoluntary: int | None
+    threads: int | None
+
+
+_STATUS_FIELDS = {
+    "voluntary_ctxt_switches": "voluntary",
+    "nonvoluntary_ctxt_switches": "nonvoluntary",
+    "Threads": "threads",
+}
+
+
+def parseStatus(text: str) -> ProcStatus:
+    """Read the context switches and thread count of a C{/proc/PID/status}.
+
+    C{voluntary_ctxt_switches}: the process gave up the CPU (waited for
+    something, e.g. in C{epoll_wait}); C{nonvoluntary_ctxt_switches}: the
+    scheduler took the CPU from it while it could still run (preempted). A
+    field missing or unreadable is C{None}.
+    """
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        name, colon, value = line.partition(":")
+        field = _STATUS_FIELDS.get(name.strip()) if colon else None
+        if field is None:
+            continue
+        try:
+            values[field] = int(value.strip())
+        except ValueError:
+            continue
+    return ProcStatus(
+        voluntary=values.get("voluntary"),
+        nonvoluntary=values.get("nonvoluntary"),
+        threads=values.get("threads"),
+    )
+
+
 class ProcReader(Protocol):
     """Where the process table comes from (C{/proc}, or a fake in tests)."""
 
@@ -139,6 +212,9 @@ class ProcReader(Protocol):
 
     def stat(self, pid: int) -> str | None:
         """The C{stat} line of C{pid}; C{None} if it is gone."""
+
+    def status(self, pid: int) -> str | None:
+        """The C{status} text of C{pid}; C{None} if it is gone."""
 
 
 class LiveProc:
@@ -156,8 +232,15 @@ class LiveProc:
 
     def stat(self, pid: int) -> str | None:
         """C{/proc/PID/stat}, or C{None} if the process has gone."""
+        return self._read(pid, "stat")
+
+    def status(self, pid: int) -> str | None:
+        """C{/proc/PID/status}, or C{None} if the process has gone."""
+        return self._read(pid, "status")
+
+    def _read(self, pid: int, name: str) -> str | None:
         try:
-            return (self._root / str(pid) / "stat").read_text()
+            return (self._root / str(pid) / name).read_text()
         except OSError:
             return None
 
@@ -170,7 +253,8 @@ def treeSample(root: int, reader: ProcReader) -> TreeSample:
     """C{root} and every process descended from it, as they are now.
 
     Reads the whole process table once and follows parent ids down from
-    C{root}. Empty if C{root} is gone.
+    C{root}, then the C{status} of each process of the tree (its context
+    switches; left C{None} if it cannot be read). Empty if C{root} is gone.
     """
     byPid: dict[int, ProcStat] = {}
     for pid in reader.pids():
@@ -194,9 +278,22 @@ def treeSample(root: int, reader: ProcReader) -> TreeSample:
         stat = byPid[pid]
         if stat.key in sample:
             continue
-        sample[stat.key] = stat
+        sample[stat.key] = _withStatus(stat, reader.status(pid))
         pending.extend(children.get(pid, []))
     return sample
+
+
+def _withStatus(stat: ProcStat, text: str | None) -> ProcStat:
+    """C{stat} with what C{text} (its C{status}) says, if anything."""
+    if text is None:
+        return stat
+    status = parseStatus(text)
+    return replace(
+        stat,
+        voluntary=status.voluntary,
+        nonvoluntary=status.nonvoluntary,
+        threads=status.threads,
+    )
 
 
 @dataclass(frozen=True)
@@ -228,6 +325,53 @@ def treeCpu(
     processes.sort(key=lambda p: (not p[3], p[0]))
     gone = sum(1 for key in before if key not in after)
     return TreeCpu(sum(p[2] for p in processes), processes, gone)
+
+
+@dataclass(frozen=True)
+class TreeSwitches:
+    """Context switches a process tree made between two samples."""
+
+    voluntary: int
+    nonvoluntary: int
+    # pid -> (voluntary, nonvoluntary) of each process counted.
+    processes: dict[int, tuple[int, int]]
+    # Processes of the second sample whose counts could not be read (in either
+    # sample): left out of the sums.
+    unknown: int
+    # The most threads any process of the second sample had (0: unknown): with
+    # more than one, the counts are the main threads' only.
+    threads: int
+
+
+def treeSwitches(before: TreeSample, after: TreeSample) -> TreeSwitches:
+    """The context switches the tree made from C{before} to C{after}.
+
+    As L{treeCpu}: a process in C{after} only counts all of its switches, one
+    gone by C{after} is not counted.
+    """
+    processes: dict[int, tuple[int, int]] = {}
+    unknown = 0
+    for key, stat in after.items():
+        earlier = before.get(key)
+        if stat.voluntary is None or stat.nonvoluntary is None:
+            unknown += 1
+            continue
+        if earlier is None:
+            processes[stat.pid] = (stat.voluntary, stat.nonvoluntary)
+        elif earlier.voluntary is None or earlier.nonvoluntary is None:
+            unknown += 1
+        else:
+            processes[stat.pid] = (
+                stat.voluntary - earlier.voluntary,
+                stat.nonvoluntary - earlier.nonvoluntary,
+            )
+    return TreeSwitches(
+        voluntary=sum(v for v, _ in processes.values()),
+        nonvoluntary=sum(n for _, n in processes.values()),
+        processes=processes,
+        unknown=unknown,
+        threads=max((s.threads or 0 for s in after.values()), default=0),
+    )
 
 
 def listeningInodes(netTcp: str, port: int) -> set[int]:
@@ -347,6 +491,64 @@ def nginxBackendConfig(folder: Path, port: int) -> str:
     )
 
 
+def nginxProxyConfig(
+    folder: Path, port: int, backendPort: int, workers: int, user: str | None = None
+) -> str:
+    """nginx as the proxy of the reference rows: a master and C{workers} workers.
+
+    In the foreground (the benchmark's child is the master, the root of the
+    tree it measures), C{/} to the backend through an upstream keep-alive pool
+    (HTTP/1.1, no C{Connection} header passed on), no access log, its pid and
+    temporary files under C{folder}. The workers share the master's listening
+    socket (no C{reuseport}), as twisted-proxy's workers share the owner's.
+    C{user}: the C{user} line (which only counts when nginx starts as root).
+    """
+    return (
+        "daemon off;\n"
+        "master_process on;\n"
+        f"worker_processes {workers};\n"
+        + (f"user {user};\n" if user else "")
+        + f"pid {folder / 'nginx.pid'};\n"
+        "error_log stderr warn;\n"
+        "\n"
+        "events {\n"
+        "    worker_connections 4096;\n"
+        "}\n"
+        "\n"
+        "http {\n"
+        "    access_log off;\n"
+        + tempPaths(folder)
+        + "    keepalive_requests 1000000;\n"
+        "    upstream backend {\n"
+        f"        server 127.0.0.1:{backendPort};\n"
+        "        keepalive 64;\n"
+        "    }\n"
+        "\n"
+        "    server {\n"
+        f"        listen 127.0.0.1:{port};\n"
+        "        location / {\n"
+        "            proxy_pass http://backend;\n"
+        "            proxy_http_version 1.1;\n"
+        '            proxy_set_header Connection "";\n'
+        "        }\n"
+        "    }\n"
+        "}\n"
+    )
+
+
+def nginxUser() -> str | None:
+    """The C{user} line's value for an nginx started by this process.
+
+    As root, nginx's workers would otherwise run as C{nobody:nobody} (no such
+    group on Debian: nginx refuses to start); they run as this process's user
+    and group instead, as twisted-proxy's workers do. C{None} when not root
+    (nginx ignores the line then, with a warning).
+    """
+    if os.geteuid() != 0:
+        return None
+    return f"{pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name}"
+
+
 def checkAnswer(port: int) -> str | None:
     """Fetch C{/} once; C{None} if the backend's body came back."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -383,8 +585,14 @@ def rowFigures(
     wrkSeconds: float | None,
     backendSeconds: float | None,
     workers: int,
+    switches: TreeSwitches | None = None,
+    roles: tuple[str, str] = ("owner", "descendant"),
 ) -> dict[str, Any]:
-    """One run's row: wrk's figures, CPU seconds and shares, per process."""
+    """One run's row: wrk's figures, CPU seconds and shares, per process.
+
+    With C{switches}, the tree's context switches, in all and per request.
+    C{roles}: what the tree's root and the other processes are called.
+    """
     busy, total = machine
     known = proxy.seconds + (wrkSeconds or 0.0) + (backendSeconds or 0.0)
     row: dict[str, Any] = {
@@ -407,19 +615,56 @@ def rowFigures(
                 "pid": pid,
                 "name": name,
                 "cpu_s": seconds,
-                "role": "owner" if root else "descendant",
+                "role": roles[0] if root else roles[1],
+                **_processSwitches(switches, pid),
             }
             for pid, name, seconds, root in proxy.processes
         ],
         "proxy_processes_gone": proxy.gone,
+        **switchFigures(switches, result.requests),
     }
     row["idle_workers"] = idleWorkers(row)
     return row
 
 
+def switchFigures(switches: TreeSwitches | None, requests: int) -> dict[str, Any]:
+    """A tree's context switches for a row: in all, and per request.
+
+    Per request only when every process's counts were read (else a part would
+    be missing) and there were requests.
+    """
+    if switches is None:
+        return {
+            "proxy_voluntary_switches": None,
+            "proxy_nonvoluntary_switches": None,
+            "sleeps_per_request": None,
+            "preempts_per_request": None,
+        }
+    whole = switches.unknown == 0 and requests > 0
+    return {
+        "proxy_voluntary_switches": switches.voluntary,
+        "proxy_nonvoluntary_switches": switches.nonvoluntary,
+        "proxy_switches_unknown": switches.unknown,
+        "proxy_max_threads": switches.threads,
+        "sleeps_per_request": switches.voluntary / requests if whole else None,
+        "preempts_per_request": switches.nonvoluntary / requests if whole else None,
+    }
+
+
+def _processSwitches(switches: TreeSwitches | None, pid: int) -> dict[str, int]:
+    """One process's context switches for its entry in a row, if known."""
+    counts = None if switches is None else switches.processes.get(pid)
+    if counts is None:
+        return {}
+    return {"voluntary_switches": counts[0], "nonvoluntary_switches": counts[1]}
+
+
 def idleWorkers(row: Mapping[str, Any]) -> list[int]:
-    """The pids in a row's proxy tree that did (next to) none of its work."""
-    processes = row.get("proxy_processes") or []
+    """The pids in a row's proxy tree that did (next to) none of its work.
+
+    An nginx master (which serves nothing by design) is not a worker.
+    """
+    processes = [p for p in row.get("proxy_processes") or [] if p.get("role") != MASTER]
     total = sum(p["cpu_s"] for p in processes)
     if len(processes) < 2 or total <= 0:
         return []
@@ -447,10 +692,17 @@ def bestRound(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
             r.get("rps_per_proxy_cpu_s") if "error" not in r else None for r in results
         ],
         "rounds_connections": [
-            [p.get("connections_midway") for p in r.get("proxy_processes") or []]
+            [
+                p.get("connections_midway")
+                for p in r.get("proxy_processes") or []
+                if p.get("role") != MASTER
+            ]
             if "error" not in r
             else None
             for r in results
+        ],
+        "rounds_preempts_per_request": [
+            r.get("preempts_per_request") if "error" not in r else None for r in results
         ],
     }
 
@@ -470,6 +722,23 @@ def workerRatios(rows: Mapping[str, Any]) -> dict[str, float | None] | None:
     }
 
 
+def relativeToNginx(
+    ratios: Mapping[str, Any] | None, nginxRatios: Mapping[str, Any] | None
+) -> dict[str, float | None] | None:
+    """twisted-proxy's 2w/1w ratios over nginx's, under the same conditions.
+
+    1.0: going to two workers costs twisted-proxy what it costs nginx, so the
+    loss is the machine's (cores shared with wrk and the backend); below 1.0,
+    the rest is twisted-proxy's own.
+    """
+    if not ratios or not nginxRatios:
+        return None
+    return {
+        key: _ratio(ratios.get(key), nginxRatios.get(key))
+        for key in ("rps", "rps_per_proxy_cpu_s")
+    }
+
+
 def verdict(ratios: Mapping[str, Any] | None) -> bool | None:
     """Whether two workers kept L{CPU_EFFICIENCY_TARGET}; C{None} if unknown."""
     value = (ratios or {}).get("rps_per_proxy_cpu_s")
@@ -480,7 +749,7 @@ def verdict(ratios: Mapping[str, Any] | None) -> bool | None:
 
 
 class WorkersBench:
-    """Runs twisted-proxy with each worker count in front of one nginx."""
+    """Runs twisted-proxy, then nginx, with each worker count in front of one nginx."""
 
     def __init__(
         self,
@@ -497,12 +766,17 @@ class WorkersBench:
         self._reader: ProcReader = reader or LiveProc()
         self._ticks = float(os.sysconf("SC_CLK_TCK"))
         self._wrk = ""
+        self._nginx = ""
 
     def run(self) -> dict[str, Any]:
-        """Every worker count, C{rounds} times, alternating; the report."""
+        """Every worker count, C{rounds} times, alternating; the report.
+
+        Each round runs twisted-proxy with each count, then (with
+        C{reference}) nginx as the proxy with each count.
+        """
         s = self._s
         self._wrk = ensureWrk()
-        nginx = ensureTool("nginx", "nginx")
+        self._nginx = nginx = ensureTool("nginx", "nginx")
         report: dict[str, Any] = {
             "settings": {**asdict(s), "counts": list(s.counts)},
             "machine": {
@@ -512,6 +786,11 @@ class WorkersBench:
             "backend": "nginx (one process, return 200)",
             "pinning": "none: proxy workers, wrk and nginx share every CPU",
         }
+        if s.reference:
+            report["reference"] = (
+                "nginx as the proxy: a master and N worker processes, upstream "
+                "keepalive 64, same backend, wrk and measuring"
+            )
         folder = self._workDir / "workers-backend"
         folder.mkdir(parents=True, exist_ok=True)
         backendPort = freePort()
@@ -521,6 +800,7 @@ class WorkersBench:
             "workers-backend", nginxCommand(nginx, folder, config), cpu=None
         )
         results: dict[int, list[dict[str, Any]]] = {n: [] for n in s.counts}
+        reference: dict[int, list[dict[str, Any]]] = {n: [] for n in s.counts}
         try:
             waitForListener(backendChild, backendPort)
             problem = checkAnswer(backendPort)
@@ -530,20 +810,34 @@ class WorkersBench:
                 tag = f"round{r + 1}" if s.rounds > 1 else ""
                 for n in s.counts:
                     results[n].append(self._measure(n, backendChild, backendPort, tag))
+                if not s.reference:
+                    continue
+                for n in s.counts:
+                    reference[n].append(
+                        self._measureNginx(n, backendChild, backendPort, tag)
+                    )
         finally:
             self._children.stop(backendChild)
         report["rows"] = {str(n): bestRound(rs) for n, rs in results.items()}
         report["ratios"] = workerRatios(report["rows"])
         report["verdict"] = verdict(report["ratios"])
+        if s.reference:
+            report["nginx_rows"] = {
+                str(n): bestRound(rs) for n, rs in reference.items()
+            }
+            report["nginx_ratios"] = workerRatios(report["nginx_rows"])
+            report["relative_to_nginx"] = relativeToNginx(
+                report["ratios"], report["nginx_ratios"]
+            )
         return report
 
     def _measure(
         self, workers: int, backendChild: Child, backendPort: int, tag: str
     ) -> dict[str, Any]:
         """Start twisted-proxy with C{workers}, warm it up, measure it, stop it."""
-        s = self._s
         name = f"workers{workers}{'-' + tag if tag else ''}"
-        self._log(f"workers = {workers}: starting {tag}".rstrip())
+        label = f"workers = {workers}"
+        self._log(f"{label}: starting {tag}".rstrip())
         port = freePort()
         config = self._workDir / f"twisted-proxy-workers{workers}-{port}.toml"
         config.write_text(twistedProxyWorkersConfig(port, backendPort, workers))
@@ -551,17 +845,65 @@ class WorkersBench:
         child = self._children.start(
             f"twisted-proxy-{name}", argv, cpu=None, cwd=self._workDir
         )
+        row = self._measureTree(
+            child, port, workers, workers, backendChild, name, label
+        )
+        return {"proxy": "twisted-proxy", **row}
+
+    def _measureNginx(
+        self, workers: int, backendChild: Child, backendPort: int, tag: str
+    ) -> dict[str, Any]:
+        """The same with nginx as the proxy: a master and C{workers} workers."""
+        name = f"nginx{workers}{'-' + tag if tag else ''}"
+        label = f"nginx, {_label(workers)}"
+        self._log(f"{label}: starting {tag}".rstrip())
+        port = freePort()
+        folder = self._workDir / f"nginx-proxy{workers}-{port}"
+        folder.mkdir(parents=True, exist_ok=True)
+        config = folder / "nginx.conf"
+        config.write_text(
+            nginxProxyConfig(folder, port, backendPort, workers, nginxUser())
+        )
+        child = self._children.start(
+            f"nginx-proxy-{name}", nginxCommand(self._nginx, folder, config), cpu=None
+        )
+        # The master holds the listening socket too: every process of the tree.
+        row = self._measureTree(
+            child,
+            port,
+            workers,
+            workers + 1,
+            backendChild,
+            name,
+            label,
+            roles=(MASTER, "worker"),
+        )
+        return {"proxy": "nginx", "expected_processes": workers + 1, **row}
+
+    def _measureTree(
+        self,
+        child: Child,
+        port: int,
+        workers: int,
+        listening: int,
+        backendChild: Child,
+        name: str,
+        label: str,
+        roles: tuple[str, str] = ("owner", "descendant"),
+    ) -> dict[str, Any]:
+        """Wait for C{child}'s tree to listen, warm it up, measure it, stop it.
+
+        C{listening}: how many processes of the tree must listen on C{port}.
+        """
+        s = self._s
         last: TreeSample = {}
         try:
             waitForListener(child, port)
-            listening = self._waitForWorkers(child, port, workers)
+            ready = self._waitForWorkers(child, port, listening, label)
             problem = checkAnswer(port)
             if problem:
                 return {"workers": workers, "error": problem, "log": child.tail()}
-            self._log(
-                f"workers = {workers}: warm-up {s.warmup:.0f} s, "
-                f"then wrk {s.seconds:.0f} s"
-            )
+            self._log(f"{label}: warm-up {s.warmup:.0f} s, then wrk {s.seconds:.0f} s")
             self._runWrk(f"wrk-{name}-warmup", port, s.warmup)
             systemBefore = cpuTimes()
             proxyBefore = treeSample(child.pid, self._reader)
@@ -585,7 +927,7 @@ class WorkersBench:
             if not child.alive():
                 return {
                     "workers": workers,
-                    "error": f"twisted-proxy died during the run:\n{child.tail()}",
+                    "error": f"{child.name} died during the run:\n{child.tail()}",
                 }
         except (ChildError, WrkError) as e:
             return {"workers": workers, "error": str(e), "log": child.tail()}
@@ -601,15 +943,20 @@ class WorkersBench:
             wrkSeconds,
             backendCpu.seconds if backendAfter else None,
             workers,
+            switches=treeSwitches(proxyBefore, proxyAfter),
+            roles=roles,
         )
-        row["listening_processes"] = len(listening)
+        row["listening_processes"] = len(ready)
+        row["listening_expected"] = listening
         for process in row["proxy_processes"]:
             process["connections_midway"] = held.get(process["pid"])
         if outlived:
             row["outlived_owner"] = outlived
         return row
 
-    def _waitForWorkers(self, child: Child, port: int, workers: int) -> list[int]:
+    def _waitForWorkers(
+        self, child: Child, port: int, workers: int, label: str
+    ) -> list[int]:
         """Wait until C{workers} processes of the tree listen on C{port}.
 
         Gives up after L{_WORKERS_TIMEOUT} and says so: the run goes on, and
@@ -625,7 +972,7 @@ class WorkersBench:
                 raise ChildError(f"{child.name} exited early:\n{child.tail()}")
             if time.monotonic() > deadline:
                 self._log(
-                    f"workers = {workers}: only {len(ready)} of {len(tree)} "
+                    f"{label}: only {len(ready)} of {len(tree)} "
                     f"processes listen on the port after {_WORKERS_TIMEOUT:.0f} s"
                 )
                 return ready
@@ -716,6 +1063,10 @@ def _label(workers: int) -> str:
     return f"{workers} worker{'s' if workers != 1 else ''}"
 
 
+def _nginxLabel(workers: int) -> str:
+    return f"nginx {workers}w"
+
+
 def ratioRow(label: str, ratios: Mapping[str, Any]) -> str:
     """The ratio row, lined up under the table's first three columns."""
     cells = [
@@ -725,44 +1076,61 @@ def ratioRow(label: str, ratios: Mapping[str, Any]) -> str:
     return f"  {label:<14}{cells[0]:>10}{cells[1]:>10}{cells[2]:>11}"
 
 
+def tableRow(label: str, row: Mapping[str, Any]) -> str:
+    """One run's line of the table (or that it failed)."""
+    if "error" in row:
+        first = row["error"].splitlines()[0] if row["error"] else "error"
+        return f"  {label:<14}failed: {first[:60]}"
+    w = row["wrk"]
+    return (
+        f"  {label:<14}{w['requestsPerSecond']:>10,.0f}"
+        f"{_fmt(w['p99Ms'], '.2f', ' ms'):>10}"
+        f"{_fmt(row.get('rps_per_proxy_cpu_s'), ',.0f'):>11}"
+        f"{_fmt(row.get('proxy_share'), '.0%'):>7}"
+        f"{_fmt(row.get('wrk_share'), '.0%'):>6}"
+        f"{_fmt(row.get('backend_share'), '.0%'):>8}"
+        f"{_fmt(row.get('other_share'), '.0%'):>7}"
+        f"{_fmt(row.get('idle_share'), '.0%'):>6}"
+        f"{len(row.get('proxy_processes') or []):>7}{w['errors']:>8}"
+        f"{_fmt(row.get('preempts_per_request'), '.2f'):>14}"
+        f"{_fmt(row.get('sleeps_per_request'), '.2f'):>12}"
+    )
+
+
 def summariseWorkers(report: Mapping[str, Any]) -> str:
     """The human-readable summary of the workers part."""
     s = report["settings"]
     machine = report.get("machine") or {}
+    counts = " and ".join(str(n) for n in s["counts"])
     lines = [
         "",
-        f"Workers: twisted-proxy with [proxy] workers = "
-        f"{' and '.join(str(n) for n in s['counts'])}, nothing pinned "
+        f"Workers: twisted-proxy with [proxy] workers = {counts}, nothing pinned "
         f"({machine.get('cpu_count', '?')} CPUs), {report.get('backend', 'nginx')}",
         f"  wrk -t1 -c{s['connections']} --latency, {s['seconds']:.0f} s after a "
         f"{s['warmup']:.0f} s warm-up; CPU shares are of all CPUs' time meanwhile",
+    ]
+    nginxRows = report.get("nginx_rows") or {}
+    if nginxRows:
+        lines.append(
+            f"  reference: nginx as the proxy, a master and {counts} workers "
+            "(upstream keepalive 64), the same backend, wrk and measuring"
+        )
+    lines += [
         "",
         f"  {'':<14}{'req/s':>10}{'p99':>10}{'req/CPU-s':>11}"
-        f"{'proxy':>7}{'wrk':>6}{'nginx':>7}{'other':>7}{'idle':>6}"
-        f"{'procs':>7}{'errors':>8}",
+        f"{'proxy':>7}{'wrk':>6}{'backend':>8}{'other':>7}{'idle':>6}"
+        f"{'procs':>7}{'errors':>8}{'preempts/req':>14}{'sleeps/req':>12}",
     ]
     rows = report.get("rows") or {}
-    for key, row in rows.items():
-        label = _label(int(key))
-        if "error" in row:
-            first = row["error"].splitlines()[0] if row["error"] else "error"
-            lines.append(f"  {label:<14}failed: {first[:60]}")
-            continue
-        w = row["wrk"]
-        lines.append(
-            f"  {label:<14}{w['requestsPerSecond']:>10,.0f}"
-            f"{_fmt(w['p99Ms'], '.2f', ' ms'):>10}"
-            f"{_fmt(row.get('rps_per_proxy_cpu_s'), ',.0f'):>11}"
-            f"{_fmt(row.get('proxy_share'), '.0%'):>7}"
-            f"{_fmt(row.get('wrk_share'), '.0%'):>6}"
-            f"{_fmt(row.get('backend_share'), '.0%'):>7}"
-            f"{_fmt(row.get('other_share'), '.0%'):>7}"
-            f"{_fmt(row.get('idle_share'), '.0%'):>6}"
-            f"{len(row.get('proxy_processes') or []):>7}{w['errors']:>8}"
-        )
+    lines += [tableRow(_label(int(key)), row) for key, row in rows.items()]
     ratios = report.get("ratios")
     if ratios:
         lines.append(ratioRow("ratio 2w/1w", ratios))
+    lines += [tableRow(_nginxLabel(int(key)), row) for key, row in nginxRows.items()]
+    nginxRatios = report.get("nginx_ratios")
+    if nginxRatios:
+        lines.append(ratioRow("nginx 2w/1w", nginxRatios))
+    if ratios:
         value = ratios.get("rps_per_proxy_cpu_s")
         outcome = (
             "-"
@@ -782,17 +1150,44 @@ def summariseWorkers(report: Mapping[str, Any]) -> str:
             f"  total req/s, 2 workers / 1: {_fmt(ratios.get('rps'), '.2f', 'x')} "
             "(no target)"
         )
+    lines += _referenceLines(report)
     for key, row in rows.items():
-        if "error" in row:
-            continue
-        lines += _processLines(_label(int(key)), int(key), row)
+        if "error" not in row:
+            lines += _processLines(_label(int(key)), int(key), row)
+    for key, row in nginxRows.items():
+        if "error" not in row:
+            lines += _processLines(_nginxLabel(int(key)), int(key), row)
     lines.append(
         "  (req/CPU-s: requests per CPU-second of the proxy's whole process tree;"
-        "\n   proxy, wrk, nginx, other, idle: shares of the machine's CPU time during"
-        "\n   the run, other being everything else that ran, the kernel's own too;"
+        "\n   proxy, wrk, backend, other, idle: shares of the machine's CPU time"
+        "\n   during the run, other being everything else that ran, the kernel's"
+        "\n   own too; preempts/req, sleeps/req: the proxy tree's involuntary and"
+        "\n   voluntary context switches (/proc/PID/status) per request;"
         "\n   conns: wrk's connections each process held halfway through the run)"
     )
+    if nginxRows:
+        lines.append(
+            "  (relative to nginx's: 1.00x means two workers cost twisted-proxy no"
+            "\n   more than they cost nginx on this machine, the loss being the"
+            "\n   machine's; below, the rest of the loss is twisted-proxy's own)"
+        )
     return "\n".join(lines)
+
+
+def _referenceLines(report: Mapping[str, Any]) -> list[str]:
+    """nginx's own 2w/1w ratios, and twisted-proxy's relative to them."""
+    if not report.get("nginx_rows"):
+        return []
+    nginxRatios = report.get("nginx_ratios") or {}
+    relative = report.get("relative_to_nginx") or {}
+    return [
+        f"  nginx as the proxy, 2 workers / 1: "
+        f"req/s {_fmt(nginxRatios.get('rps'), '.2f', 'x')}, "
+        f"req per CPU-second {_fmt(nginxRatios.get('rps_per_proxy_cpu_s'), '.2f', 'x')}"
+        " (no target)",
+        f"  twisted-proxy's 2w/1w req/CPU-s relative to nginx's: "
+        f"{_fmt(relative.get('rps_per_proxy_cpu_s'), '.2f', 'x')}",
+    ]
 
 
 def _processLines(label: str, workers: int, row: Mapping[str, Any]) -> list[str]:
@@ -800,6 +1195,7 @@ def _processLines(label: str, workers: int, row: Mapping[str, Any]) -> list[str]
     lines: list[str] = []
     processes = row.get("proxy_processes") or []
     total = sum(p["cpu_s"] for p in processes)
+    requests = (row.get("wrk") or {}).get("requests") or 0
     split = ", ".join(
         f"{p['role']} {p['name']} {p['cpu_s']:.1f} s"
         + (f" ({p['cpu_s'] / total:.0%})" if total > 0 and len(processes) > 1 else "")
@@ -808,16 +1204,22 @@ def _processLines(label: str, workers: int, row: Mapping[str, Any]) -> list[str]
             if p.get("connections_midway") is not None
             else ""
         )
+        + (
+            f" {p['nonvoluntary_switches'] / requests:.2f} preempts/req"
+            if p.get("nonvoluntary_switches") is not None and requests > 0
+            else ""
+        )
         for p in processes
     )
     lines.append(f"  {label}: proxy CPU by process: {split or 'unknown'}")
-    if len(processes) != workers:
+    expected = row.get("expected_processes", workers)
+    if len(processes) != expected:
         lines.append(
             f"  WARNING: {label}: {len(processes)} processes in the proxy's tree, "
-            f"{workers} expected"
+            f"{expected} expected"
         )
     listening = row.get("listening_processes")
-    if listening is not None and listening < workers:
+    if listening is not None and listening < row.get("listening_expected", workers):
         lines.append(
             f"  WARNING: {label}: {listening} of the processes listened on the port"
         )
@@ -837,6 +1239,17 @@ def _processLines(label: str, workers: int, row: Mapping[str, Any]) -> list[str]
             f"  WARNING: {label}: process(es) {row['outlived_owner']} outlived the "
             "owner's stop and were killed"
         )
+    if row.get("proxy_switches_unknown"):
+        lines.append(
+            f"  WARNING: {label}: the context switches of "
+            f"{row['proxy_switches_unknown']} process(es) could not be read: "
+            "none per request"
+        )
+    if (row.get("proxy_max_threads") or 0) > 1:
+        lines.append(
+            f"  NOTE: {label}: a process of the tree ran {row['proxy_max_threads']} "
+            "threads; its context switches are its main thread's"
+        )
     other = row.get("other_share")
     if other is not None and other > OTHER_SHARE_WARNING:
         lines.append(
@@ -844,19 +1257,30 @@ def _processLines(label: str, workers: int, row: Mapping[str, Any]) -> list[str]
             "its figures are unreliable"
         )
     if "rounds_rps" in row:
-        splits = row.get("rounds_connections") or [None] * len(row["rounds_rps"])
-        perCpu = row.get("rounds_rps_per_proxy_cpu_s") or [None] * len(splits)
+        n = len(row["rounds_rps"])
+        splits = row.get("rounds_connections") or [None] * n
+        perCpu = row.get("rounds_rps_per_proxy_cpu_s") or [None] * n
+        preempts = row.get("rounds_preempts_per_request") or [None] * n
         each = ", ".join(
-            _fmt(r, ",.0f") + _split(c, e)
-            for r, c, e in zip(row["rounds_rps"], splits, perCpu, strict=False)
+            _fmt(r, ",.0f") + _split(c, e, p)
+            for r, c, e, p in zip(
+                row["rounds_rps"], splits, perCpu, preempts, strict=False
+            )
         )
         lines.append(f"  {label}: req/s per round {each}; best shown")
     return lines
 
 
-def _split(connections: Sequence[int | None] | None, perCpu: float | None) -> str:
-    """A round's req/CPU-s and its connections by process (if more than one)."""
+def _split(
+    connections: Sequence[int | None] | None,
+    perCpu: float | None,
+    preempts: float | None = None,
+) -> str:
+    """A round's req/CPU-s, its connections by process (if more than one), and
+    its preemptions per request."""
     said = [] if perCpu is None else [f"{perCpu:,.0f} req/CPU-s"]
     if connections and len(connections) > 1 and None not in connections:
         said.append("/".join(str(c) for c in connections) + " conns")
+    if preempts is not None:
+        said.append(f"{preempts:.2f} preempts/req")
     return f" ({', '.join(said)})" if said else ""

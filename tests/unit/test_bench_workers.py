@@ -1,12 +1,17 @@
 """
 Tests for the workers benchmark's pure parts: what it reads from /proc (stat
-lines, process trees, listening sockets), the CPU it works out for a tree, its
-configurations, its ratios and its summary, and the command-line flags.
+lines, status files, process trees, listening sockets), the CPU and context
+switches it works out for a tree, its configurations (nginx's checked by nginx
+itself when it is installed), its ratios and its summary, and the command-line
+flags.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +22,28 @@ from bench.__main__ import _parseArgs
 from bench.nginx import oneProcessConfig
 from bench.workers import (
     CPU_EFFICIENCY_TARGET,
+    MASTER,
     ProcStat,
+    ProcStatus,
     TreeCpu,
+    TreeSwitches,
     bestRound,
     connectedInodes,
     idleWorkers,
     listeningInodes,
     machineSeconds,
     nginxBackendConfig,
+    nginxProxyConfig,
+    nginxUser,
     parseStat,
+    parseStatus,
+    relativeToNginx,
     rowFigures,
     summariseWorkers,
+    switchFigures,
     treeCpu,
     treeSample,
+    treeSwitches,
     twistedProxyWorkersConfig,
     verdict,
     workerRatios,
@@ -58,17 +72,42 @@ def statLine(
     return f"{pid} ({name}) " + " ".join(fields) + "\n"
 
 
-class FakeProc:
-    """A process table from stat lines, as L{bench.workers.ProcReader}."""
+def statusText(voluntary: int, nonvoluntary: int, threads: int = 1) -> str:
+    """A /proc/PID/status as the kernel writes it, the fields read set."""
+    return (
+        "Name:\ttwistd\n"
+        "Umask:\t0022\n"
+        "State:\tS (sleeping)\n"
+        "Tgid:\t4242\n"
+        "Pid:\t4242\n"
+        "PPid:\t17\n"
+        "VmRSS:\t   61236 kB\n"
+        f"Threads:\t{threads}\n"
+        "SigQ:\t0/95806\n"
+        "Cpus_allowed_list:\t0-1\n"
+        f"voluntary_ctxt_switches:\t{voluntary}\n"
+        f"nonvoluntary_ctxt_switches:\t{nonvoluntary}\n"
+    )
 
-    def __init__(self, lines: Iterable[str]) -> None:
+
+class FakeProc:
+    """A process table from stat lines (and status texts), as
+    L{bench.workers.ProcReader}."""
+
+    def __init__(
+        self, lines: Iterable[str], statuses: Mapping[int, str] | None = None
+    ) -> None:
         self.lines = {int(line.split(" ", 1)[0]): line for line in lines}
+        self.statuses = dict(statuses or {})
 
     def pids(self) -> list[int]:
         return list(self.lines)
 
     def stat(self, pid: int) -> str | None:
         return self.lines.get(pid)
+
+    def status(self, pid: int) -> str | None:
+        return self.statuses.get(pid)
 
 
 # -- stat lines ----------------------------------------------------------------
@@ -117,6 +156,28 @@ def test_parseStatRefuses(line: str) -> None:
         parseStat(line)
 
 
+# -- status files --------------------------------------------------------------
+
+
+def test_parseStatus() -> None:
+    """The context switches (voluntary: slept; nonvoluntary: preempted) and the
+    thread count, the other fields ignored."""
+    assert parseStatus(statusText(12, 3456, threads=2)) == ProcStatus(
+        voluntary=12, nonvoluntary=3456, threads=2
+    )
+
+
+def test_parseStatusMissingOrBad() -> None:
+    """A field missing or not a number is C{None}; no line is taken for another."""
+    assert parseStatus("") == ProcStatus(None, None, None)
+    text = (
+        "Name:\tvoluntary_ctxt_switches: 9\n"
+        "voluntary_ctxt_switches:\tmany\n"
+        "nonvoluntary_ctxt_switches:\t7\n"
+    )
+    assert parseStatus(text) == ProcStatus(None, 7, None)
+
+
 # -- process trees -------------------------------------------------------------
 
 
@@ -149,6 +210,56 @@ def test_treeSampleSkipsUnreadable() -> None:
     del proc.lines[103]
     sample = treeSample(100, proc)
     assert sorted(stat.pid for stat in sample.values()) == [100, 101]
+
+
+def test_treeSampleStatus() -> None:
+    """Each process of the tree gets its switch counts from its status; one
+    whose status cannot be read keeps C{None}."""
+    proc = table((10, 5), (20, 5), 9)
+    proc.statuses = {100: statusText(3, 40), 101: statusText(5, 60, threads=4)}
+    sample = {stat.pid: stat for stat in treeSample(100, proc).values()}
+    assert (sample[100].voluntary, sample[100].nonvoluntary) == (3, 40)
+    assert (sample[101].nonvoluntary, sample[101].threads) == (60, 4)
+    assert (sample[102].voluntary, sample[102].nonvoluntary) == (None, None)
+    assert sample[100].ticks == 15
+
+
+def switchSample(counts: Mapping[int, tuple[int, int] | None]) -> FakeProc:
+    """An owner (100) and followers with the given switch counts (or none)."""
+    return FakeProc(
+        [statLine(pid, "w", 1 if pid == 100 else 100, 1, 1) for pid in counts],
+        {pid: statusText(*c) for pid, c in counts.items() if c is not None},
+    )
+
+
+def test_treeSwitches() -> None:
+    """Each process's switches since the first sample, summed over the tree."""
+    before = treeSample(100, switchSample({100: (10, 100), 101: (20, 200)}))
+    after = treeSample(100, switchSample({100: (12, 1100), 101: (21, 2200)}))
+    switches = treeSwitches(before, after)
+    assert switches == TreeSwitches(
+        voluntary=3,
+        nonvoluntary=3000,
+        processes={100: (2, 1000), 101: (1, 2000)},
+        unknown=0,
+        threads=1,
+    )
+
+
+def test_treeSwitchesNewGoneUnknown() -> None:
+    """As for CPU: a new process counts whole, a gone one not at all; one whose
+    counts could not be read in either sample is left out and counted unknown."""
+    before = treeSample(
+        100, switchSample({100: (10, 100), 101: (5, 5), 102: None, 104: (1, 1)})
+    )
+    after = treeSample(
+        100, switchSample({100: (10, 150), 101: None, 102: (9, 9), 103: (1, 7)})
+    )
+    switches = treeSwitches(before, after)
+    assert switches.processes == {100: (0, 50), 103: (1, 7)}
+    assert (switches.voluntary, switches.nonvoluntary) == (1, 57)
+    assert switches.unknown == 2
+    assert treeSwitches({}, {}).threads == 0
 
 
 def test_treeCpu() -> None:
@@ -244,6 +355,64 @@ def test_nginxBackendConfig(tmp_path: Path) -> None:
     assert f'return 200 "{backend.BODY.decode().strip()}\\n";' in text
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_nginxProxyConfig(tmp_path: Path, workers: int) -> None:
+    """A master and the workers, an upstream keep-alive pool, every path under
+    the folder, no access log."""
+    text = nginxProxyConfig(tmp_path, 18080, 19090, workers)
+    assert "daemon off;\n" in text
+    assert "master_process on;\n" in text
+    assert f"worker_processes {workers};\n" in text
+    assert "user " not in text
+    assert f"pid {tmp_path / 'nginx.pid'};" in text
+    assert "    access_log off;\n" in text
+    assert (
+        "    upstream backend {\n"
+        "        server 127.0.0.1:19090;\n"
+        "        keepalive 64;\n"
+        "    }\n"
+    ) in text
+    assert "listen 127.0.0.1:18080;" in text
+    assert "reuseport" not in text
+    assert "proxy_pass http://backend;" in text
+    assert "proxy_http_version 1.1;" in text
+    assert 'proxy_set_header Connection "";' in text
+    for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        assert f"{kind}_temp_path {tmp_path / kind};" in text
+    assert "user root root;\n" in nginxProxyConfig(
+        tmp_path, 18080, 19090, workers, "root root"
+    )
+
+
+def test_nginxUser() -> None:
+    """As root, this process's user and group; otherwise no user line."""
+    user = nginxUser()
+    if os.geteuid() == 0:
+        assert user is not None
+        assert len(user.split()) == 2
+    else:
+        assert user is None
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_nginxProxyConfigAccepted(tmp_path: Path, workers: int) -> None:
+    """nginx itself (C{nginx -t}) accepts the configuration as the bench writes it."""
+    nginx = shutil.which("nginx")
+    assert nginx is not None
+    config = tmp_path / "nginx.conf"
+    config.write_text(nginxProxyConfig(tmp_path, 18080, 19090, workers, nginxUser()))
+    done = subprocess.run(
+        [nginx, "-t", "-p", str(tmp_path), "-c", str(config), "-e", "stderr"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "test is successful" in done.stderr
+
+
 # -- figures -------------------------------------------------------------------
 
 
@@ -283,6 +452,63 @@ def test_rowFigures() -> None:
     assert row["idle_workers"] == []
 
 
+def test_rowFiguresSwitches() -> None:
+    """The tree's context switches in all, per request, and per process."""
+    proxy = TreeCpu(10.0, [(100, "twistd", 5.5, True), (101, "python3", 4.5, False)], 0)
+    switches = TreeSwitches(
+        voluntary=800,
+        nonvoluntary=112_000,
+        processes={100: (300, 50_000), 101: (500, 62_000)},
+        unknown=0,
+        threads=1,
+    )
+    row = rowFigures(
+        wrk(8000.0, 12.0, 80_000), 10.2, (18.0, 20.0), proxy, 3.0, 1.0, 2, switches
+    )
+    assert row["proxy_voluntary_switches"] == 800
+    assert row["proxy_nonvoluntary_switches"] == 112_000
+    assert row["sleeps_per_request"] == pytest.approx(0.01)
+    assert row["preempts_per_request"] == pytest.approx(1.4)
+    assert row["proxy_max_threads"] == 1
+    assert [
+        (p["voluntary_switches"], p["nonvoluntary_switches"])
+        for p in row["proxy_processes"]
+    ] == [(300, 50_000), (500, 62_000)]
+
+
+def test_rowFiguresRoles() -> None:
+    """nginx's tree: a master and its workers."""
+    proxy = TreeCpu(4.0, [(100, "nginx", 0.0, True), (101, "nginx", 4.0, False)], 0)
+    row = rowFigures(
+        wrk(4000.0, 9.0, 40_000),
+        10.0,
+        (8.0, 20.0),
+        proxy,
+        1.0,
+        1.0,
+        1,
+        roles=(MASTER, "worker"),
+    )
+    assert [p["role"] for p in row["proxy_processes"]] == [MASTER, "worker"]
+    assert row["idle_workers"] == []
+    assert row["preempts_per_request"] is None
+
+
+def test_switchFigures() -> None:
+    """Nothing per request without the counts, with a process's counts unread,
+    or without requests."""
+    assert switchFigures(None, 1000)["preempts_per_request"] is None
+    partial = TreeSwitches(1, 2000, {100: (1, 2000)}, unknown=1, threads=1)
+    figures = switchFigures(partial, 1000)
+    assert figures["proxy_nonvoluntary_switches"] == 2000
+    assert figures["proxy_switches_unknown"] == 1
+    assert figures["preempts_per_request"] is None
+    assert figures["sleeps_per_request"] is None
+    whole = TreeSwitches(1, 2000, {100: (1, 2000)}, unknown=0, threads=1)
+    assert switchFigures(whole, 1000)["preempts_per_request"] == pytest.approx(2.0)
+    assert switchFigures(whole, 0)["preempts_per_request"] is None
+
+
 def test_rowFiguresUnknownWrkCpu() -> None:
     """wrk's CPU unread: its share unknown, the rest still worked out."""
     proxy = TreeCpu(4.0, [(100, "twistd", 4.0, True)], 0)
@@ -302,9 +528,21 @@ def test_idleWorkers() -> None:
     assert idleWorkers({"proxy_processes": []}) == []
 
 
+def test_idleWorkersNginxMaster() -> None:
+    """An nginx master serves nothing by design: it is no idle worker, and the
+    workers' shares are of the workers' CPU."""
+    processes = [
+        {"pid": 100, "cpu_s": 0.0, "role": MASTER, "name": "nginx"},
+        {"pid": 101, "cpu_s": 5.0, "role": "worker", "name": "nginx"},
+        {"pid": 102, "cpu_s": 0.4, "role": "worker", "name": "nginx"},
+    ]
+    assert idleWorkers({"proxy_processes": processes}) == [102]
+    assert idleWorkers({"proxy_processes": processes[:2]}) == []
+
+
 def test_bestRound() -> None:
     """The round with the most requests/s, every round's listed; failures kept out."""
-    a = {"wrk": {"requestsPerSecond": 100.0}}
+    a = {"wrk": {"requestsPerSecond": 100.0}, "preempts_per_request": 1.5}
     b = {"wrk": {"requestsPerSecond": 300.0}}
     failed = {"error": "boom"}
     assert bestRound([a]) is a
@@ -313,40 +551,99 @@ def test_bestRound() -> None:
         "rounds_rps": [100.0, None, 300.0],
         "rounds_rps_per_proxy_cpu_s": [None, None, None],
         "rounds_connections": [[], None, []],
+        "rounds_preempts_per_request": [1.5, None, None],
     }
     assert bestRound([failed]) is failed
 
 
-def sampleReport(twoPerCpu: float = 4500.0) -> dict[str, Any]:
-    """A result dict as L{bench.workers.WorkersBench.run} makes it."""
+def test_bestRoundNginxConnections() -> None:
+    """The connections each round's workers held; an nginx master holds none."""
+    processes = [
+        {"role": MASTER, "connections_midway": 0},
+        {"role": "worker", "connections_midway": 20},
+        {"role": "worker", "connections_midway": 30},
+    ]
+    row = {"wrk": {"requestsPerSecond": 1.0}, "proxy_processes": processes}
+    assert bestRound([row, row])["rounds_connections"] == [[20, 30], [20, 30]]
 
-    def row(workers: int, rps: float, p99: float, perCpu: float) -> dict[str, Any]:
-        cpu = rps * 10 / perCpu
+
+def sampleRow(
+    workers: int,
+    rps: float,
+    p99: float,
+    perCpu: float,
+    preempts: float | None = None,
+    nginx: bool = False,
+) -> dict[str, Any]:
+    """One row as L{bench.workers.rowFigures} makes it (switches if C{preempts})."""
+    cpu = rps * 10 / perCpu
+    requests = int(rps * 10)
+    processes: list[dict[str, Any]]
+    if nginx:
+        master: dict[str, Any] = {
+            "pid": 200, "name": "nginx", "cpu_s": 0.0, "role": MASTER,
+            "connections_midway": 0,
+        }  # fmt: skip
+        processes = [master] + [
+            {"pid": 201 + i, "name": "nginx", "cpu_s": cpu / workers,
+             "role": "worker", "connections_midway": 50 // workers}
+            for i in range(workers)
+        ]  # fmt: skip
+    else:
         processes = [
             {"pid": 100 + i, "name": "twistd" if i == 0 else "python3",
              "cpu_s": cpu / workers, "role": "owner" if i == 0 else "descendant",
              "connections_midway": 25}
             for i in range(workers)
         ]  # fmt: skip
-        return {
-            "workers": workers,
-            "wrk": {**wrk(rps, p99, int(rps * 10)).asDict(), "errors": 0},
-            "rps_per_proxy_cpu_s": perCpu,
-            "proxy_cpu_s": cpu,
-            "proxy_share": cpu / 20.4,
-            "wrk_share": 0.12,
-            "backend_share": 0.04,
-            "other_share": 0.03,
-            "idle_share": 0.31,
-            "proxy_processes": processes,
-            "proxy_processes_gone": 0,
-            "idle_workers": [],
-            "listening_processes": workers,
+    switches = None
+    if preempts is not None:
+        counts: dict[int, tuple[int, int]] = {
+            p["pid"]: (
+                0,
+                round(requests * preempts / workers) if p["cpu_s"] else 0,
+            )
+            for p in processes
         }
+        for p in processes:
+            p["voluntary_switches"], p["nonvoluntary_switches"] = counts[p["pid"]]
+        switches = TreeSwitches(
+            voluntary=0,
+            nonvoluntary=sum(n for _, n in counts.values()),
+            processes=counts,
+            unknown=0,
+            threads=1,
+        )
+    row: dict[str, Any] = {
+        "workers": workers,
+        "wrk": {**wrk(rps, p99, requests).asDict(), "errors": 0},
+        "rps_per_proxy_cpu_s": perCpu,
+        "proxy_cpu_s": cpu,
+        "proxy_share": cpu / 20.4,
+        "wrk_share": 0.12,
+        "backend_share": 0.04,
+        "other_share": 0.03,
+        "idle_share": 0.31,
+        "proxy_processes": processes,
+        "proxy_processes_gone": 0,
+        "idle_workers": [],
+        "listening_processes": len(processes),
+        **(switchFigures(switches, requests) if preempts is not None else {}),
+    }
+    if nginx:
+        row["proxy"] = "nginx"
+        row["expected_processes"] = row["listening_expected"] = workers + 1
+    return row
 
-    rows = {"1": row(1, 4000.0, 12.0, 5000.0), "2": row(2, 6000.0, 9.0, twoPerCpu)}
+
+def sampleReport(twoPerCpu: float = 4500.0, nginx: bool = False) -> dict[str, Any]:
+    """A result dict as L{bench.workers.WorkersBench.run} makes it (with nginx's
+    rows if C{nginx}, and context switches then)."""
+    one = sampleRow(1, 4000.0, 12.0, 5000.0, 0.0 if nginx else None)
+    two = sampleRow(2, 6000.0, 9.0, twoPerCpu, 1.4 if nginx else None)
+    rows = {"1": one, "2": two}
     ratios = workerRatios(rows)
-    return {
+    report: dict[str, Any] = {
         "settings": {"seconds": 10.0, "warmup": 2.0, "connections": 50,
                      "counts": [1, 2], "rounds": 1},
         "machine": {"cpu_count": 2, "usable_cpus": 2},
@@ -355,6 +652,14 @@ def sampleReport(twoPerCpu: float = 4500.0) -> dict[str, Any]:
         "ratios": ratios,
         "verdict": verdict(ratios),
     }  # fmt: skip
+    if nginx:
+        report["nginx_rows"] = {
+            "1": sampleRow(1, 40_000.0, 2.0, 45_000.0, 0.01, nginx=True),
+            "2": sampleRow(2, 48_000.0, 4.0, 45_000.0, 0.3, nginx=True),
+        }
+        report["nginx_ratios"] = workerRatios(report["nginx_rows"])
+        report["relative_to_nginx"] = relativeToNginx(ratios, report["nginx_ratios"])
+    return report
 
 
 def test_workerRatios() -> None:
@@ -407,8 +712,113 @@ def test_summariseWorkers() -> None:
         "  2 workers: proxy CPU by process: owner twistd 6.7 s (50%) 25 conns, "
         "descendant python3 6.7 s (50%) 25 conns" in lines
     )
+    assert one.split()[12:] == ["0", "-", "-"]
     assert "WARNING" not in text
     assert "per round" not in text
+    assert "nginx" not in "\n".join(lines[lines.index("") + 1 :]).replace(
+        "nginx (one process", ""
+    )
+
+
+def test_relativeToNginx() -> None:
+    """twisted-proxy's 2w/1w ratios over nginx's; nothing without either."""
+    ours = {"rps": 1.2, "rps_per_proxy_cpu_s": 0.7, "p99": 1.0}
+    theirs = {"rps": 1.5, "rps_per_proxy_cpu_s": 1.0, "p99": 2.0}
+    relative = relativeToNginx(ours, theirs)
+    assert relative is not None
+    assert set(relative) == {"rps", "rps_per_proxy_cpu_s"}
+    assert relative["rps"] == pytest.approx(0.8)
+    assert relative["rps_per_proxy_cpu_s"] == pytest.approx(0.7)
+    assert relativeToNginx(ours, None) is None
+    assert relativeToNginx(None, theirs) is None
+    assert relativeToNginx(ours, {"rps": None, "rps_per_proxy_cpu_s": 0.0}) == {
+        "rps": None,
+        "rps_per_proxy_cpu_s": None,
+    }
+
+
+def test_summariseWorkersNginx() -> None:
+    """nginx's rows and ratio row under twisted-proxy's, preemptions and sleeps
+    per request, nginx's own 2w/1w ratios and twisted-proxy's relative to them;
+    the target line as it was."""
+    text = summariseWorkers(sampleReport(nginx=True))
+    lines = text.splitlines()
+    assert "  reference: nginx as the proxy, a master and 1 and 2 workers " in text
+    head = next(line for line in lines if "req/CPU-s" in line)
+    assert head.split()[-2:] == ["preempts/req", "sleeps/req"]
+    one = next(line for line in lines if line.startswith("  1 worker "))
+    two = next(line for line in lines if line.startswith("  2 workers"))
+    assert one.split()[12:] == ["0", "0.00", "0.00"]
+    assert two.split()[12:] == ["0", "1.40", "0.00"]
+    nginx1 = next(line for line in lines if line.startswith("  nginx 1w "))
+    nginx2 = next(line for line in lines if line.startswith("  nginx 2w "))
+    assert nginx1.split()[2:7] == ["40,000", "2.00", "ms", "45,000", "44%"]
+    assert nginx1.split()[11:] == ["2", "0", "0.01", "0.00"]
+    assert nginx2.split()[11:] == ["3", "0", "0.30", "0.00"]
+    ratio = next(line for line in lines if line.startswith("  nginx 2w/1w"))
+    assert ratio.split()[2:] == ["1.20x", "2.00x", "1.00x"]
+    order = [lines.index(line) for line in (one, two, nginx1, nginx2, ratio)]
+    assert order == sorted(order)
+    assert (
+        "  req/s per proxy CPU-second, 2 workers / 1: 0.90x (target >= 0.9x): PASS"
+        in lines
+    )
+    assert (
+        "  nginx as the proxy, 2 workers / 1: req/s 1.20x, "
+        "req per CPU-second 1.00x (no target)" in lines
+    )
+    assert "  twisted-proxy's 2w/1w req/CPU-s relative to nginx's: 0.90x" in lines
+    assert (
+        "  2 workers: proxy CPU by process: owner twistd 6.7 s (50%) 25 conns "
+        "0.70 preempts/req, descendant python3 6.7 s (50%) 25 conns "
+        "0.70 preempts/req" in lines
+    )
+    assert (
+        "  nginx 2w: proxy CPU by process: master nginx 0.0 s (0%) 0 conns "
+        "0.00 preempts/req, worker nginx 5.3 s (50%) 25 conns 0.15 preempts/req, "
+        "worker nginx 5.3 s (50%) 25 conns 0.15 preempts/req" in lines
+    )
+    assert "WARNING" not in text
+    assert "NOTE" not in text
+
+
+def test_summariseWorkersNginxFailed() -> None:
+    """A failed nginx row is said; nothing relative to it is worked out."""
+    report = sampleReport(nginx=True)
+    report["nginx_rows"]["2"] = {"workers": 2, "proxy": "nginx", "error": "boom"}
+    report["nginx_ratios"] = workerRatios(report["nginx_rows"])
+    report["relative_to_nginx"] = relativeToNginx(
+        report["ratios"], report["nginx_ratios"]
+    )
+    lines = summariseWorkers(report).splitlines()
+    assert "  nginx 2w      failed: boom" in lines
+    assert not any(line.startswith("  nginx 2w/1w") for line in lines)
+    assert (
+        "  nginx as the proxy, 2 workers / 1: req/s -, req per CPU-second - "
+        "(no target)" in lines
+    )
+    assert "  twisted-proxy's 2w/1w req/CPU-s relative to nginx's: -" in lines
+
+
+def test_summariseWorkersSwitchNotes() -> None:
+    """Counts that could not be read, and threads (whose switches the main
+    thread's counts leave out), are said."""
+    report = sampleReport(nginx=True)
+    two = report["rows"]["2"]
+    two["proxy_switches_unknown"] = 1
+    two["preempts_per_request"] = None
+    two["proxy_max_threads"] = 3
+    lines = summariseWorkers(report).splitlines()
+    row = next(line for line in lines if line.startswith("  2 workers "))
+    assert row.split()[12:] == ["0", "-", "0.00"]
+    assert (
+        "  WARNING: 2 workers: the context switches of 1 process(es) could not "
+        "be read: none per request" in lines
+    )
+    assert (
+        "  NOTE: 2 workers: a process of the tree ran 3 threads; its context "
+        "switches are its main thread's" in lines
+    )
 
 
 def test_summariseWorkersRounds() -> None:
@@ -425,15 +835,30 @@ def test_summariseWorkersRounds() -> None:
         "4,000 (3,000 req/CPU-s, 2/48 conns), -; best shown" in lines
     )
     assert "  1 worker: req/s per round 4,000, 3,900; best shown" in lines
+    report["rows"]["2"]["rounds_preempts_per_request"] = [1.4, 1.25, None]
+    lines = summariseWorkers(report).splitlines()
+    assert (
+        "  2 workers: req/s per round 6,000 (4,500 req/CPU-s, 25/25 conns, "
+        "1.40 preempts/req), 4,000 (3,000 req/CPU-s, 2/48 conns, "
+        "1.25 preempts/req), -; best shown" in lines
+    )
 
 
 def test_summariseWorkersColumnsLineUp() -> None:
-    """The ratio row's cells end where the columns they belong to end."""
-    lines = summariseWorkers(sampleReport()).splitlines()
+    """The ratio rows' cells end where the columns they belong to end, and so do
+    the rows' preempts/req and sleeps/req."""
+    lines = summariseWorkers(sampleReport(nginx=True)).splitlines()
     head = next(line for line in lines if "req/CPU-s" in line)
     ratio = next(line for line in lines if line.startswith("  ratio 2w/1w"))
     for column, cell in (("req/s", "1.50x"), ("p99", "0.75x"), ("req/CPU-s", "0.90x")):
         assert head.index(column) + len(column) == ratio.index(cell) + len(cell)
+    ratio = next(line for line in lines if line.startswith("  nginx 2w/1w"))
+    for column, cell in (("req/s", "1.20x"), ("p99", "2.00x"), ("req/CPU-s", "1.00x")):
+        assert head.index(column) + len(column) == ratio.index(cell) + len(cell)
+    row = next(line for line in lines if line.startswith("  nginx 2w "))
+    assert len(row) == len(head)
+    assert row.endswith("0.30        0.00")
+    assert head.endswith("preempts/req  sleeps/req")
 
 
 def test_summariseWorkersFail() -> None:

@@ -8,8 +8,8 @@ Pure: documents in, changes to a L{BalancerService} out; no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from twisted_proxy.balancer.service import BalancerService
@@ -19,26 +19,56 @@ from twisted_proxy.core.traffic import Traffic
 
 __all__ = ["WorkerCounts", "balancerView", "follow", "workerCounts"]
 
-# What a member's health and passive error are, as the owner knows them.
+# A member's run-time values (the manager's), then its health and passive
+# error as the owner knows them: the view's entries carry them in this order.
+_RUNTIME = (
+    "weight",
+    "standby",
+    "disabled",
+    "drain",
+    "tier",
+    "ignoreErrors",
+    "maxConnections",
+)
 _LIVE = ("health", "errorUntil", "lastFailure", "lastCheck", "lastCheckResult")
+# The configuration's names of the run-time values, for Member.
+_MEMBER_KEYS = (
+    "weight",
+    "standby",
+    "disabled",
+    "drain",
+    "tier",
+    "ignore_errors",
+    "max_connections",
+)
 
 
 def balancerView(service: BalancerService) -> dict[str, Any]:
     """
-    Every balancer's members as the owner runs them: each one's
-    configuration with its run-time changes, its health and its error.
+    Every balancer's members as the owner runs them: for each, its
+    configuration (the file's, or the manager's for a member it added), its
+    run-time values and its health and error, as
+    C{[configuration, [run-time...], [live...]]}. Cheap enough to take four
+    times a second: plain values read off the member, no copies.
     """
     return {
         name: [
-            {"member": asdict(state.current()), **_live(state)}
+            [
+                vars(state.member),
+                [getattr(state, key) for key in _RUNTIME],
+                [getattr(state, key) for key in _LIVE],
+            ]
             for state in service.members(name)
         ]
         for name in service.balancerNames()
     }
 
 
-def _live(state: MemberState) -> dict[str, Any]:
-    return {key: getattr(state, key) for key in _LIVE}
+def _wanted(entry: Sequence[Any]) -> Member:
+    """The member an entry describes, its run-time values in it."""
+    configured, runtime, _ = entry
+    member = Member(**configured)
+    return replace(member, **dict(zip(_MEMBER_KEYS, runtime, strict=True)))
 
 
 def follow(service: BalancerService, view: Mapping[str, Any]) -> list[str]:
@@ -54,7 +84,7 @@ def follow(service: BalancerService, view: Mapping[str, Any]) -> list[str]:
     for balancer, members in view.items():
         if balancer not in present:
             continue
-        wanted = [Member(**entry["member"]) for entry in members]
+        wanted = [_wanted(entry) for entry in members]
         names = {member.name for member in wanted}
         for state in service.members(balancer):
             if state.name not in names:
@@ -79,16 +109,17 @@ def _take(
     service: BalancerService,
     balancer: str,
     state: MemberState,
-    entry: Mapping[str, Any],
+    entry: Sequence[Any],
 ) -> None:
     """The owner's word on C{state}'s health and error."""
     healthBefore = state.health
-    for key in _LIVE:
-        setattr(state, key, entry[key])
+    live = dict(zip(_LIVE, entry[2], strict=True))
+    for key, value in live.items():
+        setattr(state, key, value)
     if state.health != healthBefore:
         # Wakes the requests waiting for a member, as a check here would.
         service.healthChanged(balancer, state, state.health, "")
-        state.errorUntil = entry["errorUntil"]
+        state.errorUntil = live["errorUntil"]
 
 
 def workerCounts(
