@@ -467,5 +467,11 @@ class _ServiceView:
     def reloads(self) -> dict[str, int]:
         return dict(self._service.reloads)
 
+    def workerProcesses(self) -> dict[str, int]:
+        role = self._service.role
+        if role is None:
+            return {"configured": 1, "running": 1, "restarts": 0}
+        return dict(role.processes())
+
 
 __all__ = ["ProxyService"]

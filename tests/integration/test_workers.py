@@ -223,6 +223,7 @@ async def test_oneViewOfTheBalancersAcrossTwoWorkers(
         )
     )
     assert total == 90, text
+    assert re.search(r"^twisted_proxy_worker_processes 2\.0$", text, re.M), text
     await stop(stack, proxy, transport, {owner, follower})
 
 
@@ -403,5 +404,9 @@ async def test_aFollowerThatDiesIsStartedAgainAndStopsWithoutItsOwner(
         assert (await proxy.get(f"/app/{i}"))[0] == 200
     lines = await proxy.lines(20)
     assert second in {int(line[0]) for line in lines}
+    restarts = await metric(proxy, "twisted_proxy_worker_restarts_total")
+    assert restarts == {"": 1.0}, restarts
+    processes = await metric(proxy, "twisted_proxy_worker_processes")
+    assert processes == {"": 2.0}, processes
     transport.signalProcess("KILL")
     await until(stack, lambda: not alive(second), "the follower to stop")

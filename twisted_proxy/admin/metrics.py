@@ -134,6 +134,19 @@ class ProxyCollector:
         for protocol, value in self._view.openConnections().items():
             gauge.add_metric([protocol], value)
         yield gauge
+        processes = self._view.workerProcesses()
+        running = GaugeMetricFamily(
+            "twisted_proxy_worker_processes",
+            "Processes serving the listeners now ([proxy] workers).",
+        )
+        running.add_metric([], processes["running"])
+        yield running
+        restarts = CounterMetricFamily(
+            "twisted_proxy_worker_restarts",
+            "Worker processes that ended unasked and were started again.",
+        )
+        restarts.add_metric([], processes["restarts"])
+        yield restarts
 
     def _members(self) -> Iterator[Metric]:
         labels = ["balancer", "member"]

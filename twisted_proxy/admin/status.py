@@ -75,6 +75,7 @@ class ServerStatus(ReadOnlyPage):
             ("BusyWorkers", busy),
             ("IdleWorkers", total - busy),
             ("ConnsTotal", total),
+            ("Processes", self.view.workerProcesses()["running"]),
         ]
         facts += [(_AUTO_NAMES[p], connections.get(p, 0)) for p in PROTOCOLS]
         return facts

@@ -58,6 +58,12 @@ class ProxyView(Protocol):
     def reloads(self) -> Mapping[str, int]:
         """Reloads so far, by result (C{"taken"}, C{"refused"})."""
 
+    def workerProcesses(self) -> Mapping[str, int]:
+        """
+        The processes serving (C{[proxy] workers}): C{"configured"},
+        C{"running"} now, and C{"restarts"} of followers that ended unasked.
+        """
+
 
 @dataclass(frozen=True)
 class AdminContext:

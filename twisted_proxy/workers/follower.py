@@ -97,6 +97,10 @@ class Follower:
     ) -> IStreamServerEndpoint:
         return AdoptedEndpoint(self._reactor, self._sockets, listener.endpoint)
 
+    def processes(self) -> Mapping[str, int]:
+        """A follower's pages are the owner's: this is never shown."""
+        return {"configured": 1, "running": 1, "restarts": 0}
+
     def reloaded(self, text: str) -> None:
         """The follower's reloads come from the owner: nothing to pass on."""
 

@@ -133,6 +133,8 @@ class Owner(Service):
         self._backoff: dict[int, float] = {}
         self._lastView: dict[str, Any] | None = None
         self._timers: dict[int, IDelayedCall] = {}
+        self.restarts = 0
+        """Followers that ended unasked (and were started again)."""
         self._watch = LoopingCall(self.pushView)
         self._watch.clock = reactor
 
@@ -157,6 +159,13 @@ class Owner(Service):
         self, listener: Listener, named: IStreamServerEndpoint
     ) -> IStreamServerEndpoint:
         return SharedEndpoint(named)
+
+    def processes(self) -> Mapping[str, int]:
+        return {
+            "configured": self.workers,
+            "running": 1 + len(self._ready()),
+            "restarts": self.restarts,
+        }
 
     def reloaded(self, text: str) -> None:
         self.text = text
@@ -261,6 +270,7 @@ class Owner(Service):
                     "worker {n} ended: {status}", n=follower.number, status=status
                 )
         else:
+            self.restarts += 1
             lived = self._reactor.seconds() - follower.started
             wait = self._backoff.get(follower.number, _RESPAWN_FIRST)
             if lived >= _RESPAWN_SETTLED:

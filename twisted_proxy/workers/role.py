@@ -5,6 +5,7 @@ runs in, when it is one of several (C{[proxy] workers} above 1).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 from twisted.internet.interfaces import IStreamServerEndpoint
@@ -32,6 +33,9 @@ class WorkerRole(Protocol):
         self, listener: Listener, named: IStreamServerEndpoint
     ) -> IStreamServerEndpoint:
         """Where C{listener}'s port comes from (C{named}: its endpoint string's)."""
+
+    def processes(self) -> Mapping[str, int]:
+        """The processes serving: configured, running, restarts (the owner's)."""
 
     def reloaded(self, text: str) -> None:
         """The owner took the configuration C{text} (its followers follow)."""
