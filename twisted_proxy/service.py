@@ -203,6 +203,12 @@ class ProxyService(MultiService):
         super().startService()
         self._startAccessLog()
         self._warnAboutFiles()
+        if self.config.proxy.workers > 1 and self.role is None:
+            self._log.warn(
+                "[proxy] workers = {n} is for twistd proxy and twisted-proxy run:"
+                " this ProxyService, embedded in a program, is one process",
+                n=self.config.proxy.workers,
+            )
         for port in self.ports:
             self._log.info("listening on {address}", address=port.getHost())
 

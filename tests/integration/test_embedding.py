@@ -6,7 +6,9 @@ own Application.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_twisted
@@ -159,3 +161,45 @@ async def test_serviceUnderUsersApplication(stack: Stack) -> None:
     endpoint = TCP4ClientEndpoint(stack.reactor, "127.0.0.1", listening)
     with pytest.raises(ConnectionRefusedError):
         await endpoint.connect(Factory.forProtocol(Protocol))
+
+
+@pytest_twisted.ensureDeferred
+async def test_embeddedServiceIsOneProcessWhateverWorkersSays(
+    stack: Stack, logged: list[str]
+) -> None:
+    """
+    [proxy] workers = 4 in an embedded ProxyService: it serves in this
+    process alone, says so in the log, and starts no other process.
+    """
+    backend = RecordingBackend()
+    port = await stack.backend(backend)
+    text = SERVICE.format(port=port).replace("[proxy]\n", "[proxy]\nworkers = 4\n")
+    config = loadString(text)
+    proxy = ProxyService(config, stack.reactor)
+    proxy.startService()
+    stack.services.append(proxy)
+    response = await stack.treq().get(f"http://127.0.0.1:{proxy.port}/hi")
+    assert await response.text() == "backend saw GET /hi"
+    assert proxy.role is None
+    assert followersOf(os.getpid()) == []
+    assert any(
+        "this ProxyService, embedded in a program, is one process" in line
+        for line in logged
+    ), logged
+
+
+def followersOf(pid: int) -> list[int]:
+    """The worker processes C{pid} started (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            command = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == pid and b"twisted_proxy.workers.follower" in command:
+            found.append(int(entry))
+    return found
