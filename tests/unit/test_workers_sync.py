@@ -382,3 +382,32 @@ def test_memberFailedForAnUnknownMember() -> None:
     with pytest.raises(KeyError):
         owner.memberFailed("gone", ONE, "connect")
     assert not any(m["in_error"] for m in owner.snapshot()["web"])
+
+
+def test_aMemberAddedAgainIsLastInBothAndTheRoundGoesOnAlike() -> None:
+    """
+    The owner removes a member and adds it back: it is last in the owner's
+    list; the follower, which had it all along, puts it last too, and both
+    go round the members in the same order from then on.
+    """
+    owner, _ = service()
+    follower, _ = service()
+    member = owner.member("web", ONE).member
+    owner.removeMember("web", ONE)
+    owner.addMember("web", member)
+    follow(follower, json.loads(json.dumps(balancerView(owner))))
+    names = [m.name for m in owner.members("web")]
+    assert names == [TWO, THREE, ONE]
+    assert [m.name for m in follower.members("web")] == names
+    assert [m.index for m in follower.members("web")] == [
+        m.index for m in owner.members("web")
+    ]
+    picks = []
+    for _ in range(6):
+        mine, theirs = owner.pick("web"), follower.pick("web")
+        assert mine is not None
+        assert theirs is not None
+        picks.append((mine.name, theirs.name))
+        owner.release(mine, True)
+        follower.release(theirs, True)
+    assert [a for a, _ in picks] == [b for _, b in picks]

@@ -6,7 +6,7 @@ capacity; and which of its members a pick chooses among.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -133,6 +133,11 @@ class Cluster:
         if previous.config.method == self.config.method:
             self.policy = previous.policy
         return notes
+
+    def arrange(self, names: Sequence[str]) -> None:
+        """Put the members in the order of C{names} (others last, in order)."""
+        order = {name: place for place, name in enumerate(names)}
+        self.members.sort(key=lambda m: order.get(m.name, len(order)))
 
     # -- requests waiting for a member's capacity --
 

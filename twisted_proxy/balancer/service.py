@@ -430,6 +430,10 @@ class BalancerService(MultiService):
         self._changed()
         return state
 
+    def arrange(self, balancerName: str, names: Sequence[str]) -> None:
+        """Put C{balancerName}'s members in the order of C{names} (its owner's)."""
+        self._balancers[balancerName].arrange(names)
+
     def reconfigure(self, balancers: Sequence[Balancer]) -> None:
         """
         Take a reloaded file's balancers: new ones start, gone ones stop

@@ -47,9 +47,10 @@ def balancerView(service: BalancerService) -> dict[str, Any]:
     """
     Every balancer's members as the owner runs them: for each, its
     configuration (the file's, or the manager's for a member it added), its
-    run-time values and its health and error, as
-    C{[configuration, [run-time...], [live...]]}. Cheap enough to take four
-    times a second: plain values read off the member, no copies.
+    run-time values, its health and error, and its place (for the policies
+    that go round in order), as C{[configuration, [run-time...], [live...],
+    index]}. Cheap enough to take four times a second: plain values read
+    off the member, no copies.
     """
     return {
         name: [
@@ -57,6 +58,7 @@ def balancerView(service: BalancerService) -> dict[str, Any]:
                 vars(state.member),
                 [getattr(state, key) for key in _RUNTIME],
                 [getattr(state, key) for key in _LIVE],
+                state.index,
             ]
             for state in service.members(name)
         ]
@@ -66,7 +68,7 @@ def balancerView(service: BalancerService) -> dict[str, Any]:
 
 def _wanted(entry: Sequence[Any]) -> Member:
     """The member an entry describes, its run-time values in it."""
-    configured, runtime, _ = entry
+    configured, runtime = entry[0], entry[1]
     member = Member(**configured)
     return replace(member, **dict(zip(_MEMBER_KEYS, runtime, strict=True)))
 
@@ -102,6 +104,11 @@ def follow(service: BalancerService, view: Mapping[str, Any]) -> list[str]:
                     state.adopt(member)
                     said.append(f"{balancer}: {member.name} changed")
             _take(service, balancer, state, entry)
+            state.index = entry[3]
+        order = [member.name for member in wanted]
+        if [state.name for state in service.members(balancer)] != order:
+            # A member removed and added again is last in the owner's list.
+            service.arrange(balancer, order)
     return said
 
 
