@@ -371,7 +371,7 @@ class ProxyService(MultiService):
         if problem is not None:
             raise StartupError(f"proxy.access_log: {problem}")
         try:
-            target = LogTarget(proxy.access_log, self._daemon)
+            target = LogTarget(proxy.access_log, self._daemon, proxy.workers > 1)
         except OSError as e:
             why = f"cannot open {proxy.access_log}: {e.strerror or e}"
             raise StartupError(f"proxy.access_log: {why}") from None

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from twisted.logger import LogEvent, globalLogPublisher
 
-from twisted_proxy.accesslog.target import LogTarget
+from twisted_proxy.accesslog.target import PIPE_BUF, LogTarget, linePieces
 
 
 def test_fileReopenFollowsRename(tmp_path: Path) -> None:
@@ -90,3 +90,62 @@ def logged() -> Iterator[list[LogEvent]]:
     globalLogPublisher.addObserver(observer)  # type: ignore[arg-type]
     yield events
     globalLogPublisher.removeObserver(observer)  # type: ignore[arg-type]
+
+
+class _Recorder:
+    """A standard output that records what reaches the OS at each flush."""
+
+    def __init__(self) -> None:
+        self.pending = ""
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.writes.append(self.pending)
+        self.pending = ""
+
+
+def test_sharedStandardOutputGetsWholeLinesInPipeSizedWrites(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """
+    With worker processes on one standard output, each write the OS gets
+    is whole lines of at most PIPE_BUF bytes (a pipe keeps such writes whole
+    against other writers); a line longer than that goes alone.
+    """
+    recorder = _Recorder()
+    monkeypatch.setattr("sys.stdout", recorder)
+    lines = [f"127.0.0.1 GET /{'é' * (i % 50)}{i}\n" for i in range(400)]
+    long = "x" * 5000 + "\n"
+    chunk = "".join(lines[:200]) + long + "".join(lines[200:])
+    target = LogTarget("-", shared=True)
+    target.write(chunk)
+    assert "".join(recorder.writes) + recorder.pending == chunk
+    assert recorder.pending == ""
+    assert len(recorder.writes) > 5
+    for write in recorder.writes:
+        assert write.endswith("\n")
+        assert len(write.encode()) <= PIPE_BUF or write == long
+    assert long in recorder.writes
+
+
+def test_unsharedStandardOutputIsOneWrite(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One process alone on standard output: the chunk goes as it is."""
+    recorder = _Recorder()
+    monkeypatch.setattr("sys.stdout", recorder)
+    chunk = "".join(f"line {i}\n" for i in range(2000))
+    LogTarget("-").write(chunk)
+    assert recorder.writes == []
+    assert recorder.pending == chunk
+
+
+def test_linePiecesCountBytesNotCharacters() -> None:
+    """Pieces are measured in UTF-8 bytes: 2,000 two-byte characters fill one."""
+    line = "é" * 1500 + "\n"
+    assert linePieces(line * 2) == [line, line]
+    assert linePieces("a\nb\n", limit=4) == ["a\nb\n"]
+    assert linePieces("") == []
