@@ -2207,3 +2207,45 @@ def test_websocketMembers() -> None:
         ("ws", 8081, None),
         ("wss", 8443, "/etc/ca.pem"),
     ]
+
+
+def test_workersCountsProcesses() -> None:
+    """[proxy] workers: 1 by default, a number, or "auto": this process's CPUs."""
+    assert loadString("").proxy.workers == 1
+    assert loadString("[proxy]\nworkers = 3\n").proxy.workers == 3
+    auto = loadString('[proxy]\nworkers = "auto"\n').proxy.workers
+    assert auto == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize("value", ["0", "257", '"many"', "2.5", "true"])
+def test_workersOutOfRangeIsRefused(value: str) -> None:
+    """Anything but 1 to 256 or "auto" names the key and what it takes."""
+    [error] = errorsOf(f"[proxy]\nworkers = {value}\n")
+    assert error.startswith("site.toml: proxy.workers: expected an integer from 1")
+    assert '256 or "auto"' in error
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "refused"),
+    [
+        ("tcp:8080:interface=127.0.0.1", False),
+        ("tcp6:8080:interface=\\\\:\\\\:1", False),
+        ("unix:/tmp/twisted-proxy-test.sock", True),
+    ],
+)
+def test_workersShareOnlyTCPListeners(endpoint: str, refused: bool) -> None:
+    """With workers above 1, a listener must be one the processes can share."""
+    from twisted_proxy.preflight import startupProblems
+
+    text = f'[proxy]\nworkers = 2\n[[listen]]\nendpoint = "{endpoint}"\n'
+    errors = startupProblems(loadString(text)).errors
+    if refused:
+        assert errors == [
+            f"listen[0].endpoint: {endpoint!r}: with [proxy] workers above 1 a"
+            " listener must be a tcp: or tcp6: endpoint (for TLS, add a"
+            " [listen.tls] table)"
+        ]
+    else:
+        assert errors == []
+    single = text.replace("workers = 2", "workers = 1")
+    assert startupProblems(loadString(single)).errors == []
