@@ -410,3 +410,36 @@ async def test_aFollowerThatDiesIsStartedAgainAndStopsWithoutItsOwner(
     assert processes == {"": 2.0}, processes
     transport.signalProcess("KILL")
     await until(stack, lambda: not alive(second), "the follower to stop")
+
+
+@pytest_twisted.ensureDeferred
+async def test_sigusr1ReopensEveryProcessAccessLog(
+    stack: Stack, children: list[tuple[Child, Any]], tmp_path: Path
+) -> None:
+    """
+    logrotate's way with two processes: the log moved, SIGUSR1 to the owner;
+    the next lines of both processes go to a new file, none to the old one.
+    """
+    proxy, transport = await start(
+        stack,
+        children,
+        tmp_path,
+        one=RecordingBackend("one"),
+        two=RecordingBackend("two"),
+    )
+    owner, follower = transport.pid, await proxy.follower()
+    for i in range(20):
+        assert (await proxy.get(f"/app/before/{i}"))[0] == 200
+    await proxy.lines(20)
+    os.rename(proxy.log, tmp_path / "access.log.1")
+    transport.signalProcess(signal.SIGUSR1)
+    await until(stack, proxy.log.exists, "a new access log")
+    await pause(stack, 0.3)
+    for i in range(30):
+        assert (await proxy.get(f"/app/after/{i}"))[0] == 200
+    lines = await proxy.lines(30)
+    assert all(line[2].startswith("/app/after/") for line in lines)
+    assert {int(line[0]) for line in lines} == {owner, follower}
+    old = (tmp_path / "access.log.1").read_text().splitlines()
+    assert len(old) == 20
+    await stop(stack, proxy, transport, {owner, follower})
