@@ -13,7 +13,9 @@
    over the single-backend ones are what balancing costs per request. Twisted's
    byte relay (C{twistd portforward}: the same two reads and two writes per
    request, no HTTP) runs the same way, as the floor for anything on Twisted,
-   and so do Debian's nginx, HAProxy and Apache (L{bench.peers}). Then 10 MiB
+   and so do Debian's nginx, HAProxy and Apache, and Traefik and Envoy from
+   their PyPI wheels (L{bench.peers}); twisted-proxy's requests per CPU-second
+   over Traefik's and Envoy's say whether it is ahead of them per core. Then 10 MiB
    bodies from a static nginx through twisted-proxy, the relay, nginx and
    HAProxy (L{bench.bigresponses}; C{--big-targets none} skips it).
 2. Streaming memory: a 1 GiB upload to a backend that reads slowly, and a 1 GiB
@@ -115,6 +117,8 @@ FLOOR_TARGET = 0.75
 # twisted-proxy's p99 latency at most this times nginx's, same load.
 P99_TARGET = 3.0
 BALANCER_MEMBERS = 3
+# The peers twisted-proxy aims to be ahead of per core (requests per CPU-second).
+PER_CORE_PEERS = (peers.TRAEFIK, peers.ENVOY)
 PICKS_JSON = RESULTS / "picks.json"
 TLS_JSON = RESULTS / "tls.json"
 WS_JSON = RESULTS / "websocket.json"
@@ -303,6 +307,21 @@ def _checkProxy(port: int) -> str | None:
     return None
 
 
+def _awaitRoutes(
+    child: Child, port: int, problem: str | None, timeout: float = 10.0
+) -> str | None:
+    """
+    Ask a peer that listens before it has loaded its routes (Traefik) for C{/}
+    again until the backend's answer comes back, it dies or C{timeout} passes;
+    the last problem seen, or C{None}.
+    """
+    deadline = time.monotonic() + timeout
+    while problem and child.alive() and time.monotonic() < deadline:
+        time.sleep(0.1)  # noqa: TID251 (another process; no Deferred to wait on)
+        problem = _checkProxy(port)
+    return problem
+
+
 def _backendStats(port: int) -> dict[str, int] | None:
     """The counters of the fast backend (see L{bench.backend.Counters})."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -418,11 +437,15 @@ class Bench:
             child, port = self._startProxy(
                 name, backendPorts, f"throughput{'-' + tag if tag else ''}"
             )
-        except ChildError as e:
+        except (ChildError, tls.ToolError) as e:
+            # A peer that is missing and cannot be installed gets a row that
+            # says why; the other proxies are still measured.
             self._log(f"{name}: did not start; skipped")
             return {"error": str(e)}
         try:
             problem = _checkProxy(port)
+            if name in peers.ROUTES_AFTER_LISTENING:
+                problem = _awaitRoutes(child, port, problem)
             if problem:
                 self._log(f"{name}: wrong answer; skipped ({problem})")
                 return {"error": problem, "log": child.tail()}
@@ -742,6 +765,13 @@ def summarise(report: dict[str, Any]) -> str:
         p99 = versus["p99"]
         verdict = "PASS" if p99 is not None and p99 <= P99_TARGET else "FAIL"
         lines.append(f"  p99 target <= {P99_TARGET}x nginx's: {verdict}")
+    for peer in PER_CORE_PEERS:
+        peerRatios = report.get(f"{peer}_ratios")
+        if peerRatios:
+            lines.append(_ratioRow(f"ratio tp/{peer}", peerRatios))
+    perCore = report.get("per_core")
+    if perCore:
+        lines += _perCoreLines(perCore)
     lb = report.get("balancer_ratios")
     if lb:
         lines.append(_ratioRow("ratio lb3/single", lb))
@@ -874,6 +904,67 @@ def _nginxRatios(rows: dict[str, Any]) -> dict[str, float | None] | None:
     return _ratios({TWISTED_PROXY: single, BUILTIN: nginx})
 
 
+def _peerRatios(rows: dict[str, Any], peer: str) -> dict[str, float | None] | None:
+    """twisted-proxy's figures over peer C{peer}'s, where both ran."""
+    theirs, single = rows.get(peer), rows.get(TWISTED_PROXY)
+    if not theirs or not single or "error" in theirs or "error" in single:
+        return None
+    return _ratios({TWISTED_PROXY: single, BUILTIN: theirs})
+
+
+def _perSecond(row: dict[str, Any] | None) -> float | None:
+    """Requests per CPU-second of the proxy in a throughput row, if measured."""
+    if not row or "error" in row:
+        return None
+    us = row.get("proxy_cpu_us_per_request")
+    return 1e6 / us if us else None
+
+
+def _perCore(rows: dict[str, Any]) -> dict[str, Any] | None:
+    """
+    Requests per CPU-second of the proxy for twisted-proxy and each of
+    L{PER_CORE_PEERS} that ran, twisted-proxy's over each, and whether it is
+    ahead of all of them (C{None} unless every one was measured); C{None} if
+    twisted-proxy was not measured or none of them was a target.
+    """
+    ours = _perSecond(rows.get(TWISTED_PROXY))
+    if ours is None or not any(peer in rows for peer in PER_CORE_PEERS):
+        return None
+    theirs = {peer: _perSecond(rows.get(peer)) for peer in PER_CORE_PEERS}
+    over = {peer: _ratio(ours, value) for peer, value in theirs.items()}
+    measured = [r for r in over.values() if r is not None]
+    return {
+        "requests_per_cpu_second": {TWISTED_PROXY: ours, **theirs},
+        "tp_over": over,
+        "ahead": all(r > 1 for r in measured) if len(measured) == len(over) else None,
+    }
+
+
+def _perCoreLines(perCore: dict[str, Any]) -> list[str]:
+    """The summary's lines on requests per CPU-second against Traefik and Envoy."""
+    each = perCore["requests_per_cpu_second"]
+    cells = [f"{TWISTED_PROXY} {each[TWISTED_PROXY]:,.0f}"]
+    for peer in PER_CORE_PEERS:
+        ratio = perCore["tp_over"][peer]
+        cells.append(
+            f"{peer} {_fmt(each[peer], ',.0f')}"
+            + ("" if ratio is None else f" (tp {ratio:.2f}x)")
+        )
+    ahead = perCore["ahead"]
+    names = " and ".join(p.capitalize() for p in PER_CORE_PEERS)
+    if ahead is None:
+        verdict = "unknown (not every one was measured)"
+    elif ahead:
+        verdict = "YES"
+    else:
+        behind = [p for p, r in perCore["tp_over"].items() if r is not None and r <= 1]
+        verdict = "NO (not ahead of " + ", ".join(behind) + ")"
+    return [
+        "  requests per CPU-second of the proxy: " + ", ".join(cells),
+        f"  twisted-proxy ahead of {names} per core: {verdict}",
+    ]
+
+
 def _balancerRatios(rows: dict[str, Any]) -> dict[str, float | None] | None:
     """The 3-member balancer's figures over twisted-proxy's single-backend ones."""
     lb, single = rows.get(TWISTED_PROXY_LB), rows.get(TWISTED_PROXY)
@@ -918,7 +1009,10 @@ def _verdicts(report: dict[str, Any]) -> dict[str, bool | None]:
     ratios = report.get("ratios") or {}
     rps = ratios.get("rps")
     verdicts: dict[str, bool | None] = {
-        f"rps_ratio_at_least_{RPS_TARGET}": None if rps is None else rps >= RPS_TARGET
+        f"rps_ratio_at_least_{RPS_TARGET}": None if rps is None else rps >= RPS_TARGET,
+        "ahead_of_traefik_and_envoy_per_core": (report.get("per_core") or {}).get(
+            "ahead"
+        ),
     }
     streaming = (report.get("streaming") or {}).get(TWISTED_PROXY) or {}
     for direction in ("up", "down"):
@@ -1197,6 +1291,9 @@ def main(argv: list[str] | None = None) -> int:
             report["balancer_ratios"] = _balancerRatios(report["throughput"])
             report["floor_ratios"] = _floorRatios(report["throughput"])
             report["nginx_ratios"] = _nginxRatios(report["throughput"])
+            for peer in PER_CORE_PEERS:
+                report[f"{peer}_ratios"] = _peerRatios(report["throughput"], peer)
+            report["per_core"] = _perCore(report["throughput"])
             if settings.workers:
                 report["workers"] = _workersPart(settings, children, Path(tmp))
             if settings.bigTargets:
