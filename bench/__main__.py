@@ -1406,17 +1406,31 @@ def _workersPart(
     ).run()
 
 
-def _workersOnly(settings: Settings) -> int:
-    """C{--workers-only}: the workers part alone, saved to L{WORKERS_JSON}."""
+def _partAlone(
+    title: str,
+    results: Path,
+    part: Callable[[Children, Path], dict[str, Any]],
+    summarise: Callable[[dict[str, Any]], str],
+    settings: Settings,
+    pin: bool,
+    pinning: str | None,
+    shown: str,
+) -> int:
+    """
+    One part of the bench alone (C{--ws-only} and the like): C{part} run
+    with its children and a work folder, its report saved to C{results}
+    with the run's facts (C{pinning}: None to leave it out), summarised
+    when it has C{shown}.
+    """
     began = time.monotonic()
     report: dict[str, Any] = {}
     code = 0
     try:
         with (
             tempfile.TemporaryDirectory(prefix="twisted-proxy-bench-") as tmp,
-            Children(RESULTS / "logs", False) as children,
+            Children(RESULTS / "logs", pin) as children,
         ):
-            report = _workersPart(settings, children, Path(tmp))
+            report = part(children, Path(tmp))
     except KeyboardInterrupt:
         print("\nbench: interrupted; every child process has been stopped")
         return 130
@@ -1428,17 +1442,35 @@ def _workersOnly(settings: Settings) -> int:
         started=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         commit=_commit(),
         quick=settings.quick,
-        loadavg_after=_loadavg(),
-        seconds_total=time.monotonic() - began,
     )
+    if pinning is not None:
+        report["pinning"] = pinning
+    report.update(loadavg_after=_loadavg(), seconds_total=time.monotonic() - began)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    WORKERS_JSON.write_text(json.dumps(report, indent=2) + "\n")
-    if "rows" in report:
-        print(f"\nWorkers benchmark, commit {_shortCommit(report['commit'])}")
-        print(workers.summariseWorkers(report))
-    print(f"\nJSON: {WORKERS_JSON}")
+    results.write_text(json.dumps(report, indent=2) + "\n")
+    if shown in report:
+        heading = f"\n{title} benchmark, commit {_shortCommit(report['commit'])}"
+        if pinning is not None:
+            heading += f", pinning: {pinning}"
+        print(heading)
+        print(summarise(report))
+    print(f"\nJSON: {results}")
     print(f"bench: done in {report['seconds_total']:.0f} s")
     return code
+
+
+def _workersOnly(settings: Settings) -> int:
+    """C{--workers-only}: the workers part alone, saved to L{WORKERS_JSON}."""
+    return _partAlone(
+        "Workers",
+        WORKERS_JSON,
+        lambda children, folder: _workersPart(settings, children, folder),
+        workers.summariseWorkers,
+        settings,
+        False,
+        None,
+        "rows",
+    )
 
 
 def _compressOnly(settings: Settings, pin: bool, why: str) -> int:
@@ -1469,88 +1501,34 @@ def _compressOnly(settings: Settings, pin: bool, why: str) -> int:
 
 def _wsOnly(settings: Settings, pin: bool, why: str) -> int:
     """C{--ws-only}: the WebSocket part alone, saved to L{WS_JSON}."""
-    began = time.monotonic()
-    report: dict[str, Any] = {}
-    code = 0
-    try:
-        with (
-            tempfile.TemporaryDirectory(prefix="twisted-proxy-bench-") as tmp,
-            Children(RESULTS / "logs", pin) as children,
-        ):
-            report = _wsPart(settings, children, Path(tmp))
-    except KeyboardInterrupt:
-        print("\nbench: interrupted; every child process has been stopped")
-        return 130
-    except ChildError as e:
-        print(f"bench: failed: {e}", file=sys.stderr)
-        report = {"error": str(e)}
-        code = 1
-    report.update(
-        started=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        commit=_commit(),
-        quick=settings.quick,
-        pinning=(
-            f"proxy on CPU {PROXY_CPU}; backend and clients on CPU {LOAD_CPU}"
-            if pin
-            else f"none ({why})"
-        ),
-        loadavg_after=_loadavg(),
-        seconds_total=time.monotonic() - began,
+    return _partAlone(
+        "WebSocket",
+        WS_JSON,
+        lambda children, folder: _wsPart(settings, children, folder),
+        websocket.summariseWebSocket,
+        settings,
+        pin,
+        f"proxy on CPU {PROXY_CPU}; backend and clients on CPU {LOAD_CPU}"
+        if pin
+        else f"none ({why})",
+        "settings",
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    WS_JSON.write_text(json.dumps(report, indent=2) + "\n")
-    if "settings" in report:
-        print(
-            f"\nWebSocket benchmark, commit {_shortCommit(report['commit'])}, "
-            f"pinning: {report['pinning']}"
-        )
-        print(websocket.summariseWebSocket(report))
-    print(f"\nJSON: {WS_JSON}")
-    print(f"bench: done in {report['seconds_total']:.0f} s")
-    return code
 
 
 def _tlsOnly(settings: Settings, pin: bool, why: str) -> int:
     """C{--tls-only}: the TLS part alone, saved to L{TLS_JSON}."""
-    began = time.monotonic()
-    report: dict[str, Any] = {}
-    code = 0
-    try:
-        with (
-            tempfile.TemporaryDirectory(prefix="twisted-proxy-bench-") as tmp,
-            Children(RESULTS / "logs", pin) as children,
-        ):
-            report = _tlsPart(settings, children, Path(tmp))
-    except KeyboardInterrupt:
-        print("\nbench: interrupted; every child process has been stopped")
-        return 130
-    except (WrkError, ChildError, tls.ToolError) as e:
-        print(f"bench: failed: {e}", file=sys.stderr)
-        report = {"error": str(e)}
-        code = 1
-    report.update(
-        started=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        commit=_commit(),
-        quick=settings.quick,
-        pinning=(
-            f"proxy on CPU {PROXY_CPU}; load tools and backend on CPU {LOAD_CPU}"
-            if pin
-            else f"none ({why})"
-        ),
-        loadavg_after=_loadavg(),
-        seconds_total=time.monotonic() - began,
+    return _partAlone(
+        "TLS",
+        TLS_JSON,
+        lambda children, folder: _tlsPart(settings, children, folder),
+        tls.summariseTLS,
+        settings,
+        pin,
+        f"proxy on CPU {PROXY_CPU}; load tools and backend on CPU {LOAD_CPU}"
+        if pin
+        else f"none ({why})",
+        "rows",
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    TLS_JSON.write_text(json.dumps(report, indent=2) + "\n")
-    if "rows" in report:
-        print(
-            f"\nTLS benchmark, commit {_shortCommit(report['commit'])}, "
-            f"pinning: {report['pinning']}"
-        )
-        print(tls.summariseTLS(report))
-    print(f"\nJSON: {TLS_JSON}")
-    print(f"bench: done in {report['seconds_total']:.0f} s")
-    return code
 
 
 def _picksOnly(settings: Settings) -> int:
