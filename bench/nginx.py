@@ -49,11 +49,25 @@ def oneProcessConfig(folder: Path, http: str) -> str:
     temporary files under C{folder}, no access log, keep-alive connections
     never closed for their count; C{http} is the rest of the C{http} block.
     """
+    return processesConfig(folder, http, None)
+
+
+def processesConfig(
+    folder: Path, http: str, workers: int | None, user: str | None = None
+) -> str:
+    """
+    L{oneProcessConfig}, or with C{workers}: a foreground master and that
+    many worker processes (C{user}: the C{user} line, which only counts
+    when nginx starts as root).
+    """
+    processes = (
+        "master_process off;\nworker_processes 1;\n"
+        if workers is None
+        else f"master_process on;\nworker_processes {workers};\n"
+        + (f"user {user};\n" if user else "")
+    )
     return (
-        "daemon off;\n"
-        "master_process off;\n"
-        "worker_processes 1;\n"
-        f"pid {folder / 'nginx.pid'};\n"
+        "daemon off;\n" + processes + f"pid {folder / 'nginx.pid'};\n"
         "error_log stderr warn;\n"
         "\n"
         "events {\n"

@@ -62,7 +62,7 @@ from bench._procs import (
     freePort,
     waitForListener,
 )
-from bench.nginx import nginxCommand, oneProcessConfig, tempPaths
+from bench.nginx import nginxCommand, oneProcessConfig, processesConfig
 from bench.tls import ensureTool, twistd
 from bench.wrk import WrkError, WrkResult, ensureWrk, parseWrk, wrkCommand
 
@@ -503,22 +503,8 @@ def nginxProxyConfig(
     socket (no C{reuseport}), as twisted-proxy's workers share the owner's.
     C{user}: the C{user} line (which only counts when nginx starts as root).
     """
-    return (
-        "daemon off;\n"
-        "master_process on;\n"
-        f"worker_processes {workers};\n"
-        + (f"user {user};\n" if user else "")
-        + f"pid {folder / 'nginx.pid'};\n"
-        "error_log stderr warn;\n"
-        "\n"
-        "events {\n"
-        "    worker_connections 4096;\n"
-        "}\n"
-        "\n"
-        "http {\n"
-        "    access_log off;\n"
-        + tempPaths(folder)
-        + "    keepalive_requests 1000000;\n"
+    return processesConfig(
+        folder,
         "    upstream backend {\n"
         f"        server 127.0.0.1:{backendPort};\n"
         "        keepalive 64;\n"
@@ -531,8 +517,9 @@ def nginxProxyConfig(
         "            proxy_http_version 1.1;\n"
         '            proxy_set_header Connection "";\n'
         "        }\n"
-        "    }\n"
-        "}\n"
+        "    }\n",
+        workers,
+        user,
     )
 
 
