@@ -291,22 +291,6 @@ def _mb(kb: int | None) -> float | None:
     return None if kb is None else kb * 1024 / 1e6
 
 
-def _checkProxy(port: int) -> str | None:
-    """Fetch C{/} through a proxy once; C{None} if the backend's answer came back."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        connection.request("GET", "/")
-        response = connection.getresponse()
-        body = response.read()
-    except (OSError, http.client.HTTPException) as e:
-        return f"GET / failed: {e!r}"
-    finally:
-        connection.close()
-    if response.status != 200 or body != backend.BODY:
-        return f"GET / answered {response.status} with {body[:100]!r}"
-    return None
-
-
 def _awaitRoutes(
     child: Child, port: int, problem: str | None, timeout: float = 10.0
 ) -> str | None:
@@ -318,7 +302,7 @@ def _awaitRoutes(
     deadline = time.monotonic() + timeout
     while problem and child.alive() and time.monotonic() < deadline:
         time.sleep(0.1)  # noqa: TID251 (another process; no Deferred to wait on)
-        problem = _checkProxy(port)
+        problem = backend.checkAnswer(port)
     return problem
 
 
@@ -443,7 +427,7 @@ class Bench:
             self._log(f"{name}: did not start; skipped")
             return {"error": str(e)}
         try:
-            problem = _checkProxy(port)
+            problem = backend.checkAnswer(port)
             if name in peers.ROUTES_AFTER_LISTENING:
                 problem = _awaitRoutes(child, port, problem)
             if problem:

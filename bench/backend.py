@@ -13,6 +13,7 @@ Run as ``python -m bench.backend [--port N] [--port-file PATH] [--lifetime S]``.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import sys
 from collections.abc import Callable
@@ -223,3 +224,22 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def checkAnswer(port: int) -> str | None:
+    """
+    Fetch C{/} from C{port} once (this backend, or a proxy before it):
+    C{None} if this backend's body came back, else what did.
+    """
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        body = response.read()
+    except (OSError, http.client.HTTPException) as e:
+        return f"GET / failed: {e!r}"
+    finally:
+        connection.close()
+    if response.status != 200 or body != BODY:
+        return f"GET / answered {response.status} with {body[:100]!r}"
+    return None

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import grp
-import http.client
 import os
 import pwd
 import signal
@@ -536,22 +535,6 @@ def nginxUser() -> str | None:
     return f"{pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name}"
 
 
-def checkAnswer(port: int) -> str | None:
-    """Fetch C{/} once; C{None} if the backend's body came back."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        connection.request("GET", "/")
-        response = connection.getresponse()
-        body = response.read()
-    except (OSError, http.client.HTTPException) as e:
-        return f"GET / failed: {e!r}"
-    finally:
-        connection.close()
-    if response.status != 200 or body != backend.BODY:
-        return f"GET / answered {response.status} with {body[:100]!r}"
-    return None
-
-
 # -- figures -------------------------------------------------------------------
 
 
@@ -790,7 +773,7 @@ class WorkersBench:
         reference: dict[int, list[dict[str, Any]]] = {n: [] for n in s.counts}
         try:
             waitForListener(backendChild, backendPort)
-            problem = checkAnswer(backendPort)
+            problem = backend.checkAnswer(backendPort)
             if problem:
                 raise ChildError(f"the nginx backend answers wrong: {problem}")
             for r in range(s.rounds):
@@ -887,7 +870,7 @@ class WorkersBench:
         try:
             waitForListener(child, port)
             ready = self._waitForWorkers(child, port, listening, label)
-            problem = checkAnswer(port)
+            problem = backend.checkAnswer(port)
             if problem:
                 return {"workers": workers, "error": problem, "log": child.tail()}
             self._log(f"{label}: warm-up {s.warmup:.0f} s, then wrk {s.seconds:.0f} s")
