@@ -95,6 +95,15 @@ async def listening(stack: Stack, child: Child, port: int) -> None:
     raise AssertionError(f"nothing listens on {port}:\n{child.output!r}")
 
 
+async def until(stack: Stack, condition: Any, what: str) -> None:
+    """Wait (bounded) until C{condition()} is true."""
+    for _ in range(int(BOUND / POLL)):
+        if condition():
+            return
+        await deferLater(stack.reactor, POLL, lambda: None)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 async def startTwistd(
     stack: Stack,
     children: list[tuple[Child, Any]],

@@ -17,16 +17,15 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet.error import ProcessDone
-from twisted.internet.task import deferLater
 
 from tests.integration.processes import (
     BOUND,
-    POLL,
     Child,
     freePort,
     listening,
     run,
     startTwistd,
+    until,
 )
 from tests.integration.support import RecordingBackend, Stack
 from tests.tlsfiles import TestCA
@@ -131,15 +130,6 @@ key = "proxy.key"
         assert code == 1, out + err
         assert err == f"{config}: listen[0].tls.key: {expected}\n", command
         assert "Traceback" not in out
-
-
-async def until(stack: Stack, condition: Any, what: str) -> None:
-    """Wait (bounded) until C{condition()} is true."""
-    for _ in range(int(BOUND / POLL)):
-        if condition():
-            return
-        await deferLater(stack.reactor, POLL, lambda: None)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def get(stack: Stack, port: int, path: str) -> None:

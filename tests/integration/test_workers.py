@@ -20,7 +20,7 @@ from twisted.internet.error import ConnectionRefusedError, ProcessDone
 from twisted.internet.task import deferLater
 from twisted.web.server import NOT_DONE_YET
 
-from tests.integration.processes import BOUND, POLL, Child, freePort, startTwistd
+from tests.integration.processes import BOUND, Child, freePort, startTwistd, until
 from tests.integration.support import RecordingBackend, Stack
 
 SITE = """
@@ -69,15 +69,6 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-async def until(stack: Stack, condition: Any, what: str) -> None:
-    """Wait (bounded) until C{condition()} is true."""
-    for _ in range(int(BOUND / POLL)):
-        if condition():
-            return
-        await deferLater(stack.reactor, POLL, lambda: None)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def pause(stack: Stack, seconds: float) -> None:
