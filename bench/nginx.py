@@ -43,6 +43,28 @@ def tempPaths(folder: Path) -> str:
     )
 
 
+def proxyBlock(port: int, backendPort: int) -> str:
+    """
+    The C{http} block's rest for nginx as a plain reverse proxy on
+    127.0.0.1:C{port}: C{/} to the backend through an upstream keep-alive
+    pool (HTTP/1.1, no C{Connection} header passed on).
+    """
+    return (
+        "    upstream backend {\n"
+        f"        server 127.0.0.1:{backendPort};\n"
+        "        keepalive 64;\n"
+        "    }\n"
+        "    server {\n"
+        f"        listen 127.0.0.1:{port};\n"
+        "        location / {\n"
+        "            proxy_pass http://backend;\n"
+        "            proxy_http_version 1.1;\n"
+        '            proxy_set_header Connection "";\n'
+        "        }\n"
+        "    }\n"
+    )
+
+
 def oneProcessConfig(folder: Path, http: str) -> str:
     """
     nginx as one foreground process (the benchmark pins it), its pid and

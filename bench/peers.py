@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.nginx import oneProcessConfig
+from bench.nginx import oneProcessConfig, proxyBlock
 from bench.tls import ToolError, ensureTool
 
 NGINX = "nginx"
@@ -62,18 +62,7 @@ def nginxConfig(folder: Path, port: int, backendPort: int) -> str:
     """A plain reverse proxy with an upstream keep-alive pool."""
     return oneProcessConfig(
         folder,
-        "    upstream backend {\n"
-        f"        server 127.0.0.1:{backendPort};\n"
-        "        keepalive 64;\n"
-        "    }\n"
-        "    server {\n"
-        f"        listen 127.0.0.1:{port};\n"
-        "        location / {\n"
-        "            proxy_pass http://backend;\n"
-        "            proxy_http_version 1.1;\n"
-        '            proxy_set_header Connection "";\n'
-        "        }\n"
-        "    }\n",
+        proxyBlock(port, backendPort),
     )
 
 

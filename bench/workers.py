@@ -61,7 +61,12 @@ from bench._procs import (
     freePort,
     waitForListener,
 )
-from bench.nginx import nginxCommand, oneProcessConfig, processesConfig
+from bench.nginx import (
+    nginxCommand,
+    oneProcessConfig,
+    processesConfig,
+    proxyBlock,
+)
 from bench.tls import ensureTool, twistd
 from bench.wrk import WrkError, WrkResult, ensureWrk, parseWrk, wrkCommand
 
@@ -504,19 +509,7 @@ def nginxProxyConfig(
     """
     return processesConfig(
         folder,
-        "    upstream backend {\n"
-        f"        server 127.0.0.1:{backendPort};\n"
-        "        keepalive 64;\n"
-        "    }\n"
-        "\n"
-        "    server {\n"
-        f"        listen 127.0.0.1:{port};\n"
-        "        location / {\n"
-        "            proxy_pass http://backend;\n"
-        "            proxy_http_version 1.1;\n"
-        '            proxy_set_header Connection "";\n'
-        "        }\n"
-        "    }\n",
+        proxyBlock(port, backendPort),
         workers,
         user,
     )
