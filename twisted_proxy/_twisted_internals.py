@@ -52,20 +52,28 @@ def sendNow(transport: Any, data: bytes) -> None:
     whatever it does not take is queued as usual (producers, pausing and error
     reporting unchanged). Other transports (TLS) are written normally.
     """
-    if (
-        isinstance(transport, tcp.Connection)
-        and transport.connected
-        and not transport.disconnecting
-        and not transport._writeDisconnected
-        and not transport._tempDataBuffer
-        and len(transport.dataBuffer) == transport.offset
-    ):
+    if idleTCP(transport):
         sent = transport.writeSomeData(data)
         if isinstance(sent, int) and sent >= 0:
             if sent == len(data):
                 return
             data = data[sent:]
     transport.write(data)
+
+
+def idleTCP(transport: Any) -> bool:
+    """
+    Whether C{transport} is a plain TCP connection, open, with nothing
+    queued to send: bytes may go to its socket directly, in order.
+    """
+    return (
+        isinstance(transport, tcp.Connection)
+        and bool(transport.connected)
+        and not transport.disconnecting
+        and not transport._writeDisconnected
+        and not transport._tempDataBuffer
+        and len(transport.dataBuffer) == transport.offset
+    )
 
 
 def pendingWriteBytes(transport: Any) -> int | None:

@@ -583,3 +583,56 @@ def test_bareLFHeadRefusedBeforeItEnds(head: bytes) -> None:
     parser.expect(b"GET")
     with pytest.raises(ResponseParseError, match="bare LF in the response head"):
         parser.feed(head)
+
+
+def test_lengthLeftIsTheContentLengthBodyStillToCome() -> None:
+    """Only a Content-Length body in progress, with nothing buffered, has bytes left."""
+    r = Recorder()
+    assert r.parser.lengthLeft == 0
+    r.parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+    assert r.parser.lengthLeft == 7
+    chunked = Recorder()
+    chunked.parser.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n")
+    assert chunked.parser.lengthLeft == 0
+    closing = Recorder()
+    closing.parser.feed(b"HTTP/1.0 200 OK\r\n\r\nabc")
+    assert closing.parser.lengthLeft == 0
+
+
+def test_movedBytesCountAndTheLastEndTheResponse() -> None:
+    """
+    Bytes moved past the parser (spliced) are counted as received, are not
+    delivered as body, and end the response when they are the last.
+    """
+    r = Recorder()
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
+    r.parser.feed(head + b"abc")
+    r.parser.moved(4)
+    assert (r.parser.lengthLeft, r.ends, r.parser.bytesReceived) == (
+        3,
+        0,
+        len(head) + 7,
+    )
+    r.parser.moved(3)
+    assert r.ends == 1
+    assert r.parser.complete
+    assert r.parser.keepAlive
+    assert b"".join(r.body) == b"abc"
+
+
+def test_movingMoreThanTheBodyIsRefused() -> None:
+    """More bytes than are left cannot have been moved: a fault, not a new response."""
+    r = Recorder()
+    r.parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+    with pytest.raises(ValueError, match="11 bytes moved, 10 expected"):
+        r.parser.moved(11)
+    assert r.ends == 0
+
+
+def test_aCutAfterMovedBytesIsNotClean() -> None:
+    """A close before the moved bytes reach the length still cuts the response."""
+    r = Recorder()
+    r.parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+    r.parser.moved(9)
+    assert not r.parser.noMoreData()
+    assert r.ends == 0

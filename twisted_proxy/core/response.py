@@ -198,6 +198,31 @@ class ResponseParser:
                 return data
         return b""
 
+    @property
+    def lengthLeft(self) -> int:
+        """
+        The bytes of a Content-Length body still to come, when nothing of
+        them is buffered here (so they may be taken from the socket by
+        someone else, see L{moved}); 0 otherwise.
+        """
+        if self._state == _BODY and self.framing == _LENGTH and not self._buffer:
+            return self._remaining
+        return 0
+
+    def moved(self, count: int) -> None:
+        """
+        C{count} bytes of the body went from the backend to the client past
+        this parser (spliced): counted as received, and the response ends
+        when they were the last.
+        """
+        if count > self.lengthLeft:
+            raise ValueError(f"{count} bytes moved, {self.lengthLeft} expected")
+        self.bytesReceived += count
+        self._remaining -= count
+        if not self._remaining:
+            self._state = _DONE
+            self._ended(b"")
+
     def noMoreData(self) -> bool:
         """
         The connection closed. Returns True when that ended the response

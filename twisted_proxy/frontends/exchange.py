@@ -350,6 +350,17 @@ class ProxyExchange:
             self._gzipPending = self._inBatch
         self._request.write(data)
 
+    def spliceTarget(self) -> tuple[Any, Any, bool] | None:
+        request = self._request
+        if self._done or self._gzip is not None or not request.bodyComplete:
+            return None
+        target = getattr(request, "spliceTarget", None)
+        return None if target is None else target()
+
+    def responseMoved(self, count: int) -> None:
+        self.bytesFromBackend += count
+        self._request.sentLength += count
+
     def responseFinished(self) -> None:
         if self._done:
             return

@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IPushProducer
 
-from twisted_proxy._twisted_internals import sendNow
+from twisted_proxy._twisted_internals import idleTCP, sendNow
 from twisted_proxy.core.logformat import END_SEND_TIMEOUT
 from twisted_proxy.frontends.listener import SendTimeout
 
@@ -31,6 +31,9 @@ class ChannelOutput:
     _producer: IPushProducer | None
     _writePaused: bool
     _corked: list[bytes] | None
+    _readPaused: bool
+    secure: bool
+    abandoned: bool
     # While the client takes none of its response: send_timeout.
     _sendTimeout: SendTimeout
 
@@ -68,6 +71,23 @@ class ChannelOutput:
             self._corked.extend(iovec)
         else:
             sendNow(self.transport, b"".join(iovec))
+
+    def spliceTarget(self) -> tuple[Any, Any, bool] | None:
+        """
+        The client's TCP transport, to splice a response body to: plain TCP,
+        nothing held or queued, not paused. With it the producer to pause
+        while the client's socket is full, and whether its transport reads
+        again afterwards (it does unless reading was paused for pipelining).
+        """
+        if (
+            self.secure
+            or self.abandoned
+            or self._corked is not None
+            or self._writePaused
+            or not idleTCP(self.transport)
+        ):
+            return None
+        return self.transport, self, not self._readPaused
 
     # -- IPushProducer: the client's socket is full, or has room again --
 

@@ -183,6 +183,22 @@ class ProxyRequest(ProxiedRequest):
         else:
             self.channel.write(data)
 
+    def spliceTarget(self) -> tuple[Any, Any, bool] | None:
+        """
+        The client's socket, when the rest of the body may go to it as it
+        comes from the backend (see L{twisted_proxy.upstream.splice}).
+        """
+        if (
+            self.chunked
+            or self._noBody
+            or not self.startedWriting
+            or self.finished
+            or self.clientGone
+        ):
+            return None
+        target: tuple[Any, Any, bool] | None = self.channel.spliceTarget()
+        return target
+
     def finish(self) -> None:
         if self.finished or self.clientGone:
             return

@@ -30,7 +30,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_proxy._twisted_internals import pendingWriteBytes, sendNow
+from twisted_proxy._twisted_internals import idleTCP, pendingWriteBytes, sendNow
 from twisted_proxy.config.schemes import BACKEND_SCHEMES, isTLS
 from twisted_proxy.core.response import Headers, ResponseParseError, ResponseParser
 from twisted_proxy.core.timer import PurposeTimer
@@ -40,6 +40,7 @@ from twisted_proxy.tls.backend import (
     TLSPolicy,
     failureReason,
 )
+from twisted_proxy.upstream import splice
 
 __all__ = [
     "FAILURE_WORDS",
@@ -124,6 +125,18 @@ class IResponseSink(TypingProtocol):
     def interimResponse(self, status: int) -> None:
         """An interim 1xx response arrived (a 100 Continue, say)."""
 
+    def spliceTarget(self) -> tuple[Any, Any, bool] | None:
+        """
+        Where the rest of the body may be spliced to (L{BodySplice}): the
+        client's TCP transport, with nothing queued on it and the body to be
+        written as it arrives; the producer to pause while the client's
+        socket is full; whether the client's transport reads again after.
+        None when the body must pass through Python.
+        """
+
+    def responseMoved(self, count: int) -> None:
+        """C{count} bytes of the body went to the client's socket, spliced."""
+
 
 class IConnectionPool(TypingProtocol):
     """What a connection needs of the pool that made it."""
@@ -176,6 +189,9 @@ class UpstreamConnection(Protocol):
         self.handshaking = False
         self._ready: Deferred[UpstreamConnection] | None = None
         self._handshakeFailure: Failure | None = None
+        # While a long body goes from socket to socket in the kernel.
+        self._splice: splice.BodySplice | None = None
+        self._spliceFlow: IPushProducer | None = None
 
     # -- Protocol --
 
@@ -247,9 +263,71 @@ class UpstreamConnection(Protocol):
             self.transport.abortConnection()
         finally:
             sink.batchEnded()
+        if self._sink is sink and self._parser.lengthLeft >= splice.SPLICE_MIN:
+            self._trySplice(sink)
+
+    # -- a long body, spliced (see twisted_proxy.upstream.splice) --
+
+    def _trySplice(self, sink: IResponseSink) -> None:
+        if (
+            not splice.available
+            or self._paused
+            or not self._bodyDone
+            or self.address.overTLS
+            or not idleTCP(self.transport)
+        ):
+            return
+        target = sink.spliceTarget()
+        if target is None:
+            return
+        client, flow, resumeClientReading = target
+        moving = splice.BodySplice(
+            self.transport, client, self._parser.lengthLeft, self, resumeClientReading
+        )
+        if moving.start():
+            self._splice = moving
+            self._spliceFlow = flow
+
+    def _spliceEnded(self) -> int:
+        """The splice is over: the body bytes it read from the backend."""
+        moving, self._splice = self._splice, None
+        self._spliceFlow = None
+        if moving is None:
+            return 0
+        return self._parser.lengthLeft - moving.remaining
+
+    def splicedIn(self, count: int) -> None:
+        self._stuckAt = None
+        if not self._paused:
+            self._timer.arm(self._timeout, _RESPONSE)
+
+    def splicedOut(self, count: int) -> None:
+        if self._sink is not None:
+            self._sink.responseMoved(count)
+
+    def spliceClientFull(self) -> None:
+        if self._spliceFlow is not None:
+            self._spliceFlow.pauseProducing()
+
+    def spliceClientRoom(self) -> None:
+        if self._spliceFlow is not None:
+            self._spliceFlow.resumeProducing()
+
+    def spliceFinished(self) -> None:
+        self._parser.moved(self._spliceEnded())
+
+    def spliceBackendEnded(self) -> None:
+        # Counted, then the transport's next read finds the close or the error.
+        self._parser.moved(self._spliceEnded())
+
+    def spliceClientGone(self, reason: str) -> None:
+        # The client's transport was aborted: its channel's loss ends the
+        # exchange (and drops this connection, the body unfinished).
+        self._spliceEnded()
 
     def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
         self._lost = True
+        self._cancelSplice()
         self._timer.close()
         self._pool.discard(self)
         if self.handshaking:
@@ -350,11 +428,17 @@ class UpstreamConnection(Protocol):
 
     def abort(self) -> None:
         """Give up on this exchange: the connection is dropped, never reused."""
+        self._cancelSplice()
         self._sink = None
         self._timer.cancel()
         self._pool.discard(self)
         if not self._lost:
             self.transport.abortConnection()
+
+    def _cancelSplice(self) -> None:
+        if self._splice is not None:
+            self._splice.cancel()
+            self._spliceEnded()
 
     @property
     def lost(self) -> bool:
@@ -383,14 +467,16 @@ class UpstreamConnection(Protocol):
     def pauseProducing(self) -> None:
         if not self._paused and not self._lost:
             self._paused = True
-            self.transport.pauseProducing()
+            if self._splice is None:
+                self.transport.pauseProducing()
             # A slow client is not a slow backend: stop the response clock.
             self._timer.cancel()
 
     def resumeProducing(self) -> None:
         if self._paused and not self._lost:
             self._paused = False
-            self.transport.resumeProducing()
+            if self._splice is None:
+                self.transport.resumeProducing()
             if self._sink is not None:
                 self._timer.arm(self._timeout, _RESPONSE)
 
