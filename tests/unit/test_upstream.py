@@ -80,6 +80,15 @@ class Sink:
         self.inBatch = False
         self.batches += 1
 
+    spliceAsked = 0
+
+    def spliceTarget(self) -> tuple[Any, Any, bool] | None:
+        self.spliceAsked += 1
+        return None
+
+    def responseMoved(self, count: int) -> None:
+        raise AssertionError("nothing is spliced without a TCP transport")
+
 
 def makePool(**kw: Any) -> tuple[UpstreamPool, FakeEndpoint, Clock]:
     clock = Clock()
@@ -121,6 +130,23 @@ def test_requestAndResponseThenPooled() -> None:
     assert len(clock.getDelayedCalls()) == 1
     again.abort()
     assert clock.getDelayedCalls() == []
+
+
+def test_longBodyOverNonTCPTransportPassesThroughPython() -> None:
+    """
+    A body long enough to splice, on a transport that is not a TCP socket
+    (TLS, a test's), is handed over piece by piece as ever.
+    """
+    pool, _endpoint, _clock = makePool()
+    conn, _ = acquire(pool)
+    sink = Sink()
+    conn.sendRequest(b"GET / HTTP/1.1\r\n\r\n", b"GET", sink, 5.0, False, True)
+    size = 4 * 1024 * 1024
+    conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+    for _ in range(size // 65536):
+        conn.dataReceived(b"x" * 65536)
+    assert (len(sink.body), sink.finished, sink.spliceAsked) == (size, True, 0)
+    assert pool.idleCount(ADDRESS) == 1
 
 
 def test_chunkedRequestBody() -> None:
