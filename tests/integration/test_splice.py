@@ -9,8 +9,10 @@ the same access-log line.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -282,3 +284,48 @@ async def test_clientTakingNothingIsCutAfterSendTimeout(
     status, logged, connection, reason = line.split(" ")
     assert (status, connection, reason) == ("200", "X", "send-timeout")
     assert 0 < int(logged) <= len(client.received)
+
+
+@pytest.mark.parametrize("refusedCall", [1, 2])
+@pytest_twisted.ensureDeferred
+async def test_aSystemThatWillNotSpliceRelaysThroughPython(
+    stack: Stack,
+    tmp_path: Path,
+    logged: list[str],
+    splices: list[splice.BodySplice],
+    monkeypatch: pytest.MonkeyPatch,
+    refusedCall: int,
+) -> None:
+    """
+    splice(2) refused (EINVAL, as in some sandboxes) on the first read from
+    the backend, or on the first write to the client with bytes in the pipe:
+    the body still arrives whole, it is said once, and later bodies are
+    relayed through Python.
+    """
+    realSplice = os.splice
+    calls = {"n": 0}
+
+    def refusing(*args: Any, **kwargs: Any) -> int:
+        calls["n"] += 1
+        if calls["n"] == refusedCall:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        return realSplice(*args, **kwargs)
+
+    monkeypatch.setattr(os, "splice", refusing)
+    monkeypatch.setattr(splice, "available", True)
+    raw = RawBackend(answerEach(bigAndSmall))
+    proxy = await proxyTo(stack, raw, tmp_path / "access.log")
+    client = await stack.connect(proxy.port)
+    client.transport.write(  # type: ignore[union-attr]
+        request(b"GET", b"/big") + request(b"GET", b"/big")
+    )
+    first, second = parseReplies(await client.waitFor(hasReplies(2)))
+    assert first.body == BODY
+    assert second.body == BODY
+    assert len(splices) == 1
+    assert calls["n"] == refusedCall
+    refusals = [line for line in logged if "splice(2) refused" in line]
+    assert refusals == [
+        "splice(2) refused (Invalid argument): long response bodies are relayed"
+        " through Python from now on"
+    ]

@@ -320,6 +320,12 @@ class UpstreamConnection(Protocol):
         # Counted, then the transport's next read finds the close or the error.
         self._parser.moved(self._spliceEnded())
 
+    def spliceRefused(self, held: bytes) -> None:
+        # Counted up to what was held back, which then goes as any read does.
+        self._parser.moved(self._spliceEnded() - len(held))
+        if held:
+            self.dataReceived(held)
+
     def spliceClientGone(self, reason: str) -> None:
         # The client's transport was aborted: its channel's loss ends the
         # exchange (and drops this connection, the body unfinished).

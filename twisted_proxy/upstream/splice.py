@@ -33,6 +33,7 @@ import sys
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IReactorFDSet
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 __all__ = ["SPLICE_MIN", "BodySplice", "SpliceOwner", "available"]
@@ -61,6 +62,22 @@ else:  # pragma: no cover - the backend connection never asks elsewhere
 
 # A peer that went away: the client is gone, not a fault of ours.
 _GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ETIMEDOUT)
+# A system that will not splice these descriptors (a sandbox, an odd kernel).
+_REFUSED = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM)
+
+_log = Logger()
+
+
+def _refuse(error: OSError) -> None:
+    """Splicing failed for want of support: relay through Python from now on."""
+    global available
+    if available:
+        available = False
+        _log.warn(
+            "splice(2) refused ({why}): long response bodies are relayed"
+            " through Python from now on",
+            why=os.strerror(error.errno) if error.errno else str(error),
+        )
 
 
 class SpliceOwner(Protocol):
@@ -89,6 +106,12 @@ class SpliceOwner(Protocol):
 
     def spliceClientGone(self, reason: str) -> None:
         """The client's socket refused the body (C{reason}); it has been aborted."""
+
+    def spliceRefused(self, held: bytes) -> None:
+        """
+        The system would not splice: both transports read again, and C{held}
+        (read from the backend, not yet at the client) goes the usual way.
+        """
 
 
 class _Socket:
@@ -194,8 +217,11 @@ class BodySplice:
             )
         except BlockingIOError:
             return
-        except OSError:
-            self._backendEnded()
+        except OSError as e:
+            if e.errno in _REFUSED:
+                self._refused(e)
+            else:
+                self._backendEnded()
             return
         if count == 0:
             self._backendEnded()
@@ -228,7 +254,10 @@ class BodySplice:
             except BlockingIOError:
                 count = 0
             except OSError as e:
-                self._clientGone(e)
+                if e.errno in _REFUSED:
+                    self._refused(e)
+                else:
+                    self._clientGone(e)
                 return
             if count == 0:
                 self._waitForRoom()
@@ -266,6 +295,21 @@ class BodySplice:
     def _backendEnded(self) -> None:
         self._handBack()
         self._owner.spliceBackendEnded()
+
+    def _refused(self, error: OSError) -> None:
+        _refuse(error)
+        held = []
+        assert self._pipe is not None
+        while self._inPipe:
+            piece = os.read(self._pipe[0], self._inPipe)
+            held.append(piece)
+            self._inPipe -= len(piece)
+        waiting, self._waitingForRoom = self._waitingForRoom, False
+        self._handBack()
+        if waiting:
+            # The client's transport does its own pausing from here on.
+            self._owner.spliceClientRoom()
+        self._owner.spliceRefused(b"".join(held))
 
     def _clientGone(self, error: OSError) -> None:
         self.cancel()
