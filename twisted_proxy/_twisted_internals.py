@@ -17,9 +17,16 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from OpenSSL.SSL import WantReadError as SSLWantReadError
 from twisted.internet import tcp
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
+from twisted.protocols.tls import (
+    BufferingTLSTransport,
+    TLSMemoryBIOFactory,
+    TLSMemoryBIOProtocol,
+)
 from twisted.python.failure import Failure
 from twisted.python.logfile import LogFile
 from twisted.web._http2 import H2Connection
@@ -50,7 +57,9 @@ def sendNow(transport: Any, data: bytes) -> None:
     for writability: two C{epoll_ctl} calls and a C{send} a loop later, for
     every response. On an idle TCP connection one C{send} usually takes it all;
     whatever it does not take is queued as usual (producers, pausing and error
-    reporting unchanged). Other transports (TLS) are written normally.
+    reporting unchanged). A listener's TLS connection (L{DirectTLSProtocol})
+    makes its record at once and sends it the same way; other transports are
+    written normally.
     """
     if idleTCP(transport):
         sent = transport.writeSomeData(data)
@@ -58,6 +67,9 @@ def sendNow(transport: Any, data: bytes) -> None:
             if sent == len(data):
                 return
             data = data[sent:]
+    elif isinstance(transport, DirectTLSProtocol):
+        transport.writeNow(data)
+        return
     transport.write(data)
 
 
@@ -74,6 +86,53 @@ def idleTCP(transport: Any) -> bool:
         and not transport._tempDataBuffer
         and len(transport.dataBuffer) == transport.offset
     )
+
+
+class DirectTLSProtocol(BufferingTLSTransport):
+    """
+    Twisted's TLS server connection, with its records sent at once.
+
+    C{BufferingTLSTransport} holds every write for a reactor turn (so many
+    small writes make one record), then the TCP transport waits another turn
+    to send the record: two turns, a timer and two C{epoll_ctl} calls for each
+    HTTP/1.1 response, which the channel already writes in one piece. Here a
+    record goes to the socket as soon as it is made (L{sendNow}), and
+    L{writeNow} (which L{sendNow} uses) skips the holding for a write that is
+    whole already; other writes (HTTP/2's frames) are still gathered for a
+    turn.
+    """
+
+    def makeConnection(self, transport: Any) -> None:
+        if not self._connectWrapped:
+            super().makeConnection(transport)
+            return
+        # As TLSMemoryBIOProtocol.makeConnection, less its loop declaring the
+        # transport's interfaces one by one (each declaration replacing the
+        # one before, ten zope calls a connection): ProtocolWrapper's
+        # makeConnection declares them all at once, which is what stands.
+        self._tlsConnection = self.factory._creatorCallable(self)
+        self._appSendBuffer = []
+        ProtocolWrapper.makeConnection(self, transport)
+        self._checkHandshakeStatus()
+
+    def _flushSendBIO(self) -> None:
+        try:
+            data = self._tlsConnection.bio_read(2**15)
+        except SSLWantReadError:
+            # Nothing in the send BIO right now.
+            return
+        sendNow(self.transport, data)
+
+    def writeNow(self, data: bytes) -> None:
+        """Write C{data} now, after anything held before it."""
+        self._aggregator.flush()
+        TLSMemoryBIOProtocol.write(self, data)
+
+
+class DirectTLSFactory(TLSMemoryBIOFactory):
+    """A C{TLSMemoryBIOFactory} whose connections are L{DirectTLSProtocol}s."""
+
+    protocol = DirectTLSProtocol
 
 
 def pendingWriteBytes(transport: Any) -> int | None:

@@ -33,10 +33,10 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 
+from twisted_proxy._twisted_internals import DirectTLSFactory
 from twisted_proxy.accesslog.logger import AccessLogger
 from twisted_proxy.config.model import Listener, ProxySettings
 from twisted_proxy.core.listenplan import planListeners
@@ -181,7 +181,7 @@ class Listeners:
                 factory = NegotiatingFactory(site)
             # Plain HTTP sent to this port gets a 400 saying so, not silence.
             factory = TLSSniffingFactory(
-                TLSMemoryBIOFactory(tls, False, factory, self._reactor), site
+                DirectTLSFactory(tls, False, factory, self._reactor), site
             )
         return factory
 

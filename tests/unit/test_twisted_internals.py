@@ -5,14 +5,19 @@ so that an upgrade that renames it fails here first.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import socket
 from collections import deque
+from pathlib import Path
 from typing import Any
 
+from OpenSSL import SSL
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IConsumer, IPushProducer
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import Logger
@@ -20,7 +25,10 @@ from twisted.python.failure import Failure
 from twisted.web._http2 import H2Connection
 from twisted.web.http import HTTPChannel, Request
 
+from tests.tlsfiles import ServingTLS, TestCA
 from twisted_proxy._twisted_internals import (
+    DirectTLSFactory,
+    DirectTLSProtocol,
     H2ConnectionBase,
     pendingRequestLine,
     sendNow,
@@ -188,3 +196,54 @@ def test_h2ConnectionBaseQueuesAndSendLoop() -> None:
     assert woken == [None]
     assert connection._sendingDeferred is None
     assert connection.h2Log.namespace == connection._log.namespace
+
+
+class _Collecting(Protocol):
+    def connectionMade(self) -> None:
+        self.received = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+
+def _toServer(client: SSL.Connection, server: Any) -> None:
+    with contextlib.suppress(SSL.WantReadError):
+        server.dataReceived(client.bio_read(65536))
+
+
+def test_directTLSSendsEachRecordAtOnce(tmp_path: Path) -> None:
+    """
+    A listener's TLS connection writes its handshake and a response written
+    with sendNow to the TCP transport at once, leaving no timer behind; it
+    declares the TCP transport's interfaces, as Twisted's does.
+    """
+    clock = Clock()
+    app = _Collecting()
+    factory = DirectTLSFactory(
+        ServingTLS(TestCA(tmp_path).issue("localhost")),
+        False,
+        Factory.forProtocol(lambda: app),
+        clock,
+    )
+    server = factory.buildProtocol(None)
+    wire = StringTransport()
+    server.makeConnection(wire)
+    assert isinstance(server, DirectTLSProtocol)
+    assert IPushProducer.providedBy(server)
+    assert IConsumer.providedBy(server)
+    client = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
+    client.set_connect_state()
+    for _ in range(10):
+        with contextlib.suppress(SSL.WantReadError):
+            client.do_handshake()
+            break
+        _toServer(client, server)
+        client.bio_write(wire.value())
+        wire.clear()
+    client.send(b"GET / HTTP/1.1\r\n\r\n")
+    _toServer(client, server)
+    assert app.received == b"GET / HTTP/1.1\r\n\r\n"
+    sendNow(server, b"HTTP/1.1 200 OK\r\n\r\n")
+    client.bio_write(wire.value())
+    assert client.recv(100) == b"HTTP/1.1 200 OK\r\n\r\n"
+    assert clock.getDelayedCalls() == []
