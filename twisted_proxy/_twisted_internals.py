@@ -110,7 +110,12 @@ class DirectTLSProtocol(BufferingTLSTransport):
         # transport's interfaces one by one (each declaration replacing the
         # one before, ten zope calls a connection): ProtocolWrapper's
         # makeConnection declares them all at once, which is what stands.
-        self._tlsConnection = self.factory._creatorCallable(self)
+        factory = self.factory
+        # Named _creatorCallable since Twisted 25.5's _createConnection.
+        create = getattr(factory, "_creatorCallable", None)
+        if create is None:
+            create = factory._createConnection  # type: ignore[attr-defined]
+        self._tlsConnection = create(self)
         self._appSendBuffer = []
         ProtocolWrapper.makeConnection(self, transport)
         self._checkHandshakeStatus()
