@@ -33,7 +33,7 @@ from twisted_proxy.tls.backend import (
     CertificateChainError,
     HandshakeTimeoutError,
 )
-from twisted_proxy.upstream.client import (
+from twisted_proxy.upstream.interfaces import (
     FAIL_CONNECT,
     FAIL_PROTOCOL,
     FAIL_RESET,

@@ -13,12 +13,12 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_proxy.core.response import Headers
-from twisted_proxy.upstream.client import (
+from twisted_proxy.upstream.client import UpstreamConnection
+from twisted_proxy.upstream.interfaces import (
     FAIL_PROTOCOL,
     FAIL_RESET,
     FAIL_TIMEOUT,
     Address,
-    UpstreamConnection,
 )
 from twisted_proxy.upstream.pool import UpstreamPool
 

@@ -49,7 +49,8 @@ from twisted_proxy.tls.backend import (
     tlsBackends,
     unverifiedWarnings,
 )
-from twisted_proxy.upstream.client import Address, UpstreamConnection
+from twisted_proxy.upstream.client import UpstreamConnection
+from twisted_proxy.upstream.interfaces import Address
 from twisted_proxy.upstream.pool import UpstreamPool
 
 codes = SSL.X509VerificationCodes

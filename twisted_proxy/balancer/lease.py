@@ -34,7 +34,7 @@ from twisted_proxy.tls.backend import (
     HandshakeTimeoutError,
     failureReason,
 )
-from twisted_proxy.upstream.client import (
+from twisted_proxy.upstream.interfaces import (
     FAIL_CONNECT,
     FAIL_PROTOCOL,
     FAIL_RESET,

@@ -31,7 +31,7 @@ from twisted_proxy.balancer.state import (
     addCounts,
 )
 from twisted_proxy.config.model import Balancer, Member
-from twisted_proxy.upstream.client import FAILURE_WORDS
+from twisted_proxy.upstream.interfaces import FAILURE_WORDS
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack

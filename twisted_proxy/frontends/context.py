@@ -26,7 +26,7 @@ from twisted_proxy.tls.backend import (
     tlsBackends,
     unverifiedWarnings,
 )
-from twisted_proxy.upstream.client import Address
+from twisted_proxy.upstream.interfaces import Address
 from twisted_proxy.upstream.pool import UpstreamPool
 
 __all__ = ["ProxyContext", "RoutePlan", "UpgradeHandler", "backendAddress"]

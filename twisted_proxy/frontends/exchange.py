@@ -38,13 +38,13 @@ from twisted_proxy.frontends.clientinfo import (
 )
 from twisted_proxy.frontends.context import ProxyContext, RoutePlan
 from twisted_proxy.frontends.request import ProxiedRequest, abandon
-from twisted_proxy.upstream.client import (
+from twisted_proxy.upstream.client import UpstreamConnection
+from twisted_proxy.upstream.interfaces import (
     FAIL_CONNECT,
     FAIL_PROTOCOL,
     FAIL_RESET,
     FAIL_TIMEOUT,
     Address,
-    UpstreamConnection,
 )
 from twisted_proxy.upstream.trace import UpstreamTrace
 

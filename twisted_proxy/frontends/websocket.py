@@ -55,7 +55,7 @@ from twisted_proxy.frontends.wslegs import (
     OneLeg,
     legFactories,
 )
-from twisted_proxy.upstream.client import FAIL_RESET, FAIL_TIMEOUT, Address
+from twisted_proxy.upstream.interfaces import FAIL_RESET, FAIL_TIMEOUT, Address
 
 __all__ = [
     "BackendLeg",

@@ -14,7 +14,7 @@ failure to connect, never a request lost on the way.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -31,111 +31,29 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_proxy._twisted_internals import idleTCP, pendingWriteBytes, sendNow
-from twisted_proxy.config.schemes import BACKEND_SCHEMES, isTLS
 from twisted_proxy.core.response import Headers, ResponseParseError, ResponseParser
 from twisted_proxy.core.timer import PurposeTimer
 from twisted_proxy.tls.backend import (
     BackendTLSError,
     HandshakeTimeoutError,
-    TLSPolicy,
     failureReason,
 )
 from twisted_proxy.upstream import splice
+from twisted_proxy.upstream.interfaces import (
+    FAIL_PROTOCOL,
+    FAIL_RESET,
+    FAIL_TIMEOUT,
+    Address,
+    IResponseSink,
+)
 
-__all__ = [
-    "FAILURE_WORDS",
-    "FAIL_CONNECT",
-    "FAIL_PROTOCOL",
-    "FAIL_RESET",
-    "FAIL_TIMEOUT",
-    "Address",
-    "IConnectionPool",
-    "IResponseSink",
-    "UpstreamConnection",
-]
+__all__ = ["IConnectionPool", "UpstreamConnection"]
 
-
-class Address(NamedTuple):
-    """
-    A backend as the pool keys its connections: where it is and, for https,
-    how its certificate is checked, so a connection verified under one
-    policy is never lent to a route with another.
-    """
-
-    scheme: str
-    """C{http} or C{https} (what is spoken on the wire)."""
-    host: str
-    port: int
-    tls: TLSPolicy | None = None
-    """For https: the policy (None: verified against the system trust store)."""
-
-    @property
-    def overTLS(self) -> bool:
-        """Whether the connection speaks TLS (an https or wss backend)."""
-        return self.scheme in BACKEND_SCHEMES and isTLS(self.scheme)
-
-
-# How a request to a backend failed, as the exchange and the balancer see it.
-FAIL_CONNECT = "connect"
-FAIL_RESET = "reset"
-FAIL_TIMEOUT = "timeout"
-FAIL_PROTOCOL = "protocol"
-
-FAILURE_WORDS = {
-    FAIL_CONNECT: "connect failed",
-    FAIL_RESET: "connection reset",
-    FAIL_TIMEOUT: "timed out",
-    FAIL_PROTOCOL: "broke the protocol",
-}
-"""The failure kinds as the log says them (any other reason is logged as it is)."""
 
 _RESPONSE = "response"
 _UPLOAD = "upload"
 _IDLE = "idle"
 _HANDSHAKE = "handshake"
-
-
-class IResponseSink(TypingProtocol):
-    """What a backend connection reports a response to."""
-
-    def responseStarted(self, status: int, reason: bytes, headers: Headers) -> None:
-        """The status line and headers arrived."""
-
-    def responseData(self, data: bytes) -> None:
-        """A piece of the (de-chunked) body arrived."""
-
-    def responseFinished(self) -> None:
-        """The whole response arrived."""
-
-    def batchStarted(self) -> None:
-        """Bytes from the backend are being handed over: hold the client's writes."""
-
-    def batchEnded(self) -> None:
-        """That batch is done: write what it produced."""
-
-    def responseFailed(self, kind: str, detail: str, retryable: bool) -> None:
-        """
-        The exchange failed: C{kind} is one of the C{FAIL_*} names;
-        C{retryable} says it failed on a reused connection before any of a
-        response arrived (closed, reset, or bytes that start no response), so
-        the backend may well not have seen the request: one more try on a
-        fresh connection is safe for a request that may be sent twice.
-        """
-
-    def interimResponse(self, status: int) -> None:
-        """An interim 1xx response arrived (a 100 Continue, say)."""
-
-    def spliceTarget(self) -> tuple[Any, Any, bool] | None:
-        """
-        Where the rest of the body may be spliced to (L{BodySplice}): the
-        client's TCP transport, with nothing queued on it and the body to be
-        written as it arrives; the producer to pause while the client's
-        socket is full; whether the client's transport reads again after.
-        None when the body must pass through Python.
-        """
-
-    def responseMoved(self, count: int) -> None:
-        """C{count} bytes of the body went to the client's socket, spliced."""
 
 
 class IConnectionPool(TypingProtocol):

@@ -25,7 +25,8 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
 from twisted_proxy.tls.backend import BackendTLS, TLSPolicy
-from twisted_proxy.upstream.client import Address, UpstreamConnection
+from twisted_proxy.upstream.client import UpstreamConnection
+from twisted_proxy.upstream.interfaces import Address
 
 __all__ = ["UpstreamPool"]
 
