@@ -10,6 +10,7 @@ import os
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
@@ -494,3 +495,10 @@ class Trickle:
     def stopProducing(self) -> None:
         self.paused = True
         self.sent = self.total
+
+
+def accessLogLines(proxy: ProxyService, log: Path) -> list[str]:
+    """The lines of C{proxy}'s access log file C{log} so far (flushed first)."""
+    if proxy.accessLog is not None:
+        proxy.accessLog.flush()
+    return log.read_text(encoding="utf-8").splitlines()

@@ -23,6 +23,7 @@ from tests.integration.support import (
     RecordingBackend,
     Stack,
     Trickle,
+    accessLogLines,
     answerEach,
     hasReplies,
     request,
@@ -66,13 +67,6 @@ async def proxyTo(
     )
 
 
-def lines(proxy: ProxyService, log: Path) -> list[str]:
-    """The access log's lines so far."""
-    if proxy.accessLog is not None:
-        proxy.accessLog.flush()
-    return log.read_text(encoding="utf-8").splitlines()
-
-
 def partialThenSilent(proto: RawServerProtocol, index: int, head: bytes) -> None:
     """A backend that sends the head and ten bytes of a 1000-byte body, then stalls."""
     if head.startswith(b"GET /partial "):
@@ -100,7 +94,7 @@ async def test_completeResponsesSayIfKeptAlive(stack: Stack, tmp_path: Path) -> 
     )
     await client.lost
     size = len(b"backend saw GET /a")
-    assert lines(proxy, log) == [
+    assert accessLogLines(proxy, log) == [
         f"200 {size} {len(first)} + complete",
         f"200 {size} {len(client.received) - len(first)} - complete",
     ]
@@ -120,7 +114,9 @@ async def test_backendDyingMidBody(
     client = await partialClient(stack, proxy)
     raw.connections[0].transport.abortConnection()  # type: ignore[union-attr]
     await client.lost
-    assert lines(proxy, log) == [f"200 10 {len(client.received)} X backend-closed"]
+    assert accessLogLines(proxy, log) == [
+        f"200 10 {len(client.received)} X backend-closed"
+    ]
     assert not any("client went away" in line for line in logged)
 
 
@@ -141,7 +137,7 @@ async def test_clientLeaving(stack: Stack, tmp_path: Path, logged: list[str]) ->
     backend = await raw.waitFor(lambda p: b"GET /never " in p.received)
     waiting.transport.abortConnection()  # type: ignore[union-attr]
     await backend.lost
-    assert lines(proxy, log) == [
+    assert accessLogLines(proxy, log) == [
         f"200 10 {len(reading.received)} X client-closed",
         "- - 0 X client-closed",
     ]
@@ -212,7 +208,7 @@ async def test_sendTimeout(stack: Stack, tmp_path: Path) -> None:
     await stopped
     client.transport.resumeProducing()  # type: ignore[union-attr,attr-defined]
     await client.lost
-    [line] = lines(proxy, log)
+    [line] = accessLogLines(proxy, log)
     status, body, total, connection, reason = line.split(" ")
     assert (status, connection, reason) == ("200", "X", "send-timeout")
     # Measured: about 190 KiB reached the client, and 3.7 MiB more were

@@ -23,6 +23,7 @@ from tests.integration.support import (
     RawBackend,
     RawServerProtocol,
     Stack,
+    accessLogLines,
     answerEach,
     deferLater,
     hasReplies,
@@ -93,12 +94,6 @@ async def proxyTo(
     )
 
 
-def logLines(proxy: ProxyService, log: Path) -> list[str]:
-    if proxy.accessLog is not None:
-        proxy.accessLog.flush()
-    return log.read_text(encoding="utf-8").splitlines()
-
-
 def bigAndSmall(proto: RawServerProtocol, index: int, requestHead: bytes) -> None:
     """GET /big: the 4 MiB body; anything else: a short one."""
     assert proto.transport is not None
@@ -132,7 +127,7 @@ async def test_bodyByteForByteThenBothConnectionsCarryOn(
     assert len(splices) == 1
     assert len(raw.connections) == 1
     assert raw.connections[0].received.count(b"GET /") == 2
-    assert logLines(proxy, log) == [f"200 {SIZE} + complete", "200 5 + complete"]
+    assert accessLogLines(proxy, log) == [f"200 {SIZE} + complete", "200 5 + complete"]
 
 
 @pytest_twisted.ensureDeferred
@@ -175,7 +170,7 @@ async def test_backendDyingMidBody(
     assert got == BODY[: len(got)]
     assert len(got) < SIZE
     assert len(splices) == 1
-    [line] = logLines(proxy, log)
+    [line] = accessLogLines(proxy, log)
     assert line.startswith("200 ")
     assert line.endswith(" X backend-closed")
     assert any("backend closed the connection" in line for line in logged)
@@ -199,7 +194,7 @@ async def test_backendStallingMidBody(
     await client.lost
     await raw.connections[0].lost
     assert len(splices) == 1
-    [line] = logLines(proxy, log)
+    [line] = accessLogLines(proxy, log)
     assert line.endswith(" X backend-timeout")
     assert any("no answer from backend within 0.3s" in line for line in logged)
 
@@ -227,7 +222,7 @@ async def test_clientLeavingMidBody(
     await raw.connections[0].lost
     assert len(splices) == 1
     await deferLater(theReactor(), 0.05)
-    [line] = logLines(proxy, log)
+    [line] = accessLogLines(proxy, log)
     assert line.startswith("200 ")
     assert " X " in line
     assert any("client went away" in line for line in logged)
@@ -280,7 +275,7 @@ async def test_clientTakingNothingIsCutAfterSendTimeout(
     client.transport.resumeProducing()  # type: ignore[union-attr]
     await client.lost
     assert len(splices) == 1
-    [line] = logLines(proxy, log)
+    [line] = accessLogLines(proxy, log)
     status, logged, connection, reason = line.split(" ")
     assert (status, connection, reason) == ("200", "X", "send-timeout")
     assert 0 < int(logged) <= len(client.received)
