@@ -19,54 +19,16 @@ import pytest_twisted
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.integration.support import Stack, deferLater
 from tests.integration.wspeers import AsyncioThread, WSBackend
-from twisted_proxy.frontends.wslegs import Leg as _Leg
+from twisted_proxy.frontends.wsrelay import FrameRelay
 from twisted_proxy.service import ProxyService
 
 MiB = 1024 * 1024
-
-
-def autobahnTimers(reactor: Any) -> list[tuple[Any, bool]]:
-    """
-    Autobahn's pending timer buckets, each with whether it holds only the
-    close-handshake timeouts of bridge legs whose connections are closed.
-    """
-    found = []
-    for call in reactor.getDelayedCalls():
-        func = getattr(call, "func", None)
-        if not call.active() or getattr(func, "__name__", "") != "_notify_bucket":
-            continue
-        _, pending = func.__self__._buckets.get(call.args[0], (None, []))  # type: ignore[union-attr]
-        found.append((call, bool(pending) and all(map(_staleClose, pending))))
-    return found
-
-
-def _staleClose(batched: Any) -> bool:
-    wrapper = batched._call
-    cells = dict(
-        zip(
-            wrapper.__code__.co_freevars,
-            (c.cell_contents for c in wrapper.__closure__),
-            strict=True,
-        )
-    )
-    method = cells.get("func")
-    leg: Any = getattr(method, "__self__", None)
-    return (
-        getattr(method, "__name__", "") == "onCloseHandshakeTimeout"
-        and isinstance(leg, _Leg)
-        and leg.state == leg.STATE_CLOSED  # type: ignore[attr-defined]
-    )
-
-
-def cancelBucket(call: Any) -> None:
-    """Cancel one of Autobahn's timer buckets and forget it."""
-    call.func.__self__._buckets.pop(call.args[0], None)
-    call.cancel()
 
 
 def config(to: str, websocket: str = "", route: str = "", balancer: str = "") -> str:
@@ -624,7 +586,7 @@ async def test_noCloseTimerOutlivesTheBridge(
 ) -> None:
     """
     Once a backend has died and the client has been closed with 1011, the
-    bridge keeps no timer: the client leg got the client's close reply.
+    relay keeps no timer: the client's close reply was awaited and came.
     """
 
     async def crash(ws: ServerConnection) -> None:
@@ -639,9 +601,12 @@ async def test_noCloseTimerOutlivesTheBridge(
     assert ws.close_code == 1011
     # The bridge is over once both of its legs' connections are closed.
     await waitUntil(stack, lambda: not any(site.channels for site in proxy.sites))
-    left = autobahnTimers(stack.reactor)
-    for call, _ in left:
-        cancelBucket(call)
+    left = [
+        call
+        for call in stack.reactor.getDelayedCalls()
+        if call.active()
+        and isinstance(getattr(call.func, "__self__", None), FrameRelay)
+    ]
     assert left == []
 
 
@@ -736,3 +701,76 @@ async def test_aWebSocketOutlivesAReloadThatRemovesItsMember(
     assert (len(first.connections), len(second.connections)) == (1, 1)
     await peers.call(ws.close())
     await peers.call(other.close())
+
+
+class _RawClient(Protocol):
+    """A client that writes frames by hand and keeps every byte it receives."""
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.gone: defer.Deferred[None] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.gone.callback(None)
+
+
+class _OneProtocol(Factory):
+    def __init__(self, protocol: Protocol) -> None:
+        self._protocol = protocol
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        return self._protocol
+
+
+def _maskedText(text: bytes) -> bytes:
+    key = b"\x0f\x1e\x2d\x3c"
+    payload = bytes(b ^ key[i % 4] for i, b in enumerate(text))
+    return bytes((0x81, 0x80 | len(text))) + key + payload
+
+
+def _framesAfterHead(data: bytes) -> list[tuple[int, bytes]]:
+    """The (opcode, payload) of each unmasked short frame after the 101's head."""
+    head, _, data = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 ")
+    found = []
+    while len(data) >= 2:
+        length = data[1] & 0x7F
+        found.append((data[0] & 0x0F, data[2 : 2 + length]))
+        data = data[2 + length :]
+    return found
+
+
+@pytest_twisted.ensureDeferred
+async def test_aFrameAgainstTheRulesIs1002(stack: Stack, peers: AsyncioThread) -> None:
+    """
+    An unmasked frame from a client (after a good message, echoed): the
+    client gets 1002, the backend 1001, and the bad frame never reaches it.
+    """
+    backend = await peers.backend()
+    proxy = await proxyTo(stack, backend)
+    client = _RawClient()
+    endpoint = TCP4ClientEndpoint(stack.reactor, "127.0.0.1", proxy.port)
+    await endpoint.connect(_OneProtocol(client))
+    transport: Any = client.transport
+    transport.write(
+        b"GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    await waitUntil(stack, lambda: b"\r\n\r\n" in client.received)
+    transport.write(_maskedText(b"hello"))
+    await waitUntil(stack, lambda: len(_framesAfterHead(client.received)) == 1)
+    transport.write(b"\x81\x03bad")
+    await waitUntil(stack, lambda: len(_framesAfterHead(client.received)) == 2)
+    # The client's answer to the close: the proxy then closes the connection.
+    transport.write(b"\x88\x80\x00\x00\x00\x00")
+    await client.gone
+    echo, closing = _framesAfterHead(client.received)
+    assert echo == (1, b"hello")
+    assert closing[0] == 8
+    assert closing[1][:2] == (1002).to_bytes(2, "big")
+    [(code, _)] = await peers.call(backend.waitClosed())
+    assert code == 1001

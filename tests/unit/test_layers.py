@@ -79,7 +79,7 @@ _FRONTENDS: dict[str, frozenset[str]] = {
     "http2": frozenset({"http2", "http2request"}),
     # The router is the relay's site root: a ReverseProxyResource per route.
     "httprelay": frozenset({"httprelay", "router", "exchange", "bodies"}),
-    "websocket": frozenset({"websocket", "wslegs"}),
+    "websocket": frozenset({"websocket", "wslegs", "wsrelay"}),
     "redirect": frozenset({"redirect"}),
     # The routes the proxy answers itself (the admin pages' handlers).
     "local": frozenset({"local"}),

@@ -144,9 +144,9 @@ class Traffic:
         """Something went wrong reaching a backend (or a request was sent again)."""
         self.upstream[kind] = self.upstream.get(kind, 0) + 1
 
-    def websocketMessage(self, direction: str) -> None:
-        """A WebSocket message relayed, C{"up"} (to the backend) or C{"down"}."""
-        self.websocketMessages[direction] += 1
+    def websocketMessage(self, direction: str, count: int = 1) -> None:
+        """WebSocket messages relayed, C{"up"} (to the backend) or C{"down"}."""
+        self.websocketMessages[direction] += count
 
     def document(self) -> dict[str, Any]:
         """The counts as JSON values, for another process to L{add}."""

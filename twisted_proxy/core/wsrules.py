@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from collections.abc import Sequence
 
 Pairs = Sequence[tuple[bytes, bytes]]
@@ -142,6 +143,36 @@ def backendHandshake(
     )
 
 
+_ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def switchingResponse(
+    pairs: Pairs,
+    protocol: str | None,
+    server: str | None,
+    cookie: bytes | None,
+) -> bytes:
+    """
+    The 101 that opens the client's WebSocket (RFC 6455 4.2.2), for a
+    handshake that passed L{handshakeProblem}: the accept key for its
+    Sec-WebSocket-Key, the subprotocol the backend chose, the Server
+    header, and the sticky cookie when one is due. No extension is taken.
+    """
+    key = (_last(pairs, b"sec-websocket-key") or b"").strip()
+    accept = base64.b64encode(hashlib.sha1(key + _ACCEPT_GUID).digest())
+    lines = [b"HTTP/1.1 101 Switching Protocols\r\n"]
+    if server:
+        lines.append(b"Server: %s\r\n" % server.encode("latin-1"))
+    lines.append(b"Upgrade: websocket\r\nConnection: Upgrade\r\n")
+    lines.append(b"Sec-WebSocket-Accept: %s\r\n" % accept)
+    if protocol:
+        lines.append(b"Sec-WebSocket-Protocol: %s\r\n" % protocol.encode("latin-1"))
+    if cookie:
+        lines.append(b"Set-Cookie: %s\r\n" % cookie)
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
 def closeForPeer(
     code: int | None, reason: str | None, clean: bool, fromBackend: bool
 ) -> tuple[int | None, str | None]:
@@ -170,4 +201,5 @@ __all__ = [
     "handshakeProblem",
     "isUpgrade",
     "offeredProtocols",
+    "switchingResponse",
 ]
