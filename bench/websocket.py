@@ -9,8 +9,8 @@ the backend and through the proxy, in the same run:
    in flight and sending one more for every echo, for the same time as the
    throughput part after a warm-up: messages/s (round trips), round-trip times,
    and the CPU time per message of the backend and of the proxy. The proxy
-   runs two WebSocket legs (server to the client, client to the backend) where
-   the backend runs one.
+   reads each message twice (the client's, the backend's echo) where the
+   backend reads it once and writes it once.
 2. Idle connections: 5,000 WebSockets opened and left idle, each process's RSS
    taken before and after: KiB per connection of the backend alone (direct)
    and of the proxy (proxied), each in a fresh process, from its RSS after
@@ -680,6 +680,10 @@ def summariseWebSocket(report: dict[str, Any]) -> str:
         )
         if _failed(row):
             lines.append(f"  {'':<16}error: {_failed(row)}")
+        busy = row.get("cpu_busy") or {}
+        if busy:
+            shares = ", ".join(f"CPU {cpu} {share:.0%}" for cpu, share in busy.items())
+            lines.append(f"  {'':<16}busy: {shares} (a full one is the limit)")
         other = row.get("proxy_cpu_other_share")
         share = row.get("proxy_cpu_share")
         if other is not None and other > CONTENTION:
@@ -698,7 +702,7 @@ def summariseWebSocket(report: dict[str, Any]) -> str:
         lines.append(
             f"  proxied / direct: msg/s {_fmt(ratios['messages_per_second'], '.2f')}x"
             f", p50 RTT {_fmt(ratios.get('rtt_p50'), '.2f')}x; proxy CPU per message"
-            f" / backend's: {_fmt(cpu, '.2f')}x (two legs against one)"
+            f" / backend's: {_fmt(cpu, '.2f')}x (both ways against one echo)"
         )
     idle = report.get("idle") or {}
     if idle:
@@ -732,7 +736,7 @@ def summariseWebSocket(report: dict[str, Any]) -> str:
         if ratio is not None:
             lines.append(
                 f"  proxy KiB per connection / backend's (direct): {ratio:.2f}x "
-                "(the proxy holds two sockets and two Autobahn legs for each)"
+                "(the proxy holds two sockets and a frame relay for each)"
             )
         limit = (idle.get(TWISTED_PROXY) or {}).get("proxy_file_limit")
         if limit:
