@@ -17,8 +17,10 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+import priority
 from OpenSSL.SSL import WantReadError as SSLWantReadError
 from twisted.internet import tcp
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
@@ -29,7 +31,7 @@ from twisted.protocols.tls import (
 )
 from twisted.python.failure import Failure
 from twisted.python.logfile import LogFile
-from twisted.web._http2 import H2Connection
+from twisted.web._http2 import _END_STREAM_SENTINEL, H2Connection
 from twisted.web.http import HTTPChannel
 
 if sys.platform == "linux":
@@ -39,6 +41,11 @@ if sys.platform == "linux":
     _OUTQ: int | None = termios.TIOCOUTQ
 else:  # pragma: no cover - the send queue is not asked for elsewhere
     _OUTQ = None
+
+
+# The send loop's most frames, and DATA bytes, in one reactor turn.
+SEND_BATCH = 16
+SEND_BATCH_BYTES = 128 * 1024
 
 
 def pendingRequestLine(channel: HTTPChannel) -> tuple[bytes, bytes, bytes]:
@@ -281,8 +288,68 @@ class H2ConnectionBase(H2Connection):
         H2Connection._requestDone(self, streamID)
 
     def sendPrioritisedData(self, *args: object) -> None:
-        """One turn of Twisted's send loop: DATA frames out, by priority."""
-        H2Connection._sendPrioritisedData(self, *args)
+        """
+        One turn of the send loop: DATA frames (and stream ends) out, by
+        priority, as Twisted's loop sends them, but up to L{SEND_BATCH}
+        frames (or L{SEND_BATCH_BYTES}) in one turn and all of them in one
+        write, where Twisted's sends one frame a turn and schedules the next:
+        a small response's DATA and its end go out together with its
+        HEADERS. The loop waits, as Twisted's does, while no stream can send
+        and while the transport is paused.
+        """
+        if not self._stillProducing:
+            return
+        conn = self.conn
+        queues = self._outboundStreamQueues
+        frames = 0
+        written = 0
+        self.resetTimeout()
+        while True:
+            try:
+                streamID = next(self.priority)
+            except priority.DeadlockError:
+                # Nothing can be sent: wait until a stream has something.
+                self._flushFrames()
+                if self._stillProducing and self._sendingDeferred is None:
+                    self._sendingDeferred = Deferred()
+                    self._sendingDeferred.addCallback(self._sendPrioritisedData)
+                return
+            if self._consumerBlocked is not None:
+                self._flushFrames()
+                self._consumerBlocked.addCallback(self._sendPrioritisedData)
+                return
+            queue = queues[streamID]
+            frameData = queue.popleft()
+            if frameData is _END_STREAM_SENTINEL:
+                conn.end_stream(streamID)
+                # Twisted forgets the stream (and may write control frames,
+                # after what is already in h2's buffer).
+                self._requestDone(streamID)
+            else:
+                window = conn.local_flow_control_window(streamID)
+                maxFrameSize = min(conn.max_outbound_frame_size, window)
+                if len(frameData) > maxFrameSize:
+                    queue.appendleft(frameData[maxFrameSize:])
+                    frameData = frameData[:maxFrameSize]
+                if frameData:
+                    conn.send_data(streamID, frameData)
+                    written += len(frameData)
+                if not queue:
+                    self.priority.block(streamID)
+                if self.remainingOutboundWindow(streamID) <= 0:
+                    self.streams[streamID].flowControlBlocked()
+            frames += 1
+            if not self._stillProducing:
+                return
+            if frames >= SEND_BATCH or written >= SEND_BATCH_BYTES:
+                self._flushFrames()
+                self._reactor.callLater(0, self._sendPrioritisedData)
+                return
+
+    def _flushFrames(self) -> None:
+        data = self.conn.data_to_send()
+        if data and self.transport is not None:
+            self.transport.write(data)
 
     def lostConnection(self, reason: Failure, byTwisted: bool = False) -> None:
         """

@@ -128,10 +128,24 @@ def front(
 
 
 class Transport(StringTransport):
-    """The TLS connection, in memory."""
+    """
+    The TLS connection, in memory; with a C{limit}, it pauses its producer
+    once it holds more than that, as a TCP transport does when the client's
+    socket is full.
+    """
+
+    limit: int | None = None
 
     def setTcpNoDelay(self, enabled: bool) -> None:
         pass
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        limit = self.limit
+        full = limit is not None and len(self.io.getvalue()) > limit
+        if full and self.producer and self.producerState == "producing":
+            self.producerState = "paused"
+            self.producer.pauseProducing()
 
 
 class Peer:
@@ -565,6 +579,8 @@ def test_bufferBoundedWhateverWindowTheClientGives() -> None:
     peer.request(1)
     total = 8 * 1024 * 1024
     producer = Producer(resource.requests[0], total)
+    # The client reads 64 KiB at a time: its socket is full beyond that.
+    peer.transport.limit = 65536
     # The client's socket is full: TLS pauses the connection.
     peer.server.pauseProducing()
     producer.pump()
@@ -573,6 +589,7 @@ def test_bufferBoundedWhateverWindowTheClientGives() -> None:
     assert peer.server.queuedBytes() <= STREAM_BUFFER + len(producer.chunk)
     # It reads again: everything arrives, the backend paused again and again.
     while not peer.response(1)[2]:
+        peer.transport.producerState = "producing"
         peer.server.resumeProducing()
         peer.flush()
         producer.pump()

@@ -35,12 +35,12 @@ class HeaderDirectives:
 class WebSocketSettings:
     """``[proxy.websocket]``: how bridged WebSockets are kept and limited."""
 
-    # Seconds between pings on each leg (0: none); a leg that does not
-    # answer within the same time is closed.
+    # Seconds between the proxy's pings to each side (0: none); a side that
+    # does not answer within the same time is dropped.
     ping_interval: float = 0.0
-    # A message larger than this (either way) closes both legs with 1009.
+    # A message larger than this (either way) closes both sides with 1009.
     max_message_bytes: int = 64 * 1024 * 1024
-    # No message either way for this long: both legs closed with 1001
+    # No message either way for this long: both sides closed with 1001
     # (0: never).
     idle_timeout: float = 0.0
 

@@ -279,11 +279,19 @@ class H2ProxyConnection(H2ConnectionBase):
         stream = self.conn.streams.get(streamID)
         if stream is not None and not stream.closed:
             # Answered before the client sent all of its body: ask it to stop
-            # sending, without error (RFC 9113 8.1).
-            self.conn.reset_stream(streamID, ErrorCodes.NO_ERROR)
-            self.writeControlData()
+            # sending, without error (RFC 9113 8.1), once the answer is out:
+            # in the same read, some clients (curl 7.88) take the reset for
+            # an error before they have read the answer.
+            self.site.reactor.callLater(0, self._stopUpload, streamID)
         if self._draining and not self.streams:
             self._goAway()
+
+    def _stopUpload(self, streamID: int) -> None:
+        stream = self.conn.streams.get(streamID)
+        if self._lost or self._closing or stream is None or stream.closed:
+            return
+        self.conn.reset_stream(streamID, ErrorCodes.NO_ERROR)
+        self.writeControlData()
 
     def remainingOutboundWindow(self, streamID: int) -> int:
         # Called by Twisted after each write to a stream and each DATA frame

@@ -5,7 +5,7 @@ side's socket cannot take more, reading from the other pauses, and resumes
 once it drains. What flows between them (bytes, frames, messages) is the
 caller's business; a pipe only pairs the flow control.
 
-The WebSocket bridge pairs its two legs both ways (L{Pipe}); the HTTP relay
+The WebSocket bridge pairs its two connections (L{Pipe}); the HTTP relay
 makes the client's reading the producer of the backend connection's writing
 while a request body goes up (its C{ClientReader} is a L{ReadingProducer}).
 """
