@@ -95,6 +95,23 @@ def idleTCP(transport: Any) -> bool:
     )
 
 
+def closeFirst(transport: Any) -> None:
+    """
+    Close C{transport} once what was written to it is sent, as the side that
+    closes first (a WebSocket's server after the closing handshake). Under
+    TLS, Twisted sends its close_notify and then waits for the peer's before
+    it closes the TCP connection, and a WebSocket client waits for the TCP
+    connection to close before it answers: each waits for the other until a
+    timeout. Here the TCP connection is closed after the close_notify without
+    waiting for the peer's, as TLS 1.3 allows (RFC 8446 6.1) and nginx does.
+    """
+    transport.loseConnection()
+    if isinstance(transport, TLSMemoryBIOProtocol):
+        inner = transport.transport
+        if inner is not None and not transport._appSendBuffer:
+            inner.loseConnection()
+
+
 class DirectTLSProtocol(BufferingTLSTransport):
     """
     Twisted's TLS server connection, with its records sent at once.

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import random
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.integration.support import Stack, deferLater
 from tests.integration.wspeers import AsyncioThread, WSBackend
+from tests.tlsfiles import TestCA
 from twisted_proxy.frontends.wsrelay import FrameRelay
 from twisted_proxy.service import ProxyService
 
@@ -774,3 +776,46 @@ async def test_aFrameAgainstTheRulesIs1002(stack: Stack, peers: AsyncioThread) -
     assert closing[1][:2] == (1002).to_bytes(2, "big")
     [(code, _)] = await peers.call(backend.waitClosed())
     assert code == 1001
+
+
+@pytest_twisted.ensureDeferred
+async def test_aWebSocketOverTLS(
+    stack: Stack, peers: AsyncioThread, tmp_path: Path
+) -> None:
+    """
+    wss:// to a TLS listener: messages both ways whole (one of 1 MiB, in
+    many TLS records), and the client's close reaches the backend.
+    """
+    ca = TestCA(tmp_path)
+    ca.issue("localhost", "127.0.0.1", stem="proxy")
+    backend = await peers.backend()
+    proxy = await stack.proxy(
+        """
+        [proxy]
+        access_log = false
+        [[listen]]
+        endpoint = "tcp:0:interface=127.0.0.1"
+        [listen.tls]
+        certificate = "proxy.pem"
+        key = "proxy.key"
+        [[route]]
+        path = "/"
+        to = "ws://127.0.0.1:{port}/"
+        """,
+        configDir=str(tmp_path),
+        port=backend.port,
+    )
+    trust = ssl.create_default_context(cafile=str(ca.certificate))
+    ws = await peers.connect(f"wss://localhost:{proxy.port}/chat", ssl=trust)
+    big = random.randbytes(MiB)
+    await peers.call(ws.send(big))
+    assert await peers.call(ws.recv()) == big
+    await peers.call(ws.send("small"))
+    assert await peers.call(ws.recv()) == "small"
+    started = time.monotonic()
+    await peers.call(ws.close(4000, "over TLS"))
+    # The proxy closed the connection after the closing handshake: the
+    # client did not wait out its close_timeout (5 s) for it.
+    assert time.monotonic() - started < 2
+    assert await peers.call(backend.waitClosed()) == [(4000, "over TLS")]
+    assert ws.close_code == 4000

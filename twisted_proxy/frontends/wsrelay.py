@@ -26,6 +26,7 @@ from twisted.internet.interfaces import IDelayedCall, IProtocol, IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_proxy._twisted_internals import closeFirst
 from twisted_proxy.config.model import WebSocketSettings
 from twisted_proxy.core.wsframes import (
     OP_CLOSE,
@@ -264,11 +265,19 @@ class FrameRelay:
             side.closeTimer = self.clock.callLater(CLOSE_TIMEOUT, self._noAnswer, side)
 
     def _closed(self, side: RelaySide) -> None:
-        """Both closes went on C{side}: its connection ends."""
+        """
+        Both closes went on C{side}: its connection ends. The client's is
+        closed at once, the relay being its server (RFC 6455 7.1.1), even
+        under TLS; the backend's as soon as it is sent, if the backend has
+        not closed it first.
+        """
         timer, side.closeTimer = side.closeTimer, None
         if timer is not None and timer.active():
             timer.cancel()
-        side.transport.loseConnection()
+        if side.fromBackend:
+            side.transport.loseConnection()
+        else:
+            closeFirst(side.transport)
 
     def _noAnswer(self, side: RelaySide) -> None:
         side.closeTimer = None
