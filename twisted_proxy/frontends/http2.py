@@ -56,6 +56,7 @@ from zope.interface import implementer
 
 from twisted_proxy._twisted_internals import H2ConnectionBase
 from twisted_proxy.core.logformat import END_SEND_TIMEOUT
+from twisted_proxy.core.streamorder import RoundRobinStreams
 from twisted_proxy.frontends.http2request import H2Request
 from twisted_proxy.frontends.listener import (
     IListenerConnection,
@@ -96,6 +97,8 @@ class H2ProxyConnection(H2ConnectionBase):
 
     def __init__(self, site: ListenerSite) -> None:
         super().__init__(site.reactor)
+        # Streams take turns in round robin (see streamorder).
+        self.priority = RoundRobinStreams()
         self.site = site
         # twisted.web's Request.finish logs through channel.factory.log().
         self.factory = site
