@@ -819,3 +819,35 @@ async def test_aWebSocketOverTLS(
     assert time.monotonic() - started < 2
     assert await peers.call(backend.waitClosed()) == [(4000, "over TLS")]
     assert ws.close_code == 4000
+
+
+@pytest_twisted.ensureDeferred
+async def test_textThatIsNotUTF8Is1007(stack: Stack, peers: AsyncioThread) -> None:
+    """A client's text that is not UTF-8 never reaches the backend: 1007."""
+    got: list[Any] = []
+
+    async def record(ws: ServerConnection) -> None:
+        async for message in ws:
+            got.append(message)
+
+    backend = await peers.backend(handler=record)
+    proxy = await proxyTo(stack, backend)
+    client = _RawClient()
+    endpoint = TCP4ClientEndpoint(stack.reactor, "127.0.0.1", proxy.port)
+    await endpoint.connect(_OneProtocol(client))
+    transport: Any = client.transport
+    transport.write(
+        b"GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    await waitUntil(stack, lambda: b"\r\n\r\n" in client.received)
+    transport.write(_maskedText(b"caf\xe9"))
+    await waitUntil(stack, lambda: len(_framesAfterHead(client.received)) == 1)
+    transport.write(b"\x88\x80\x00\x00\x00\x00")
+    await client.gone
+    [(opcode, payload)] = _framesAfterHead(client.received)
+    assert (opcode, payload[:2]) == (8, (1007).to_bytes(2, "big"))
+    [(code, _)] = await peers.call(backend.waitClosed())
+    assert code == 1001
+    assert got == []

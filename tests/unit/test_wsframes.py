@@ -219,3 +219,70 @@ def test_aCloseReasonIsCutWhole() -> None:
     assert len(payload) == 2 + 122
     assert payload[2:].decode("utf-8") == "é" * 61
     assert closePayload(None, "ignored") == b""
+
+
+def test_textIsCheckedForUTF8WhereverItIsCut() -> None:
+    """Valid text, a character split across frames and reads, goes on whole."""
+    text = "héllo wörld €".encode()
+    data = (
+        frame(text[:2], 1, fin=False)  # "h" and half of "é"
+        + frame(text[2:12], 0, fin=False)
+        + frame(text[12:], 0)
+    )
+    for cut in range(1, len(data)):
+        reader = FrameReader(masked=True, limit=1 << 20)
+        out = joined(reader.feed(data[:cut])) + joined(reader.feed(data[cut:]))
+        assert out == data
+        assert reader.failure is None
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_invalidUTF8InAWholeFrameIs1007(masked: bool) -> None:
+    """A text frame that is not UTF-8: 1007, and none of it goes on."""
+    reader = FrameReader(masked=masked, limit=1 << 20)
+    mask = MASK if masked else None
+    good = frame(b"fine", 1, mask=mask)
+    bad = frame(b"ab\xff", 1, mask=mask)
+    assert reader.feed(good + bad) == [good]
+    assert reader.failure == (1007, "text is not UTF-8")
+    assert reader.atBoundary
+
+
+def test_textEndingInsideACharacterIs1007() -> None:
+    """A message whose last frame ends halfway through a character."""
+    reader = FrameReader(masked=True, limit=1 << 20)
+    first = frame("€".encode()[:2], 1, fin=False)
+    assert reader.feed(first + frame(b"", 0)) == [first]
+    assert reader.failure == (1007, "text is not UTF-8")
+    assert reader.atBoundary
+
+
+def test_invalidUTF8LaterInAFrameCutsIt() -> None:
+    """Bad bytes in a later read of a frame already begun: the frame is cut."""
+    reader = FrameReader(masked=True, limit=1 << 20)
+    whole = frame(b"a" * 200 + b"\xc0\xaf" + b"b" * 50, 1)
+    assert joined(reader.feed(whole[:100])) == whole[:100]
+    assert reader.feed(whole[100:]) == []
+    assert reader.failure == (1007, "text is not UTF-8")
+    assert not reader.atBoundary
+
+
+def test_binaryIsNotChecked() -> None:
+    """A binary message goes on whatever its bytes."""
+    reader = FrameReader(masked=True, limit=1 << 20)
+    data = frame(b"\xff\xfe\xc0", 2)
+    assert reader.feed(data) == [data]
+    assert reader.failure is None
+
+
+def test_aMessageOverTheLimitLeavesTheOutputAtABoundary() -> None:
+    """Refused from its header, a frame spanning reads is skipped, not cut."""
+    reader = FrameReader(masked=False, limit=100)
+    big = frame(b"x" * 1000, 2, mask=None)
+    assert reader.feed(big[:300]) == []
+    assert reader.failure == (1009, "message too big")
+    assert reader.atBoundary
+    reader.failure = None
+    close = frame(b"", OP_CLOSE, mask=None)
+    out = reader.feed(big[300:] + close)
+    assert [item.opcode for item in out if isinstance(item, Control)] == [OP_CLOSE]

@@ -258,3 +258,29 @@ def test_idleSidesAreClosedWith1001() -> None:
     [(_, payload, _)] = frames(pair.client.value())
     assert payload == struct.pack("!H", 1001) + b"idle"
     assert frames(pair.backend.value())[0][1] == struct.pack("!H", 1001) + b"idle"
+
+
+def test_aTooBigFrameSpanningReadsStillGetsCloses() -> None:
+    """A frame over the limit, its payload still coming: 1009, not a cut."""
+    pair = Pair(max_message_bytes=1000)
+    big = frame(b"x" * 5000, 2, mask=MASK)
+    pair.fromClient(big[:2000])
+    [(_, toBackend, _)] = frames(pair.backend.value())
+    assert toBackend[:2] == struct.pack("!H", 1009)
+    assert not pair.backend.disconnected
+    pair.fromClient(big[2000:])
+    pair.fromBackend(close(1009, mask=None))
+    [(_, toClient, _)] = frames(pair.client.value())
+    assert toClient[:2] == struct.pack("!H", 1009)
+
+
+def test_invalidTextIs1007ToTheSender() -> None:
+    """A client's text that is not UTF-8: the backend never sees it; 1007 back."""
+    pair = Pair()
+    pair.fromClient(frame(b"\xff\xfe", 1, mask=MASK))
+    [(opcode, toBackend, _)] = frames(pair.backend.value())
+    assert (opcode, toBackend[:2]) == (OP_CLOSE, struct.pack("!H", 1001))
+    pair.fromBackend(close(1001, mask=None))
+    [(_, toClient, _)] = frames(pair.client.value())
+    assert toClient[:2] == struct.pack("!H", 1007)
+    assert pair.owner.events == [("refused", False, 1007, "text is not UTF-8")]

@@ -6,12 +6,14 @@ their framing, sizes and order are checked, and control frames are held
 whole for the relay to decide on. Also the few frames the relay writes
 itself: its pings, and closes.
 
-Text payloads are not decoded here: the endpoints check their UTF-8, as
-they must anyway; close reasons, which the relay reads, are checked.
+Text messages are checked for UTF-8 as they pass (unmasked for the check
+only, a few bytes of decoder state kept between reads), so an endpoint that
+does not check its peer's text gets none that is invalid.
 """
 
 from __future__ import annotations
 
+import codecs
 import struct
 
 __all__ = [
@@ -46,6 +48,9 @@ _HEAD16 = struct.Struct("!BBH")
 _HEAD64 = struct.Struct("!BBQ")
 
 
+_utf8 = codecs.getincrementaldecoder("utf-8")
+
+
 class Control:
     """A whole control frame: opcode, payload (unmasked), its bytes as they came."""
 
@@ -60,12 +65,23 @@ class Control:
         return f"Control({self.opcode}, {self.payload!r})"
 
 
+# Each byte XOR k, for every k: four translations unmask a long payload.
+_XOR = [bytes(i ^ k for i in range(256)) for k in range(256)]
+
+
 def _unmask(mask: bytes, payload: bytes) -> bytes:
-    if not payload:
-        return payload
-    repeated = (mask * (len(payload) // 4 + 1))[: len(payload)]
-    value = int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")
-    return value.to_bytes(len(payload), "big")
+    """C{payload} XOR the four bytes of C{mask}, repeated (RFC 6455 5.3)."""
+    size = len(payload)
+    if size <= 2048:
+        if not size:
+            return payload
+        repeated = (mask * (size // 4 + 1))[:size]
+        value = int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")
+        return value.to_bytes(size, "big")
+    out = bytearray(payload)
+    for i in range(4):
+        out[i::4] = payload[i::4].translate(_XOR[mask[i]])
+    return bytes(out)
 
 
 def readClose(
@@ -127,19 +143,25 @@ class FrameReader:
     or inside a data frame's payload (L{atBoundary} says which).
 
     A frame against the rules stops the relaying: L{failure} is then
-    C{(code, reason)} (1002; 1009 for a message over C{limit} bytes, found
-    from the headers before any of its payload goes on), and from then on
+    C{(code, reason)} (1002; 1007 for text that is not UTF-8, found before
+    the bytes go on; 1009 for a message over C{limit} bytes, found from the
+    headers before any of its payload goes on), and from then on
     frames are skipped by their lengths until a close frame, the answer to
     the close the failure calls for, which is returned. Everything after a
     close frame, even a malformed one, is dropped (L{closed}).
     """
 
     __slots__ = (
+        "_cut",
+        "_decoder",
         "_discarding",
+        "_finalFrame",
         "_held",
         "_inMessage",
+        "_key",
         "_left",
         "_messageBytes",
+        "_offset",
         "closed",
         "failure",
         "frames",
@@ -162,11 +184,39 @@ class FrameReader:
         self._inMessage = False
         self._messageBytes = 0
         self._discarding = False
+        # The forwarded bytes stop inside a frame that will never be whole.
+        self._cut = False
+        # The current text message's UTF-8 decoder (None: binary, or none);
+        # the current frame's mask, payload bytes checked, and whether it
+        # ends its message.
+        self._decoder: codecs.IncrementalDecoder | None = None
+        self._key = b""
+        self._offset = 0
+        self._finalFrame = False
 
     @property
     def atBoundary(self) -> bool:
         """Whether what went on so far ends at a frame's end."""
+        if self._discarding:
+            return not self._cut
         return self._left == 0
+
+    def _text(self, payload: bytes, final: bool) -> bool:
+        """Whether C{payload}, the current frame's next bytes, keeps the text UTF-8."""
+        decoder = self._decoder
+        assert decoder is not None
+        key = self._key
+        if key:
+            turn = self._offset % 4
+            payload = _unmask(key[turn:] + key[:turn], payload)
+        self._offset += len(payload)
+        try:
+            decoder.decode(payload, final)
+        except UnicodeDecodeError:
+            return False
+        if final:
+            self._decoder = None
+        return True
 
     def _fail(self, code: int, reason: str, closing: bool = False) -> None:
         self.failure = (code, reason)
@@ -174,6 +224,7 @@ class FrameReader:
         self.closed = closing
         self._discarding = not closing
         self._inMessage = False
+        self._decoder = None
         self._held = b""
         self._left = 0
 
@@ -230,6 +281,14 @@ class FrameReader:
         n = len(data)
         pos = self._left
         if pos:
+            if self._decoder is not None and not self._text(
+                data[:pos], self._finalFrame and pos <= n
+            ):
+                # Part of the frame went on already: it is cut.
+                self._fail(CLOSE_INVALID_PAYLOAD, "text is not UTF-8")
+                self._cut = True
+                self._left = pos
+                return self._discard(data)
             if pos >= n:
                 self._left = pos - n
                 return [data]
@@ -314,6 +373,31 @@ class FrameReader:
             if total > self.limit:
                 self._fail(CLOSE_TOO_BIG, "message too big")
                 break
+            end = pos + head + length
+            if opcode == OP_TEXT and fin and end <= n:
+                # A whole message in one frame, here whole: checked at once.
+                self._decoder = None
+                payload = data[pos + head : end]
+                if second & 0x80:
+                    payload = _unmask(data[pos + head - 4 : pos + head], payload)
+                try:
+                    payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    self._fail(CLOSE_INVALID_PAYLOAD, "text is not UTF-8")
+                    break
+            elif opcode == OP_TEXT:
+                self._decoder = _utf8()
+            elif opcode == OP_BINARY:
+                self._decoder = None
+            if self._decoder is not None:
+                self._key = data[pos + head - 4 : pos + head] if second & 0x80 else b""
+                self._offset = 0
+                self._finalFrame = bool(fin)
+                if not self._text(data[pos + head : end], bool(fin) and end <= n):
+                    # Nothing of the frame went on: skipped whole.
+                    self._fail(CLOSE_INVALID_PAYLOAD, "text is not UTF-8")
+                    self._left = 0
+                    break
             self.frames += 1
             if fin:
                 self._inMessage = False
@@ -322,7 +406,6 @@ class FrameReader:
             else:
                 self._inMessage = True
                 self._messageBytes = total
-            end = pos + head + length
             if end > n:
                 self._left = end - n
                 pos = n

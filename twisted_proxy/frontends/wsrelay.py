@@ -2,19 +2,20 @@
 An open WebSocket relayed between the client's connection and the backend's
 once both handshakes are done: each side's bytes read frame by frame from
 the headers (L{FrameReader}) and written to the other side as they came,
-payload and masks untouched, so a message costs a header's reading, not a
-decoding and an encoding.
+payload and masks untouched, so a message costs a header's reading (and a
+UTF-8 check for text), not a decoding and an encoding.
 
 The relay keeps what a WebSocket endpoint owes its peer: a frame against
-the rules, or a message over C{max_message_bytes}, fails that side with
-1002 (1009) and closes the other; each side's close is answered on that side
-and carried to the other (L{closeForPeer}); a side that ends without a
-close gets the other closed with 1011 (the backend went away) or 1001 (the
-client did). Pings either way go through and their pongs come back; with
-C{ping_interval} the relay pings each side itself and drops one that does
-not answer in time. C{idle_timeout} closes both sides with 1001 when no data
-frame went either way for that long. Frames of its own are written only
-between the other side's frames, never inside one.
+the rules, text that is not UTF-8, or a message over C{max_message_bytes},
+fails that side with 1002 (1007, 1009) and closes the other; each side's
+close is answered on that side and carried to the other (L{closeForPeer});
+a side that ends without a close gets the other closed with 1011 (the
+backend went away) or 1001 (the client did). Pings either way go through
+and their pongs come back; with C{ping_interval} the relay pings each side
+itself and drops one that does not answer in time. C{idle_timeout} closes
+both sides with 1001 when no data frame went either way for that long.
+Frames of its own are written only between the other side's frames, never
+inside one.
 """
 
 from __future__ import annotations
