@@ -745,14 +745,8 @@ def _framesAfterHead(data: bytes) -> list[tuple[int, bytes]]:
     return found
 
 
-@pytest_twisted.ensureDeferred
-async def test_aFrameAgainstTheRulesIs1002(stack: Stack, peers: AsyncioThread) -> None:
-    """
-    An unmasked frame from a client (after a good message, echoed): the
-    client gets 1002, the backend 1001, and the bad frame never reaches it.
-    """
-    backend = await peers.backend()
-    proxy = await proxyTo(stack, backend)
+async def _upgraded(stack: Stack, proxy: ProxyService) -> _RawClient:
+    """A raw client through its 101 from C{proxy}, frames to be written by hand."""
     client = _RawClient()
     endpoint = TCP4ClientEndpoint(stack.reactor, "127.0.0.1", proxy.port)
     await endpoint.connect(_OneProtocol(client))
@@ -763,6 +757,19 @@ async def test_aFrameAgainstTheRulesIs1002(stack: Stack, peers: AsyncioThread) -
         b"Sec-WebSocket-Version: 13\r\n\r\n"
     )
     await waitUntil(stack, lambda: b"\r\n\r\n" in client.received)
+    return client
+
+
+@pytest_twisted.ensureDeferred
+async def test_aFrameAgainstTheRulesIs1002(stack: Stack, peers: AsyncioThread) -> None:
+    """
+    An unmasked frame from a client (after a good message, echoed): the
+    client gets 1002, the backend 1001, and the bad frame never reaches it.
+    """
+    backend = await peers.backend()
+    proxy = await proxyTo(stack, backend)
+    client = await _upgraded(stack, proxy)
+    transport: Any = client.transport
     transport.write(_maskedText(b"hello"))
     await waitUntil(stack, lambda: len(_framesAfterHead(client.received)) == 1)
     transport.write(b"\x81\x03bad")
@@ -832,16 +839,8 @@ async def test_textThatIsNotUTF8Is1007(stack: Stack, peers: AsyncioThread) -> No
 
     backend = await peers.backend(handler=record)
     proxy = await proxyTo(stack, backend)
-    client = _RawClient()
-    endpoint = TCP4ClientEndpoint(stack.reactor, "127.0.0.1", proxy.port)
-    await endpoint.connect(_OneProtocol(client))
+    client = await _upgraded(stack, proxy)
     transport: Any = client.transport
-    transport.write(
-        b"GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        b"Sec-WebSocket-Version: 13\r\n\r\n"
-    )
-    await waitUntil(stack, lambda: b"\r\n\r\n" in client.received)
     transport.write(_maskedText(b"caf\xe9"))
     await waitUntil(stack, lambda: len(_framesAfterHead(client.received)) == 1)
     transport.write(b"\x88\x80\x00\x00\x00\x00")

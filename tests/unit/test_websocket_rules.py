@@ -13,6 +13,7 @@ from twisted_proxy.core.wsrules import (
     handshakeProblem,
     isUpgrade,
     offeredProtocols,
+    switchingResponse,
 )
 
 KEY = (b"Sec-WebSocket-Key", b"dGhlIHNhbXBsZSBub25jZQ==")
@@ -117,3 +118,21 @@ def test_closeCarriedAcross(
 ) -> None:
     """Sendable codes cross as they are; abnormal ends never do."""
     assert closeForPeer(code, reason, clean, fromBackend) == expected
+
+
+def test_switchingResponseAcceptsTheKey() -> None:
+    """The 101: RFC 6455's accept key for the client's key, and what is due."""
+    head = switchingResponse(
+        [KEY, VERSION, *UPGRADE], "chat.v2", b"twisted-proxy", b"ROUTEID=.a; Path=/"
+    )
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"HTTP/1.1 101 Switching Protocols"
+    assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in lines
+    assert b"Sec-WebSocket-Protocol: chat.v2" in lines
+    assert b"Server: twisted-proxy" in lines
+    assert b"Set-Cookie: ROUTEID=.a; Path=/" in lines
+    assert head.endswith(b"\r\n\r\n")
+    bare = switchingResponse([KEY, VERSION, *UPGRADE], None, None, None)
+    assert b"Sec-WebSocket-Protocol" not in bare
+    assert b"Server" not in bare
+    assert b"Set-Cookie" not in bare

@@ -447,6 +447,11 @@ class ResponseHeaderRewriter:
             viaValues(settings.via, serverName) if b"via" not in removed else None
         )
 
+    @property
+    def server(self) -> bytes | None:
+        """The C{Server} header's value (server_tokens), or None when none is sent."""
+        return self._server
+
     def rewrite(
         self, headers: Sequence[tuple[bytes, bytes]], clientVersion: bytes = b"HTTP/1.1"
     ) -> Headers:

@@ -149,7 +149,7 @@ _ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 def switchingResponse(
     pairs: Pairs,
     protocol: str | None,
-    server: str | None,
+    server: bytes | None,
     cookie: bytes | None,
 ) -> bytes:
     """
@@ -162,7 +162,7 @@ def switchingResponse(
     accept = base64.b64encode(hashlib.sha1(key + _ACCEPT_GUID).digest())
     lines = [b"HTTP/1.1 101 Switching Protocols\r\n"]
     if server:
-        lines.append(b"Server: %s\r\n" % server.encode("latin-1"))
+        lines.append(b"Server: %s\r\n" % server)
     lines.append(b"Upgrade: websocket\r\nConnection: Upgrade\r\n")
     lines.append(b"Sec-WebSocket-Accept: %s\r\n" % accept)
     if protocol:

@@ -56,16 +56,12 @@ __all__ = ["WebSocketBridge", "WebSocketUpgrades"]
 
 _log = Logger()
 
-# The Server header of the 101, unless server_tokens is "none".
-NAME = "twisted-proxy"
-
 
 class WebSocketBridge:
     """One client's WebSocket, bridged to one backend."""
 
     __slots__ = (
         "_address",
-        "_backend",
         "_backendDied",
         "_connecting",
         "_connections",
@@ -112,7 +108,6 @@ class WebSocketBridge:
             capacityWait=None,
         )
         self._connecting: Deferred[Any] | None = None
-        self._backend: BackendLeg | None = None
         self._handover: Handover | None = None
         self._relay: FrameRelay | None = None
         self._address: Address = plan.address or Address("http", "", 0)
@@ -160,7 +155,6 @@ class WebSocketBridge:
         factory = copy.copy(self._legFactory)
         factory.protocols = offeredProtocols(self._pairs)
         leg.factory = factory
-        self._backend = leg
         handover = self._handover = Handover(leg)
         endpoint: IStreamClientEndpoint = self._context.pool.endpointFor(self._address)
         d = endpoint.connect(OneLeg(handover))
@@ -300,7 +294,7 @@ class WebSocketBridge:
         site = channel.site
         site.log(request)
         cookie = self._lease.stickyCookie()
-        server = None if self._context.settings.server_tokens == "none" else NAME
+        server = site.responseRewriter.server
         head = switchingResponse(self._pairs, self._protocol, server, cookie)
         early = channel.detach(relay.client)
         relay.client.transport.write(head)
@@ -317,7 +311,6 @@ class WebSocketBridge:
         # only its two connections, the relay and the lease.
         self._request = None
         self._pairs = []
-        self._backend = None
         self._handover = None
         if rest:
             relay.backend.dataReceived(rest)
