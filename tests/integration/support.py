@@ -25,6 +25,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zope.interface import implementer
 
+from tests.tlsfiles import TestCA
 from twisted_proxy.config import loadString
 from twisted_proxy.service import ProxyService
 
@@ -502,3 +503,28 @@ def accessLogLines(proxy: ProxyService, log: Path) -> list[str]:
     if proxy.accessLog is not None:
         proxy.accessLog.flush()
     return log.read_text(encoding="utf-8").splitlines()
+
+
+async def tlsListener(stack: Stack, folder: Path, extra: str = "") -> tuple[int, Path]:
+    """
+    A proxy with one TLS listener on any free port, its certificate for
+    localhost and 127.0.0.1 issued by a test CA in C{folder}; C{extra} is
+    TOML added after the [listen.tls] table. Its port, and the CA's file.
+    """
+    ca = TestCA(folder)
+    ca.issue("localhost", "127.0.0.1", stem="proxy")
+    service = await stack.proxy(
+        """
+        [proxy]
+        access_log = false
+        [[listen]]
+        endpoint = "tcp:0:interface=127.0.0.1"
+        [listen.tls]
+        certificate = "proxy.pem"
+        key = "proxy.key"
+        {extra}
+        """,
+        configDir=str(folder),
+        extra=extra,
+    )
+    return service.port, ca.certificate

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest_twisted
 from twisted.internet.utils import getProcessOutputAndValue
 
-from tests.integration.support import Stack
-from tests.tlsfiles import TestCA
+from tests.integration.support import Stack, tlsListener
 
 ROOT = Path(__file__).resolve().parents[2]
 SSLYZE = os.environ.get("SSLYZE", str(ROOT / ".venv-sslyze" / "bin" / "sslyze"))
@@ -37,26 +36,6 @@ async def sslyze(port: int, ca: Path) -> tuple[str, int]:
         env=env,
     )
     return out.decode() + err.decode(), code
-
-
-async def tlsListener(stack: Stack, folder: Path, extra: str = "") -> tuple[int, Path]:
-    ca = TestCA(folder)
-    ca.issue("localhost", "127.0.0.1", stem="proxy")
-    service = await stack.proxy(
-        """
-        [proxy]
-        access_log = false
-        [[listen]]
-        endpoint = "tcp:0:interface=127.0.0.1"
-        [listen.tls]
-        certificate = "proxy.pem"
-        key = "proxy.key"
-        {extra}
-        """,
-        configDir=str(folder),
-        extra=extra,
-    )
-    return service.port, ca.certificate
 
 
 @pytest_twisted.ensureDeferred

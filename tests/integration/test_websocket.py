@@ -24,9 +24,8 @@ from twisted.internet.protocol import Factory, Protocol
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.integration.support import Stack, deferLater
+from tests.integration.support import Stack, deferLater, tlsListener
 from tests.integration.wspeers import AsyncioThread, WSBackend
-from tests.tlsfiles import TestCA
 from twisted_proxy.frontends.wsrelay import FrameRelay
 from twisted_proxy.service import ProxyService
 
@@ -793,27 +792,11 @@ async def test_aWebSocketOverTLS(
     wss:// to a TLS listener: messages both ways whole (one of 1 MiB, in
     many TLS records), and the client's close reaches the backend.
     """
-    ca = TestCA(tmp_path)
-    ca.issue("localhost", "127.0.0.1", stem="proxy")
     backend = await peers.backend()
-    proxy = await stack.proxy(
-        """
-        [proxy]
-        access_log = false
-        [[listen]]
-        endpoint = "tcp:0:interface=127.0.0.1"
-        [listen.tls]
-        certificate = "proxy.pem"
-        key = "proxy.key"
-        [[route]]
-        path = "/"
-        to = "ws://127.0.0.1:{port}/"
-        """,
-        configDir=str(tmp_path),
-        port=backend.port,
-    )
-    trust = ssl.create_default_context(cafile=str(ca.certificate))
-    ws = await peers.connect(f"wss://localhost:{proxy.port}/chat", ssl=trust)
+    route = f'[[route]]\npath = "/"\nto = "ws://127.0.0.1:{backend.port}/"'
+    port, caFile = await tlsListener(stack, tmp_path, route)
+    trust = ssl.create_default_context(cafile=str(caFile))
+    ws = await peers.connect(f"wss://localhost:{port}/chat", ssl=trust)
     big = random.randbytes(MiB)
     await peers.call(ws.send(big))
     assert await peers.call(ws.recv()) == big
