@@ -41,6 +41,7 @@ from twisted_proxy.accesslog.logger import AccessLogger
 from twisted_proxy.config.model import Listener, ProxySettings
 from twisted_proxy.core.listenplan import planListeners
 from twisted_proxy.core.traffic import Traffic
+from twisted_proxy.frontends.connect import ConnectGate
 from twisted_proxy.frontends.http1 import HTTPProxyFactory
 from twisted_proxy.frontends.http2 import NegotiatingFactory
 from twisted_proxy.frontends.redirect import RedirectResource
@@ -165,6 +166,10 @@ class Listeners:
             listener=listener,
         )
         site.traffic = self._traffic
+        if listener is not None and listener.connect is not None:
+            site.connectGate = ConnectGate(
+                listener.connect, self._settings, self._reactor
+            )
         tls = None
         if listener is not None and listener.tls is not None:
             tls = ServerTLS(listener.tls)

@@ -470,11 +470,78 @@ def test_listeners() -> None:
     )
 
 
-@pytest.mark.parametrize("key", ["connect", "protocol", "to", "proxy_protocol"])
+@pytest.mark.parametrize("key", ["protocol", "to", "proxy_protocol"])
 def test_listenLaterKeys(key: str) -> None:
     """Listener features of later issues are "not supported yet", not unknown."""
     text = f'[[listen]]\nendpoint = "tcp:8080"\n{key} = "x"\n'
     assert errorsOf(text) == [f"site.toml: listen[0].{key}: not supported yet"]
+
+
+def test_listenConnectDefaults() -> None:
+    """[listen.connect]: AllowCONNECT's ports, loopback clients, nothing else."""
+    config = loadString('[[listen]]\nendpoint = "tcp:3128"\n[listen.connect]\n')
+    connect = config.listen[0].connect
+    assert connect is not None
+    assert connect.allow_ports == (443, 563)
+    assert connect.allow_clients == (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+    assert connect.allow_destinations == ()
+    assert (connect.connect_timeout, connect.idle_timeout) == (None, 300.0)
+    assert loadString('[[listen]]\nendpoint = "tcp:3128"\n').listen[0].connect is None
+
+
+def test_listenConnectValues() -> None:
+    """Names are lower-cased without their dot; networks and addresses parsed."""
+    config = loadString(
+        '[[listen]]\nendpoint = "tcp:3128"\n[listen.connect]\n'
+        "allow_ports = [443, 8443]\n"
+        'allow_clients = ["192.0.2.0/24"]\n'
+        'allow_destinations = ["Git.Example.TEST.", "10.0.0.0/8", "::1"]\n'
+        "connect_timeout = 2.5\nidle_timeout = 60\n"
+    )
+    connect = config.listen[0].connect
+    assert connect is not None
+    assert connect.allow_ports == (443, 8443)
+    assert connect.allow_clients == (ipaddress.ip_network("192.0.2.0/24"),)
+    assert connect.allow_destinations == (
+        "git.example.test",
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+    assert (connect.connect_timeout, connect.idle_timeout) == (2.5, 60.0)
+
+
+def test_listenConnectErrors() -> None:
+    """Every wrong value is named, all at once; users is for later."""
+    text = (
+        '[[listen]]\nendpoint = "tcp:3128"\n[listen.connect]\n'
+        'allow_ports = [0, "443", true, 70000]\n'
+        'allow_clients = ["nowhere"]\n'
+        'allow_destinations = ["*.example.test", 5, "1.2.3", "bad name"]\n'
+        'users = "htpasswd"\nidle_timeout = 0\nport = 1\n'
+    )
+    where = "site.toml: listen[0].connect"
+    assert errorsOf(text) == [
+        f"{where}.users: not supported yet",
+        f"{where}.port: unknown key",
+        f"{where}.allow_ports[0]: expected a port number 1-65535, got 0",
+        f'{where}.allow_ports[1]: expected a port number 1-65535, got "443"',
+        f"{where}.allow_ports[2]: expected a port number 1-65535, got true",
+        f"{where}.allow_ports[3]: expected a port number 1-65535, got 70000",
+        f"{where}.allow_clients[0]: expected a CIDR network or an address,"
+        ' got "nowhere"',
+        f"{where}.allow_destinations[0]: expected a CIDR network, an address or"
+        ' a host name, got "*.example.test"',
+        f"{where}.allow_destinations[1]: expected a CIDR network, an address or"
+        " a host name, got 5",
+        f"{where}.allow_destinations[2]: expected a CIDR network, an address or"
+        ' a host name, got "1.2.3"',
+        f"{where}.allow_destinations[3]: expected a CIDR network, an address or"
+        ' a host name, got "bad name"',
+        f"{where}.idle_timeout: expected a positive number of seconds, got 0",
+    ]
 
 
 def test_listenTLS() -> None:

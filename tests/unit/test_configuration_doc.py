@@ -105,6 +105,10 @@ _SHELLS: dict[str, tuple[str, Any]] = {
         + 'certificate = "a.pem"\nkey = "a.key"\n{kv}\n',
         lambda c: c.listen[0].tls.sni[0],
     ),
+    "listen.connect": (
+        _LISTENER + "[listen.connect]\n{kv}\n",
+        lambda c: c.listen[0].connect,
+    ),
     "route": (_ROUTE + "{kv}\n", lambda c: c.routes[0]),
     "route.request_headers": (
         _ROUTE + "[route.request_headers]\n{kv}\n",

@@ -81,6 +81,8 @@ _FRONTENDS: dict[str, frozenset[str]] = {
     "httprelay": frozenset({"httprelay", "router", "exchange", "bodies"}),
     "websocket": frozenset({"websocket", "wslegs", "wsrelay"}),
     "redirect": frozenset({"redirect"}),
+    # CONNECT: the request judged and connected (connect), then the tunnel.
+    "connect": frozenset({"connect", "tunnel"}),
     # The routes the proxy answers itself (the admin pages' handlers).
     "local": frozenset({"local"}),
     # A TLS listener's first bytes: TLS goes on, plain HTTP gets a 400.

@@ -29,6 +29,7 @@ else:  # pragma: no cover - Python 3.10
 
 from .balancers import balancers
 from .checker import Checker
+from .connect import listenerConnect
 from .convert import (
     InvalidValueError,
     boolean,
@@ -248,6 +249,7 @@ def _listeners(check: Checker, path: str, value: Any) -> tuple[Listener, ...]:
         get = check.table(itemPath, item, TABLES["listen"]).get
         address = get("endpoint", endpoint, None, required=_ENDPOINT)
         tls = get("tls", lambda p, v: listenerTLS(check, p, v), None)
+        connect = get("connect", lambda p, v: listenerConnect(check, p, v), None)
         redirect = get("redirect_https", redirectURL, None)
         if address is None:
             continue
@@ -256,6 +258,12 @@ def _listeners(check: Checker, path: str, value: Any) -> tuple[Listener, ...]:
             continue
         seen[address] = itemPath
         result.append(
-            Listener(endpoint=address, tls=tls, redirect_https=redirect, index=index)
+            Listener(
+                endpoint=address,
+                tls=tls,
+                connect=connect,
+                redirect_https=redirect,
+                index=index,
+            )
         )
     return tuple(result)

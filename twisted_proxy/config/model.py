@@ -137,12 +137,38 @@ class ListenerTLS:
     where: str = "tls"
 
 
+def _loopback() -> tuple[Network, ...]:
+    return (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+@dataclass(frozen=True)
+class ListenerConnect:
+    """
+    ``[listen.connect]``: CONNECT tunnels (Apache's mod_proxy_connect and
+    AllowCONNECT). Without it a listener answers CONNECT with 405.
+
+    ``allow_destinations`` holds host names (lower case) and networks, as
+    L{twisted_proxy.core.connectrules.DestinationRules} judges them; nothing
+    is reachable until it lists something.
+    """
+
+    allow_ports: tuple[int, ...] = (443, 563)
+    allow_clients: tuple[Network, ...] = field(default_factory=_loopback)
+    allow_destinations: tuple[str | Network, ...] = ()
+    # None: [proxy] connect_timeout.
+    connect_timeout: float | None = None
+    # An open tunnel that moves no byte either way for this long is closed.
+    idle_timeout: float = 300.0
+    where: str = "connect"
+
+
 @dataclass(frozen=True)
 class Listener:
     """One ``[[listen]]`` entry: a Twisted server endpoint string."""
 
     endpoint: str
     tls: ListenerTLS | None = None
+    connect: ListenerConnect | None = None
     # "https://host[:port]": answer every request with a 301 there.
     redirect_https: str | None = None
     # Where in the file this listener was defined, for messages.

@@ -19,6 +19,7 @@ from .model import (
     HeaderDirectives,
     HealthCheck,
     Listener,
+    ListenerConnect,
     ListenerTLS,
     Member,
     ProxySettings,
@@ -68,7 +69,10 @@ TABLES: dict[str, TableKeys] = {
     "listen": TableKeys(
         Listener,
         filled=frozenset({"index"}),
-        reserved=frozenset({"connect", "protocol", "to", "proxy_protocol"}),
+        reserved=frozenset({"protocol", "to", "proxy_protocol"}),
+    ),
+    "listen.connect": TableKeys(
+        ListenerConnect, filled=frozenset({"where"}), reserved=frozenset({"users"})
     ),
     "listen.tls": TableKeys(ListenerTLS, filled=frozenset({"where"})),
     "listen.tls.sni": TableKeys(SNICertificate),

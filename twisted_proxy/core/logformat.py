@@ -50,6 +50,7 @@ __all__ = [
     "END_BACKEND_TIMEOUT",
     "END_CLIENT_CLOSED",
     "END_COMPLETE",
+    "END_IDLE",
     "END_PROXY_ERROR",
     "END_REASON_VARIABLE",
     "END_SEND_TIMEOUT",
@@ -72,6 +73,7 @@ END_SEND_TIMEOUT = "send-timeout"
 END_SHUTDOWN_GRACE = "shutdown-grace"
 END_UPLOAD_REFUSED = "upload-refused"
 END_PROXY_ERROR = "proxy-error"
+END_IDLE = "idle-timeout"
 
 END_REASON_VARIABLE = "PROXY_END_REASON"
 """The C{%{NAME}e} name under which a log format shows how the response ended."""

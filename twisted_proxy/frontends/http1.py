@@ -226,6 +226,14 @@ class HTTPServerChannel(ChannelOutput, Protocol):
                 self._decoder = None
                 self._remaining = head.length
             self._timer.arm(self.site.settings.idle_timeout, _UPLOAD)
+        gate = self.site.connectGate
+        if gate is not None and head.method == b"CONNECT":
+            self.persistent = False
+            if head.length != NO_BODY:
+                request.respondError(400, "a CONNECT request has no body")
+            else:
+                gate.start(request)
+            return
         if self.site.clientCertHeader is not None:
             self.site.prepareRequest(request, self.transport)
         problem = refusal(

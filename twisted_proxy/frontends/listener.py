@@ -252,6 +252,10 @@ class ListenerSite(ServerFactory):
         self.traffic: Traffic | None = None
         """Where answered requests are counted (the service's, for its status)."""
         self.connections = ListenerConnections()
+        self.connectGate: Any = None
+        """Where CONNECT requests go when the listener has C{[listen.connect]}
+        (a L{twisted_proxy.frontends.connect.ConnectGate}, set by whoever
+        builds the listener); None: CONNECT is refused."""
         # The open connections themselves (the registry's set), for those
         # that count or list them.
         self.channels: set[Any] = self.connections.live

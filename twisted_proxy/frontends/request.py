@@ -456,6 +456,11 @@ def refusal(
         return None
     for name, value in refused.headers:
         request.responseHeaders.setRawHeaders(name, [value])
+    site = getattr(request.channel, "site", None)
+    if request.method == b"CONNECT" and getattr(site, "connectGate", None):
+        # Only HTTP/2 gets here on a listener that tunnels (HTTP/1.1 does
+        # before): RFC 9113 8.5 CONNECT is not served.
+        return refused.status, "CONNECT tunnels are opened over HTTP/1.1 only"
     return refused.status, refused.message
 
 
