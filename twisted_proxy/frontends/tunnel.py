@@ -216,9 +216,6 @@ class Tunnel:
         idle, self._idle = self._idle, None
         if idle is not None and idle.active():
             idle.cancel()
-        connections, self._connections = self._connections, None
-        if connections is not None:
-            connections.remove(self)
         request = self._request
         request.sentLength = self.down
         request.bytesIn = self.up
@@ -237,3 +234,8 @@ class Tunnel:
         )
         self._site.log(request)
         self._request = None
+        # Last: leaving the registry may end a graceful stop, which closes
+        # the access log.
+        connections, self._connections = self._connections, None
+        if connections is not None:
+            connections.remove(self)

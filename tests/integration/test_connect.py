@@ -1,0 +1,456 @@
+"""
+CONNECT tunnels end to end: real clients (curl, Python's http.client,
+openssl s_client) through a proxy with C{[listen.connect]} to a TLS server
+on 127.0.0.1, and raw clients for the refusals, byte-exact relaying,
+half-close and the idle timeout.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import ssl
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest_twisted
+from twisted.internet import defer
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.threads import deferToThread
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.web.server import Site
+from zope.interface import implementer
+
+from tests.integration.support import (
+    RecordingBackend,
+    Stack,
+    accessLogLines,
+    deferLater,
+    theReactor,
+)
+from tests.tlsfiles import ServingTLS, TestCA
+from twisted_proxy.service import ProxyService
+
+PROXY = """
+[proxy]
+access_log = "{log}"
+[[listen]]
+endpoint = "tcp:0:interface=127.0.0.1"
+[listen.connect]
+allow_ports = [{port}]
+allow_destinations = [{destinations}]
+idle_timeout = {idle}
+"""
+
+
+async def tunnellingProxy(
+    stack: Stack,
+    folder: Path,
+    port: int,
+    destinations: str = '"127.0.0.1/32"',
+    idle: float = 30.0,
+) -> tuple[ProxyService, Path]:
+    """A proxy that tunnels to C{port}; it and its access log's path."""
+    log = folder / "access.log"
+    proxy = await stack.proxy(
+        PROXY, log=log, port=port, destinations=destinations, idle=idle
+    )
+    return proxy, log
+
+
+async def tlsServer(stack: Stack, folder: Path) -> tuple[int, RecordingBackend, Path]:
+    """An HTTPS server on 127.0.0.1 (a test CA's certificate): port, resource, CA."""
+    ca = TestCA(folder)
+    issued = ca.issue("localhost", "127.0.0.1", stem="destination")
+    resource = RecordingBackend("destination")
+    site = Site(resource)
+    site.noisy = False
+    stack.sites.append(site)
+    factory = TLSMemoryBIOFactory(ServingTLS(issued), False, site)
+    factory.noisy = False
+    port = await stack.listen(factory)
+    return port, resource, ca.certificate
+
+
+def run(*argv: str, stdin: bytes = b"") -> defer.Deferred[Any]:
+    """Run a command in a thread (bounded: 30 s); its CompletedProcess."""
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    return deferToThread(
+        subprocess.run, argv, input=stdin, capture_output=True, timeout=30, env=env
+    )
+
+
+async def untilLogged(proxy: ProxyService, log: Path, word: str) -> list[str]:
+    """The access log's lines once one holds C{word} (at most 5 s)."""
+    for _ in range(100):
+        lines = accessLogLines(proxy, log)
+        if any(word in line for line in lines):
+            return lines
+        await deferLater(theReactor(), 0.05)
+    raise AssertionError(f"no access-log line with {word!r}: {lines}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_curlThroughTunnel(stack: Stack, tmp_path: Path) -> None:
+    """curl -p -x: TLS end to end through the tunnel, logged when it closes."""
+    port, resource, ca = await tlsServer(stack, tmp_path)
+    proxy, log = await tunnellingProxy(stack, tmp_path, port)
+    done = await run(
+        "curl",
+        "--silent",
+        "--show-error",
+        "-p",
+        "-x",
+        f"http://127.0.0.1:{proxy.port}",
+        "--cacert",
+        str(ca),
+        f"https://127.0.0.1:{port}/through/tunnel",
+    )
+    assert done.returncode == 0, done.stderr
+    assert b"destination" in done.stdout
+    assert resource.requests[-1].uri == b"/through/tunnel"
+    lines = await untilLogged(proxy, log, "CONNECT")
+    line = next(x for x in lines if "CONNECT" in x)
+    assert f'"CONNECT 127.0.0.1:{port} HTTP/1.1" 200 ' in line
+    sent = int(line.split('" 200 ')[1].split()[0])
+    assert sent > 1000  # the server's TLS handshake and answer
+
+
+@pytest_twisted.ensureDeferred
+async def test_pythonSetTunnel(stack: Stack, tmp_path: Path) -> None:
+    """Python's http.client.HTTPSConnection.set_tunnel, by the destination's name."""
+    port, resource, ca = await tlsServer(stack, tmp_path)
+    proxy, _ = await tunnellingProxy(stack, tmp_path, port, '"localhost"')
+
+    def fetch() -> tuple[int, bytes]:
+        context = ssl.create_default_context(cafile=str(ca))
+        connection = http.client.HTTPSConnection(
+            "127.0.0.1", proxy.port, context=context, timeout=20
+        )
+        connection.set_tunnel("localhost", port)
+        try:
+            connection.request("GET", "/by/name")
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    status, body = await deferToThread(fetch)
+    assert status == 200
+    assert b"destination" in body
+    assert resource.requests[-1].uri == b"/by/name"
+
+
+@pytest_twisted.ensureDeferred
+async def test_opensslProxy(stack: Stack, tmp_path: Path) -> None:
+    """openssl s_client -proxy: a verified handshake and an answer."""
+    port, resource, ca = await tlsServer(stack, tmp_path)
+    proxy, _ = await tunnellingProxy(stack, tmp_path, port)
+    done = await run(
+        "openssl",
+        "s_client",
+        "-quiet",
+        "-verify_return_error",
+        "-proxy",
+        f"127.0.0.1:{proxy.port}",
+        "-connect",
+        f"127.0.0.1:{port}",
+        "-CAfile",
+        str(ca),
+        stdin=b"GET /from/openssl HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n",
+    )
+    assert b"HTTP/1.0 200" in done.stdout or b"HTTP/1.1 200" in done.stdout, (
+        done.stdout,
+        done.stderr,
+    )
+    assert resource.requests[-1].uri == b"/from/openssl"
+
+
+@implementer(IHalfCloseableProtocol)
+class Destination(Protocol):
+    """A raw destination: records bytes; on the client's FIN, answers and closes."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.finSeen: defer.Deferred[None] = defer.Deferred()
+        self.lost: defer.Deferred[None] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def readConnectionLost(self) -> None:
+        self.transport.write(b"after your FIN: %d bytes" % len(self.received))  # type: ignore[union-attr]
+        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.finSeen.callback(None)
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost.callback(None)
+
+
+@implementer(IHalfCloseableProtocol)
+class HalfClosingClient(Protocol):
+    """A raw client that collects what it gets; fires C{lost} at the end."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.lost: defer.Deferred[None] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def readConnectionLost(self) -> None:
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost.callback(None)
+
+
+async def destination(stack: Stack) -> tuple[int, list[Destination]]:
+    """A raw destination server; its port and the connections it got."""
+    made: list[Destination] = []
+
+    def build() -> Destination:
+        d = Destination()
+        made.append(d)
+        return d
+
+    factory = Factory.forProtocol(build)
+    factory.noisy = False
+    return await stack.listen(factory), made
+
+
+async def rawClient(stack: Stack, port: int) -> HalfClosingClient:
+    from twisted.internet.endpoints import TCP4ClientEndpoint
+
+    client = HalfClosingClient()
+    factory = Factory.forProtocol(lambda: client)
+    factory.noisy = False
+    await TCP4ClientEndpoint(stack.reactor, "127.0.0.1", port).connect(factory)
+    return client
+
+
+async def until(reactor: Any, test: Any, what: str) -> None:
+    for _ in range(200):
+        if test():
+            return
+        await deferLater(reactor, 0.025)
+    raise AssertionError(f"never: {what}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_bytesExactEarlyDataAndHalfClose(stack: Stack, tmp_path: Path) -> None:
+    """
+    Bytes sent with the CONNECT head and after it arrive exactly; the
+    client's FIN reaches the destination as a FIN, whose answer still comes
+    back before both close; the log has the bytes each way.
+    """
+    port, made = await destination(stack)
+    proxy, log = await tunnellingProxy(stack, tmp_path, port)
+    client = await rawClient(stack, proxy.port)
+    early = b"early bytes before the 200\x00\xff"
+    client.transport.write(  # type: ignore[union-attr]
+        b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (port, port)
+        + early
+    )
+    await until(stack.reactor, lambda: b"\r\n\r\n" in client.received, "200")
+    assert bytes(client.received).startswith(
+        b"HTTP/1.1 200 Connection established\r\n\r\n"
+    )
+    body = os.urandom(1 << 20)
+    for offset in range(0, len(body), 65536):
+        client.transport.write(body[offset : offset + 65536])  # type: ignore[union-attr]
+    client.transport.loseWriteConnection()  # type: ignore[union-attr]
+    await made[0].finSeen
+    assert bytes(made[0].received) == early + body
+    await client.lost
+    answer = b"after your FIN: %d bytes" % (len(early) + len(body))
+    assert bytes(client.received).endswith(answer)
+    lines = await untilLogged(proxy, log, "CONNECT")
+    line = next(x for x in lines if "CONNECT" in x)
+    assert f'"CONNECT 127.0.0.1:{port} HTTP/1.1" 200 {len(answer)} ' in line
+
+
+@pytest_twisted.ensureDeferred
+async def test_refusals(stack: Stack, tmp_path: Path) -> None:
+    """
+    Each refusal: its status, the connection closed, and nothing the client
+    sent after the CONNECT head read as a request or sent anywhere.
+    """
+    port, made = await destination(stack)
+    free, _ = await destination(stack)
+    await defer.maybeDeferred(stack.ports.pop().stopListening)
+    proxy, log = await tunnellingProxy(stack, tmp_path, port)
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    cases = [
+        (b"127.0.0.1:%d" % (port + 1 if port + 1 != free else port + 2), 403),
+        (b"127.0.0.2:%d" % port, 403),
+        (b"10.0.0.1:%d" % port, 403),
+        (b"127.1:%d" % port, 400),
+        (b"127.0.0.1", 400),
+        (b"http://127.0.0.1:%d/" % port, 400),
+    ]
+    for target, status in cases:
+        client = await rawClient(stack, proxy.port)
+        client.transport.write(  # type: ignore[union-attr]
+            b"CONNECT %s HTTP/1.1\r\nHost: x\r\n\r\n" % target + smuggled
+        )
+        await client.lost
+        reply = bytes(client.received)
+        assert reply.startswith(b"HTTP/1.1 %d " % status), (target, reply)
+        assert reply.count(b"HTTP/1.1") == 1, (target, reply)
+    assert made == []
+    lines = accessLogLines(proxy, log)
+    assert len(lines) == len(cases)
+    assert not any("smuggled" in line for line in lines)
+
+
+@pytest_twisted.ensureDeferred
+async def test_wholeInternetIsNotLoopback(stack: Stack, tmp_path: Path) -> None:
+    """
+    0.0.0.0/0 and ::/0 reach no loopback address, by address or by a name
+    that resolves to one; a name listed is let through to it.
+    """
+    port, made = await destination(stack)
+    proxy, _ = await tunnellingProxy(
+        stack, tmp_path, port, '"0.0.0.0/0", "::/0", "localhost"'
+    )
+    for target in (b"127.0.0.1", b"[::1]", b"0.0.0.0", b"[::ffff:127.0.0.1]"):
+        client = await rawClient(stack, proxy.port)
+        client.transport.write(  # type: ignore[union-attr]
+            b"CONNECT %s:%d HTTP/1.1\r\nHost: x\r\n\r\n" % (target, port)
+        )
+        await client.lost
+        assert bytes(client.received).startswith(b"HTTP/1.1 403 "), target
+    assert made == []
+    client = await rawClient(stack, proxy.port)
+    client.transport.write(  # type: ignore[union-attr]
+        b"CONNECT localhost:%d HTTP/1.1\r\nHost: x\r\n\r\n" % port
+    )
+    await until(stack.reactor, lambda: bool(made), "the named destination")
+    await until(stack.reactor, lambda: bool(client.received), "the answer")
+    assert bytes(client.received).startswith(b"HTTP/1.1 200 ")
+    client.transport.loseConnection()  # type: ignore[union-attr]
+    await made[0].lost
+
+
+@pytest_twisted.ensureDeferred
+async def test_destinationRefuses(stack: Stack, tmp_path: Path) -> None:
+    """A destination that refuses the connection: 502, the client closed."""
+    free, _ = await destination(stack)
+    await defer.maybeDeferred(stack.ports.pop().stopListening)
+    proxy, _ = await tunnellingProxy(stack, tmp_path, free)
+    client = await rawClient(stack, proxy.port)
+    client.transport.write(  # type: ignore[union-attr]
+        b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: x\r\n\r\n" % free
+    )
+    await client.lost
+    assert bytes(client.received).startswith(b"HTTP/1.1 502 ")
+    assert b"connection refused" in bytes(client.received)
+
+
+@pytest_twisted.ensureDeferred
+async def test_clientNotAllowed(stack: Stack, tmp_path: Path) -> None:
+    """allow_clients without this client: 403 before anything is resolved."""
+    port, made = await destination(stack)
+    proxy = await stack.proxy(
+        """
+        [proxy]
+        access_log = false
+        [[listen]]
+        endpoint = "tcp:0:interface=127.0.0.1"
+        [listen.connect]
+        allow_ports = [{port}]
+        allow_clients = ["192.0.2.0/24"]
+        allow_destinations = ["127.0.0.1/32"]
+        """,
+        port=port,
+    )
+    client = await rawClient(stack, proxy.port)
+    client.transport.write(  # type: ignore[union-attr]
+        b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: x\r\n\r\n" % port
+    )
+    await client.lost
+    assert bytes(client.received).startswith(b"HTTP/1.1 403 ")
+    assert made == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_withoutConnectTable(stack: Stack, tmp_path: Path) -> None:
+    """No [listen.connect]: 405, as before."""
+    port, made = await destination(stack)
+    proxy = await stack.proxy(
+        """
+        [proxy]
+        access_log = false
+        [[listen]]
+        endpoint = "tcp:0:interface=127.0.0.1"
+        """
+    )
+    client = await rawClient(stack, proxy.port)
+    client.transport.write(  # type: ignore[union-attr]
+        b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: x\r\n\r\n" % port
+    )
+    await client.lost
+    assert bytes(client.received).startswith(b"HTTP/1.1 405 ")
+    assert made == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_idleTunnelClosed(stack: Stack, tmp_path: Path) -> None:
+    """A tunnel with no byte either way for idle_timeout: both sides closed."""
+    port, made = await destination(stack)
+    log = tmp_path / "access.log"
+    proxy = await stack.proxy(
+        PROXY.replace('"{log}"', '"{log}"\naccess_log_format = "json"'),
+        log=log,
+        port=port,
+        destinations='"127.0.0.1/32"',
+        idle=0.3,
+    )
+    client = await rawClient(stack, proxy.port)
+    client.transport.write(  # type: ignore[union-attr]
+        b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: x\r\n\r\nhello" % port
+    )
+    await until(stack.reactor, lambda: made and made[0].received, "data")
+    await client.lost
+    await made[0].lost
+    lines = await untilLogged(proxy, log, "CONNECT")
+    assert '"end_reason":"idle-timeout"' in lines[0], lines
+    assert '"status":200' in lines[0], lines
+
+
+@pytest_twisted.ensureDeferred
+async def test_gracefulStopCutsTunnelsAfterGrace(stack: Stack, tmp_path: Path) -> None:
+    """Stopping: an open tunnel runs on for shutdown_grace, then is cut."""
+    port, made = await destination(stack)
+    log = tmp_path / "access.log"
+    proxy = await stack.proxy(
+        PROXY.replace("[[listen]]", "shutdown_grace = 0.5\n[[listen]]"),
+        log=log,
+        port=port,
+        destinations='"127.0.0.1/32"',
+        idle=30,
+    )
+    client = await rawClient(stack, proxy.port)
+    client.transport.write(  # type: ignore[union-attr]
+        b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: x\r\n\r\nfirst" % port
+    )
+    await until(stack.reactor, lambda: made and made[0].received, "data")
+    started = stack.reactor.seconds()
+    stopped = proxy.stopService()
+    await deferLater(stack.reactor, 0.2)
+    client.transport.write(b" second")  # type: ignore[union-attr]
+    await until(stack.reactor, lambda: made[0].received == b"first second", "more")
+    await stopped
+    await client.lost
+    assert stack.reactor.seconds() - started >= 0.45
+    line = next(x for x in log.read_text().splitlines() if "CONNECT" in x)
+    assert f'"CONNECT 127.0.0.1:{port} HTTP/1.1" 200 ' in line
