@@ -11,6 +11,7 @@ import http.client
 import os
 import ssl
 import subprocess
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from tests.integration.support import (
     theReactor,
 )
 from tests.tlsfiles import ServingTLS, TestCA
+from twisted_proxy.config import load
 from twisted_proxy.service import ProxyService
 
 PROXY = """
@@ -454,3 +456,89 @@ async def test_gracefulStopCutsTunnelsAfterGrace(stack: Stack, tmp_path: Path) -
     assert stack.reactor.seconds() - started >= 0.45
     line = next(x for x in log.read_text().splitlines() if "CONNECT" in x)
     assert f'"CONNECT 127.0.0.1:{port} HTTP/1.1" 200 ' in line
+
+
+@pytest_twisted.ensureDeferred
+async def test_shippedConnectEdge(stack: Stack, tmp_path: Path) -> None:
+    """
+    etc/connect-edge.toml as shipped (listening on a free port): curl
+    reaches the TLS server on localhost:9443 by its name, not by its address.
+    """
+    from dataclasses import replace
+
+    etc = Path(__file__).resolve().parents[2] / "etc" / "connect-edge.toml"
+    config = load(str(etc))
+    config = replace(
+        config,
+        listen=(replace(config.listen[0], endpoint="tcp:0:interface=127.0.0.1"),),
+    )
+    ca = TestCA(tmp_path)
+    issued = ca.issue("localhost", stem="destination")
+    resource = RecordingBackend("destination")
+    site = Site(resource)
+    site.noisy = False
+    stack.sites.append(site)
+    factory = TLSMemoryBIOFactory(ServingTLS(issued), False, site)
+    factory.noisy = False
+    await stack.listen(factory, 9443)
+    proxy = ProxyService(config, stack.reactor)
+    proxy.startService()
+    stack.services.append(proxy)
+    proxyURL = f"http://127.0.0.1:{proxy.port}"
+    byName = await run(
+        "curl", "-sS", "-p", "-x", proxyURL, "--cacert", str(ca.certificate),
+        "https://localhost:9443/edge",
+    )  # fmt: skip
+    assert byName.returncode == 0, byName.stderr
+    assert resource.requests[-1].uri == b"/edge"
+    byAddress = await run(
+        "curl", "-sS", "-p", "-x", proxyURL, "-k", "https://127.0.0.1:9443/",
+    )  # fmt: skip
+    assert byAddress.returncode != 0
+    assert b"403" in byAddress.stderr
+    assert len(resource.requests) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_reloadLeavesTunnelsOpen(stack: Stack, tmp_path: Path) -> None:
+    """
+    A reload that changes the listener (a new site takes its port) leaves
+    an open tunnel relaying both ways; new CONNECTs follow the new table.
+    """
+    port, made = await destination(stack)
+    other, _ = await destination(stack)
+    site = tmp_path / "site.toml"
+    text = textwrap.dedent(
+        """
+        [proxy]
+        access_log = false
+        [[listen]]
+        endpoint = "tcp:0:interface=127.0.0.1"
+        [listen.connect]
+        allow_ports = [{port}]
+        allow_destinations = ["127.0.0.1/32"]
+        """
+    )
+    site.write_text(text.format(port=port))
+    proxy = ProxyService(load(str(site)), stack.reactor)
+    proxy.startService()
+    stack.services.append(proxy)
+    client = await rawClient(stack, proxy.port)
+    client.transport.write(  # type: ignore[union-attr]
+        b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: x\r\n\r\nbefore" % port
+    )
+    await until(stack.reactor, lambda: made and made[0].received, "data")
+    site.write_text(text.format(port=other))
+    assert proxy.reload().ok
+    client.transport.write(b" after")  # type: ignore[union-attr]
+    await until(stack.reactor, lambda: made[0].received == b"before after", "more")
+    made[0].transport.write(b"still here")  # type: ignore[union-attr]
+    await until(stack.reactor, lambda: client.received.endswith(b"still here"), "down")
+    refused = await rawClient(stack, proxy.port)
+    refused.transport.write(  # type: ignore[union-attr]
+        b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: x\r\n\r\n" % port
+    )
+    await refused.lost
+    assert bytes(refused.received).startswith(b"HTTP/1.1 403 ")
+    client.transport.loseConnection()  # type: ignore[union-attr]
+    await made[0].lost
