@@ -34,11 +34,13 @@ PYTHON_OLDEST_CANDIDATES = $(strip $(PYTHON_OLDEST) python3.10 \
 	$(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python))
 
 # Programs from Debian's packages that integration tests run for real: the
-# balancer-manager page in headless Chromium (through chromedriver), and a
-# Prometheus server scraping the metrics page. Installed when missing (as
-# root, or through sudo).
-SYSTEM_TOOLS := /usr/bin/chromium /usr/bin/chromedriver /usr/bin/prometheus
-SYSTEM_PACKAGES := chromium chromium-driver prometheus
+# balancer-manager page in headless Chromium (through chromedriver), a
+# Prometheus server scraping the metrics page, Apache's htpasswd writing the
+# proxy users' files, and curl and openssl s_client going through CONNECT
+# tunnels. Installed when missing (as root, or through sudo).
+SYSTEM_TOOLS := /usr/bin/chromium /usr/bin/chromedriver /usr/bin/prometheus \
+	/usr/bin/htpasswd /usr/bin/curl /usr/bin/openssl
+SYSTEM_PACKAGES := chromium chromium-driver prometheus apache2-utils curl openssl
 
 .PHONY: run test lint typecheck pytest system-tools test-oldest bench conformance clean
 

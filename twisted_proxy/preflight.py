@@ -37,6 +37,7 @@ __all__ = [
     "sharingProblem",
     "startupProblems",
     "stateFileProblem",
+    "usersProblem",
 ]
 
 NO_LISTENER = (
@@ -189,7 +190,24 @@ def startupProblems(config: Config, requireListeners: bool = True) -> Problems:
         if problem is not None:
             errors.append(f"proxy.state_file: {problem}")
     _tlsProblems(config, problems)
+    for index, listener in enumerate(config.listen):
+        users = listener.connect.users if listener.connect is not None else None
+        if users is not None:
+            problem = usersProblem(users)
+            if problem is not None:
+                errors.append(f"listen[{index}].connect.users: {problem}")
     return problems
+
+
+def usersProblem(path: str) -> str | None:
+    """Why the htpasswd file at C{path} cannot be used (each bad line), or None."""
+    from twisted_proxy.frontends.proxyauth import HtpasswdError, readUsers
+
+    try:
+        readUsers(path)
+    except HtpasswdError as e:
+        return str(e)
+    return None
 
 
 def stateFileProblem(path: str) -> str | None:

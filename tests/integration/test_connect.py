@@ -11,6 +11,7 @@ import http.client
 import os
 import ssl
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -542,3 +543,125 @@ async def test_reloadLeavesTunnelsOpen(stack: Stack, tmp_path: Path) -> None:
     assert bytes(refused.received).startswith(b"HTTP/1.1 403 ")
     client.transport.loseConnection()  # type: ignore[union-attr]
     await made[0].lost
+
+
+def htpasswd(path: Path, user: str, password: str, flag: str) -> None:
+    """Add C{user} to the htpasswd file at C{path} with Apache's own htpasswd."""
+    create = [] if path.exists() else ["-c"]
+    subprocess.run(
+        ["htpasswd", "-b", *create, flag, str(path), user, password],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_proxyUsersEveryHtpasswdFormat(stack: Stack, tmp_path: Path) -> None:
+    """
+    Users written by Apache's htpasswd in each of its formats tunnel with
+    curl --proxy-user; a wrong password or none gets 407 and reaches nothing.
+    """
+    port, resource, ca = await tlsServer(stack, tmp_path)
+    users = tmp_path / "htpasswd"
+    flags = {"md5": "-m", "bcrypt": "-B", "sha1": "-s", "sha256": "-2", "sha512": "-5"}
+    for name, flag in flags.items():
+        htpasswd(users, name, f"pw-{name} \u00e9", flag)
+    proxy = await stack.proxy(
+        """
+        [proxy]
+        access_log = "{log}"
+        access_log_format = "%u %r %>s"
+        [[listen]]
+        endpoint = "tcp:0:interface=127.0.0.1"
+        [listen.connect]
+        allow_ports = [{port}]
+        allow_destinations = ["127.0.0.1/32"]
+        users = "{users}"
+        """,
+        log=tmp_path / "access.log",
+        port=port,
+        users=users,
+    )
+    base = ["curl", "-sS", "-p", "-x", f"http://127.0.0.1:{proxy.port}"]
+    target = ["--cacert", str(ca), f"https://127.0.0.1:{port}/authed"]
+    for name in flags:
+        done = await run(*base, "--proxy-user", f"{name}:pw-{name} \u00e9", *target)
+        assert done.returncode == 0, (name, done.stderr)
+    assert len(resource.requests) == len(flags)
+    for credentials in (["--proxy-user", "md5:wrong"], []):
+        done = await run(*base, *credentials, *target)
+        assert done.returncode != 0
+        assert b"407" in done.stderr
+    assert len(resource.requests) == len(flags)
+    lines = await untilLogged(proxy, tmp_path / "access.log", "sha512 CONNECT")
+    assert sorted(line.split()[0] for line in lines) == sorted([*flags, "-", "-"]), (
+        lines
+    )
+    assert sum(line.endswith(" 407") for line in lines) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_proxyUsersPythonAndFileChange(stack: Stack, tmp_path: Path) -> None:
+    """
+    Python's set_tunnel with a Proxy-Authorization header; a user added to
+    the file while the proxy runs can tunnel at once.
+    """
+    port, resource, ca = await tlsServer(stack, tmp_path)
+    users = tmp_path / "htpasswd"
+    htpasswd(users, "alice", "alice pw", "-B")
+    proxy = await stack.proxy(
+        PROXY + 'users = "{users}"\n',
+        log=tmp_path / "access2.log",
+        port=port,
+        destinations='"127.0.0.1/32"',
+        idle=30,
+        users=users,
+    )
+
+    def fetch(user: str, password: str) -> int:
+        import base64
+
+        context = ssl.create_default_context(cafile=str(ca))
+        connection = http.client.HTTPSConnection(
+            "127.0.0.1", proxy.port, context=context, timeout=20
+        )
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        connection.set_tunnel(
+            "127.0.0.1", port, headers={"Proxy-Authorization": f"Basic {token}"}
+        )
+        try:
+            connection.request("GET", f"/as/{user}")
+            return connection.getresponse().status
+        except OSError as e:
+            return 407 if "407" in str(e) else -1
+        finally:
+            connection.close()
+
+    assert await deferToThread(fetch, "alice", "alice pw") == 200
+    assert await deferToThread(fetch, "bob", "bob pw") == 407
+    htpasswd(users, "bob", "bob pw", "-m")
+    assert await deferToThread(fetch, "bob", "bob pw") == 200
+    assert [r.uri for r in resource.requests] == [b"/as/alice", b"/as/bob"]
+
+
+def test_checkNamesTheBadLine(tmp_path: Path) -> None:
+    """twisted-proxy check: an htpasswd line in another format, by file and line."""
+    users = tmp_path / "htpasswd"
+    htpasswd(users, "alice", "pw", "-B")
+    htpasswd(users, "old", "pw", "-d")  # DES crypt: not taken
+    site = tmp_path / "site.toml"
+    site.write_text(
+        '[[listen]]\nendpoint = "tcp:3128:interface=127.0.0.1"\n'
+        '[listen.connect]\nusers = "htpasswd"\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "twisted_proxy", "check", str(site)],
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert (
+        f"listen[0].connect.users: {users}: line 2: the entry for 'old'"
+        in done.stderr.decode()
+    ), done.stderr

@@ -514,17 +514,16 @@ def test_listenConnectValues() -> None:
 
 
 def test_listenConnectErrors() -> None:
-    """Every wrong value is named, all at once; users is for later."""
+    """Every wrong value is named, all at once."""
     text = (
         '[[listen]]\nendpoint = "tcp:3128"\n[listen.connect]\n'
         'allow_ports = [0, "443", true, 70000]\n'
         'allow_clients = ["nowhere"]\n'
         'allow_destinations = ["*.example.test", 5, "1.2.3", "bad name"]\n'
-        'users = "htpasswd"\nidle_timeout = 0\nport = 1\n'
+        "users = 5\nidle_timeout = 0\nport = 1\n"
     )
     where = "site.toml: listen[0].connect"
     assert errorsOf(text) == [
-        f"{where}.users: not supported yet",
         f"{where}.port: unknown key",
         f"{where}.allow_ports[0]: expected a port number 1-65535, got 0",
         f'{where}.allow_ports[1]: expected a port number 1-65535, got "443"',
@@ -540,6 +539,7 @@ def test_listenConnectErrors() -> None:
         ' a host name, got "1.2.3"',
         f"{where}.allow_destinations[3]: expected a CIDR network, an address or"
         ' a host name, got "bad name"',
+        f"{where}.users: expected a non-empty string, got 5",
         f"{where}.idle_timeout: expected a positive number of seconds, got 0",
     ]
 

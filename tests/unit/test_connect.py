@@ -57,8 +57,10 @@ class Logged:
     def __init__(self) -> None:
         self.requests: list[Any] = []
         self.refusals: list[Any] = []
+        self.users: list[str | None] = []
 
     def logRequest(self, request: Any) -> None:
+        self.users.append(getattr(request, "remoteUser", None))
         self.requests.append(
             (request.method, request.uri, request.code, request.sentLength)
         )
@@ -340,3 +342,74 @@ def test_graceOverCutsBoth() -> None:
     pair.tunnel.server.connectionLost()
     pair.tunnel.client.connectionLost()
     assert pair.request.endReason == "shutdown-grace"
+
+
+# -- proxy authentication --
+
+# Written by Apache's htpasswd -B for "s3cret pass".
+ALICE = "alice:$2y$05$o5lKqDmifsIlBx3//KTJReYVefOvty8D3goFKF7reAKHWTx4s9/5u\n"
+
+
+def withUsers(tmp_path: Any) -> Proxy:
+    """A proxy whose tunnels need alice's password (checked at once)."""
+    from twisted.internet.defer import succeed
+
+    from twisted_proxy.frontends.proxyauth import ProxyUsers, checkPassword
+
+    users = tmp_path / "htpasswd"
+    users.write_text(ALICE)
+    proxy = Proxy(CONFIG + f'users = "{users}"\n')
+    gate = proxy.factory.connectGate
+    gate.users = ProxyUsers(str(users), None, lambda p, h: succeed(checkPassword(p, h)))
+    return proxy
+
+
+def auth(credentials: bytes) -> bytes:
+    import base64
+
+    return b"Proxy-Authorization: Basic " + base64.b64encode(credentials) + b"\r\n"
+
+
+def test_noCredentialsIs407(tmp_path: Any) -> None:
+    """Asked for Basic credentials, with nothing about the destination said."""
+    proxy = withUsers(tmp_path)
+    proxy.send(b"CONNECT 192.0.2.7:443 HTTP/1.1\r\nHost: x\r\n\r\n")
+    reply = proxy.client.value()
+    assert reply.startswith(b"HTTP/1.1 407 ")
+    assert b'\r\nProxy-Authenticate: Basic realm="localhost", charset="UTF-8"\r\n' in (
+        reply
+    )
+    assert proxy.connecting() == []
+    assert proxy.client.disconnecting
+
+
+def test_wrongPasswordIs407(tmp_path: Any) -> None:
+    proxy = withUsers(tmp_path)
+    proxy.send(b"CONNECT 192.0.2.7:443 HTTP/1.1\r\n" + auth(b"alice:guess") + b"\r\n")
+    assert proxy.client.value().startswith(b"HTTP/1.1 407 ")
+    assert proxy.connecting() == []
+
+
+def test_rightPasswordOpensAndLogsTheUser(tmp_path: Any) -> None:
+    """alice's password: connected; the tunnel's log line names alice."""
+    proxy = withUsers(tmp_path)
+    proxy.send(
+        b"CONNECT 192.0.2.7:443 HTTP/1.1\r\n" + auth(b"alice:s3cret pass") + b"\r\n"
+    )
+    assert [h for h, _, _ in proxy.connecting()] == ["192.0.2.7"]
+    proxy.accept()
+    assert proxy.client.value() == CONNECTED
+    [tunnel] = proxy.factory.connections.live
+    tunnel.client.connectionLost()
+    tunnel.server.connectionLost()
+    assert proxy.log.users == ["alice"]
+
+
+def test_clientRefusedBeforeCredentials(tmp_path: Any) -> None:
+    """A client outside allow_clients gets 403, not an invitation to log in."""
+    proxy = withUsers(tmp_path)
+    proxy.client = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.1", 5))
+    proxy.channel = proxy.factory.buildProtocol(None)
+    proxy.channel.makeConnection(proxy.client)
+    proxy.send(b"CONNECT 192.0.2.7:443 HTTP/1.1\r\n" + auth(b"alice:x") + b"\r\n")
+    assert proxy.client.value().startswith(b"HTTP/1.1 403 ")

@@ -82,7 +82,7 @@ _FRONTENDS: dict[str, frozenset[str]] = {
     "websocket": frozenset({"websocket", "wslegs", "wsrelay"}),
     "redirect": frozenset({"redirect"}),
     # CONNECT: the request judged and connected (connect), then the tunnel.
-    "connect": frozenset({"connect", "tunnel"}),
+    "connect": frozenset({"connect", "tunnel", "proxyauth"}),
     # The routes the proxy answers itself (the admin pages' handlers).
     "local": frozenset({"local"}),
     # A TLS listener's first bytes: TLS goes on, plain HTTP gets a 400.

@@ -58,7 +58,7 @@ class AccessLogger:
         sent = request.startedWriting or request.endReason is None
         record = LogRecord(
             remoteHost=request.clientAddress() or "-",
-            remoteUser=None,
+            remoteUser=getattr(request, "remoteUser", None),
             requestTime=request.startTime or now,
             method=request.method or b"-",
             target=request.uri or b"-",

@@ -27,6 +27,7 @@ def listenerConnect(check: Checker, path: str, value: Any) -> ListenerConnect:
             lambda p, v: _destinations(check, p, v),
             d.allow_destinations,
         ),
+        users=get("users", check.file, None),
         connect_timeout=get("connect_timeout", seconds, None),
         idle_timeout=get("idle_timeout", seconds, d.idle_timeout),
         where=path,

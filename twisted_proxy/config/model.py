@@ -155,6 +155,8 @@ class ListenerConnect:
     allow_ports: tuple[int, ...] = (443, 563)
     allow_clients: tuple[Network, ...] = field(default_factory=_loopback)
     allow_destinations: tuple[str | Network, ...] = ()
+    # An htpasswd file: Basic proxy authentication for every tunnel.
+    users: str | None = None
     # None: [proxy] connect_timeout.
     connect_timeout: float | None = None
     # An open tunnel that moves no byte either way for this long is closed.

@@ -71,9 +71,7 @@ TABLES: dict[str, TableKeys] = {
         filled=frozenset({"index"}),
         reserved=frozenset({"protocol", "to", "proxy_protocol"}),
     ),
-    "listen.connect": TableKeys(
-        ListenerConnect, filled=frozenset({"where"}), reserved=frozenset({"users"})
-    ),
+    "listen.connect": TableKeys(ListenerConnect, filled=frozenset({"where"})),
     "listen.tls": TableKeys(ListenerTLS, filled=frozenset({"where"})),
     "listen.tls.sni": TableKeys(SNICertificate),
     "route": TableKeys(Route, filled=frozenset({"index"})),

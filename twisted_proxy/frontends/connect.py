@@ -3,7 +3,10 @@ CONNECT on an HTTP/1.1 listener with a C{[listen.connect]} table: the
 request judged, its destination resolved once and connected to, and the
 client's connection handed to a L{Tunnel}.
 
-In order: the client's address must be in C{allow_clients} (403), the target
+In order: the client's address must be in C{allow_clients} (403), its
+C{Proxy-Authorization} must name a user of the C{users} htpasswd file with
+the right password when there is one (407 with C{Proxy-Authenticate}; the
+header goes nowhere else, and the access log's C{%u} is the user), the target
 a C{host:port} (400) with an allowed port (403); a host name is resolved
 once (502 when it cannot be, 504 when that takes longer than the connect
 timeout) and each address it gave is judged by C{allow_destinations} (403
@@ -46,6 +49,7 @@ from twisted_proxy.core.connectrules import (
     DestinationRules,
     parseAuthority,
 )
+from twisted_proxy.frontends.proxyauth import ProxyUsers
 from twisted_proxy.frontends.tunnel import Tunnel, TunnelSide
 
 __all__ = ["ConnectGate"]
@@ -71,6 +75,12 @@ class ConnectGate:
             settings.connect_timeout
             if settings.connect_timeout is not None
             else proxy.connect_timeout
+        )
+        self.users: ProxyUsers | None = None
+        if settings.users is not None:
+            self.users = ProxyUsers(settings.users, reactor)
+        self.challenge = b'Basic realm="%s", charset="UTF-8"' % (
+            proxy.server_name.encode("ascii", "replace")
         )
 
     def start(self, request: Any) -> None:
@@ -119,6 +129,30 @@ class _Opening:
         if not gate.clients.permits(self._client):
             self._refuse(403, "this client may not CONNECT")
             return
+        if gate.users is not None:
+            header = request.getHeader(b"proxy-authorization")
+            d = gate.users.check(header)
+            d.addCallback(self._authenticated, header is not None)
+            d.addErrback(self._authFailed)
+            return
+        self._authorised()
+
+    def _authenticated(self, user: str | None, offered: bool) -> None:
+        if self._done:
+            return
+        if user is None:
+            why = "wrong proxy credentials" if offered else "no proxy credentials"
+            self._refuse(407, why, [(b"Proxy-Authenticate", self._gate.challenge)])
+            return
+        self._request.remoteUser = user
+        self._authorised()
+
+    def _authFailed(self, failure: Failure) -> None:
+        _log.failure("checking proxy credentials", failure)
+        self._refuse(500, "the proxy credentials could not be checked")
+
+    def _authorised(self) -> None:
+        gate, request = self._gate, self._request
         try:
             authority = parseAuthority(request.uri)
         except AuthorityError as e:
@@ -245,7 +279,12 @@ class _Opening:
             target=self._target,
         )
 
-    def _refuse(self, status: int, reason: str) -> None:
+    def _refuse(
+        self,
+        status: int,
+        reason: str,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         if self._done:
             return
         self._done = True
@@ -263,7 +302,7 @@ class _Opening:
         # The client may have sent its first tunnel bytes already: nothing
         # after the CONNECT head is read as a request.
         request.channel.persistent = False
-        request.respondError(status, reason)
+        request.respondError(status, reason, headers or [])
 
     def _cancelTimer(self) -> None:
         timer, self._timer = self._timer, None

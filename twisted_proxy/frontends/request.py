@@ -396,6 +396,9 @@ def abandon(channel: Any) -> None:
         channel.abandoned = True
 
 
+_OWN_HOP_HEADERS = frozenset({b"connection", b"proxy-authenticate"})
+
+
 def errorHeaders(
     site: object,
     length: int,
@@ -408,10 +411,11 @@ def errorHeaders(
         (b"Content-Type", b"text/plain; charset=utf-8"),
         (b"Content-Length", b"%d" % length),
     ]
-    # Connection is the proxy's own word on this hop: the rewriter, which
-    # drops a backend's hop-by-hop headers, must not drop it.
-    hop = [h for h in extra if h[0].lower() == b"connection"]
-    headers.extend(h for h in extra if h[0].lower() != b"connection")
+    # Connection and Proxy-Authenticate are the proxy's own words on this
+    # hop: the rewriter, which drops a backend's hop-by-hop headers, must
+    # not drop them.
+    hop = [h for h in extra if h[0].lower() in _OWN_HOP_HEADERS]
+    headers.extend(h for h in extra if h[0].lower() not in _OWN_HOP_HEADERS)
     rewriter: ResponseHeaderRewriter | None = getattr(site, "responseRewriter", None)
     if rewriter is not None:
         headers = rewriter.rewrite(headers)
