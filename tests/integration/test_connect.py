@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest_twisted
 from twisted.internet import defer
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThread
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -34,6 +34,7 @@ from tests.integration.support import (
 )
 from tests.tlsfiles import ServingTLS, TestCA
 from twisted_proxy.config import load
+from twisted_proxy.frontends.tunnel import CONNECTED
 from twisted_proxy.service import ProxyService
 
 PROXY = """
@@ -665,3 +666,107 @@ def test_checkNamesTheBadLine(tmp_path: Path) -> None:
         f"listen[0].connect.users: {users}: line 2: the entry for 'old'"
         in done.stderr.decode()
     ), done.stderr
+
+
+@implementer(IPushProducer)
+class Pump(Protocol):
+    """
+    A destination that sends C{total} bytes, a chunk per reactor turn, as its
+    transport's producer: its first pause is the tunnel's backpressure.
+    """
+
+    total = 64 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.paused = False
+        self.pausedOnce: defer.Deferred[int] = defer.Deferred()
+        self.lost: defer.Deferred[None] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        theReactor().callLater(0, self._pump)
+
+    def _pump(self) -> None:
+        if self.paused or self.transport is None:
+            return
+        if self.sent < self.total:
+            self.transport.write(b"y" * 65536)
+            self.sent += 65536
+            theReactor().callLater(0, self._pump)
+        elif not self.pausedOnce.called:
+            self.pausedOnce.callback(self.sent)
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        if not self.pausedOnce.called:
+            self.pausedOnce.callback(self.sent)
+
+    def resumeProducing(self) -> None:
+        if self.paused:
+            self.paused = False
+            theReactor().callLater(0, self._pump)
+
+    def stopProducing(self) -> None:
+        self.paused = True
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost.callback(None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_aClientThatStopsReadingPausesTheDestination(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """
+    Flow control: with the client not reading, the destination is paused
+    after socket buffers' worth, not the whole stream; then every byte
+    arrives.
+    """
+    made: list[Pump] = []
+
+    def build() -> Pump:
+        made.append(Pump())
+        return made[-1]
+
+    factory = Factory.forProtocol(build)
+    factory.noisy = False
+    port = await stack.listen(factory)
+    proxy, _ = await tunnellingProxy(stack, tmp_path, port)
+    client = await rawClient(stack, proxy.port)
+    client.transport.write(  # type: ignore[union-attr]
+        b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: x\r\n\r\n" % port
+    )
+    await until(stack.reactor, lambda: bool(client.received), "the 200")
+    client.transport.pauseProducing()  # type: ignore[union-attr]
+    await until(stack.reactor, lambda: bool(made), "the destination")
+    pump = made[0]
+    # Wait for the destination to stay paused (its socket full because the
+    # proxy stopped reading it), or to have sent everything.
+    still = 0
+    for _ in range(400):
+        before = pump.sent
+        await deferLater(stack.reactor, 0.05)
+        done = pump.sent >= Pump.total
+        still = still + 1 if pump.paused and pump.sent == before else 0
+        if still >= 6 or done:
+            break
+    sentWhenPaused = pump.sent
+    # Paused before the end, the rest of what was sent in the kernel's socket
+    # buffers: what the proxy holds itself is its transport's buffer (Twisted
+    # pauses the producer past 64 KiB), plus a read or two.
+    assert sentWhenPaused < Pump.total // 2
+    [tunnel] = [
+        c for c in proxy.listeners.sites[0].connections if c.protocolName == "tunnel"
+    ]
+    transport = tunnel.client.transport
+    held = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    assert held < 1024 * 1024
+    client.transport.resumeProducing()  # type: ignore[union-attr]
+    head = len(CONNECTED)
+    await until(
+        stack.reactor, lambda: len(client.received) >= head + Pump.total, "it all"
+    )
+    assert len(client.received) == head + Pump.total
+    client.transport.loseConnection()  # type: ignore[union-attr]
+    await made[0].lost

@@ -366,6 +366,25 @@ def test_refusedOnTheHeadAlone() -> None:
     assert resource.requests == []
 
 
+def test_connectOnATunnellingListenerIs405OverHTTP2() -> None:
+    """
+    A listener that opens CONNECT tunnels over HTTP/1.1 answers an HTTP/2
+    CONNECT (RFC 9113 8.5) 405, saying so; nothing is routed or connected.
+    """
+    resource = Resource()
+    site, clock = front(resource)
+    site.connectGate = object()  # any gate: HTTP/2 never reaches it
+    peer = Peer(site, clock)
+    peer.client.send_headers(
+        1, [(b":method", b"CONNECT"), (b":authority", b"127.0.0.1:443")], True
+    )
+    peer.flush()
+    headers, body, ended = peer.response(1)
+    assert (headers[b":status"], ended) == (b"405", True)
+    assert body == b"CONNECT tunnels are opened over HTTP/1.1 only\n"
+    assert resource.requests == []
+
+
 def test_bodyLengthAsTheBackendWillSeeIt() -> None:
     """A body without content-length goes chunked; a head ending the stream: none."""
     resource = Resource()
