@@ -40,6 +40,10 @@
    requests per CPU-second of the proxy's whole process tree, with the CPU
    shares of the proxy, wrk and nginx. ``--workers-only`` runs just this part;
    ``--no-workers`` skips it.
+7. CONNECT tunnels (L{bench.tunnel}): 1 GiB down and up on one connection,
+   direct and through a twisted-proxy tunnel (MB/s, the proxy's CPU seconds
+   per GiB), and the proxy's RSS per idle tunnel with 5,000 open.
+   ``--tunnel-only`` runs just this part; ``--no-tunnel`` skips it.
 
 A summary is printed and written to ``bench/results/latest.json``; each child's
 output goes to ``bench/results/logs/``. Every child is stopped at the end, also on
@@ -75,6 +79,7 @@ from bench import (
     peers,
     picks,
     tls,
+    tunnel,
     websocket,
     workers,
 )
@@ -124,6 +129,7 @@ TLS_JSON = RESULTS / "tls.json"
 WS_JSON = RESULTS / "websocket.json"
 COMPRESS_JSON = RESULTS / "compress.json"
 WORKERS_JSON = RESULTS / "workers.json"
+TUNNEL_JSON = RESULTS / "tunnel.json"
 
 
 def twistd() -> Path:
@@ -279,6 +285,9 @@ class Settings:
     workers: bool = True
     workersOnly: bool = False
     workersRounds: int = 1
+    tunnel: bool = True
+    tunnelOnly: bool = False
+    tunnelIdle: int = 5000
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -1138,6 +1147,21 @@ def _parseArgs(argv: list[str] | None) -> Settings:
         "--no-workers", action="store_true", help="skip the workers part"
     )
     parser.add_argument(
+        "--tunnel-only",
+        action="store_true",
+        help="only the CONNECT tunnel part; figures in "
+        f"{TUNNEL_JSON.relative_to(ROOT)}",
+    )
+    parser.add_argument(
+        "--no-tunnel", action="store_true", help="skip the CONNECT tunnel part"
+    )
+    parser.add_argument(
+        "--tunnel-idle",
+        type=int,
+        help="idle tunnels opened for the RSS per tunnel "
+        "(default 5000, or 2000 with --quick)",
+    )
+    parser.add_argument(
         "--picks-seconds",
         type=float,
         help="time per method and member count (default 0.2, or 0.05 with --quick)",
@@ -1169,6 +1193,10 @@ def _parseArgs(argv: list[str] | None) -> Settings:
         parser.error(
             "--workers-only goes with none of the other --*-only flags, --no-workers"
         )
+    if args.tunnel_only and (any(others) or args.workers_only or args.no_tunnel):
+        parser.error(
+            "--tunnel-only goes with none of the other --*-only flags, --no-tunnel"
+        )
     return Settings(
         quick=quick,
         seconds=args.seconds or (3.0 if quick else 10.0),
@@ -1198,6 +1226,9 @@ def _parseArgs(argv: list[str] | None) -> Settings:
         workersOnly=bool(args.workers_only),
         # One round unless asked: the part adds to every full run.
         workersRounds=max(1, args.rounds) if args.rounds else 1,
+        tunnel=not args.no_tunnel or bool(args.tunnel_only),
+        tunnelOnly=bool(args.tunnel_only),
+        tunnelIdle=args.tunnel_idle or (2000 if quick else 5000),
     )
 
 
@@ -1217,6 +1248,8 @@ def main(argv: list[str] | None = None) -> int:
         return _compressOnly(settings, pin, why)
     if settings.workersOnly:
         return _workersOnly(settings)
+    if settings.tunnelOnly:
+        return _tunnelOnly(settings, pin, why)
     logDir = RESULTS / "logs"
     jsonPath = RESULTS / "latest.json"
     report: dict[str, Any] = {
@@ -1240,6 +1273,8 @@ def main(argv: list[str] | None = None) -> int:
             "ws_idle": settings.wsIdle,
             "ws_rate_mb": settings.wsRate,
             "workers": settings.workers,
+            "tunnel": settings.tunnel,
+            "tunnel_idle": settings.tunnelIdle,
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -1285,6 +1320,8 @@ def main(argv: list[str] | None = None) -> int:
             report["streaming"] = bench.streaming()
             if settings.ws:
                 report["websocket"] = _wsPart(settings, children, Path(tmp))
+            if settings.tunnel:
+                report["tunnel"] = _tunnelPart(settings, children, Path(tmp))
             if settings.tlsTargets:
                 report["tls"] = _tlsPart(settings, children, Path(tmp))
             report["compress"] = _compressPart(settings, children)
@@ -1314,6 +1351,9 @@ def main(argv: list[str] | None = None) -> int:
     if report.get("websocket"):
         WS_JSON.write_text(json.dumps(report["websocket"], indent=2) + "\n")
         print(websocket.summariseWebSocket(report["websocket"]))
+    if report.get("tunnel"):
+        TUNNEL_JSON.write_text(json.dumps(report["tunnel"], indent=2) + "\n")
+        print(tunnel.summariseTunnel(report["tunnel"]))
     if report.get("tls"):
         TLS_JSON.write_text(json.dumps(report["tls"], indent=2) + "\n")
         print(tls.summariseTLS(report["tls"]))
@@ -1360,6 +1400,38 @@ def _wsPart(settings: Settings, children: Children, workDir: Path) -> dict[str, 
         loadCPU=LOAD_CPU,
         log=lambda m: print(f"bench: {m}", flush=True),
     ).run()
+
+
+def _tunnelPart(
+    settings: Settings, children: Children, workDir: Path
+) -> dict[str, Any]:
+    """The CONNECT tunnel part (L{bench.tunnel}), on the same CPUs as the others."""
+    return tunnel.TunnelBench(
+        tunnel.TunnelSettings(
+            transferBytes=settings.transferBytes, idleTunnels=settings.tunnelIdle
+        ),
+        children,
+        workDir,
+        proxyCPU=PROXY_CPU,
+        loadCPU=LOAD_CPU,
+        log=lambda m: print(f"bench: {m}", flush=True),
+    ).run()
+
+
+def _tunnelOnly(settings: Settings, pin: bool, why: str) -> int:
+    """C{--tunnel-only}: the CONNECT tunnel part alone, saved to L{TUNNEL_JSON}."""
+    return _partAlone(
+        "CONNECT tunnel",
+        TUNNEL_JSON,
+        lambda children, folder: _tunnelPart(settings, children, folder),
+        tunnel.summariseTunnel,
+        settings,
+        pin,
+        f"proxy on CPU {PROXY_CPU}; destination and clients on CPU {LOAD_CPU}"
+        if pin
+        else f"none ({why})",
+        "settings",
+    )
 
 
 def _compressPart(settings: Settings, children: Children) -> dict[str, Any]:
