@@ -228,22 +228,6 @@ class Site:
         from twisted_proxy.frontends.listener import ListenerConnections
 
         self.connections = ListenerConnections()
-        self.logged: list[Any] = []
-
-    def log(self, request: Any) -> None:
-        self.logged.append(request)
-
-
-class Request:
-    method = b"CONNECT"
-    uri = b"192.0.2.7:443"
-    startTime = 0.0
-    sentLength = 0
-    bytesIn = 0
-    endReason: str | None = None
-
-    def clientAddress(self) -> str:
-        return "127.0.0.1"
 
 
 class Pair:
@@ -252,13 +236,13 @@ class Pair:
     def __init__(self, clientHalfCloses: bool = True) -> None:
         self.reactor = MemoryReactorClock()
         self.site = Site()
-        self.request = Request()
-        self.tunnel = Tunnel(self.request, self.site, self.reactor, 10.0, "dest")
+        self.ended: list[Tunnel] = []
+        self.tunnel = Tunnel(self.reactor, 10.0, "127.0.0.1", "dest", self.ended.append)
         self.client = self._transport(clientHalfCloses)
         self.server = self._transport(True)
         self.tunnel.client.makeConnection(self.client)
         self.tunnel.server.makeConnection(self.server)
-        self.tunnel.open(b"")
+        self.tunnel.open(self.site.connections)
 
     @staticmethod
     def _transport(halfCloses: bool) -> StringTransport:
@@ -273,8 +257,7 @@ class Pair:
 
 def test_bytesBothWaysCountedAndLogged() -> None:
     pair = Pair()
-    assert pair.client.value() == CONNECTED
-    pair.client.clear()
+    assert pair.client.value() == b""
     pair.tunnel.client.dataReceived(b"up" * 10)
     pair.tunnel.server.dataReceived(b"down")
     assert pair.server.value() == b"up" * 10
@@ -283,9 +266,9 @@ def test_bytesBothWaysCountedAndLogged() -> None:
     pair.tunnel.client.connectionLost()
     assert pair.server.disconnecting
     pair.tunnel.server.connectionLost()
-    assert pair.site.logged == [pair.request]
-    assert (pair.request.sentLength, pair.request.bytesIn) == (4, 20)
-    assert pair.request.endReason is None
+    assert pair.ended == [pair.tunnel]
+    assert (pair.tunnel.down, pair.tunnel.up) == (4, 20)
+    assert pair.tunnel.endReason is None
     assert pair.tunnel not in pair.site.connections.live
     assert pair.reactor.getDelayedCalls() == []
 
@@ -328,7 +311,8 @@ def test_idleTunnelsAreCut() -> None:
     assert pair.server.disconnecting
     pair.tunnel.client.connectionLost()
     pair.tunnel.server.connectionLost()
-    assert pair.request.endReason == "idle-timeout"
+    assert pair.ended == [pair.tunnel]
+    assert pair.tunnel.endReason == "idle-timeout"
     assert pair.reactor.getDelayedCalls() == []
 
 
@@ -341,7 +325,7 @@ def test_graceOverCutsBoth() -> None:
     assert pair.server.disconnecting
     pair.tunnel.server.connectionLost()
     pair.tunnel.client.connectionLost()
-    assert pair.request.endReason == "shutdown-grace"
+    assert pair.tunnel.endReason == "shutdown-grace"
 
 
 # -- proxy authentication --

@@ -50,7 +50,7 @@ from twisted_proxy.core.connectrules import (
     parseAuthority,
 )
 from twisted_proxy.frontends.proxyauth import ProxyUsers
-from twisted_proxy.frontends.tunnel import Tunnel, TunnelSide
+from twisted_proxy.frontends.tunnel import CONNECTED, Tunnel, TunnelSide
 
 __all__ = ["ConnectGate"]
 
@@ -108,6 +108,26 @@ class _Resolution:
         done, self._done = self._done, None
         if done is not None:
             done(self.addresses)
+
+
+class _Logged:
+    """A CONNECT tunnel's end: its request logged, with the tunnel's figures."""
+
+    __slots__ = ("_request",)
+
+    def __init__(self, request: Any) -> None:
+        self._request = request
+
+    def __call__(self, tunnel: Tunnel) -> None:
+        request, self._request = self._request, None
+        if request is None:
+            return
+        request.sentLength = tunnel.down
+        request.bytesIn = tunnel.up
+        request.startedWriting = True
+        request.endReason = tunnel.endReason
+        request.finished = True
+        request.channel.site.log(request)
 
 
 class _Opening:
@@ -213,11 +233,11 @@ class _Opening:
         gate, authority = self._gate, self._authority
         assert authority is not None
         tunnel = Tunnel(
-            self._request,
-            self._request.channel.site,
             gate.reactor,
             gate.settings.idle_timeout,
+            self._client,
             f"{self._target} ({address})",
+            _Logged(self._request),
         )
         endpointClass = (
             TCP6ClientEndpoint if address.version == 6 else TCP4ClientEndpoint
@@ -259,9 +279,11 @@ class _Opening:
             client=self._client,
             destination=tunnel.destination,
         )
+        site = request.channel.site
         early = request.channel.detach(tunnel.client)
         self._request = None
-        tunnel.open(early)
+        tunnel.client.transport.write(CONNECTED)
+        tunnel.open(site.connections, early)
 
     # -- the end of the attempt --
 

@@ -20,6 +20,7 @@ and how long the tunnel was open.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 from twisted.internet.interfaces import (
@@ -42,6 +43,10 @@ CONNECTED = b"HTTP/1.1 200 Connection established\r\n\r\n"
 """What the client is answered once its destination accepted."""
 
 _log = Logger()
+
+
+def _nothing(tunnel: Tunnel) -> None:
+    """What an ended tunnel calls again: nothing."""
 
 
 @implementer(IHalfCloseableProtocol)
@@ -80,46 +85,49 @@ class Tunnel:
     address connected to, as logged.
     """
 
-    protocolName = "tunnel"
     busy = True
 
     def __init__(
         self,
-        request: Any,
-        site: Any,
         reactor: IReactorTime,
         idleTimeout: float,
+        client: str,
         destination: str,
+        ended: Callable[[Tunnel], object],
+        protocolName: str = "tunnel",
     ) -> None:
-        self._request = request
-        self._site = site
         self._reactor = reactor
         self._idleTimeout = idleTimeout
+        self._ended = ended
+        self.protocolName = protocolName
+        """What the status page and the listener's registry call it."""
+        self.clientName = client
         self.destination = destination
+        self.startTime = reactor.seconds()
         self.client = TunnelSide(self, True)
         self.server = TunnelSide(self, False)
         self.up = 0
         """Bytes from the client, relayed to the destination."""
         self.down = 0
         """Bytes from the destination, relayed to the client."""
-        self._lastActive = reactor.seconds()
+        self._lastActive = self.startTime
         self._idle: IDelayedCall | None = None
-        self._endReason: str | None = None
+        self.endReason: str | None = None
+        """Why the proxy ended it (an C{END_*} name); None: its sides did."""
         self._connections: Any = None
-        self._ended = False
+        self._over = False
 
     # -- opening --
 
-    def open(self, early: bytes) -> None:
+    def open(self, connections: Any, early: bytes = b"") -> None:
         """
-        Both connections are this tunnel's (the client's handed over by its
-        HTTP channel, which returned C{early}: what the client sent after its
-        CONNECT head). Answer the client, pair the two, and relay.
+        Both connections are this tunnel's: join the listener's live
+        C{connections}, pair the two, and relay, C{early} (what the client
+        sent before) first.
         """
         client, server = self.client.transport, self.server.transport
-        client.write(CONNECTED)
-        self._connections = self._site.connections
-        self._connections.add(self)
+        self._connections = connections
+        connections.add(self)
         Pipe(cast(StreamingTransport, client), cast(StreamingTransport, server)).open()
         self._idle = self._reactor.callLater(self._idleTimeout, self._checkIdle)
         if early:
@@ -183,12 +191,13 @@ class Tunnel:
             )
             return
         _log.info(
-            "tunnel {client} -> {destination} idle for {seconds:.0f} s, closed",
-            client=self._request.clientAddress(),
+            "{kind} {client} -> {destination} idle for {seconds:.0f} s, closed",
+            kind=self.protocolName,
+            client=self.clientName,
             destination=self.destination,
             seconds=quiet,
         )
-        self._endReason = END_IDLE
+        self.endReason = END_IDLE
         self.abortConnection()
 
     def drain(self) -> None:
@@ -196,44 +205,39 @@ class Tunnel:
 
     def abortConnection(self) -> None:
         """Cut both connections now."""
-        if self._endReason is None:
-            self._endReason = END_SHUTDOWN_GRACE
+        if self.endReason is None:
+            self.endReason = END_SHUTDOWN_GRACE
         for side in (self.client, self.server):
             if not side.gone and side.transport is not None:
                 side.transport.abortConnection()
 
     def cutShort(self, reason: str) -> None:
         """The tunnel is about to be cut for C{reason}: its log line says so."""
-        if self._endReason is None:
-            self._endReason = reason
+        if self.endReason is None:
+            self.endReason = reason
 
     # -- the end --
 
     def _end(self) -> None:
-        if self._ended:
+        if self._over:
             return
-        self._ended = True
+        self._over = True
         idle, self._idle = self._idle, None
         if idle is not None and idle.active():
             idle.cancel()
-        request = self._request
-        request.sentLength = self.down
-        request.bytesIn = self.up
-        request.startedWriting = True
-        request.endReason = self._endReason
-        request.finished = True
         _log.info(
-            "tunnel {client} -> {destination} closed after {seconds:.1f} s:"
+            "{kind} {client} -> {destination} closed after {seconds:.1f} s:"
             " {up} bytes up, {down} bytes down{how}",
-            client=request.clientAddress(),
+            kind=self.protocolName,
+            client=self.clientName,
             destination=self.destination,
-            seconds=self._reactor.seconds() - request.startTime,
+            seconds=self._reactor.seconds() - self.startTime,
             up=self.up,
             down=self.down,
-            how="" if self._endReason is None else f" ({self._endReason})",
+            how="" if self.endReason is None else f" ({self.endReason})",
         )
-        self._site.log(request)
-        self._request = None
+        ended, self._ended = self._ended, _nothing
+        ended(self)
         # Last: leaving the registry may end a graceful stop, which closes
         # the access log.
         connections, self._connections = self._connections, None
