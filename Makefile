@@ -36,11 +36,14 @@ PYTHON_OLDEST_CANDIDATES = $(strip $(PYTHON_OLDEST) python3.10 \
 # Programs from Debian's packages that integration tests run for real: the
 # balancer-manager page in headless Chromium (through chromedriver), a
 # Prometheus server scraping the metrics page, Apache's htpasswd writing the
-# proxy users' files, and curl and openssl s_client going through CONNECT
-# tunnels. Installed when missing (as root, or through sudo).
+# proxy users' files, curl and openssl s_client going through CONNECT
+# tunnels, and a Redis server and redis-cli behind a tcp listener. Installed
+# when missing (as root, or through sudo).
 SYSTEM_TOOLS := /usr/bin/chromium /usr/bin/chromedriver /usr/bin/prometheus \
-	/usr/bin/htpasswd /usr/bin/curl /usr/bin/openssl
-SYSTEM_PACKAGES := chromium chromium-driver prometheus apache2-utils curl openssl
+	/usr/bin/htpasswd /usr/bin/curl /usr/bin/openssl /usr/bin/redis-server \
+	/usr/bin/redis-cli
+SYSTEM_PACKAGES := chromium chromium-driver prometheus apache2-utils curl openssl \
+	redis-server redis-tools
 
 .PHONY: run test lint typecheck pytest system-tools test-oldest bench conformance clean
 

@@ -44,7 +44,9 @@ from twisted_proxy.core.traffic import Traffic
 from twisted_proxy.frontends.connect import ConnectGate
 from twisted_proxy.frontends.http1 import HTTPProxyFactory
 from twisted_proxy.frontends.http2 import NegotiatingFactory
+from twisted_proxy.frontends.listener import ListenerSite
 from twisted_proxy.frontends.redirect import RedirectResource
+from twisted_proxy.frontends.stream import StreamListener
 from twisted_proxy.frontends.tlssniff import TLSSniffingFactory
 from twisted_proxy.preflight import StartupError, parseEndpoint
 from twisted_proxy.tls.server import ServerTLS
@@ -94,7 +96,7 @@ class Listening:
     """
 
     listener: Listener | None
-    site: HTTPProxyFactory
+    site: ListenerSite
     tls: ServerTLS | None
     switch: FrontSwitch
     endpoint: IStreamServerEndpoint | None
@@ -124,12 +126,15 @@ class Listeners:
         endpoints: (
             Callable[[Listener, IStreamServerEndpoint], IStreamServerEndpoint] | None
         ) = None,
+        balancer: Any = None,
     ) -> None:
         """
         C{endpoints}: where a listener's port comes from, given the endpoint
         its string names (a worker process serves the owner's sockets).
+        C{balancer}: the balancer service tcp listeners pick members of.
         """
         self._settings = settings
+        self._balancer = balancer
         self._endpoints = endpoints
         self._reactor = reactor
         self._traffic = traffic
@@ -137,7 +142,7 @@ class Listeners:
         self.entries = [
             self._build(listener, router, hostNames) for listener in listen
         ] or [self._build(None, router, hostNames)]
-        self.retiring: list[HTTPProxyFactory] = []
+        self.retiring: list[ListenerSite] = []
         """Front ends no longer serving a port, until their last connection ends."""
 
     def _build(
@@ -154,6 +159,8 @@ class Listeners:
                 raise StartupError(f"listen[{listener.index}].endpoint: {e}") from None
             if self._endpoints is not None:
                 endpoint = self._endpoints(listener, endpoint)
+        if listener is not None and listener.protocol == "tcp":
+            return self._buildStream(listener, endpoint)
         resource: IResource = router
         if listener is not None and listener.redirect_https is not None:
             resource = RedirectResource(listener.redirect_https)
@@ -177,6 +184,20 @@ class Listeners:
             listener, site, tls, FrontSwitch(self._front(site, tls)), endpoint
         )
 
+    def _buildStream(
+        self, listener: Listener, endpoint: IStreamServerEndpoint | None
+    ) -> Listening:
+        """A tcp listener: its connections relayed, behind TLS if set."""
+        site = StreamListener(
+            listener, self._settings, self._reactor, self._balancer, self.accessLog
+        )
+        site.traffic = self._traffic
+        tls = ServerTLS(listener.tls) if listener.tls is not None else None
+        front: IProtocolFactory = site
+        if tls is not None:
+            front = DirectTLSFactory(tls, False, site, self._reactor)
+        return Listening(listener, site, tls, FrontSwitch(front), endpoint)
+
     def _front(self, site: HTTPProxyFactory, tls: ServerTLS | None) -> IProtocolFactory:
         """What a listener's port serves: its site, behind TLS if set."""
         factory: IProtocolFactory = site
@@ -191,7 +212,7 @@ class Listeners:
         return factory
 
     @property
-    def sites(self) -> list[HTTPProxyFactory]:
+    def sites(self) -> list[ListenerSite]:
         """The front ends serving the listeners now, in the file's order."""
         return [entry.site for entry in self.entries]
 
@@ -205,7 +226,7 @@ class Listeners:
         """The TLS contexts of the listeners now."""
         return [entry.tls for entry in self.entries if entry.tls is not None]
 
-    def everySite(self) -> Iterator[HTTPProxyFactory]:
+    def everySite(self) -> Iterator[ListenerSite]:
         """The current front ends, then the retired ones still draining."""
         yield from self.sites
         yield from self.retiring
@@ -308,12 +329,14 @@ class Listeners:
             changes.append(f"{_name(entry.listener)} closed")
         self.entries = [entry for entry in entries if entry is not None]
         for entry in self.entries:
+            if isinstance(entry.site, StreamListener):
+                continue
             if not isinstance(entry.site.resource, RedirectResource):
                 entry.site.resource = router
             entry.site.serveNames(hostNames)
         return [], changes
 
-    def _retire(self, site: HTTPProxyFactory) -> None:
+    def _retire(self, site: ListenerSite) -> None:
         """C{site} serves no port now: let its connections end, then forget it."""
         self.retiring.append(site)
 

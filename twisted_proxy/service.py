@@ -33,6 +33,7 @@ from twisted_proxy.config.model import Config
 from twisted_proxy.core.traffic import Traffic, TrafficSnapshot
 from twisted_proxy.frontends.context import ProxyContext, UpgradeHandler
 from twisted_proxy.frontends.http1 import HTTPProxyFactory
+from twisted_proxy.frontends.listener import ListenerSite
 from twisted_proxy.frontends.local import Handler, LocalResource
 from twisted_proxy.frontends.router import RouterResource
 from twisted_proxy.listening import Listeners
@@ -139,20 +140,27 @@ class ProxyService(MultiService):
             [r.host for r in config.routes if r.host],
             self.traffic,
             role.endpoint if role is not None else None,
+            balancer=self.balancer,
         )
         self._listening = False
         self._accessTarget: LogTarget | None = None
         self._flusher: LoopingCall | None = None
 
     @property
-    def sites(self) -> list[HTTPProxyFactory]:
+    def sites(self) -> list[ListenerSite]:
         """The front end of each listener, in the file's order."""
         return self.listeners.sites
 
     @property
     def site(self) -> HTTPProxyFactory:
-        """The first listener's front end (an embedder's, with no listeners)."""
-        return self.listeners.sites[0]
+        """
+        The first HTTP listener's front end (an embedder's, with no
+        listeners); L{LookupError} when every listener is a tcp one.
+        """
+        for site in self.listeners.sites:
+            if isinstance(site, HTTPProxyFactory):
+                return site
+        raise LookupError("no HTTP listener: every listener is protocol = tcp")
 
     @property
     def ports(self) -> list[IListeningPort]:

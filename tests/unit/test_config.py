@@ -470,7 +470,7 @@ def test_listeners() -> None:
     )
 
 
-@pytest.mark.parametrize("key", ["protocol", "to", "proxy_protocol"])
+@pytest.mark.parametrize("key", ["proxy_protocol", "accept_proxy_protocol"])
 def test_listenLaterKeys(key: str) -> None:
     """Listener features of later issues are "not supported yet", not unknown."""
     text = f'[[listen]]\nendpoint = "tcp:8080"\n{key} = "x"\n'
@@ -1882,16 +1882,23 @@ def test_memberValueErrors(line: str, message: str) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ('"tcp://127.0.0.1:5432"', "tcp:// members are not supported yet"),
+        ('"tcp://127.0.0.1"', 'a tcp:// URL needs a port, got "tcp://127.0.0.1"'),
+        (
+            '"tcp://127.0.0.1:5432/db"',
+            'expected a URL like "tcp://127.0.0.1:6379", got "tcp://127.0.0.1:5432/db"',
+        ),
         ('"h2c://127.0.0.1:8081"', "h2c:// members are not supported yet"),
         ('"ajp://127.0.0.1:8009"', "ajp:// members are not supported yet"),
         ('"http://h/app/"', "a path on a member URL is not supported yet"),
         (
             '"ftp://h"',
-            'expected an http://, https://, ws:// or wss:// URL, got "ftp://h"',
+            'expected an http://, https://, ws://, wss:// or tcp:// URL, got "ftp://h"',
         ),
-        ('"h:80"', 'expected an http://, https://, ws:// or wss:// URL, got "h:80"'),
-        ("80", "expected an http://, https://, ws:// or wss:// URL, got 80"),
+        (
+            '"h:80"',
+            'expected an http://, https://, ws://, wss:// or tcp:// URL, got "h:80"',
+        ),
+        ("80", "expected an http://, https://, ws://, wss:// or tcp:// URL, got 80"),
     ],
 )
 def test_memberBadURL(url: str, message: str) -> None:
@@ -2230,17 +2237,21 @@ def test_configExampleBalancer() -> None:
     assert [m.max_connections for m in web.members] == [0, 100, 0]
 
 
-def test_configExampleUnsupportedParts() -> None:
-    """The example's parts not built yet are each named, not silently used."""
+def test_configExampleStreamBalancer() -> None:
+    """The example's tcp:// balancer loads, checked by TCP connects."""
     text = FULL_EXAMPLE + (
         '[[route]]\npath = "/metrics"\nhandler = "metrics"\n'
         'allow = ["127.0.0.0/8", "::1/128"]\n'
         '[balancer.db]\nmethod = "bybusyness"\n'
+        "[balancer.db.health]\ninterval = 10\n"
         '[[balancer.db.member]]\nurl = "tcp://127.0.0.1:5432"\n'
     )
-    assert errorsOf(text) == [
-        "site.toml: balancer.db.member[0].url: tcp:// members are not supported yet",
+    db = loadString(text).balancer("db")
+    assert [(m.scheme, m.host, m.port) for m in db.members] == [
+        ("tcp", "127.0.0.1", 5432)
     ]
+    assert db.health is not None
+    assert db.health.method == "TCP"
 
 
 def test_websocketSettings() -> None:
@@ -2316,3 +2327,110 @@ def test_workersShareOnlyTCPListeners(endpoint: str, refused: bool) -> None:
         assert errors == []
     single = text.replace("workers = 2", "workers = 1")
     assert startupProblems(loadString(single)).errors == []
+
+
+STREAM = """
+[[listen]]
+endpoint = "tcp:6380:interface=127.0.0.1"
+protocol = "tcp"
+to = "balancer://redis"
+[balancer.redis]
+method = "bybusyness"
+[[balancer.redis.member]]
+url = "tcp://127.0.0.1:6379"
+[[balancer.redis.member]]
+url = "tcp://redis-2.internal:6379"
+"""
+
+
+def test_streamListener() -> None:
+    """protocol = "tcp": its destination, a 300 s idle timeout, TCP health."""
+    config = loadString(STREAM + "[balancer.redis.health]\ninterval = 10\n")
+    [listener] = config.listen
+    assert (listener.protocol, listener.idle_timeout) == ("tcp", 300.0)
+    assert listener.to is not None
+    assert (listener.to.scheme, listener.to.host) == ("balancer", "redis")
+    redis = config.balancer("redis")
+    assert [(m.scheme, m.host, m.port) for m in redis.members] == [
+        ("tcp", "127.0.0.1", 6379),
+        ("tcp", "redis-2.internal", 6379),
+    ]
+    assert redis.health is not None
+    assert redis.health.method == "TCP"
+    fixed = loadString(
+        '[[listen]]\nendpoint = "tcp:6380"\nprotocol = "tcp"\n'
+        'to = "tcp://127.0.0.1:6379"\nidle_timeout = 30\n'
+    ).listen[0]
+    assert fixed.to is not None
+    assert (fixed.to.scheme, fixed.to.port, fixed.idle_timeout) == ("tcp", 6379, 30.0)
+
+
+def test_streamListenerErrors() -> None:
+    """What a tcp listener cannot have, and what an HTTP one cannot, by key."""
+    text = (
+        '[[listen]]\nendpoint = "tcp:1"\nprotocol = "tcp"\n'
+        'redirect_https = "https://x"\n[listen.connect]\n'
+        '[[listen]]\nendpoint = "tcp:2"\nprotocol = "udp"\n'
+        '[[listen]]\nendpoint = "tcp:3"\nto = "tcp://127.0.0.1:1"\nidle_timeout = 5\n'
+        '[[listen]]\nendpoint = "tcp:4"\nprotocol = "tcp"\nto = "http://h/"\n'
+        '[[listen]]\nendpoint = "tcp:5"\nprotocol = "tcp"\nto = "tcp://h"\n'
+    )
+    assert errorsOf(text) == [
+        "site.toml: listen[0].to: missing, expected where a tcp listener relays"
+        ' to: "tcp://host:port" or "balancer://NAME"',
+        'site.toml: listen[0].connect: not for protocol = "tcp"',
+        'site.toml: listen[0].redirect_https: not for protocol = "tcp"',
+        'site.toml: listen[1].protocol: expected one of "http", "tcp", got "udp"',
+        'site.toml: listen[2].to: only for protocol = "tcp" (HTTP listeners send'
+        " by route)",
+        'site.toml: listen[2].idle_timeout: only for protocol = "tcp" (HTTP'
+        " listeners send by route)",
+        'site.toml: listen[3].to: expected a URL like "tcp://127.0.0.1:6379" or'
+        ' "balancer://NAME", got "http://h/"',
+        'site.toml: listen[4].to: a tcp:// URL needs a port, got "tcp://h"',
+    ]
+
+
+def test_streamBalancerErrors() -> None:
+    """A stream balancer has nothing of HTTP; each side keeps to its kind."""
+    text = STREAM + (
+        '[balancer.redis.health]\nmethod = "GET"\ninterval = 10\n'
+        '[balancer.redis.sticky]\nname = "ROUTEID"\n'
+        "[balancer.mixed]\n"
+        '[[balancer.mixed.member]]\nurl = "http://127.0.0.1:8080"\n'
+        '[[balancer.mixed.member]]\nurl = "tcp://127.0.0.1:9000"\n'
+        '[balancer.web]\n[[balancer.web.member]]\nurl = "http://127.0.0.1:8080"\n'
+        '[[listen]]\nendpoint = "tcp:6381"\nprotocol = "tcp"\n'
+        'to = "balancer://web"\n'
+        '[[route]]\npath = "/"\nto = "balancer://redis/"\n'
+    )
+    assert errorsOf(text) == [
+        "site.toml: balancer.redis.health.method: tcp:// members are checked by"
+        ' TCP connects: "TCP" or leave it out',
+        "site.toml: balancer.redis.sticky: not for tcp:// members: sticky sessions"
+        " need HTTP cookies",
+        "site.toml: balancer.mixed.member[1].url: tcp:// and HTTP members cannot"
+        " share a balancer",
+        "site.toml: listen[1].to: balancer 'web' has no tcp:// members",
+        "site.toml: route[0].to: balancer 'redis' has tcp:// members: only a tcp"
+        " listener relays to it",
+    ]
+
+
+def test_streamListenerTLS() -> None:
+    """TLS on a tcp listener: any ALPN id, none by default; HTTP-only keys refused."""
+    tls = '[listen.tls]\ncertificate = "c.pem"\nkey = "k.pem"\n'
+    listener = loadString(STREAM + tls).listen[0]
+    assert listener.tls is not None
+    assert listener.tls.alpn == ()
+    listener = loadString(STREAM + tls + 'alpn = ["redis", "imap"]\n').listen[0]
+    assert listener.tls is not None
+    assert listener.tls.alpn == ("redis", "imap")
+    assert errorsOf(
+        STREAM + tls + 'hsts = 100\nclient_cert_header = "X-Client"\n'
+        'client_ca = "ca.pem"\n'
+    ) == [
+        'site.toml: listen[0].tls.hsts: HTTP only: not for protocol = "tcp"',
+        "site.toml: listen[0].tls.client_cert_header: HTTP only: not for protocol"
+        ' = "tcp"',
+    ]

@@ -59,7 +59,8 @@ _MAY_IMPORT: dict[str, frozenset[str]] = {
 # request's facts and the proxy's error pages (request, clientinfo), what the
 # service hands every proxying front end (context: pool, balancer, settings,
 # route plans, the upgrade handler), the listener registry for drain and
-# abort (listener), and the two-transport pipe (pipe).
+# abort (listener), the two-transport pipe (pipe), and the relay of two
+# connections that CONNECT tunnels and tcp listeners share (tunnel).
 _SHARED_FRONTENDS = frozenset(
     {
         "twisted_proxy.frontends",
@@ -68,6 +69,7 @@ _SHARED_FRONTENDS = frozenset(
         "twisted_proxy.frontends.listener",
         "twisted_proxy.frontends.pipe",
         "twisted_proxy.frontends.request",
+        "twisted_proxy.frontends.tunnel",
     }
 )
 
@@ -82,7 +84,9 @@ _FRONTENDS: dict[str, frozenset[str]] = {
     "websocket": frozenset({"websocket", "wslegs", "wsrelay"}),
     "redirect": frozenset({"redirect"}),
     # CONNECT: the request judged and connected (connect), then the tunnel.
-    "connect": frozenset({"connect", "tunnel", "proxyauth"}),
+    "connect": frozenset({"connect", "proxyauth"}),
+    # tcp listeners: each connection relayed to a tcp:// member.
+    "stream": frozenset({"stream"}),
     # The routes the proxy answers itself (the admin pages' handlers).
     "local": frozenset({"local"}),
     # A TLS listener's first bytes: TLS goes on, plain HTTP gets a 400.

@@ -109,6 +109,44 @@ class AccessLogger:
         )
         self._writer.log(self._format(record))
 
+    def logConnection(
+        self,
+        remoteHost: str,
+        target: bytes,
+        status: int,
+        bytesOut: int,
+        bytesIn: int,
+        startTime: float,
+        env: dict[str, str],
+        endReason: str | None,
+    ) -> None:
+        """
+        Log one connection of a tcp listener once it is over: the request
+        line is C{TCP <target>} (the member, or the fixed destination), the
+        status nginx's stream module gives (200 relayed, 502 no member could
+        be reached, 503 none available), the bytes each way and how long.
+        """
+        now: float = self._clock.seconds()  # type: ignore[attr-defined]
+        record = LogRecord(
+            remoteHost=remoteHost or "-",
+            remoteUser=None,
+            requestTime=startTime,
+            method=b"TCP",
+            target=target,
+            protocol=b"-",
+            status=status,
+            bodyBytes=bytesOut,
+            bytesOut=bytesOut,
+            bytesIn=bytesIn,
+            duration=max(0.0, now - startTime),
+            env=env,
+            serverName=self._serverName,
+            requestLine=b"TCP " + target,
+            connectionStatus="-" if endReason is None else "X",
+            endReason=endReason or END_COMPLETE,
+        )
+        self._writer.log(self._format(record))
+
     def flush(self) -> None:
         """Write out what is buffered."""
         self._writer.flush()

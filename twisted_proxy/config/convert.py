@@ -64,9 +64,11 @@ __all__ = [
     "secondsOrOff",
     "serverName",
     "serverTokens",
+    "streamTarget",
     "string",
     "table",
     "target",
+    "tcpAddress",
     "tlsVersion",
     "url",
     "usableCores",
@@ -86,7 +88,7 @@ _ROUTE_PATH = re.compile(r"/[\x21-\x7e]*")
 
 _HANDLERS = ("balancer-manager", "status", "info", "metrics")
 _HASH_KEYS = ("ip", "uri", "header:NAME", "cookie:NAME")
-_MEMBER_SCHEMES_LATER = ("tcp", "ajp", "h2", "h2c", "fcgi")
+_MEMBER_SCHEMES_LATER = ("ajp", "h2", "h2c", "fcgi")
 
 
 class InvalidValueError(Exception):
@@ -359,6 +361,31 @@ def redirectURL(path: str, value: Any) -> str:
     return f"https://{parts.netloc}"
 
 
+def tcpAddress(value: Any) -> tuple[str, int]:
+    """A C{tcp://host:port} URL's host and port (the port is required)."""
+    expected = 'a URL like "tcp://127.0.0.1:6379"'
+    parts = url(value, expected)
+    if parts.scheme.lower() != "tcp" or parts.path not in ("", "/"):
+        fail(expected, value)
+    if parts.port is None:
+        raise InvalidValueError(f"a tcp:// URL needs a port, got {describe(value)}")
+    assert parts.hostname is not None
+    return parts.hostname, parts.port
+
+
+def streamTarget(value: Any, balancerNames: frozenset[str]) -> Target:
+    """A tcp listener's C{to}: C{tcp://host:port} or C{balancer://NAME}."""
+    if isinstance(value, str) and value.lower().startswith("tcp://"):
+        host, port = tcpAddress(value)
+        return Target(url=value, scheme="tcp", host=host, port=port, path="")
+    if isinstance(value, str) and value.lower().startswith("balancer://"):
+        found = target(value, balancerNames)
+        if found.path not in ("", "/"):
+            fail('a URL like "balancer://NAME"', value)
+        return found
+    fail('a URL like "tcp://127.0.0.1:6379" or "balancer://NAME"', value)
+
+
 def target(value: Any, balancerNames: frozenset[str]) -> Target:
     """A C{to =} URL: a direct backend or C{balancer://NAME/}."""
     expected = "an http://, https://, ws://, wss:// or balancer:// URL"
@@ -390,12 +417,15 @@ def target(value: Any, balancerNames: frozenset[str]) -> Target:
 
 
 def memberURL(path: str, value: Any) -> tuple[str, str, str, int]:
-    """An http(s) or ws(s) member URL: (url, scheme, host, port)."""
-    expected = "an http://, https://, ws:// or wss:// URL"
+    """An http(s), ws(s) or tcp member URL: (url, scheme, host, port)."""
+    expected = "an http://, https://, ws://, wss:// or tcp:// URL"
     if isinstance(value, str):
         scheme = value.partition("://")[0].lower()
         if scheme in _MEMBER_SCHEMES_LATER:
             raise InvalidValueError(f"{scheme}:// members are not supported yet")
+        if scheme == "tcp":
+            host, port = tcpAddress(value)
+            return value, "tcp", host, port
     parts = url(value, expected)
     scheme = parts.scheme.lower()
     if scheme not in BACKEND_SCHEMES:

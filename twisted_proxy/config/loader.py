@@ -29,16 +29,13 @@ else:  # pragma: no cover - Python 3.10
 
 from .balancers import balancers
 from .checker import Checker
-from .connect import listenerConnect
 from .convert import (
     InvalidValueError,
     boolean,
     compressLevel,
-    endpoint,
     intAtLeast,
     logLevel,
     positiveInt,
-    redirectURL,
     seconds,
     secondsOrOff,
     serverName,
@@ -48,6 +45,7 @@ from .convert import (
     via,
     workerCount,
 )
+from .listeners import listeners, streamChecks
 from .model import (
     Balancer,
     Config,
@@ -58,7 +56,6 @@ from .model import (
     WebSocketSettings,
 )
 from .routes import routes
-from .tls import listenerTLS
 from .vocabulary import TABLES
 
 __all__ = ["ConfigError", "load", "loadString", "parseTarget", "readConfig"]
@@ -173,13 +170,16 @@ def _document(check: Checker, document: dict[str, Any], source: str | None) -> C
     noRoutes: tuple[Route, ...] = ()
     noBalancers: tuple[tuple[str, Balancer], ...] = ()
     proxy = get("proxy", lambda p, v: _proxy(check, p, v), ProxySettings())
-    listen = get("listen", lambda p, v: _listeners(check, p, v), noListeners)
+    listen = get(
+        "listen", lambda p, v: listeners(check, p, v, balancerNames), noListeners
+    )
     routeList = get(
         "route",
         lambda p, v: routes(check, p, v, balancerNames),
         noRoutes,
     )
     balancerList = get("balancer", lambda p, v: balancers(check, p, v), noBalancers)
+    balancerList = streamChecks(check, listen, routeList, balancerList, document)
     return Config(
         proxy=proxy,
         listen=listen,
@@ -235,35 +235,3 @@ def _websocket(check: Checker, path: str, value: Any) -> WebSocketSettings:
     }
     settings = check.values(path, value, TABLES["proxy.websocket"], converters)
     return WebSocketSettings(**settings)
-
-
-_ENDPOINT = 'a Twisted endpoint string like "tcp:8080"'
-"""What a listener's missing C{endpoint} should have been."""
-
-
-def _listeners(check: Checker, path: str, value: Any) -> tuple[Listener, ...]:
-    """The C{[[listen]]} array."""
-    result = []
-    seen: dict[str, str] = {}
-    for index, itemPath, item in check.tables(path, value, "listen"):
-        get = check.table(itemPath, item, TABLES["listen"]).get
-        address = get("endpoint", endpoint, None, required=_ENDPOINT)
-        tls = get("tls", lambda p, v: listenerTLS(check, p, v), None)
-        connect = get("connect", lambda p, v: listenerConnect(check, p, v), None)
-        redirect = get("redirect_https", redirectURL, None)
-        if address is None:
-            continue
-        if address in seen:
-            check.error(f"{itemPath}.endpoint", f"same endpoint as {seen[address]}")
-            continue
-        seen[address] = itemPath
-        result.append(
-            Listener(
-                endpoint=address,
-                tls=tls,
-                connect=connect,
-                redirect_https=redirect,
-                index=index,
-            )
-        )
-    return tuple(result)

@@ -19,6 +19,7 @@ BalancerMethod = Literal[
     "byrequests", "bytraffic", "bybusyness", "roundrobin", "random2", "hash"
 ]
 HealthMethod = Literal["TCP", "OPTIONS", "HEAD", "GET"]
+ListenerProtocol = Literal["http", "tcp"]
 TLSVersion = Literal["1.2", "1.3"]
 LogLevel = Literal["info", "debug"]
 
@@ -169,6 +170,13 @@ class Listener:
     """One ``[[listen]]`` entry: a Twisted server endpoint string."""
 
     endpoint: str
+    # "tcp": a stream listener relaying bytes to ``to`` (no HTTP at all).
+    protocol: ListenerProtocol = "http"
+    # A tcp listener's destination: tcp://host:port or balancer://NAME.
+    to: Target | None = None
+    # A tcp listener: a connection in which nothing moved either way for
+    # this long is closed (None: 300 s).
+    idle_timeout: float | None = None
     tls: ListenerTLS | None = None
     connect: ListenerConnect | None = None
     # "https://host[:port]": answer every request with a 301 there.

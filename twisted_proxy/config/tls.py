@@ -25,11 +25,21 @@ __all__ = ["listenerTLS"]
 _ALPN = ("h2", "http/1.1")
 
 
-def listenerTLS(check: Checker, path: str, value: Any) -> ListenerTLS:
-    """C{[listen.tls]}: certificate, key and the handshake's settings."""
+def listenerTLS(
+    check: Checker, path: str, value: Any, stream: bool = False
+) -> ListenerTLS:
+    """
+    C{[listen.tls]}: certificate, key and the handshake's settings. On a
+    tcp listener (C{stream}) ALPN offers nothing unless asked, takes any
+    protocol id, and the keys only HTTP has meaning for are errors.
+    """
     tls = check.table(path, value, TABLES["listen.tls"])
     get = tls.get
     d = ListenerTLS(certificate="", key="")
+    if stream:
+        for key in ("hsts", "client_cert_header"):
+            if key in tls:
+                check.error(f"{path}.{key}", 'HTTP only: not for protocol = "tcp"')
     certificate = get("certificate", check.file, "", required="a PEM file path")
     key = get("key", check.file, "", required="a PEM file path")
     clientCA = get("client_ca", check.file, None)
@@ -43,7 +53,13 @@ def listenerTLS(check: Checker, path: str, value: Any) -> ListenerTLS:
         certificate=certificate,
         key=key,
         min_version=get("min_version", tlsVersion, d.min_version),
-        alpn=get("alpn", lambda p, v: _alpn(check, p, v), d.alpn),
+        alpn=get(
+            "alpn",
+            (lambda p, v: _anyALPN(check, p, v))
+            if stream
+            else (lambda p, v: _alpn(check, p, v)),
+            () if stream else d.alpn,
+        ),
         hsts=get("hsts", intAtLeast(0), d.hsts),
         client_ca=clientCA,
         client_cert_header=header,
@@ -51,6 +67,17 @@ def listenerTLS(check: Checker, path: str, value: Any) -> ListenerTLS:
         sni=get("sni", lambda p, v: _sniCertificates(check, p, v), ()),
         where=path,
     )
+
+
+def _anyALPN(check: Checker, path: str, value: Any) -> tuple[str, ...]:
+    """ALPN protocol ids of a stream listener (RFC 7301: 1-255 bytes each)."""
+    names = check.strings(path, value)
+    for name in names:
+        if not name.isascii() or len(name) > 255:
+            fail("ALPN protocol ids (ASCII, at most 255 characters)", name)
+    if len(set(names)) != len(names):
+        raise InvalidValueError("expected each protocol once")
+    return names
 
 
 def _alpn(check: Checker, path: str, value: Any) -> tuple[str, ...]:

@@ -69,7 +69,7 @@ TABLES: dict[str, TableKeys] = {
     "listen": TableKeys(
         Listener,
         filled=frozenset({"index"}),
-        reserved=frozenset({"protocol", "to", "proxy_protocol"}),
+        reserved=frozenset({"proxy_protocol", "accept_proxy_protocol"}),
     ),
     "listen.connect": TableKeys(ListenerConnect, filled=frozenset({"where"})),
     "listen.tls": TableKeys(ListenerTLS, filled=frozenset({"where"})),
@@ -80,7 +80,9 @@ TABLES: dict[str, TableKeys] = {
         Balancer, filled=frozenset({"name"}), renamed=(("members", "member"),)
     ),
     "balancer.NAME.member": TableKeys(
-        Member, filled=frozenset({"scheme", "host", "port"})
+        Member,
+        filled=frozenset({"scheme", "host", "port"}),
+        reserved=frozenset({"tls", "proxy_protocol"}),
     ),
     "balancer.NAME.sticky": TableKeys(Sticky),
     "balancer.NAME.health": TableKeys(HealthCheck),

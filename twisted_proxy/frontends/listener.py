@@ -47,7 +47,7 @@ __all__ = [
 
 # What a connection that outlives its listener's retirement speaks: a bridged
 # WebSocket (and a tunnel) is left to end by itself, not drained.
-LONG_LIVED = frozenset({"websocket", "tunnel"})
+LONG_LIVED = frozenset({"websocket", "tunnel", "tcp"})
 
 
 class IListenerConnection(Interface):

@@ -1,0 +1,416 @@
+"""
+tcp listeners end to end: raw clients and destinations on 127.0.0.1 for the
+byte-exact, half-close, failover, busyness, drain and timeout cases, and a
+real Redis server (Debian's redis-server, started by the test) used through
+the listener with redis-cli.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest_twisted
+from twisted.internet import defer
+
+from tests.integration.streampeers import destination, rawClient, run, until
+from tests.integration.support import Stack, accessLogLines, deferLater
+from twisted_proxy.service import ProxyService
+
+BALANCED = """
+[proxy]
+access_log = "{log}"
+access_log_format = "json"
+connect_timeout = 2
+shutdown_grace = {grace}
+[[listen]]
+endpoint = "tcp:0:interface=127.0.0.1"
+protocol = "tcp"
+to = "balancer://pool"
+idle_timeout = {idle}
+[balancer.pool]
+method = "{method}"
+{members}
+"""
+
+
+def members(*ports: int) -> str:
+    return "".join(
+        f'[[balancer.pool.member]]\nurl = "tcp://127.0.0.1:{port}"\n' for port in ports
+    )
+
+
+async def streamProxy(
+    stack: Stack,
+    folder: Path,
+    *ports: int,
+    method: str = "byrequests",
+    idle: float = 30,
+    grace: float = 5,
+) -> tuple[ProxyService, Path]:
+    log = folder / "access.log"
+    proxy = await stack.proxy(
+        BALANCED,
+        log=log,
+        members=members(*ports),
+        method=method,
+        idle=idle,
+        grace=grace,
+    )
+    return proxy, log
+
+
+def logged(proxy: ProxyService, log: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in accessLogLines(proxy, log)]
+
+
+async def closedPort(stack: Stack) -> int:
+    """A loopback port nothing listens on (it was bound, then let go)."""
+    port, _ = await destination(stack)
+    await defer.maybeDeferred(stack.ports.pop().stopListening)
+    return port
+
+
+@pytest_twisted.ensureDeferred
+async def test_bytesExactAndHalfClose(stack: Stack, tmp_path: Path) -> None:
+    """
+    1 MiB arrives byte for byte; the client's FIN reaches the member as a
+    FIN and its answer comes back; one log line with the bytes each way.
+    """
+    port, made = await destination(stack)
+    proxy, log = await streamProxy(stack, tmp_path, port)
+    client = await rawClient(stack, proxy.port)
+    body = os.urandom(1 << 20)
+    for offset in range(0, len(body), 65536):
+        client.transport.write(body[offset : offset + 65536])  # type: ignore[union-attr]
+    client.transport.loseWriteConnection()  # type: ignore[union-attr]
+    await until(stack.reactor, lambda: bool(made), "the member")
+    await made[0].finSeen
+    assert bytes(made[0].received) == body
+    await client.lost
+    answer = b"after your FIN: %d bytes" % len(body)
+    assert bytes(client.received) == answer
+    await until(stack.reactor, lambda: bool(logged(proxy, log)), "the log line")
+    [line] = logged(proxy, log)
+    assert line["request"] == f"TCP tcp://127.0.0.1:{port}"
+    assert (line["status"], line["bytes_in"], line["bytes"]) == (
+        200,
+        len(body),
+        len(answer),
+    )
+    assert line["worker"] == f"tcp://127.0.0.1:{port}"
+    assert line["end_reason"] == "complete"
+
+
+@pytest_twisted.ensureDeferred
+async def test_refusingMemberFailsOverBeforeTheFirstByte(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A member that refuses: the next one serves; the refuser is in error."""
+    dead = await closedPort(stack)
+    port, made = await destination(stack)
+    proxy, _ = await streamProxy(stack, tmp_path, dead, port)
+    for _ in range(2):
+        client = await rawClient(stack, proxy.port)
+        client.transport.write(b"ping")  # type: ignore[union-attr]
+        client.transport.loseWriteConnection()  # type: ignore[union-attr]
+        await client.lost
+        assert bytes(client.received) == b"after your FIN: 4 bytes"
+    assert len(made) == 2
+    state = proxy.balancer.member("pool", f"tcp://127.0.0.1:{dead}")
+    assert state.inError(stack.reactor.seconds())
+    assert state.lastFailure is not None
+    assert "connect" in state.lastFailure
+
+
+@pytest_twisted.ensureDeferred
+async def test_noMemberReachableClosesAndLogs502(stack: Stack, tmp_path: Path) -> None:
+    dead = await closedPort(stack)
+    proxy, log = await streamProxy(stack, tmp_path, dead)
+    client = await rawClient(stack, proxy.port)
+    await client.lost
+    assert bytes(client.received) == b""
+    await until(stack.reactor, lambda: bool(logged(proxy, log)), "the log line")
+    [line] = logged(proxy, log)
+    assert (line["status"], line["end_reason"]) == (502, "backend-error")
+
+
+@pytest_twisted.ensureDeferred
+async def test_byBusynessCountsOpenConnections(stack: Stack, tmp_path: Path) -> None:
+    """
+    bybusyness: two open connections go one to each member; a member
+    drained keeps its open connection and gets no new one.
+    """
+    one, first = await destination(stack)
+    two, second = await destination(stack)
+    proxy, _ = await streamProxy(stack, tmp_path, one, two, method="bybusyness")
+    held = [await rawClient(stack, proxy.port) for _ in range(2)]
+    for client in held:
+        client.transport.write(b"x")  # type: ignore[union-attr]
+    await until(stack.reactor, lambda: len(first) + len(second) == 2, "two members")
+    assert (len(first), len(second)) == (1, 1)
+    proxy.balancer.setFlags("pool", f"tcp://127.0.0.1:{one}", drain=True)
+    later = [await rawClient(stack, proxy.port) for _ in range(2)]
+    for client in later:
+        client.transport.write(b"y")  # type: ignore[union-attr]
+    await until(stack.reactor, lambda: len(second) == 3, "the undrained member")
+    assert len(first) == 1
+    # The drained member's connection still relays.
+    held[0].transport.write(b"more")  # type: ignore[union-attr]
+    await until(
+        stack.reactor,
+        lambda: any(d.received.endswith(b"more") for d in first + second),
+        "more bytes",
+    )
+    for client in held + later:
+        client.transport.loseConnection()  # type: ignore[union-attr]
+        await client.lost
+
+
+@pytest_twisted.ensureDeferred
+async def test_idleConnectionClosed(stack: Stack, tmp_path: Path) -> None:
+    port, made = await destination(stack)
+    proxy, log = await streamProxy(stack, tmp_path, port, idle=0.3)
+    client = await rawClient(stack, proxy.port)
+    client.transport.write(b"hello")  # type: ignore[union-attr]
+    await client.lost
+    await until(stack.reactor, lambda: bool(logged(proxy, log)), "the log line")
+    assert logged(proxy, log)[0]["end_reason"] == "idle-timeout"
+
+
+@pytest_twisted.ensureDeferred
+async def test_gracefulStopWaitsThenCloses(stack: Stack, tmp_path: Path) -> None:
+    """Stopping: open connections relay on for shutdown_grace, then are cut."""
+    port, made = await destination(stack)
+    proxy, log = await streamProxy(stack, tmp_path, port, grace=0.5)
+    client = await rawClient(stack, proxy.port)
+    client.transport.write(b"first")  # type: ignore[union-attr]
+    await until(stack.reactor, lambda: bool(made) and bool(made[0].received), "data")
+    started = stack.reactor.seconds()
+    stopped = proxy.stopService()
+    await deferLater(stack.reactor, 0.2)
+    client.transport.write(b" second")  # type: ignore[union-attr]
+    await until(stack.reactor, lambda: made[0].received == b"first second", "more")
+    await stopped
+    await client.lost
+    assert stack.reactor.seconds() - started >= 0.45
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert lines[0]["end_reason"] == "shutdown-grace"
+
+
+@pytest_twisted.ensureDeferred
+async def test_fixedDestination(stack: Stack, tmp_path: Path) -> None:
+    """to = "tcp://host:port": no balancer."""
+    port, made = await destination(stack)
+    proxy = await stack.proxy(
+        """
+        [proxy]
+        access_log = false
+        [[listen]]
+        endpoint = "tcp:0:interface=127.0.0.1"
+        protocol = "tcp"
+        to = "tcp://127.0.0.1:{port}"
+        """,
+        port=port,
+    )
+    client = await rawClient(stack, proxy.port)
+    client.transport.write(b"abc")  # type: ignore[union-attr]
+    client.transport.loseWriteConnection()  # type: ignore[union-attr]
+    await client.lost
+    assert bytes(client.received) == b"after your FIN: 3 bytes"
+
+
+class Redis:
+    """A redis-server on a free loopback port, in its own folder."""
+
+    def __init__(self, folder: Path, port: int) -> None:
+        self.port = port
+        folder.mkdir()
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(folder),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+@pytest_twisted.ensureDeferred
+async def test_redisThroughATcpListener(stack: Stack, tmp_path: Path) -> None:
+    """redis-cli talks to a real Redis through the listener, health-checked."""
+    port = await closedPort(stack)
+    redis = Redis(tmp_path / "redis", port)
+    try:
+        for _ in range(100):
+            ready = await run("redis-cli", "-p", str(port), "PING")
+            if ready.stdout.strip() == b"PONG":
+                break
+            await deferLater(stack.reactor, 0.05)
+        proxy = await stack.proxy(
+            """
+            [proxy]
+            access_log = false
+            [[listen]]
+            endpoint = "tcp:0:interface=127.0.0.1"
+            protocol = "tcp"
+            to = "balancer://redis"
+            [balancer.redis]
+            method = "bybusyness"
+            [balancer.redis.health]
+            interval = 1
+            timeout = 0.5
+            [[balancer.redis.member]]
+            url = "tcp://127.0.0.1:{port}"
+            """,
+            port=port,
+        )
+        cli = ["redis-cli", "-h", "127.0.0.1", "-p", str(proxy.port)]
+        assert (await run(*cli, "PING")).stdout.strip() == b"PONG"
+        value = "v" * 100_000
+        assert (await run(*cli, "SET", "key", value)).stdout.strip() == b"OK"
+        got = await run(*cli, "GET", "key")
+        assert got.stdout.strip() == value.encode()
+        direct = await run("redis-cli", "-p", str(port), "GET", "key")
+        assert direct.stdout.strip() == value.encode()
+        # A pipeline of many commands in one connection.
+        commands = b"".join(b"INCR counter\n" for _ in range(1000))
+        piped = await run(*cli, stdin=commands)
+        assert piped.stdout.split()[-1] == b"1000"
+    finally:
+        redis.stop()
+
+
+async def redisReady(stack: Stack, *cli: str) -> None:
+    for _ in range(200):
+        ready = await run(*cli, "PING")
+        if ready.stdout.strip() == b"PONG":
+            return
+        await deferLater(stack.reactor, 0.05)
+    raise AssertionError(f"no PONG from {cli}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_shippedRedisTLSFront(stack: Stack, tmp_path: Path) -> None:
+    """
+    etc/redis-tls-front.toml as shipped (listening on a free port, with a test
+    CA's certificate): redis-cli --tls reaches the first Redis; with it
+    stopped, the standby serves.
+    """
+    from dataclasses import replace
+
+    from tests.tlsfiles import TestCA
+    from twisted_proxy.config import load
+
+    etc = Path(__file__).resolve().parents[2] / "etc" / "redis-tls-front.toml"
+    config = load(str(etc))
+    ca = TestCA(tmp_path)
+    issued = ca.issue("localhost", "127.0.0.1", stem="proxy")
+    [listener] = config.listen
+    assert listener.tls is not None
+    tls = replace(
+        listener.tls, certificate=str(issued.certificate), key=str(issued.key)
+    )
+    config = replace(
+        config,
+        listen=(replace(listener, endpoint="tcp:0:interface=127.0.0.1", tls=tls),),
+    )
+    first = Redis(tmp_path / "first", 16379)
+    second = Redis(tmp_path / "second", 16380)
+    try:
+        await redisReady(stack, "redis-cli", "-p", "16379")
+        await redisReady(stack, "redis-cli", "-p", "16380")
+        await run("redis-cli", "-p", "16379", "SET", "who", "first")
+        await run("redis-cli", "-p", "16380", "SET", "who", "second")
+        proxy = ProxyService(config, stack.reactor)
+        proxy.startService()
+        stack.services.append(proxy)
+        cli = ["redis-cli", "-h", "127.0.0.1", "-p", str(proxy.port)]
+        cli += ["--tls", "--cacert", str(ca.certificate)]
+        got = await run(*cli, "GET", "who")
+        assert got.stdout.strip() == b"first", got.stderr
+        plain = await run("redis-cli", "-h", "127.0.0.1", "-p", str(proxy.port), "PING")
+        assert plain.stdout.strip() != b"PONG"
+        first.stop()
+        got = await run(*cli, "GET", "who")
+        assert got.stdout.strip() == b"second", got.stderr
+    finally:
+        first.stop()
+        second.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_healthChecksAreTCPConnects(stack: Stack, tmp_path: Path) -> None:
+    """A member whose port closes is found down by TCP checks, and skipped."""
+    one, first = await destination(stack)
+    two, second = await destination(stack)
+    log = tmp_path / "access.log"
+    proxy = await stack.proxy(
+        BALANCED + "[balancer.pool.health]\ninterval = 0.3\ntimeout = 0.2\n"
+        "passes = 1\nfails = 1\n",
+        log=log,
+        members=members(one, two),
+        method="byrequests",
+        idle=30,
+        grace=5,
+    )
+    state = proxy.balancer.member("pool", f"tcp://127.0.0.1:{two}")
+    await until(stack.reactor, lambda: state.health == "up", "the check passing")
+    await defer.maybeDeferred(stack.ports.pop().stopListening)
+    await until(stack.reactor, lambda: state.health == "down", "the check failing")
+    for _ in range(4):
+        client = await rawClient(stack, proxy.port)
+        client.transport.write(b"z")  # type: ignore[union-attr]
+        client.transport.loseWriteConnection()  # type: ignore[union-attr]
+        await client.lost
+        assert bytes(client.received) == b"after your FIN: 1 bytes"
+    # (The checks' own connections carry nothing.)
+    assert len([d for d in first if d.received]) == 4
+    assert [d for d in second if d.received] == []
+    assert state.failures == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_reloadLeavesConnectionsOpen(stack: Stack, tmp_path: Path) -> None:
+    """A reload that changes the listener leaves an open connection relaying."""
+    port, made = await destination(stack)
+    site = tmp_path / "site.toml"
+    text = (
+        '[proxy]\naccess_log = false\n[[listen]]\nendpoint = "tcp:0:interface='
+        '127.0.0.1"\nprotocol = "tcp"\nto = "tcp://127.0.0.1:{port}"\n'
+        "idle_timeout = {idle}\n"
+    )
+    site.write_text(text.format(port=port, idle=30))
+    from twisted_proxy.config import load
+
+    proxy = ProxyService(load(str(site)), stack.reactor)
+    proxy.startService()
+    stack.services.append(proxy)
+    client = await rawClient(stack, proxy.port)
+    client.transport.write(b"before")  # type: ignore[union-attr]
+    await until(stack.reactor, lambda: bool(made) and bool(made[0].received), "data")
+    site.write_text(text.format(port=port, idle=60))
+    result = proxy.reload()
+    assert result.ok
+    client.transport.write(b" after")  # type: ignore[union-attr]
+    await until(stack.reactor, lambda: made[0].received == b"before after", "more")
+    client.transport.loseWriteConnection()  # type: ignore[union-attr]
+    await client.lost
+    assert bytes(client.received) == b"after your FIN: 12 bytes"

@@ -1,0 +1,293 @@
+"""
+Stream listeners (C{[[listen]] protocol = "tcp"}): each connection relayed
+byte for byte to a C{tcp://} destination or a member of a balancer of
+C{tcp://} members, as nginx's C{stream} and HAProxy's C{mode tcp} do.
+
+A client's connection is not read until its destination is connected: the
+balancer's lease picks a member, and one that refuses or does not answer
+within C{connect_timeout} is put in error and the next one tried (up to the
+balancer's C{max_attempts}); once connected, nothing is tried again. With no
+member to try the client's connection is closed. Then a L{Tunnel} relays both
+ways: the two connections pause each other, a half-close passes, and the
+listener's C{idle_timeout} closes a connection in which nothing moved. The
+member counts as busy (for C{bybusyness} and C{max_connections}) until the
+connection ends; a member drained or disabled meanwhile keeps its open
+connections and gets no new ones.
+
+Each connection gets one access-log line when it ends: C{TCP <member>} as its
+request line, the status nginx's stream module gives (200 relayed, 502 no
+member could be reached, 503 none available), the bytes sent to the client
+(C{%B}, C{%O}) and received from it (C{%I}), the time it was open (C{%D}),
+the balancer variables, and how it ended (C{%{PROXY_END_REASON}e}).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+)
+from twisted.internet.interfaces import IAddress, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_proxy._twisted_internals import replaceProtocol
+from twisted_proxy.balancer.keys import RequestFacts
+from twisted_proxy.balancer.lease import Lease, connectFailure
+from twisted_proxy.balancer.state import MemberState
+from twisted_proxy.config.model import Listener, ProxySettings
+from twisted_proxy.core.logformat import END_BACKEND_ERROR, END_CLIENT_CLOSED
+from twisted_proxy.frontends.listener import ListenerSite
+from twisted_proxy.frontends.tunnel import Tunnel
+from twisted_proxy.upstream.interfaces import FAIL_CONNECT, Address
+
+__all__ = ["StreamConnection", "StreamListener"]
+
+_log = Logger()
+
+
+def _noHeader(name: bytes) -> bytes | None:
+    return None
+
+
+def _memberAddress(state: MemberState) -> Address:
+    member = state.member
+    return Address("tcp", member.host, member.port)
+
+
+class StreamListener(ListenerSite):
+    """A tcp listener's factory: its connections, its destination, its log."""
+
+    _log = _log
+
+    def __init__(
+        self,
+        listener: Listener,
+        settings: ProxySettings,
+        reactor: Any,
+        balancer: Any,
+        accessLog: Any = None,
+    ) -> None:
+        super().__init__(None, settings, reactor, accessLog, (), listener)  # type: ignore[arg-type]
+        assert listener.to is not None
+        assert listener.idle_timeout is not None
+        self.to = listener.to
+        self.balancer = balancer
+        self.idleTimeout = listener.idle_timeout
+        self.label = f"listen[{listener.index}] ({listener.endpoint})"
+        self.fixed: Address | None = None
+        if self.to.scheme == "tcp":
+            self.fixed = Address("tcp", self.to.host, self.to.port)
+
+    def buildProtocol(self, addr: IAddress | None) -> StreamConnection:
+        connection = StreamConnection(self)
+        self.connections.add(connection)
+        return connection
+
+    def endpointFor(self, address: Address) -> IStreamClientEndpoint:
+        """How the proxy reaches C{address}: by IP, or by name (resolved)."""
+        timeout = self.settings.connect_timeout
+        try:
+            ip = ipaddress.ip_address(address.host)
+        except ValueError:
+            return HostnameEndpoint(
+                self.reactor, address.host, address.port, timeout=timeout
+            )
+        endpoint = TCP4ClientEndpoint if ip.version == 4 else TCP6ClientEndpoint
+        return endpoint(self.reactor, address.host, address.port, timeout=timeout)
+
+    def logConnection(
+        self,
+        client: str,
+        target: str,
+        status: int,
+        tunnel: Tunnel | None,
+        started: float,
+        env: dict[str, str],
+        endReason: str | None,
+    ) -> None:
+        """One connection's access-log line and its count on the status page."""
+        down = tunnel.down if tunnel is not None else 0
+        up = tunnel.up if tunnel is not None else 0
+        # The service's AccessLogger (IAccessLog is what HTTP front ends use).
+        accessLog: Any = self.accessLog
+        if accessLog is not None:
+            accessLog.logConnection(
+                client, target.encode(), status, down, up, started, env, endReason
+            )
+        if self.traffic is not None:
+            self.traffic.count(
+                up,
+                down,
+                route=self.label,
+                member=env.get("BALANCER_WORKER_NAME", ""),
+                method="TCP",
+                status=status,
+                seconds=self.reactor.seconds() - started,
+            )
+
+
+class StreamConnection(Protocol):
+    """
+    One client of a tcp listener until its destination is connected; then
+    its transport is the L{Tunnel}'s.
+    """
+
+    protocolName = "tcp"
+    busy = True
+    transport: Any
+
+    def __init__(self, site: StreamListener) -> None:
+        self._site = site
+        self._early = b""
+        self._client = "-"
+        self._started = site.reactor.seconds()
+        self._connecting: Any = None
+        self._tunnel: Tunnel | None = None
+        self._target = site.to.url
+        self._gone = False
+        self._lease: Lease | None = None
+
+    def connectionMade(self) -> None:
+        site = self._site
+        self._client = str(getattr(self.transport.getPeer(), "host", "-"))
+        # Nothing is read until the destination is connected.
+        self.transport.pauseProducing()
+        facts = RequestFacts(self._client, b"", _noHeader, False)
+        self._lease = Lease(
+            self,
+            site.reactor,
+            site.label,
+            address=site.fixed,
+            balancer=site.balancer if site.fixed is None else None,
+            balancerName=site.to.host,
+            facts=facts,
+            memberAddress=_memberAddress,
+            traffic=site.traffic,
+        )
+        self._lease.start()
+
+    def dataReceived(self, data: bytes) -> None:
+        # What arrived before reading was paused (a TLS handshake's last read).
+        self._early += data
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._gone = True
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None:
+            connecting.cancel()
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            # Gone before its destination was connected: 499, as nginx says.
+            env = lease.environment()
+            lease.release(True)
+            self._end(499, END_CLIENT_CLOSED, env)
+        self._site.connections.remove(self)
+
+    # -- ILeaseHolder --
+
+    def attempt(self, address: Address) -> None:
+        if self._gone:
+            return
+        self._target = (
+            f"tcp://{address.host}:{address.port}"
+            if self._site.fixed is None
+            else self._site.to.url
+        )
+        tunnel = Tunnel(
+            self._site.reactor,
+            self._site.idleTimeout,
+            self._client,
+            self._target,
+            self._ended,
+            protocolName="tcp",
+        )
+        factory = Factory.forProtocol(lambda: tunnel.server)
+        factory.noisy = False
+        d = self._connecting = self._site.endpointFor(address).connect(factory)
+        d.addCallbacks(lambda _: self._connected(tunnel), self._failed)
+
+    def unavailable(self) -> None:
+        lease, self._lease = self._lease, None
+        env = lease.environment() if lease is not None else {}
+        self._end(503, None, env)
+        self._close()
+
+    # -- connecting --
+
+    def _failed(self, failure: Failure) -> None:
+        self._connecting = None
+        lease = self._lease
+        if self._gone or lease is None:
+            return
+        kind, detail = connectFailure(failure) or (FAIL_CONNECT, "connect failed")
+        _log.warn(
+            "{label}: {target}: {detail}",
+            label=self._site.label,
+            target=self._target,
+            detail=detail,
+        )
+        if lease.canFailOver():
+            lease.failOver(kind)
+            return
+        self._lease = None
+        env = lease.environment()
+        lease.release(False, kind)
+        self._end(502, END_BACKEND_ERROR, env)
+        self._close()
+
+    def _connected(self, tunnel: Tunnel) -> None:
+        self._connecting = None
+        if self._gone:
+            tunnel.server.transport.abortConnection()
+            return
+        site, transport = self._site, self.transport
+        self._tunnel = tunnel
+        replaceProtocol(transport, tunnel.client)
+        tunnel.client.makeConnection(transport)
+        site.connections.remove(self)
+        early, self._early = self._early, b""
+        tunnel.open(site.connections, early)
+        transport.resumeProducing()
+
+    def _ended(self, tunnel: Tunnel) -> None:
+        """The relayed connection is over: the member let go, the line logged."""
+        lease, self._lease = self._lease, None
+        env: dict[str, str] = {}
+        if lease is not None:
+            env = lease.environment()
+            lease.release(True, bytesIn=tunnel.up, bytesOut=tunnel.down, timed=True)
+        self._end(200, tunnel.endReason, env, tunnel)
+        self._tunnel = None
+
+    # -- the end --
+
+    def _end(
+        self,
+        status: int,
+        endReason: str | None,
+        env: dict[str, str],
+        tunnel: Tunnel | None = None,
+    ) -> None:
+        self._site.logConnection(
+            self._client, self._target, status, tunnel, self._started, env, endReason
+        )
+
+    def _close(self) -> None:
+        self._gone = True
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    # -- the listener stopping --
+
+    def drain(self) -> None:
+        """Graceful stop: a connection being made is let finish; it ends with grace."""
+
+    def abortConnection(self) -> None:
+        """The grace period is over."""
+        self._close()
