@@ -40,9 +40,11 @@
    requests per CPU-second of the proxy's whole process tree, with the CPU
    shares of the proxy, wrk and nginx. ``--workers-only`` runs just this part;
    ``--no-workers`` skips it.
-7. CONNECT tunnels (L{bench.tunnel}): 1 GiB down and up on one connection,
-   direct and through a twisted-proxy tunnel (MB/s, the proxy's CPU seconds
-   per GiB), and the proxy's RSS per idle tunnel with 5,000 open.
+7. CONNECT tunnels and tcp listeners (L{bench.tunnel}): 1 GiB down and up on
+   one connection, direct, through a CONNECT tunnel and through a tcp
+   listener (MB/s, the proxy's CPU seconds per GiB), new connections per
+   second through the tcp listener and through Twisted's C{portforward}, and
+   the proxy's RSS per idle tunnel with 5,000 open.
    ``--tunnel-only`` runs just this part; ``--no-tunnel`` skips it.
 
 A summary is printed and written to ``bench/results/latest.json``; each child's
@@ -1408,7 +1410,9 @@ def _tunnelPart(
     """The CONNECT tunnel part (L{bench.tunnel}), on the same CPUs as the others."""
     return tunnel.TunnelBench(
         tunnel.TunnelSettings(
-            transferBytes=settings.transferBytes, idleTunnels=settings.tunnelIdle
+            transferBytes=settings.transferBytes,
+            idleTunnels=settings.tunnelIdle,
+            seconds=settings.seconds,
         ),
         children,
         workDir,

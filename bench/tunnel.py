@@ -1,14 +1,20 @@
-"""The CONNECT tunnel part of ``python -m bench``: tunnels against direct.
+"""The CONNECT tunnel and tcp listener part of ``python -m bench``.
 
 One destination (L{bench.tunnelpeers} ``serve``) and the clients on the load
 CPU; twisted-proxy alone on the proxy CPU with a C{[listen.connect]} table
-that lets tunnels reach the destination. Each figure is taken on a direct
-connection to the destination and through a tunnel, in the same run:
+that lets tunnels reach the destination and a tcp listener relaying to it.
+Each figure is taken on a direct connection to the destination and through
+the proxy, in the same run:
 
 1. Throughput: one connection moves C{--transfer-mib} (1 GiB) down (the
    destination sends) and then up (the client sends), as fast as both ends
-   go: MB/s, and the proxy's CPU seconds per GiB relayed.
-2. Idle tunnels: C{--tunnel-idle} (5,000) tunnels opened and left idle; the
+   go, directly, through a CONNECT tunnel and through the tcp listener:
+   MB/s, and the proxy's CPU seconds per GiB relayed.
+2. New connections: one client opens, uses (one byte) and closes one
+   connection after another for the run's time, through the tcp listener
+   and through Twisted's own byte relay (C{twistd portforward}) on the same
+   CPU: connections/s and the proxy's CPU per connection.
+3. Idle tunnels: C{--tunnel-idle} (5,000) tunnels opened and left idle; the
    proxy's RSS before (after one tunnel, its code loaded) and with all of
    them open: KiB per tunnel.
 
@@ -56,10 +62,14 @@ class TunnelSettings:
 
     transferBytes: int = GIB
     idleTunnels: int = 5000
+    seconds: float = 10.0
 
 
-def twistedProxyTunnelConfig(port: int, destinationPort: int) -> str:
-    """twisted-proxy opening CONNECT tunnels to the destination only."""
+def twistedProxyTunnelConfig(port: int, destinationPort: int, tcpPort: int) -> str:
+    """
+    twisted-proxy opening CONNECT tunnels to the destination only on
+    C{port}, and relaying every connection to it on C{tcpPort}.
+    """
     return (
         "[proxy]\n"
         "access_log = false\n"
@@ -69,7 +79,28 @@ def twistedProxyTunnelConfig(port: int, destinationPort: int) -> str:
         "[listen.connect]\n"
         f"allow_ports = [{destinationPort}]\n"
         'allow_destinations = ["127.0.0.1/32"]\n'
+        "\n"
+        "[[listen]]\n"
+        f'endpoint = "tcp:{tcpPort}:interface=127.0.0.1"\n'
+        'protocol = "tcp"\n'
+        f'to = "tcp://127.0.0.1:{destinationPort}"\n'
     )
+
+
+def relayCommand(port: int, destinationPort: int) -> list[str]:
+    """Twisted's own byte relay in front of the destination."""
+    return [
+        str(twistd()),
+        "-n",
+        "--pidfile=",
+        "portforward",
+        "--port",
+        f"tcp:{port}:interface=127.0.0.1",
+        "--host",
+        "127.0.0.1",
+        "--dest_port",
+        str(destinationPort),
+    ]
 
 
 def mbPerSecond(row: dict[str, Any] | None) -> float | None:
@@ -79,16 +110,25 @@ def mbPerSecond(row: dict[str, Any] | None) -> float | None:
     return float(row["bytes"]) / float(row["seconds"]) / 1e6
 
 
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
 def tunnelRatios(report: dict[str, Any]) -> dict[str, float | None]:
-    """Tunnel / direct MB/s for each direction."""
+    """Tunnel and tcp listener / direct MB/s for each direction."""
     ratios: dict[str, float | None] = {}
     rows = report.get("throughput") or {}
     for direction in ("down", "up"):
         direct = mbPerSecond((rows.get("direct") or {}).get(direction))
         tunnel = mbPerSecond((rows.get("tunnel") or {}).get(direction))
-        ratios[direction] = (
-            None if direct is None or tunnel is None or direct == 0 else tunnel / direct
-        )
+        tcp = mbPerSecond((rows.get("tcp") or {}).get(direction))
+        ratios[direction] = _ratio(tunnel, direct)
+        ratios[f"tcp_{direction}"] = _ratio(tcp, direct)
+    rates = report.get("connections") or {}
+    ratios["connections"] = _ratio(
+        (rates.get("tcp") or {}).get("per_second"),
+        (rates.get("portforward") or {}).get("per_second"),
+    )
     return ratios
 
 
@@ -115,7 +155,7 @@ class TunnelBench:
         """Every figure, direct and through a tunnel."""
         ensureFileLimit(self._s.idleTunnels * 2 + _SPARE_FILES)
         destination, port = self._startDestination()
-        proxy, proxyPort = self._startProxy(port)
+        proxy, proxyPort, tcpPort = self._startProxy(port)
         report: dict[str, Any] = {
             "settings": {
                 "transfer_bytes": self._s.transferBytes,
@@ -124,18 +164,27 @@ class TunnelBench:
             "throughput": {},
         }
         try:
-            for name, via in (("direct", None), ("tunnel", proxyPort)):
+            ways = (
+                ("direct", port, None),
+                ("tunnel", port, proxyPort),
+                ("tcp", tcpPort, None),
+            )
+            for name, target, via in ways:
                 rows = report["throughput"][name] = {}
                 for direction in ("down", "up"):
                     size = self._s.transferBytes // MIB
                     self._log(f"tunnel: {name}, {direction} {size} MiB")
                     before = cpuSeconds(proxy.pid)
-                    rows[direction] = self._stream(port, via, direction)
+                    rows[direction] = self._stream(target, via, direction)
                     after = cpuSeconds(proxy.pid)
-                    if via is not None and before is not None and after is not None:
+                    if name != "direct" and before is not None and after is not None:
                         gib = rows[direction]["bytes"] / GIB
                         rows[direction]["proxy_cpu_s_per_gib"] = (after - before) / gib
                     rows[direction]["mb_per_s"] = mbPerSecond(rows[direction])
+            report["connections"] = {
+                "tcp": self._connections(proxy, tcpPort, "tcp"),
+                "portforward": self._portforward(port),
+            }
             report["ratios"] = tunnelRatios(report)
             report["idle"] = self._idle(proxy, port, proxyPort)
         finally:
@@ -154,16 +203,48 @@ class TunnelBench:
         )
         return child, waitForPortFile(child, portFile)
 
-    def _startProxy(self, destinationPort: int) -> tuple[Child, int]:
-        port = freePort()
+    def _startProxy(self, destinationPort: int) -> tuple[Child, int, int]:
+        port, tcpPort = freePort(), freePort()
         config = self._workDir / "twisted-proxy-tunnel.toml"
-        config.write_text(twistedProxyTunnelConfig(port, destinationPort))
+        config.write_text(twistedProxyTunnelConfig(port, destinationPort, tcpPort))
         argv = [str(twistd()), "-n", "--pidfile=", "proxy", "--config", str(config)]
         child = self._children.start(
             "tunnel-twisted-proxy", argv, cpu=self._proxyCPU, cwd=self._workDir
         )
         waitForListener(child, port)
-        return child, port
+        waitForListener(child, tcpPort)
+        return child, port, tcpPort
+
+    def _connections(self, relay: Child, port: int, name: str) -> dict[str, Any]:
+        """New connections per second through C{relay} on C{port}."""
+        self._log(f"tunnel: new connections through {name}, {self._s.seconds:.0f} s")
+        before = cpuSeconds(relay.pid)
+        result = self._peer(
+            f"tunnel-connections-{name}",
+            ["connections", "--port", str(port), "--seconds", str(self._s.seconds)],
+            timeout=self._s.seconds + 120,
+        )
+        after = cpuSeconds(relay.pid)
+        count = int(result["connections"])
+        result["per_second"] = count / float(result["seconds"])
+        if before is not None and after is not None and count:
+            result["relay_cpu_us_per_connection"] = (after - before) / count * 1e6
+        return result
+
+    def _portforward(self, destinationPort: int) -> dict[str, Any]:
+        """The same through Twisted's byte relay, on the proxy's CPU."""
+        port = freePort()
+        child = self._children.start(
+            "tunnel-portforward",
+            relayCommand(port, destinationPort),
+            cpu=self._proxyCPU,
+            cwd=self._workDir,
+        )
+        try:
+            waitForListener(child, port)
+            return self._connections(child, port, "portforward")
+        finally:
+            self._children.stop(child)
 
     def _peer(self, name: str, args: list[str], timeout: float) -> dict[str, Any]:
         code, output = self._children.run(
@@ -255,11 +336,17 @@ def summariseTunnel(report: dict[str, Any]) -> str:
     """The tunnel part as a few lines of text."""
     if "error" in report and "throughput" not in report:
         return f"Tunnels: failed: {report['error']}"
-    lines = ["", "CONNECT tunnels: one connection, direct and through twisted-proxy"]
+    lines = [
+        "",
+        "CONNECT tunnels and tcp listeners: one connection, direct and through"
+        " twisted-proxy",
+    ]
     rows = report.get("throughput") or {}
     size = (report.get("settings") or {}).get("transfer_bytes", 0) // MIB
     lines.append(f"  {size} MiB each way      MB/s down   MB/s up   proxy CPU-s/GiB")
-    for name in ("direct", "tunnel"):
+    for name in ("direct", "tunnel", "tcp"):
+        if name not in rows:
+            continue
         row = rows.get(name) or {}
         down, up = row.get("down"), row.get("up")
         cpu = [(r or {}).get("proxy_cpu_s_per_gib") for r in (down, up)]
@@ -275,6 +362,25 @@ def summariseTunnel(report: dict[str, Any]) -> str:
         f"  tunnel / direct: {_fmt(ratios.get('down'), '.2f', 'x')} down,"
         f" {_fmt(ratios.get('up'), '.2f', 'x')} up"
     )
+    if "tcp" in rows:
+        lines.append(
+            f"  tcp listener / direct: {_fmt(ratios.get('tcp_down'), '.2f', 'x')}"
+            f" down, {_fmt(ratios.get('tcp_up'), '.2f', 'x')} up"
+        )
+    rates = report.get("connections") or {}
+    for name, label in (("tcp", "tcp listener"), ("portforward", "portforward")):
+        row = rates.get(name)
+        if row:
+            lines.append(
+                f"  new connections, {label:<13}{_fmt(row.get('per_second'), '8,.0f')}"
+                f"/s, {_fmt(row.get('relay_cpu_us_per_connection'), '.0f')} us"
+                " CPU each"
+            )
+    if rates:
+        lines.append(
+            "  new connections, tcp listener / portforward:"
+            f" {_fmt(ratios.get('connections'), '.2f', 'x')}"
+        )
     idle = report.get("idle") or {}
     if idle:
         lines.append(

@@ -10,6 +10,9 @@ answers C{ok} and closes) or C{idle} (it holds the connection).
 through a proxy's CONNECT tunnel, with blocking sockets and one buffer
 reused (so the client costs little); prints one JSON line: bytes, seconds.
 
+``connections``: opens, uses (C{down 1}) and closes one connection after
+another for a given time; prints one JSON line: how many, in how long.
+
 ``idle``: opens N connections (tunnels, or direct) that say C{idle}, prints
 one JSON line once they are all open, and holds them until its standard
 input closes (or it is stopped).
@@ -145,6 +148,20 @@ def stream(port: int, proxy: int | None, direction: str, total: int) -> dict[str
     return {"direction": direction, "bytes": moved, "seconds": seconds}
 
 
+def connections(port: int, seconds: float) -> dict[str, Any]:
+    """New connections, one after another, each carrying one byte down."""
+    began = time.perf_counter()
+    done = 0
+    while time.perf_counter() - began < seconds:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        sock.sendall(b"down 1\n")
+        while sock.recv(64):
+            pass
+        sock.close()
+        done += 1
+    return {"connections": done, "seconds": time.perf_counter() - began}
+
+
 def idle(port: int, proxy: int | None, count: int) -> None:
     """Open C{count} idle connections; report, then hold them until stdin closes."""
     _raiseFileLimit()
@@ -165,7 +182,8 @@ def idle(port: int, proxy: int | None, count: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["serve", "stream", "idle"])
+    parser.add_argument("command", choices=["serve", "stream", "idle", "connections"])
+    parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--port-file")
     parser.add_argument("--proxy", type=int, help="tunnel through this proxy port")
@@ -177,6 +195,8 @@ def main(argv: list[str] | None = None) -> None:
         serve(args.port, args.port_file)
     elif args.command == "stream":
         print(json.dumps(stream(args.port, args.proxy, args.direction, args.bytes)))
+    elif args.command == "connections":
+        print(json.dumps(connections(args.port, args.seconds)))
     else:
         idle(args.port, args.proxy, args.count)
 

@@ -5,6 +5,8 @@ arguments, the figures it works out and its summary.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from bench.__main__ import _parseArgs
@@ -18,19 +20,22 @@ from twisted_proxy.config import loadString
 
 
 def test_configTunnelsToTheDestinationOnly() -> None:
-    """A CONNECT listener whose one allowed port and address are the destination's."""
-    config = loadString(twistedProxyTunnelConfig(8080, 9000))
-    [listener] = config.listen
+    """CONNECT to the destination only, and a tcp listener relaying to it."""
+    config = loadString(twistedProxyTunnelConfig(8080, 9000, 8081))
+    [listener, stream] = config.listen
     assert listener.endpoint == "tcp:8080:interface=127.0.0.1"
     assert listener.connect is not None
     assert listener.connect.allow_ports == (9000,)
     assert [str(d) for d in listener.connect.allow_destinations] == ["127.0.0.1/32"]
+    assert (stream.endpoint, stream.protocol) == ("tcp:8081:interface=127.0.0.1", "tcp")
+    assert stream.to is not None
+    assert stream.to.url == "tcp://127.0.0.1:9000"
     assert config.routes == ()
 
 
 def test_figures() -> None:
     """MB/s of each row and the tunnel / direct ratios."""
-    report = {
+    report: dict[str, Any] = {
         "throughput": {
             "direct": {
                 "down": {"bytes": 2_000_000_000, "seconds": 1.0},
@@ -44,7 +49,13 @@ def test_figures() -> None:
     }
     assert mbPerSecond(report["throughput"]["direct"]["down"]) == 2000.0
     assert mbPerSecond(None) is None
-    assert tunnelRatios(report) == {"down": 0.25, "up": None}
+    ratios = tunnelRatios(report)
+    assert (ratios["down"], ratios["up"], ratios["tcp_down"]) == (0.25, None, None)
+    report["connections"] = {
+        "tcp": {"per_second": 1500.0},
+        "portforward": {"per_second": 3000.0},
+    }
+    assert tunnelRatios(report)["connections"] == 0.5
 
 
 def test_summary() -> None:
