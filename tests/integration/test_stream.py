@@ -18,6 +18,7 @@ from twisted.internet import defer
 
 from tests.integration.streampeers import destination, rawClient, run, until
 from tests.integration.support import Stack, accessLogLines, deferLater
+from twisted_proxy.core.proxyprotocol import encodeV2, parseHeader
 from twisted_proxy.service import ProxyService
 
 BALANCED = """
@@ -414,3 +415,96 @@ async def test_reloadLeavesConnectionsOpen(stack: Stack, tmp_path: Path) -> None
     client.transport.loseWriteConnection()  # type: ignore[union-attr]
     await client.lost
     assert bytes(client.received) == b"after your FIN: 12 bytes"
+
+
+@pytest_twisted.ensureDeferred
+async def test_proxyProtocolToMembers(stack: Stack, tmp_path: Path) -> None:
+    """proxy_protocol = v1 or v2: the member reads the client's address first."""
+    for version in ("v1", "v2"):
+        port, made = await destination(stack)
+        proxy = await stack.proxy(
+            """
+            [proxy]
+            access_log = false
+            [[listen]]
+            endpoint = "tcp:0:interface=127.0.0.1"
+            protocol = "tcp"
+            to = "tcp://127.0.0.1:{port}"
+            proxy_protocol = "{version}"
+            """,
+            port=port,
+            version=version,
+        )
+        client = await rawClient(stack, proxy.port)
+        here: Any = client.transport.getHost()  # type: ignore[union-attr]
+        client.transport.write(b"payload")  # type: ignore[union-attr]
+        client.transport.loseWriteConnection()  # type: ignore[union-attr]
+        await until(stack.reactor, lambda made=made: bool(made), "the member")
+        await made[0].finSeen
+        header = parseHeader(bytes(made[0].received))
+        assert header is not None
+        assert header.source == ("127.0.0.1", here.port)
+        assert header.destination == ("127.0.0.1", proxy.port)
+        assert bytes(made[0].received)[header.length :] == b"payload"
+        if version == "v1":
+            assert bytes(made[0].received).startswith(b"PROXY TCP4 127.0.0.1 ")
+        await client.lost
+
+
+@pytest_twisted.ensureDeferred
+async def test_acceptProxyProtocolFromTrustedSources(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """
+    From a trusted source the client named in its PROXY header is the one
+    logged and passed on; without a header its connection is closed; from
+    another source a header is only data.
+    """
+    port, made = await destination(stack)
+    log = tmp_path / "access.log"
+    proxy = await stack.proxy(
+        """
+        [proxy]
+        access_log = "{log}"
+        access_log_format = "json"
+        [[listen]]
+        endpoint = "tcp:0:interface=127.0.0.1"
+        protocol = "tcp"
+        to = "tcp://127.0.0.1:{port}"
+        proxy_protocol = "v1"
+        accept_proxy_protocol = ["127.0.0.0/8"]
+        [[listen]]
+        endpoint = "tcp:port=0:interface=127.0.0.1"
+        protocol = "tcp"
+        to = "tcp://127.0.0.1:{port}"
+        accept_proxy_protocol = ["192.0.2.0/24"]
+        """,
+        log=log,
+        port=port,
+    )
+    client = await rawClient(stack, proxy.port)
+    front = encodeV2(("203.0.113.9", 5555), ("198.51.100.1", 6379))
+    client.transport.write(front + b"data")  # type: ignore[union-attr]
+    client.transport.loseWriteConnection()  # type: ignore[union-attr]
+    await client.lost
+    assert bytes(made[0].received) == (
+        b"PROXY TCP4 203.0.113.9 198.51.100.1 5555 6379\r\ndata"
+    )
+    bare = await rawClient(stack, proxy.port)
+    bare.transport.write(b"GET / HTTP/1.0\r\n\r\n")  # type: ignore[union-attr]
+    await bare.lost
+    assert len(made) == 1
+    second: Any = proxy.ports[1].getHost()
+    untrusted = await rawClient(stack, second.port)
+    untrusted.transport.write(front + b"x")  # type: ignore[union-attr]
+    untrusted.transport.loseWriteConnection()  # type: ignore[union-attr]
+    await untrusted.lost
+    assert bytes(made[1].received) == front + b"x"
+    await until(stack.reactor, lambda: len(logged(proxy, log)) == 3, "three lines")
+    lines = logged(proxy, log)
+    byStatus = {line["status"]: line for line in lines}
+    assert byStatus[400]["remote"] == "127.0.0.1"
+    assert sorted(line["remote"] for line in lines if line["status"] == 200) == [
+        "127.0.0.1",
+        "203.0.113.9",
+    ]

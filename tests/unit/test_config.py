@@ -470,13 +470,6 @@ def test_listeners() -> None:
     )
 
 
-@pytest.mark.parametrize("key", ["proxy_protocol", "accept_proxy_protocol"])
-def test_listenLaterKeys(key: str) -> None:
-    """Listener features of later issues are "not supported yet", not unknown."""
-    text = f'[[listen]]\nendpoint = "tcp:8080"\n{key} = "x"\n'
-    assert errorsOf(text) == [f"site.toml: listen[0].{key}: not supported yet"]
-
-
 def test_listenConnectDefaults() -> None:
     """[listen.connect]: AllowCONNECT's ports, loopback clients, nothing else."""
     config = loadString('[[listen]]\nendpoint = "tcp:3128"\n[listen.connect]\n')
@@ -2433,4 +2426,29 @@ def test_streamListenerTLS() -> None:
         'site.toml: listen[0].tls.hsts: HTTP only: not for protocol = "tcp"',
         "site.toml: listen[0].tls.client_cert_header: HTTP only: not for protocol"
         ' = "tcp"',
+    ]
+
+
+def test_streamProxyProtocol() -> None:
+    """proxy_protocol and accept_proxy_protocol: tcp listeners only."""
+    listener = loadString(
+        STREAM.replace(
+            'to = "balancer://redis"\n',
+            'to = "balancer://redis"\nproxy_protocol = "v2"\n'
+            'accept_proxy_protocol = ["10.0.0.0/8"]\n',
+        )
+    ).listen[0]
+    assert listener.proxy_protocol == "v2"
+    assert listener.accept_proxy_protocol == (ipaddress.ip_network("10.0.0.0/8"),)
+    assert errorsOf(
+        '[[listen]]\nendpoint = "tcp:1"\nproxy_protocol = "v1"\n'
+        'accept_proxy_protocol = ["10.0.0.0/8"]\n'
+        '[[listen]]\nendpoint = "tcp:2"\nprotocol = "tcp"\nto = "tcp://h:1"\n'
+        'proxy_protocol = "v3"\n'
+    ) == [
+        'site.toml: listen[0].proxy_protocol: only for protocol = "tcp" (HTTP'
+        " listeners send by route)",
+        'site.toml: listen[0].accept_proxy_protocol: only for protocol = "tcp"'
+        " (HTTP listeners send by route)",
+        'site.toml: listen[1].proxy_protocol: expected one of "v1", "v2", got "v3"',
     ]

@@ -12,7 +12,14 @@ from typing import Any, cast
 from .checker import Checker
 from .connect import listenerConnect
 from .convert import choice, endpoint, redirectURL, seconds, streamTarget
-from .model import Balancer, Listener, ListenerProtocol, Route
+from .model import (
+    Balancer,
+    Listener,
+    ListenerProtocol,
+    Network,
+    ProxyProtocolVersion,
+    Route,
+)
 from .tls import listenerTLS
 from .vocabulary import TABLES
 
@@ -25,6 +32,8 @@ _ENDPOINT = 'a Twisted endpoint string like "tcp:8080"'
 """What a listener's missing C{endpoint} should have been."""
 
 _PROTOCOLS: tuple[ListenerProtocol, ...] = ("http", "tcp")
+_VERSIONS: tuple[ProxyProtocolVersion, ...] = ("v1", "v2")
+_STREAM_KEYS = ("to", "idle_timeout", "proxy_protocol", "accept_proxy_protocol")
 
 
 def listeners(
@@ -44,6 +53,12 @@ def listeners(
         redirect = get("redirect_https", redirectURL, None)
         to = get("to", lambda p, v: streamTarget(v, balancerNames), None)
         idle = get("idle_timeout", seconds, None)
+        sendHeader = cast(
+            "ProxyProtocolVersion | None",
+            get("proxy_protocol", choice(_VERSIONS), None),
+        )
+        noNetworks: tuple[Network, ...] = ()
+        acceptFrom = get("accept_proxy_protocol", check.networks, noNetworks)
         if stream:
             if to is None and "to" not in table:
                 check.error(
@@ -55,7 +70,12 @@ def listeners(
                 if key in table:
                     check.error(f"{itemPath}.{key}", 'not for protocol = "tcp"')
         else:
-            for key in ("to", "idle_timeout"):
+            for key in (
+                "to",
+                "idle_timeout",
+                "proxy_protocol",
+                "accept_proxy_protocol",
+            ):
                 if key in table:
                     check.error(
                         f"{itemPath}.{key}",
@@ -73,6 +93,8 @@ def listeners(
                 protocol=protocol,
                 to=to if stream else None,
                 idle_timeout=(idle or STREAM_IDLE_TIMEOUT) if stream else None,
+                proxy_protocol=sendHeader if stream else None,
+                accept_proxy_protocol=acceptFrom if stream else (),
                 tls=tls,
                 connect=None if stream else connect,
                 redirect_https=None if stream else redirect,

@@ -20,6 +20,7 @@ BalancerMethod = Literal[
 ]
 HealthMethod = Literal["TCP", "OPTIONS", "HEAD", "GET"]
 ListenerProtocol = Literal["http", "tcp"]
+ProxyProtocolVersion = Literal["v1", "v2"]
 TLSVersion = Literal["1.2", "1.3"]
 LogLevel = Literal["info", "debug"]
 
@@ -177,6 +178,11 @@ class Listener:
     # A tcp listener: a connection in which nothing moved either way for
     # this long is closed (None: 300 s).
     idle_timeout: float | None = None
+    # A tcp listener: the PROXY protocol header sent to members first.
+    proxy_protocol: ProxyProtocolVersion | None = None
+    # A tcp listener: the sources whose connections start with a PROXY
+    # protocol header (v1 or v2), read for the client's address.
+    accept_proxy_protocol: tuple[Network, ...] = ()
     tls: ListenerTLS | None = None
     connect: ListenerConnect | None = None
     # "https://host[:port]": answer every request with a 301 there.

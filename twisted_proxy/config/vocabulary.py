@@ -69,7 +69,6 @@ TABLES: dict[str, TableKeys] = {
     "listen": TableKeys(
         Listener,
         filled=frozenset({"index"}),
-        reserved=frozenset({"proxy_protocol", "accept_proxy_protocol"}),
     ),
     "listen.connect": TableKeys(ListenerConnect, filled=frozenset({"where"})),
     "listen.tls": TableKeys(ListenerTLS, filled=frozenset({"where"})),
@@ -82,7 +81,7 @@ TABLES: dict[str, TableKeys] = {
     "balancer.NAME.member": TableKeys(
         Member,
         filled=frozenset({"scheme", "host", "port"}),
-        reserved=frozenset({"tls", "proxy_protocol"}),
+        reserved=frozenset({"tls"}),
     ),
     "balancer.NAME.sticky": TableKeys(Sticky),
     "balancer.NAME.health": TableKeys(HealthCheck),

@@ -14,6 +14,14 @@ member counts as busy (for C{bybusyness} and C{max_connections}) until the
 connection ends; a member drained or disabled meanwhile keeps its open
 connections and gets no new ones.
 
+With C{proxy_protocol = "v1"} or C{"v2"}, a PROXY protocol header goes to
+the member before the client's first byte: the client's address and port,
+and the address it reached. From the sources in C{accept_proxy_protocol}
+(a load balancer in front), every connection must start with a PROXY
+protocol header (v1 or v2, within C{header_timeout}): the client it names is
+the one logged, hashed and passed on; a connection without a valid one is
+closed (logged 400). From any other source nothing is read as a header.
+
 Each connection gets one access-log line when it ends: C{TCP <member>} as its
 request line, the status nginx's stream module gives (200 relayed, 502 no
 member could be reached, 503 none available), the bytes sent to the client
@@ -41,7 +49,15 @@ from twisted_proxy.balancer.keys import RequestFacts
 from twisted_proxy.balancer.lease import Lease, connectFailure
 from twisted_proxy.balancer.state import MemberState
 from twisted_proxy.config.model import Listener, ProxySettings
+from twisted_proxy.core.acl import AccessList
 from twisted_proxy.core.logformat import END_BACKEND_ERROR, END_CLIENT_CLOSED
+from twisted_proxy.core.proxyprotocol import (
+    MAX_HEADER,
+    ProxyProtocolError,
+    encodeV1,
+    encodeV2,
+    parseHeader,
+)
 from twisted_proxy.frontends.listener import ListenerSite
 from twisted_proxy.frontends.tunnel import Tunnel
 from twisted_proxy.upstream.interfaces import FAIL_CONNECT, Address
@@ -83,6 +99,14 @@ class StreamListener(ListenerSite):
         self.fixed: Address | None = None
         if self.to.scheme == "tcp":
             self.fixed = Address("tcp", self.to.host, self.to.port)
+        self.sendHeader = (
+            {"v1": encodeV1, "v2": encodeV2}[listener.proxy_protocol]
+            if listener.proxy_protocol is not None
+            else None
+        )
+        self.trusted: AccessList | None = None
+        if listener.accept_proxy_protocol:
+            self.trusted = AccessList(listener.accept_proxy_protocol, ())
 
     def buildProtocol(self, addr: IAddress | None) -> StreamConnection:
         connection = StreamConnection(self)
@@ -146,6 +170,9 @@ class StreamConnection(Protocol):
         self._site = site
         self._early = b""
         self._client = "-"
+        self._source: tuple[str, int] = ("-", 0)
+        self._reached: tuple[str, int] = ("-", 0)
+        self._headerTimer: Any = None
         self._started = site.reactor.seconds()
         self._connecting: Any = None
         self._tunnel: Tunnel | None = None
@@ -155,8 +182,24 @@ class StreamConnection(Protocol):
 
     def connectionMade(self) -> None:
         site = self._site
-        self._client = str(getattr(self.transport.getPeer(), "host", "-"))
-        # Nothing is read until the destination is connected.
+        peer, host = self.transport.getPeer(), self.transport.getHost()
+        self._client = str(getattr(peer, "host", "-"))
+        self._source = (self._client, int(getattr(peer, "port", 0) or 0))
+        self._reached = (
+            str(getattr(host, "host", "-")),
+            int(getattr(host, "port", 0) or 0),
+        )
+        if site.trusted is not None and site.trusted.permits(self._client):
+            # A balancer in front: its PROXY header first.
+            self._headerTimer = site.reactor.callLater(
+                site.settings.header_timeout, self._headerLate
+            )
+            return
+        self._begin()
+
+    def _begin(self) -> None:
+        """Nothing more is read until the destination is connected."""
+        site = self._site
         self.transport.pauseProducing()
         facts = RequestFacts(self._client, b"", _noHeader, False)
         self._lease = Lease(
@@ -173,10 +216,51 @@ class StreamConnection(Protocol):
         self._lease.start()
 
     def dataReceived(self, data: bytes) -> None:
-        # What arrived before reading was paused (a TLS handshake's last read).
+        # What arrived before reading was paused (a TLS handshake's last read),
+        # or the PROXY header still coming.
         self._early += data
+        if self._headerTimer is None:
+            return
+        try:
+            header = parseHeader(self._early[:MAX_HEADER])
+        except ProxyProtocolError as e:
+            self._badHeader(str(e))
+            return
+        if header is None:
+            if len(self._early) >= MAX_HEADER:
+                self._badHeader("no PROXY protocol header")
+            return
+        self._cancelHeaderTimer()
+        self._early = self._early[header.length :]
+        if header.source is not None:
+            self._client = header.source[0]
+            self._source = header.source
+        if header.destination is not None:
+            self._reached = header.destination
+        self._begin()
+
+    def _headerLate(self) -> None:
+        self._headerTimer = None
+        self._badHeader("no PROXY protocol header in time")
+
+    def _badHeader(self, why: str) -> None:
+        self._cancelHeaderTimer()
+        _log.info(
+            "{label}: {client}: {why}, closed",
+            label=self._site.label,
+            client=self._client,
+            why=why,
+        )
+        self._end(400, None, {})
+        self._close()
+
+    def _cancelHeaderTimer(self) -> None:
+        timer, self._headerTimer = self._headerTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._cancelHeaderTimer()
         self._gone = True
         connecting, self._connecting = self._connecting, None
         if connecting is not None:
@@ -252,6 +336,8 @@ class StreamConnection(Protocol):
         tunnel.client.makeConnection(transport)
         site.connections.remove(self)
         early, self._early = self._early, b""
+        if site.sendHeader is not None:
+            tunnel.server.transport.write(site.sendHeader(self._source, self._reached))
         tunnel.open(site.connections, early)
         transport.resumeProducing()
 
