@@ -15,9 +15,12 @@ from typing import Any
 
 import pytest_twisted
 from twisted.internet import defer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from tests.integration.streampeers import destination, rawClient, run, until
 from tests.integration.support import Stack, accessLogLines, deferLater
+from tests.tlsfiles import ServingTLS, TestCA
 from twisted_proxy.core.proxyprotocol import encodeV2, parseHeader
 from twisted_proxy.service import ProxyService
 
@@ -317,7 +320,6 @@ async def test_shippedRedisTLSFront(stack: Stack, tmp_path: Path) -> None:
     """
     from dataclasses import replace
 
-    from tests.tlsfiles import TestCA
     from twisted_proxy.config import load
 
     etc = Path(__file__).resolve().parents[2] / "etc" / "redis-tls-front.toml"
@@ -508,3 +510,64 @@ async def test_acceptProxyProtocolFromTrustedSources(
         "127.0.0.1",
         "203.0.113.9",
     ]
+
+
+class Echo(Protocol):
+    """Echoes what it gets."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[union-attr]
+
+
+@pytest_twisted.ensureDeferred
+async def test_tlsToMembersVerified(stack: Stack, tmp_path: Path) -> None:
+    """
+    tls = true: the member is reached over TLS and its certificate checked;
+    one the proxy cannot verify is put in error and the next one serves.
+    """
+    ca = TestCA(tmp_path)
+    issued = ca.issue("localhost", "127.0.0.1", stem="member")
+    factory = TLSMemoryBIOFactory(ServingTLS(issued), False, Factory.forProtocol(Echo))
+    factory.noisy = False
+    good = await stack.listen(factory)
+    (tmp_path / "other").mkdir()
+    other = TLSMemoryBIOFactory(
+        ServingTLS(TestCA(tmp_path / "other").issue("127.0.0.1", stem="other")),
+        False,
+        Factory.forProtocol(Echo),
+    )
+    other.noisy = False
+    untrusted = await stack.listen(other)
+    proxy = await stack.proxy(
+        """
+        [proxy]
+        access_log = false
+        [[listen]]
+        endpoint = "tcp:0:interface=127.0.0.1"
+        protocol = "tcp"
+        to = "balancer://secure"
+        [balancer.secure]
+        method = "byrequests"
+        [[balancer.secure.member]]
+        url = "tcp://127.0.0.1:{untrusted}"
+        tls = true
+        tls_ca = "{ca}"
+        [[balancer.secure.member]]
+        url = "tcp://127.0.0.1:{good}"
+        tls = true
+        tls_ca = "{ca}"
+        """,
+        untrusted=untrusted,
+        good=good,
+        ca=ca.certificate,
+    )
+    for _ in range(2):
+        client = await rawClient(stack, proxy.port)
+        client.transport.write(b"over tls")  # type: ignore[union-attr]
+        await until(stack.reactor, lambda c=client: c.received == b"over tls", "echo")
+        client.transport.loseConnection()  # type: ignore[union-attr]
+        await client.lost
+    state = proxy.balancer.member("secure", f"tcp://127.0.0.1:{untrusted}")
+    # Unverified, it would have echoed like the other: it was refused instead.
+    assert state.inError(stack.reactor.seconds())
+    assert state.lastFailure == "connect"

@@ -2452,3 +2452,24 @@ def test_streamProxyProtocol() -> None:
         " (HTTP listeners send by route)",
         'site.toml: listen[1].proxy_protocol: expected one of "v1", "v2", got "v3"',
     ]
+
+
+def test_streamMemberTLS() -> None:
+    """tls = true on tcp:// members only; then tls_ca and tls_verify apply."""
+    config = loadString(
+        STREAM.replace(
+            'url = "tcp://127.0.0.1:6379"\n',
+            'url = "tcp://127.0.0.1:6379"\ntls = true\ntls_ca = "/etc/ca.pem"\n',
+        )
+    )
+    first, second = config.balancer("redis").members
+    assert (first.tls, first.tls_ca, second.tls) == (True, "/etc/ca.pem", False)
+    assert errorsOf(
+        '[[balancer.web.member]]\nurl = "https://h"\ntls = true\n'
+        '[[balancer.db.member]]\nurl = "tcp://h:1"\ntls_ca = "ca.pem"\n'
+    ) == [
+        "site.toml: balancer.web.member[0].tls: only for tcp:// members (https://"
+        " says by its scheme)",
+        "site.toml: balancer.db.member[0].tls_ca: only with tls = true on a tcp://"
+        " member, not tcp://",
+    ]

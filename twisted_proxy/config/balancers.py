@@ -249,10 +249,16 @@ def _member(check: Checker, path: str, item: dict[str, Any]) -> Member | None:
     ignoreErrors = get("ignore_errors", boolean, d.ignore_errors)
     tlsCA = get("tls_ca", check.file, d.tls_ca)
     tlsVerify = get("tls_verify", boolean, d.tls_verify)
+    tls = get("tls", boolean, d.tls)
     if url is None:
         return None
-    check.backendTLS(path, item, url[1])
     raw, scheme, host, port = url
+    if tls and scheme != "tcp":
+        check.error(
+            f"{path}.tls",
+            f"only for tcp:// members ({scheme}:// says by its scheme)",
+        )
+    check.backendTLS(path, item, "tcps" if scheme == "tcp" and tls else scheme)
     return Member(
         url=raw,
         scheme=scheme,
@@ -268,4 +274,5 @@ def _member(check: Checker, path: str, item: dict[str, Any]) -> Member | None:
         ignore_errors=ignoreErrors,
         tls_ca=tlsCA,
         tls_verify=tlsVerify,
+        tls=tls and scheme == "tcp",
     )

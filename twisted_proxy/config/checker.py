@@ -291,16 +291,18 @@ class Checker:
     def backendTLS(
         self, path: str, table: Mapping[str, Any], scheme: str | None
     ) -> None:
-        """C{tls_ca}/C{tls_verify} only where the backend speaks TLS."""
-        if scheme is None or (
+        """
+        C{tls_ca}/C{tls_verify} only where the backend speaks TLS (C{tcps}:
+        a C{tcp://} member with C{tls = true}).
+        """
+        if scheme in (None, "tcps") or (
             scheme in BACKEND_SCHEMES and BACKEND_SCHEMES[scheme].tls
         ):
             return
         for key in ("tls_ca", "tls_verify"):
             if key in table:
-                where = (
-                    "set it on the balancer's https:// members"
-                    if scheme == "balancer"
-                    else "only for https:// and wss:// backends"
-                )
+                where = {
+                    "balancer": "set it on the balancer's https:// members",
+                    "tcp": "only with tls = true on a tcp:// member",
+                }.get(scheme, "only for https:// and wss:// backends")
                 self.error(keyPath(path, key), f"{where}, not {scheme}://")

@@ -264,6 +264,8 @@ class Member:
     # the system trust store), and whether it is verified at all.
     tls_ca: str | None = None
     tls_verify: bool = True
+    # A tcp:// member reached over TLS (verified as https:// members are).
+    tls: bool = False
 
     @property
     def name(self) -> str:

@@ -79,9 +79,7 @@ TABLES: dict[str, TableKeys] = {
         Balancer, filled=frozenset({"name"}), renamed=(("members", "member"),)
     ),
     "balancer.NAME.member": TableKeys(
-        Member,
-        filled=frozenset({"scheme", "host", "port"}),
-        reserved=frozenset({"tls"}),
+        Member, filled=frozenset({"scheme", "host", "port"})
     ),
     "balancer.NAME.sticky": TableKeys(Sticky),
     "balancer.NAME.health": TableKeys(HealthCheck),

@@ -34,15 +34,22 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
     TCP6ClientEndpoint,
+    wrapClientTLS,
 )
-from twisted.internet.interfaces import IAddress, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IAddress,
+    IHandshakeListener,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from twisted_proxy._twisted_internals import replaceProtocol
 from twisted_proxy.balancer.keys import RequestFacts
@@ -60,6 +67,7 @@ from twisted_proxy.core.proxyprotocol import (
 )
 from twisted_proxy.frontends.listener import ListenerSite
 from twisted_proxy.frontends.tunnel import Tunnel
+from twisted_proxy.tls.backend import BackendTLS, HandshakeTimeoutError, TLSPolicy
 from twisted_proxy.upstream.interfaces import FAIL_CONNECT, Address
 
 __all__ = ["StreamConnection", "StreamListener"]
@@ -73,7 +81,8 @@ def _noHeader(name: bytes) -> bytes | None:
 
 def _memberAddress(state: MemberState) -> Address:
     member = state.member
-    return Address("tcp", member.host, member.port)
+    policy = TLSPolicy(member.tls_ca, member.tls_verify) if member.tls else None
+    return Address("tcp", member.host, member.port, policy)
 
 
 class StreamListener(ListenerSite):
@@ -104,6 +113,8 @@ class StreamListener(ListenerSite):
             if listener.proxy_protocol is not None
             else None
         )
+        self.tls = BackendTLS()
+        """How members with C{tls = true} are reached (and verified)."""
         self.trusted: AccessList | None = None
         if listener.accept_proxy_protocol:
             self.trusted = AccessList(listener.accept_proxy_protocol, ())
@@ -116,14 +127,21 @@ class StreamListener(ListenerSite):
     def endpointFor(self, address: Address) -> IStreamClientEndpoint:
         """How the proxy reaches C{address}: by IP, or by name (resolved)."""
         timeout = self.settings.connect_timeout
+        endpoint: IStreamClientEndpoint
         try:
             ip = ipaddress.ip_address(address.host)
         except ValueError:
-            return HostnameEndpoint(
+            endpoint = HostnameEndpoint(
                 self.reactor, address.host, address.port, timeout=timeout
             )
-        endpoint = TCP4ClientEndpoint if ip.version == 4 else TCP6ClientEndpoint
-        return endpoint(self.reactor, address.host, address.port, timeout=timeout)
+        else:
+            kind = TCP4ClientEndpoint if ip.version == 4 else TCP6ClientEndpoint
+            endpoint = kind(self.reactor, address.host, address.port, timeout=timeout)
+        if address.tls is not None:
+            # A member with tls = true: verified as https:// members are.
+            creator = self.tls.creatorFor(address.host, address.tls)
+            endpoint = wrapClientTLS(creator, endpoint)
+        return endpoint
 
     def logConnection(
         self,
@@ -154,6 +172,59 @@ class StreamListener(ListenerSite):
                 status=status,
                 seconds=self.reactor.seconds() - started,
             )
+
+
+@implementer(IHandshakeListener)
+class _MemberConnection(Protocol):
+    """
+    A member's connection until it is ready for the tunnel: at once over
+    plain TCP, once the TLS handshake is done (and the certificate
+    accepted) for a member with C{tls = true}, so a member that fails it is
+    a failed connect, failed over like a refusal.
+    """
+
+    transport: Any
+
+    def __init__(self, overTLS: bool, reactor: Any, timeout: float) -> None:
+        self.ready: Deferred[_MemberConnection] = Deferred()
+        self.early = b""
+        self._overTLS = overTLS
+        self._reactor = reactor
+        self._timeout = timeout
+        self._timer: Any = None
+
+    def connectionMade(self) -> None:
+        if not self._overTLS:
+            self.ready.callback(self)
+            return
+        self._timer = self._reactor.callLater(self._timeout, self._late)
+
+    def handshakeCompleted(self) -> None:
+        self._cancel()
+        if not self.ready.called:
+            self.ready.callback(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.early += data
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._cancel()
+        if not self.ready.called:
+            self.ready.errback(reason)
+
+    def _late(self) -> None:
+        self._timer = None
+        if not self.ready.called:
+            seconds = self._timeout
+            self.ready.errback(
+                Failure(HandshakeTimeoutError(f"no handshake within {seconds:g}s"))
+            )
+        self.transport.abortConnection()
+
+    def _cancel(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
 
 
 class StreamConnection(Protocol):
@@ -291,10 +362,15 @@ class StreamConnection(Protocol):
             self._ended,
             protocolName="tcp",
         )
-        factory = Factory.forProtocol(lambda: tunnel.server)
+        site = self._site
+        member = _MemberConnection(
+            address.tls is not None, site.reactor, site.settings.connect_timeout
+        )
+        factory = Factory.forProtocol(lambda: member)
         factory.noisy = False
-        d = self._connecting = self._site.endpointFor(address).connect(factory)
-        d.addCallbacks(lambda _: self._connected(tunnel), self._failed)
+        d = self._connecting = site.endpointFor(address).connect(factory)
+        d.addCallback(lambda _: member.ready)
+        d.addCallbacks(lambda _: self._connected(tunnel, member), self._failed)
 
     def unavailable(self) -> None:
         lease, self._lease = self._lease, None
@@ -325,11 +401,13 @@ class StreamConnection(Protocol):
         self._end(502, END_BACKEND_ERROR, env)
         self._close()
 
-    def _connected(self, tunnel: Tunnel) -> None:
+    def _connected(self, tunnel: Tunnel, member: _MemberConnection) -> None:
         self._connecting = None
         if self._gone:
-            tunnel.server.transport.abortConnection()
+            member.transport.abortConnection()
             return
+        replaceProtocol(member.transport, tunnel.server)
+        tunnel.server.makeConnection(member.transport)
         site, transport = self._site, self.transport
         self._tunnel = tunnel
         replaceProtocol(transport, tunnel.client)
@@ -339,6 +417,9 @@ class StreamConnection(Protocol):
         if site.sendHeader is not None:
             tunnel.server.transport.write(site.sendHeader(self._source, self._reached))
         tunnel.open(site.connections, early)
+        if member.early:
+            # The member spoke first (a banner) as its handshake ended.
+            tunnel.relay(tunnel.server, member.early)
         transport.resumeProducing()
 
     def _ended(self, tunnel: Tunnel) -> None:

@@ -352,7 +352,7 @@ def tlsBackends(
             )
     for balancer in balancers:
         for index, member in enumerate(balancer.members):
-            if _isTLS(member.scheme):
+            if _isTLS(member.scheme) or member.tls:
                 found.append(
                     TLSBackend(
                         f"balancer.{balancer.name}.member[{index}]",
