@@ -18,7 +18,7 @@ from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from tests.integration.streampeers import destination, rawClient, run, until
+from tests.integration.streampeers import Pump, destination, rawClient, run, until
 from tests.integration.support import Stack, accessLogLines, deferLater
 from tests.tlsfiles import ServingTLS, TestCA
 from twisted_proxy.core.proxyprotocol import encodeV2, parseHeader
@@ -571,3 +571,74 @@ async def test_tlsToMembersVerified(stack: Stack, tmp_path: Path) -> None:
     # Unverified, it would have echoed like the other: it was refused instead.
     assert state.inError(stack.reactor.seconds())
     assert state.lastFailure == "connect"
+
+
+@pytest_twisted.ensureDeferred
+async def test_sniChoosesTheCertificate(stack: Stack, tmp_path: Path) -> None:
+    """A TLS tcp listener: SNI picks the certificate, as on HTTP listeners."""
+    port, made = await destination(stack)
+    ca = TestCA(tmp_path)
+    ca.issue("localhost", "127.0.0.1", stem="main")
+    ca.issue("db.example.test", stem="db")
+    proxy = await stack.proxy(
+        """
+        [proxy]
+        access_log = false
+        [[listen]]
+        endpoint = "tcp:0:interface=127.0.0.1"
+        protocol = "tcp"
+        to = "tcp://127.0.0.1:{port}"
+        [listen.tls]
+        certificate = "main.pem"
+        key = "main.key"
+        [[listen.tls.sni]]
+        hosts = ["db.example.test"]
+        certificate = "db.pem"
+        key = "db.key"
+        """,
+        configDir=str(tmp_path),
+        port=port,
+    )
+    for name in ("db.example.test", "localhost"):
+        done = await run(
+            "openssl", "s_client", "-connect", f"127.0.0.1:{proxy.port}",
+            "-servername", name, "-CAfile", str(ca.certificate),
+            "-verify_hostname", name, "-verify_return_error", "-brief",
+            stdin=b"hello",
+        )  # fmt: skip
+        assert b"Verification: OK" in done.stderr, (name, done.stderr)
+    await until(stack.reactor, lambda: len(made) == 2, "both relayed")
+
+
+@pytest_twisted.ensureDeferred
+async def test_aClientThatStopsReadingPausesTheMember(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Flow control through a tcp listener: the member is paused, then all arrives."""
+    made: list[Pump] = []
+
+    def build() -> Pump:
+        made.append(Pump())
+        return made[-1]
+
+    factory = Factory.forProtocol(build)
+    factory.noisy = False
+    port = await stack.listen(factory)
+    proxy, _ = await streamProxy(stack, tmp_path, port)
+    client = await rawClient(stack, proxy.port)
+    client.transport.pauseProducing()  # type: ignore[union-attr]
+    await until(stack.reactor, lambda: bool(made), "the member")
+    pump = made[0]
+    still = 0
+    for _ in range(400):
+        before = pump.sent
+        await deferLater(stack.reactor, 0.05)
+        still = still + 1 if pump.paused and pump.sent == before else 0
+        if still >= 6 or pump.sent >= Pump.total:
+            break
+    assert pump.sent < Pump.total // 2
+    client.transport.resumeProducing()  # type: ignore[union-attr]
+    await until(stack.reactor, lambda: len(client.received) >= Pump.total, "all of it")
+    assert len(client.received) == Pump.total
+    client.transport.loseConnection()  # type: ignore[union-attr]
+    await pump.lost
