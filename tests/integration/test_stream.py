@@ -642,3 +642,49 @@ async def test_aClientThatStopsReadingPausesTheMember(
     assert len(client.received) == Pump.total
     client.transport.loseConnection()  # type: ignore[union-attr]
     await pump.lost
+
+
+@pytest_twisted.ensureDeferred
+async def test_memberSilentInItsHandshake(stack: Stack, tmp_path: Path) -> None:
+    """
+    A tls = true member that never answers the handshake: past
+    connect_timeout it is put in error and the next member serves; a client
+    that leaves during such a handshake has that connection closed too.
+    """
+    silent, heard = await destination(stack)
+    port, made = await destination(stack)
+    proxy = await stack.proxy(
+        """
+        [proxy]
+        access_log = false
+        connect_timeout = 0.5
+        [[listen]]
+        endpoint = "tcp:0:interface=127.0.0.1"
+        protocol = "tcp"
+        to = "balancer://pool"
+        [[balancer.pool.member]]
+        url = "tcp://127.0.0.1:{silent}"
+        tls = true
+        [[balancer.pool.member]]
+        url = "tcp://127.0.0.1:{port}"
+        """,
+        silent=silent,
+        port=port,
+    )
+    client = await rawClient(stack, proxy.port)
+    client.transport.write(b"abc")  # type: ignore[union-attr]
+    client.transport.loseWriteConnection()  # type: ignore[union-attr]
+    await client.lost
+    assert bytes(client.received) == b"after your FIN: 3 bytes"
+    assert heard
+    assert heard[0].received.startswith(b"\x16\x03")
+    await heard[0].lost
+    state = proxy.balancer.member("pool", f"tcp://127.0.0.1:{silent}")
+    assert state.inError(stack.reactor.seconds())
+    # Back in service, then a client that leaves mid-handshake.
+    proxy.balancer.setFlags("pool", f"tcp://127.0.0.1:{port}", disabled=True)
+    state.errorUntil = 0.0
+    leaving = await rawClient(stack, proxy.port)
+    await until(stack.reactor, lambda: len(heard) == 2, "the second handshake")
+    leaving.transport.abortConnection()  # type: ignore[union-attr]
+    await heard[1].lost

@@ -186,7 +186,7 @@ class _MemberConnection(Protocol):
     transport: Any
 
     def __init__(self, overTLS: bool, reactor: Any, timeout: float) -> None:
-        self.ready: Deferred[_MemberConnection] = Deferred()
+        self.ready: Deferred[_MemberConnection] = Deferred(self._cancelled)
         self.early = b""
         self._overTLS = overTLS
         self._reactor = reactor
@@ -211,6 +211,12 @@ class _MemberConnection(Protocol):
         self._cancel()
         if not self.ready.called:
             self.ready.errback(reason)
+
+    def _cancelled(self, ready: Deferred[_MemberConnection]) -> None:
+        # The client left during the handshake: the member's connection goes.
+        self._cancel()
+        if self.transport is not None:
+            self.transport.abortConnection()
 
     def _late(self) -> None:
         self._timer = None
@@ -331,7 +337,10 @@ class StreamConnection(Protocol):
             timer.cancel()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._cancelHeaderTimer()
+        if self._headerTimer is not None:
+            # Gone before its PROXY header came.
+            self._cancelHeaderTimer()
+            self._end(499, END_CLIENT_CLOSED, {})
         self._gone = True
         connecting, self._connecting = self._connecting, None
         if connecting is not None:
