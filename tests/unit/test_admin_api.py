@@ -42,3 +42,29 @@ def test_aBodyThatIsNotJSONIs400() -> None:
     status, answer = _patch(b"{drain: true}")
     assert status == 400
     assert str(answer["error"]).startswith("not JSON: ")
+
+
+def test_aMemberOfTheOtherKindCannotJoin() -> None:
+    """tcp:// members and HTTP members never share a balancer, at run time either."""
+    service = _service()
+    request = LocalRequest(
+        b"POST", b"/", headers=JSON, body=b'{"url": "tcp://127.0.0.1:6379"}'
+    )
+    response = answerAPI(service, request, ["balancers", "web", "members"], None)
+    assert response.status == 409
+    assert json.loads(response.body) == {
+        "error": "url: balancer://web has HTTP members; tcp:// cannot join"
+    }
+    assert len(service.members("web")) == 1
+    stream = Member("tcp://127.0.0.1:1", "tcp", "127.0.0.1", 1)
+    tcp = BalancerService([Balancer("db", members=(stream,))], Clock())
+    request = LocalRequest(
+        b"POST", b"/", headers=JSON, body=b'{"url": "http://127.0.0.1:2"}'
+    )
+    response = answerAPI(tcp, request, ["balancers", "db", "members"], None)
+    assert response.status == 409
+    request = LocalRequest(
+        b"POST", b"/", headers=JSON, body=b'{"url": "tcp://127.0.0.1:2"}'
+    )
+    assert answerAPI(tcp, request, ["balancers", "db", "members"], None).status == 201
+    assert len(tcp.members("db")) == 2

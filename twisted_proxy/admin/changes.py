@@ -143,6 +143,12 @@ def addMember(
     except InvalidValueError as e:
         raise ChangeError(400, f"url: {e}") from None
     checked = _checked(rest)
+    kinds = {m.member.scheme == "tcp" for m in service.members(balancer)}
+    kinds |= {m.scheme == "tcp" for m in service.config(balancer).members}
+    if kinds and kinds != {scheme == "tcp"}:
+        held = "tcp://" if True in kinds else "HTTP"
+        why = f"balancer://{balancer} has {held} members; {scheme}:// cannot join"
+        raise ChangeError(409, f"url: {why}")
     route = checked.pop("route", "") or None
     new = Member(url=url, scheme=scheme, host=host, port=port, route=route, **checked)
     for existing in service.members(balancer):
