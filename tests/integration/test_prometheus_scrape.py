@@ -349,6 +349,7 @@ async def test_prometheusScrapesWhatTheProxyServed(
         labelSet(protocol="h2"): 0,
         labelSet(protocol="websocket"): 1,
         labelSet(protocol="tunnel"): 0,
+        labelSet(protocol="tcp"): 0,
     }
     assert labelled(series, "twisted_proxy_websocket_messages_total") == {
         labelSet(direction="up"): 3,

@@ -688,3 +688,37 @@ async def test_memberSilentInItsHandshake(stack: Stack, tmp_path: Path) -> None:
     await until(stack.reactor, lambda: len(heard) == 2, "the second handshake")
     leaving.transport.abortConnection()  # type: ignore[union-attr]
     await heard[1].lost
+
+
+@pytest_twisted.ensureDeferred
+async def test_statusPageCountsTcpConnections(stack: Stack, tmp_path: Path) -> None:
+    """server-status?auto counts a tcp listener's open connections (ConnsTCP)."""
+    port, made = await destination(stack)
+    proxy = await stack.proxy(
+        """
+        [proxy]
+        access_log = false
+        [[listen]]
+        endpoint = "tcp:0:interface=127.0.0.1"
+        [[listen]]
+        endpoint = "tcp:port=0:interface=127.0.0.1"
+        protocol = "tcp"
+        to = "tcp://127.0.0.1:{port}"
+        [[route]]
+        path = "/server-status"
+        handler = "status"
+        """,
+        port=port,
+    )
+    web: Any = proxy.ports[0].getHost()
+    stream: Any = proxy.ports[1].getHost()
+    client = await rawClient(stack, stream.port)
+    client.transport.write(b"x")  # type: ignore[union-attr]
+    await until(stack.reactor, lambda: bool(made) and bool(made[0].received), "data")
+    http = stack.treq()
+    response = await http.get(f"http://127.0.0.1:{web.port}/server-status?auto")
+    assert response.code == 200
+    facts = dict(line.split(": ", 1) for line in (await response.text()).splitlines())
+    assert facts["ConnsTCP"] == "1"
+    client.transport.loseConnection()  # type: ignore[union-attr]
+    await client.lost

@@ -38,7 +38,7 @@ def test_viewOfARunningProxy() -> None:
     assert admin.view.effectiveConfig() is config
     assert admin.balancer is service.balancer
     assert [m.name for m in admin.balancer.members("web")] == ["http://127.0.0.1:9001"]
-    none = {"http/1.1": 0, "h2": 0, "websocket": 0, "tunnel": 0}
+    none = {"http/1.1": 0, "h2": 0, "websocket": 0, "tunnel": 0, "tcp": 0}
     assert admin.view.openConnections() == none
     channel = service.site.buildProtocol(None)
     channel.makeConnection(StringTransport())

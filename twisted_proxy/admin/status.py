@@ -29,6 +29,7 @@ _AUTO_NAMES = {
     "h2": "ConnsHTTP2",
     "websocket": "ConnsWebSocket",
     "tunnel": "ConnsTunnel",
+    "tcp": "ConnsTCP",
 }
 
 

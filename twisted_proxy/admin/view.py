@@ -14,7 +14,7 @@ from twisted_proxy.core.traffic import Traffic, TrafficSnapshot
 
 __all__ = ["PROTOCOLS", "AdminContext", "ProxyView", "ReloadResult"]
 
-PROTOCOLS = ("http/1.1", "h2", "websocket", "tunnel")
+PROTOCOLS = ("http/1.1", "h2", "websocket", "tunnel", "tcp")
 """The protocols client connections are counted by, in the order shown."""
 
 

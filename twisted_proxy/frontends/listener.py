@@ -58,7 +58,8 @@ class IListenerConnection(Interface):
     """
 
     protocolName = Attribute(
-        'What it speaks: "http/1.1", "h2" or "websocket" (for the status page).'
+        'What it speaks: "http/1.1", "h2", "websocket", "tunnel" (CONNECT) or'
+        ' "tcp" (a tcp listener\'s), for the status page.'
     )
     busy = Attribute("Whether a request (or a bridged WebSocket) is under way on it.")
 
