@@ -397,3 +397,14 @@ def test_clientRefusedBeforeCredentials(tmp_path: Any) -> None:
     proxy.channel.makeConnection(proxy.client)
     proxy.send(b"CONNECT 192.0.2.7:443 HTTP/1.1\r\n" + auth(b"alice:x") + b"\r\n")
     assert proxy.client.value().startswith(b"HTTP/1.1 403 ")
+
+
+def test_anEmptyClientListLetsNobodyIn() -> None:
+    """allow_clients = []: every CONNECT is 403 (not everyone let in)."""
+    text = CONFIG.replace(
+        "allow_ports = [443]", "allow_ports = [443]\nallow_clients = []"
+    )
+    proxy = Proxy(text)
+    proxy.send(connect(b"192.0.2.7:443"))
+    assert proxy.client.value().startswith(b"HTTP/1.1 403 ")
+    assert proxy.connecting() == []

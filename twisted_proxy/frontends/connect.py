@@ -65,7 +65,11 @@ class ConnectGate:
     ) -> None:
         self.settings = settings
         self.reactor = reactor
-        self.clients = AccessList(settings.allow_clients, ())
+        # An empty allow_clients lets nobody tunnel (an empty access list
+        # would let everyone in).
+        self.clients = (
+            AccessList(settings.allow_clients, ()) if settings.allow_clients else None
+        )
         self.ports = frozenset(settings.allow_ports)
         self.rules = DestinationRules(
             (d for d in settings.allow_destinations if isinstance(d, str)),
@@ -146,7 +150,7 @@ class _Opening:
     def begin(self) -> None:
         gate, request = self._gate, self._request
         request.whenClientGone(self._clientGone)
-        if not gate.clients.permits(self._client):
+        if gate.clients is None or not gate.clients.permits(self._client):
             self._refuse(403, "this client may not CONNECT")
             return
         if gate.users is not None:
