@@ -96,6 +96,7 @@ from bench._procs import (
     cpuTimes,
     freePort,
     pinning,
+    portforwardCommand,
     statusKb,
     waitForListener,
     waitForPortFile,
@@ -234,18 +235,7 @@ def builtinProxyCommand(
 
 def relayCommand(workDir: Path, port: int, backendPorts: Sequence[int]) -> list[str]:
     """The command that runs Twisted's byte relay in front of the first backend."""
-    return [
-        str(twistd()),
-        "-n",
-        "--pidfile=",
-        "portforward",
-        "--port",
-        f"tcp:{port}:interface=127.0.0.1",
-        "--host",
-        "127.0.0.1",
-        "--dest_port",
-        str(backendPorts[0]),
-    ]
+    return portforwardCommand(str(twistd()), port, backendPorts[0])
 
 
 PROXIES: dict[str, Callable[[Path, int, Sequence[int]], list[str]]] = {

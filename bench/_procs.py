@@ -304,3 +304,19 @@ def busyShares(
         if totalAfter > totalBefore:
             shares[cpu] = (busyAfter - busyBefore) / (totalAfter - totalBefore)
     return shares
+
+
+def portforwardCommand(twistd: str, port: int, destinationPort: int) -> list[str]:
+    """Twisted's own byte relay (C{twistd portforward}) in front of a port."""
+    return [
+        twistd,
+        "-n",
+        "--pidfile=",
+        "portforward",
+        "--port",
+        f"tcp:{port}:interface=127.0.0.1",
+        "--host",
+        "127.0.0.1",
+        "--dest_port",
+        str(destinationPort),
+    ]

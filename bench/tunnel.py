@@ -39,6 +39,7 @@ from bench._procs import (
     Children,
     cpuSeconds,
     freePort,
+    portforwardCommand,
     statusKb,
     waitForListener,
     waitForPortFile,
@@ -85,22 +86,6 @@ def twistedProxyTunnelConfig(port: int, destinationPort: int, tcpPort: int) -> s
         'protocol = "tcp"\n'
         f'to = "tcp://127.0.0.1:{destinationPort}"\n'
     )
-
-
-def relayCommand(port: int, destinationPort: int) -> list[str]:
-    """Twisted's own byte relay in front of the destination."""
-    return [
-        str(twistd()),
-        "-n",
-        "--pidfile=",
-        "portforward",
-        "--port",
-        f"tcp:{port}:interface=127.0.0.1",
-        "--host",
-        "127.0.0.1",
-        "--dest_port",
-        str(destinationPort),
-    ]
 
 
 def mbPerSecond(row: dict[str, Any] | None) -> float | None:
@@ -236,7 +221,7 @@ class TunnelBench:
         port = freePort()
         child = self._children.start(
             "tunnel-portforward",
-            relayCommand(port, destinationPort),
+            portforwardCommand(str(twistd()), port, destinationPort),
             cpu=self._proxyCPU,
             cwd=self._workDir,
         )
