@@ -92,6 +92,18 @@ async def untilLogged(proxy: ProxyService, log: Path, word: str) -> list[str]:
     raise AssertionError(f"no access-log line with {word!r}: {lines}")
 
 
+async def refusedReply(
+    stack: Stack, proxyPort: int, target: bytes, after: bytes = b""
+) -> bytes:
+    """What a CONNECT to C{target} (C{after} sent with it) got before closing."""
+    client = await rawClient(stack, proxyPort)
+    client.transport.write(  # type: ignore[union-attr]
+        b"CONNECT %s HTTP/1.1\r\nHost: x\r\n\r\n" % target + after
+    )
+    await client.lost
+    return bytes(client.received)
+
+
 @pytest_twisted.ensureDeferred
 async def test_curlThroughTunnel(stack: Stack, tmp_path: Path) -> None:
     """curl -p -x: TLS end to end through the tunnel, logged when it closes."""
@@ -221,12 +233,7 @@ async def test_refusals(stack: Stack, tmp_path: Path) -> None:
         (b"http://127.0.0.1:%d/" % port, 400),
     ]
     for target, status in cases:
-        client = await rawClient(stack, proxy.port)
-        client.transport.write(  # type: ignore[union-attr]
-            b"CONNECT %s HTTP/1.1\r\nHost: x\r\n\r\n" % target + smuggled
-        )
-        await client.lost
-        reply = bytes(client.received)
+        reply = await refusedReply(stack, proxy.port, target, smuggled)
         assert reply.startswith(b"HTTP/1.1 %d " % status), (target, reply)
         assert reply.count(b"HTTP/1.1") == 1, (target, reply)
     assert made == []
@@ -245,13 +252,9 @@ async def test_wholeInternetIsNotLoopback(stack: Stack, tmp_path: Path) -> None:
     proxy, _ = await tunnellingProxy(
         stack, tmp_path, port, '"0.0.0.0/0", "::/0", "localhost"'
     )
-    for target in (b"127.0.0.1", b"[::1]", b"0.0.0.0", b"[::ffff:127.0.0.1]"):
-        client = await rawClient(stack, proxy.port)
-        client.transport.write(  # type: ignore[union-attr]
-            b"CONNECT %s:%d HTTP/1.1\r\nHost: x\r\n\r\n" % (target, port)
-        )
-        await client.lost
-        assert bytes(client.received).startswith(b"HTTP/1.1 403 "), target
+    for host in (b"127.0.0.1", b"[::1]", b"0.0.0.0", b"[::ffff:127.0.0.1]"):
+        reply = await refusedReply(stack, proxy.port, b"%s:%d" % (host, port))
+        assert reply.startswith(b"HTTP/1.1 403 "), host
     assert made == []
     client = await rawClient(stack, proxy.port)
     client.transport.write(  # type: ignore[union-attr]
@@ -270,13 +273,9 @@ async def test_destinationRefuses(stack: Stack, tmp_path: Path) -> None:
     free, _ = await destination(stack)
     await defer.maybeDeferred(stack.ports.pop().stopListening)
     proxy, _ = await tunnellingProxy(stack, tmp_path, free)
-    client = await rawClient(stack, proxy.port)
-    client.transport.write(  # type: ignore[union-attr]
-        b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: x\r\n\r\n" % free
-    )
-    await client.lost
-    assert bytes(client.received).startswith(b"HTTP/1.1 502 ")
-    assert b"connection refused" in bytes(client.received)
+    reply = await refusedReply(stack, proxy.port, b"127.0.0.1:%d" % free)
+    assert reply.startswith(b"HTTP/1.1 502 ")
+    assert b"connection refused" in reply
 
 
 @pytest_twisted.ensureDeferred
@@ -296,12 +295,8 @@ async def test_clientNotAllowed(stack: Stack, tmp_path: Path) -> None:
         """,
         port=port,
     )
-    client = await rawClient(stack, proxy.port)
-    client.transport.write(  # type: ignore[union-attr]
-        b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: x\r\n\r\n" % port
-    )
-    await client.lost
-    assert bytes(client.received).startswith(b"HTTP/1.1 403 ")
+    reply = await refusedReply(stack, proxy.port, b"127.0.0.1:%d" % port)
+    assert reply.startswith(b"HTTP/1.1 403 ")
     assert made == []
 
 
@@ -317,12 +312,8 @@ async def test_withoutConnectTable(stack: Stack, tmp_path: Path) -> None:
         endpoint = "tcp:0:interface=127.0.0.1"
         """
     )
-    client = await rawClient(stack, proxy.port)
-    client.transport.write(  # type: ignore[union-attr]
-        b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: x\r\n\r\n" % port
-    )
-    await client.lost
-    assert bytes(client.received).startswith(b"HTTP/1.1 405 ")
+    reply = await refusedReply(stack, proxy.port, b"127.0.0.1:%d" % port)
+    assert reply.startswith(b"HTTP/1.1 405 ")
     assert made == []
 
 
@@ -455,12 +446,8 @@ async def test_reloadLeavesTunnelsOpen(stack: Stack, tmp_path: Path) -> None:
     await until(stack.reactor, lambda: made[0].received == b"before after", "more")
     made[0].transport.write(b"still here")  # type: ignore[union-attr]
     await until(stack.reactor, lambda: client.received.endswith(b"still here"), "down")
-    refused = await rawClient(stack, proxy.port)
-    refused.transport.write(  # type: ignore[union-attr]
-        b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: x\r\n\r\n" % port
-    )
-    await refused.lost
-    assert bytes(refused.received).startswith(b"HTTP/1.1 403 ")
+    reply = await refusedReply(stack, proxy.port, b"127.0.0.1:%d" % port)
+    assert reply.startswith(b"HTTP/1.1 403 ")
     client.transport.loseConnection()  # type: ignore[union-attr]
     await made[0].lost
 
