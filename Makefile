@@ -37,13 +37,16 @@ PYTHON_OLDEST_CANDIDATES = $(strip $(PYTHON_OLDEST) python3.10 \
 # balancer-manager page in headless Chromium (through chromedriver), a
 # Prometheus server scraping the metrics page, Apache's htpasswd writing the
 # proxy users' files, curl and openssl s_client going through CONNECT
-# tunnels, and a Redis server and redis-cli behind a tcp listener. Installed
-# when missing (as root, or through sudo).
+# tunnels, a Redis server and redis-cli behind a tcp listener, and a Tomcat
+# spoken to over AJP. Installed when missing (as root, or through sudo).
 SYSTEM_TOOLS := /usr/bin/chromium /usr/bin/chromedriver /usr/bin/prometheus \
 	/usr/bin/htpasswd /usr/bin/curl /usr/bin/openssl /usr/bin/redis-server \
-	/usr/bin/redis-cli
+	/usr/bin/redis-cli /usr/share/tomcat10/bin/catalina.sh
 SYSTEM_PACKAGES := chromium chromium-driver prometheus apache2-utils curl openssl \
-	redis-server redis-tools
+	redis-server redis-tools tomcat10
+# Where systemd runs, the tomcat10 package starts a Tomcat on port 8080, the
+# port make run's demo listens on: it is stopped and disabled right after
+# this installs it (every test starts a Tomcat of its own).
 
 .PHONY: run test lint typecheck pytest system-tools test-oldest bench conformance clean
 
@@ -157,7 +160,13 @@ system-tools:
 		sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 		$$sudo apt-get update -q && \
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-			--no-install-recommends $(SYSTEM_PACKAGES); \
+			--no-install-recommends $(SYSTEM_PACKAGES) && \
+		case "$$missing" in *tomcat10*) \
+			if [ -d /run/systemd/system ]; then \
+				echo "stopping the tomcat10 service just installed (it holds port 8080; tests run their own)"; \
+				$$sudo systemctl disable --now tomcat10 || true; \
+			fi;; \
+		esac; \
 	fi
 
 bench: $(STAMP)

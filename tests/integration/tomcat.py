@@ -1,0 +1,109 @@
+"""
+A real Tomcat (Debian's tomcat10) for the AJP tests: started on 127.0.0.1
+in a folder of its own (its CATALINA_BASE), with its AJP connector on a free
+port and a C{secret}, a C{jvmRoute}, and one JSP that reports what the
+servlet saw (remote address, TLS, body length, query, session) in headers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+CATALINA_HOME = Path("/usr/share/tomcat10")
+SECRET = "s3cret-for-tests"
+
+SERVER_XML = """<?xml version="1.0" encoding="UTF-8"?>
+<Server port="-1" shutdown="SHUTDOWN">
+  <Service name="Catalina">
+    <Connector protocol="AJP/1.3" address="127.0.0.1" port="{port}"
+               secret="{secret}" secretRequired="true" />
+    <Engine name="Catalina" defaultHost="localhost" jvmRoute="{route}">
+      <Host name="localhost" appBase="webapps" unpackWARs="false"
+            autoDeploy="false" />
+    </Engine>
+  </Service>
+</Server>
+"""
+
+REPORT_JSP = """<%@ page contentType="text/plain; charset=UTF-8" %><%
+java.io.InputStream in = request.getInputStream();
+byte[] buf = new byte[65536]; long n = 0; int r;
+while ((r = in.read(buf)) > 0) n += r;
+response.setHeader("X-Remote-Addr", request.getRemoteAddr());
+response.setHeader("X-Secure", String.valueOf(request.isSecure()));
+response.setHeader("X-Body-Length", String.valueOf(n));
+response.setHeader("X-Query", String.valueOf(request.getQueryString()));
+response.setHeader("X-Session", request.getSession().getId());
+%>method=<%= request.getMethod() %> uri=<%= request.getRequestURI() %> body=<%= n %>
+"""
+
+
+def freePort() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Tomcat:
+    """One Tomcat, started by L{start} and stopped by L{stop}."""
+
+    def __init__(self, folder: Path, route: str = "node1") -> None:
+        self.folder = folder
+        self.route = route
+        self.port = freePort()
+        self.process: subprocess.Popen[bytes] | None = None
+        for part in ("conf", "logs", "temp", "work", "webapps/ROOT"):
+            (folder / part).mkdir(parents=True, exist_ok=True)
+        for name in ("web.xml", "catalina.properties"):
+            shutil.copy(Path("/etc/tomcat10") / name, folder / "conf" / name)
+        (folder / "conf" / "server.xml").write_text(
+            SERVER_XML.format(port=self.port, secret=SECRET, route=route)
+        )
+        (folder / "webapps" / "ROOT" / "index.jsp").write_text(REPORT_JSP)
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start it; return once its AJP port accepts (blocking)."""
+        env = dict(os.environ, CATALINA_HOME=str(CATALINA_HOME))
+        env["CATALINA_BASE"] = str(self.folder)
+        log = (self.folder / "run.log").open("ab")
+        self.process = subprocess.Popen(
+            [str(CATALINA_HOME / "bin" / "catalina.sh"), "run"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"Tomcat ended: {self.log()[-2000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 1).close()
+                return
+            except OSError:
+                time.sleep(0.1)  # noqa: TID251 (another process; blocking helper)
+        raise RuntimeError(
+            f"Tomcat did not listen in {timeout} s: {self.log()[-2000:]}"
+        )
+
+    def stop(self) -> None:
+        """Stop it (and wait)."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+    def log(self) -> str:
+        path = self.folder / "run.log"
+        return path.read_text(errors="replace") if path.exists() else ""
