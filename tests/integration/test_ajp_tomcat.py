@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_twisted
+from twisted.internet.threads import deferToThread
 
+from tests.integration.support import theReactor
 from tests.integration.tomcat import SECRET, Tomcat
 from twisted_proxy.core.ajp import (
     CPING,
@@ -63,12 +66,18 @@ def exchange(connection: socket.socket, request: bytes, body: bytes = b"") -> li
     return messages
 
 
-def test_cpingAndARequestWithABody(tomcat: Tomcat) -> None:
+@pytest_twisted.ensureDeferred
+async def test_cpingAndARequestWithABody(tomcat: Tomcat) -> None:
     """
     CPING gets CPONG; a POST with 1 MiB (Tomcat's GET_BODY_CHUNK flow
     control) reaches the JSP with the client's address, TLS, query and the
     route in its session id; the connection is reused for a second request.
     """
+    await tomcat.whenListening(theReactor())
+    await deferToThread(_requestWithABody, tomcat)
+
+
+def _requestWithABody(tomcat: Tomcat) -> None:
     with socket.create_connection(("127.0.0.1", tomcat.port), timeout=30) as c:
         c.sendall(CPING)
         assert ResponseReader().feed(c.recv(64)) == [CPong()]
@@ -115,8 +124,14 @@ def test_cpingAndARequestWithABody(tomcat: Tomcat) -> None:
         assert end == EndResponse(True)
 
 
-def test_aWrongSecretIs403(tomcat: Tomcat, tmp_path: Path) -> None:
+@pytest_twisted.ensureDeferred
+async def test_aWrongSecretIs403(tomcat: Tomcat, tmp_path: Path) -> None:
     """Tomcat refuses a request without its connector's secret, and ends reuse."""
+    await tomcat.whenListening(theReactor())
+    await deferToThread(_wrongSecret, tomcat)
+
+
+def _wrongSecret(tomcat: Tomcat) -> None:
     with socket.create_connection(("127.0.0.1", tomcat.port), timeout=30) as c:
         request = forwardRequest(
             b"GET", b"HTTP/1.1", b"/index.jsp", b"192.0.2.9", b"h", 80, False, [],

@@ -227,7 +227,7 @@ async def test_refusals(stack: Stack, tmp_path: Path) -> None:
     cases = [
         (b"127.0.0.1:%d" % (port + 1 if port + 1 != free else port + 2), 403),
         (b"127.0.0.2:%d" % port, 403),
-        (b"10.0.0.1:%d" % port, 403),
+        (b"198.51.100.1:%d" % port, 403),
         (b"127.1:%d" % port, 400),
         (b"127.0.0.1", 400),
         (b"http://127.0.0.1:%d/" % port, 400),

@@ -11,8 +11,10 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
+from typing import Any
+
+from twisted.internet.task import deferLater
 
 CATALINA_HOME = Path("/usr/share/tomcat10")
 SECRET = "s3cret-for-tests"
@@ -66,8 +68,8 @@ class Tomcat:
         )
         (folder / "webapps" / "ROOT" / "index.jsp").write_text(REPORT_JSP)
 
-    def start(self, timeout: float = 60.0) -> None:
-        """Start it; return once its AJP port accepts (blocking)."""
+    def start(self) -> None:
+        """Start it (see L{whenListening})."""
         env = dict(os.environ, CATALINA_HOME=str(CATALINA_HOME))
         env["CATALINA_BASE"] = str(self.folder)
         log = (self.folder / "run.log").open("ab")
@@ -79,18 +81,20 @@ class Tomcat:
             start_new_session=True,
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+
+    async def whenListening(self, reactor: Any, timeout: float = 60.0) -> None:
+        """Return once its AJP port accepts connections (within C{timeout})."""
+        deadline = reactor.seconds() + timeout
+        while reactor.seconds() < deadline:
+            if self.process is None or self.process.poll() is not None:
                 raise RuntimeError(f"Tomcat ended: {self.log()[-2000:]}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), 1).close()
                 return
             except OSError:
-                time.sleep(0.1)  # noqa: TID251 (another process; blocking helper)
-        raise RuntimeError(
-            f"Tomcat did not listen in {timeout} s: {self.log()[-2000:]}"
-        )
+                await deferLater(reactor, 0.1, lambda: None)
+        why = self.log()[-2000:]
+        raise RuntimeError(f"Tomcat did not listen in {timeout} s: {why}")
 
     def stop(self) -> None:
         """Stop it (and wait)."""

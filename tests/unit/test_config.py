@@ -491,7 +491,7 @@ def test_listenConnectValues() -> None:
         '[[listen]]\nendpoint = "tcp:3128"\n[listen.connect]\n'
         "allow_ports = [443, 8443]\n"
         'allow_clients = ["192.0.2.0/24"]\n'
-        'allow_destinations = ["Git.Example.TEST.", "10.0.0.0/8", "::1"]\n'
+        'allow_destinations = ["Git.Example.TEST.", "198.51.100.0/24", "::1"]\n'
         "connect_timeout = 2.5\nidle_timeout = 60\n"
     )
     connect = config.listen[0].connect
@@ -500,7 +500,7 @@ def test_listenConnectValues() -> None:
     assert connect.allow_clients == (ipaddress.ip_network("192.0.2.0/24"),)
     assert connect.allow_destinations == (
         "git.example.test",
-        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("198.51.100.0/24"),
         ipaddress.ip_network("::1/128"),
     )
     assert (connect.connect_timeout, connect.idle_timeout) == (2.5, 60.0)
@@ -2435,14 +2435,14 @@ def test_streamProxyProtocol() -> None:
         STREAM.replace(
             'to = "balancer://redis"\n',
             'to = "balancer://redis"\nproxy_protocol = "v2"\n'
-            'accept_proxy_protocol = ["10.0.0.0/8"]\n',
+            'accept_proxy_protocol = ["198.51.100.0/24"]\n',
         )
     ).listen[0]
     assert listener.proxy_protocol == "v2"
-    assert listener.accept_proxy_protocol == (ipaddress.ip_network("10.0.0.0/8"),)
+    assert listener.accept_proxy_protocol == (ipaddress.ip_network("198.51.100.0/24"),)
     assert errorsOf(
         '[[listen]]\nendpoint = "tcp:1"\nproxy_protocol = "v1"\n'
-        'accept_proxy_protocol = ["10.0.0.0/8"]\n'
+        'accept_proxy_protocol = ["198.51.100.0/24"]\n'
         '[[listen]]\nendpoint = "tcp:2"\nprotocol = "tcp"\nto = "tcp://h:1"\n'
         'proxy_protocol = "v3"\n'
     ) == [

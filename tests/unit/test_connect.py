@@ -164,11 +164,11 @@ def test_aNameWithOnlyRefusedAddressesIs403() -> None:
 
 
 def test_aListedNameReachesItsPrivateAddress() -> None:
-    """The operator vouched for db.internal: its 10/8 address is connected to."""
+    """The operator vouched for db.internal: its loopback address is connected to."""
     proxy = Proxy()
     proxy.send(connect(b"db.internal:443"))
-    proxy.resolver.answer(IPv4Address("TCP", "10.1.2.3", 443))
-    assert [h for h, _, _ in proxy.connecting()] == ["10.1.2.3"]
+    proxy.resolver.answer(IPv4Address("TCP", "127.0.0.2", 443))
+    assert [h for h, _, _ in proxy.connecting()] == ["127.0.0.2"]
 
 
 def test_unresolvableIs502() -> None:

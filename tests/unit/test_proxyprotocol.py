@@ -18,11 +18,11 @@ from twisted_proxy.core.proxyprotocol import (
 
 
 def test_v1() -> None:
-    """The specification's examples, written and read back."""
-    header = encodeV1(("192.168.0.1", 56324), ("192.168.0.11", 443))
-    assert header == b"PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\n"
+    """Headers like the specification's examples, written and read back."""
+    header = encodeV1(("198.51.100.1", 56324), ("198.51.100.11", 443))
+    assert header == b"PROXY TCP4 198.51.100.1 198.51.100.11 56324 443\r\n"
     assert parseHeader(header + b"GET /") == ProxyHeader(
-        ("192.168.0.1", 56324), ("192.168.0.11", 443), len(header)
+        ("198.51.100.1", 56324), ("198.51.100.11", 443), len(header)
     )
     six = encodeV1(("2001:db8::1", 1), ("::1", 6379))
     assert six == b"PROXY TCP6 2001:db8::1 ::1 1 6379\r\n"
@@ -35,36 +35,36 @@ def test_v1() -> None:
 
 def test_v2() -> None:
     """Version 2 over IPv4 and IPv6, written and read back; LOCAL has no address."""
-    header = encodeV2(("10.0.0.7", 40000), ("10.0.0.1", 5432))
+    header = encodeV2(("203.0.113.7", 40000), ("203.0.113.1", 5432))
     assert header[:12] == V2_SIGNATURE
     assert header[12:16] == b"\x21\x11\x00\x0c"
     assert len(header) == 28
     assert parseHeader(header + b"rest") == ProxyHeader(
-        ("10.0.0.7", 40000), ("10.0.0.1", 5432), 28
+        ("203.0.113.7", 40000), ("203.0.113.1", 5432), 28
     )
     six = encodeV2(("2001:db8::7", 1), ("2001:db8::1", 2))
     assert six[12:16] == b"\x21\x21\x00\x24"
     assert parseHeader(six) == ProxyHeader(("2001:db8::7", 1), ("2001:db8::1", 2), 52)
     local = V2_SIGNATURE + b"\x20\x00\x00\x00"
     assert parseHeader(local) == ProxyHeader(None, None, 16)
-    assert encodeV2(("-", 0), ("10.0.0.1", 1)) == local
+    assert encodeV2(("-", 0), ("203.0.113.1", 1)) == local
     # TLVs after the addresses are skipped.
     withTLV = V2_SIGNATURE + b"\x21\x11\x00\x11" + header[16:] + b"\x04\x00\x02ab"
     assert parseHeader(withTLV + b"data") == ProxyHeader(
-        ("10.0.0.7", 40000), ("10.0.0.1", 5432), 33
+        ("203.0.113.7", 40000), ("203.0.113.1", 5432), 33
     )
 
 
 @pytest.mark.parametrize("cut", range(0, 28))
 def test_v2NeedsMore(cut: int) -> None:
     """Any prefix of a valid header asks for more."""
-    header = encodeV2(("10.0.0.7", 40000), ("10.0.0.1", 5432))
+    header = encodeV2(("203.0.113.7", 40000), ("203.0.113.1", 5432))
     assert parseHeader(header[:cut]) is None
 
 
 @pytest.mark.parametrize("cut", range(0, 47))
 def test_v1NeedsMore(cut: int) -> None:
-    header = encodeV1(("192.168.0.1", 56324), ("192.168.0.11", 443))
+    header = encodeV1(("198.51.100.1", 56324), ("198.51.100.11", 443))
     assert parseHeader(header[:cut]) is None
 
 
