@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -18,6 +19,8 @@ from twisted.internet.threads import deferToThread
 from zope.interface import implementer
 
 from tests.integration.support import Stack, deferLater, theReactor
+
+_P = TypeVar("_P", bound=Protocol)
 
 
 def run(*argv: str, stdin: bytes = b"") -> defer.Deferred[Any]:
@@ -73,18 +76,22 @@ class HalfClosingClient(Protocol):
         self.lost.callback(None)
 
 
-async def destination(stack: Stack) -> tuple[int, list[Destination]]:
-    """A raw destination server; its port and the connections it got."""
-    made: list[Destination] = []
+async def serving(stack: Stack, kind: Callable[[], _P]) -> tuple[int, list[_P]]:
+    """A server of C{kind} protocols; its port and the connections it got."""
+    made: list[_P] = []
 
-    def build() -> Destination:
-        d = Destination()
-        made.append(d)
-        return d
+    def build() -> _P:
+        made.append(kind())
+        return made[-1]
 
     factory = Factory.forProtocol(build)
     factory.noisy = False
     return await stack.listen(factory), made
+
+
+async def destination(stack: Stack) -> tuple[int, list[Destination]]:
+    """A raw destination server; its port and the connections it got."""
+    return await serving(stack, Destination)
 
 
 async def rawClient(stack: Stack, port: int) -> HalfClosingClient:
@@ -147,3 +154,18 @@ class Pump(Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         self.lost.callback(None)
+
+
+async def heldBack(reactor: Any, pump: Pump) -> int:
+    """
+    Wait for C{pump} to stay paused (its socket full because the relay in
+    front stopped reading it), or to have sent everything; what it had sent.
+    """
+    still = 0
+    for _ in range(400):
+        before = pump.sent
+        await deferLater(reactor, 0.05)
+        still = still + 1 if pump.paused and pump.sent == before else 0
+        if still >= 6 or pump.sent >= Pump.total:
+            break
+    return pump.sent

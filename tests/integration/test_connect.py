@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest_twisted
 from twisted.internet import defer
-from twisted.internet.protocol import Factory
 from twisted.internet.threads import deferToThread
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.server import Site
@@ -25,8 +24,10 @@ from twisted.web.server import Site
 from tests.integration.streampeers import (
     Pump,
     destination,
+    heldBack,
     rawClient,
     run,
+    serving,
     until,
 )
 from tests.integration.support import (
@@ -583,15 +584,7 @@ async def test_aClientThatStopsReadingPausesTheDestination(
     after socket buffers' worth, not the whole stream; then every byte
     arrives.
     """
-    made: list[Pump] = []
-
-    def build() -> Pump:
-        made.append(Pump())
-        return made[-1]
-
-    factory = Factory.forProtocol(build)
-    factory.noisy = False
-    port = await stack.listen(factory)
+    port, made = await serving(stack, Pump)
     proxy, _ = await tunnellingProxy(stack, tmp_path, port)
     client = await rawClient(stack, proxy.port)
     client.transport.write(  # type: ignore[union-attr]
@@ -601,17 +594,7 @@ async def test_aClientThatStopsReadingPausesTheDestination(
     client.transport.pauseProducing()  # type: ignore[union-attr]
     await until(stack.reactor, lambda: bool(made), "the destination")
     pump = made[0]
-    # Wait for the destination to stay paused (its socket full because the
-    # proxy stopped reading it), or to have sent everything.
-    still = 0
-    for _ in range(400):
-        before = pump.sent
-        await deferLater(stack.reactor, 0.05)
-        done = pump.sent >= Pump.total
-        still = still + 1 if pump.paused and pump.sent == before else 0
-        if still >= 6 or done:
-            break
-    sentWhenPaused = pump.sent
+    sentWhenPaused = await heldBack(stack.reactor, pump)
     # Paused before the end, the rest of what was sent in the kernel's socket
     # buffers: what the proxy holds itself is its transport's buffer (Twisted
     # pauses the producer past 64 KiB), plus a read or two.

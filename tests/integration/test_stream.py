@@ -18,7 +18,15 @@ from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from tests.integration.streampeers import Pump, destination, rawClient, run, until
+from tests.integration.streampeers import (
+    Pump,
+    destination,
+    heldBack,
+    rawClient,
+    run,
+    serving,
+    until,
+)
 from tests.integration.support import Stack, accessLogLines, deferLater
 from tests.tlsfiles import ServingTLS, TestCA
 from twisted_proxy.core.proxyprotocol import encodeV2, parseHeader
@@ -615,28 +623,13 @@ async def test_aClientThatStopsReadingPausesTheMember(
     stack: Stack, tmp_path: Path
 ) -> None:
     """Flow control through a tcp listener: the member is paused, then all arrives."""
-    made: list[Pump] = []
-
-    def build() -> Pump:
-        made.append(Pump())
-        return made[-1]
-
-    factory = Factory.forProtocol(build)
-    factory.noisy = False
-    port = await stack.listen(factory)
+    port, made = await serving(stack, Pump)
     proxy, _ = await streamProxy(stack, tmp_path, port)
     client = await rawClient(stack, proxy.port)
     client.transport.pauseProducing()  # type: ignore[union-attr]
     await until(stack.reactor, lambda: bool(made), "the member")
     pump = made[0]
-    still = 0
-    for _ in range(400):
-        before = pump.sent
-        await deferLater(stack.reactor, 0.05)
-        still = still + 1 if pump.paused and pump.sent == before else 0
-        if still >= 6 or pump.sent >= Pump.total:
-            break
-    assert pump.sent < Pump.total // 2
+    assert await heldBack(stack.reactor, pump) < Pump.total // 2
     client.transport.resumeProducing()  # type: ignore[union-attr]
     await until(stack.reactor, lambda: len(client.received) >= Pump.total, "all of it")
     assert len(client.received) == Pump.total
