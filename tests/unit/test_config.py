@@ -1560,16 +1560,20 @@ def test_stickyValueErrors(line: str, message: str) -> None:
     ]
 
 
+MEMBER_URL = "expected an http://, https://, ws://, wss://, ajp:// or tcp:// URL"
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
         (
             'method = "POST"',
-            'method: expected one of "TCP", "OPTIONS", "HEAD", "GET", got "POST"',
+            'method: expected one of "TCP", "CPING", "OPTIONS", "HEAD", "GET", '
+            'got "POST"',
         ),
         (
             "method = 1",
-            'method: expected one of "TCP", "OPTIONS", "HEAD", "GET", got 1',
+            'method: expected one of "TCP", "CPING", "OPTIONS", "HEAD", "GET", got 1',
         ),
         ('uri = "health"', 'uri: expected a path starting with "/", got "health"'),
         ('uri = "/a b"', 'uri: expected a path starting with "/", got "/a b"'),
@@ -1779,7 +1783,7 @@ def test_balancerErrorsAllAtOnce() -> None:
         "site.toml: balancer.web.sticky.name: expected a cookie name (an HTTP "
         'token), got "a b"',
         "site.toml: balancer.web.health.method: expected one of "
-        '"TCP", "OPTIONS", "HEAD", "GET", got "PING"',
+        '"TCP", "CPING", "OPTIONS", "HEAD", "GET", got "PING"',
         "site.toml: balancer.web.health.expect_body: expected a regular expression, "
         'got "[": unterminated character set at position 0',
         "site.toml: balancer.web.health.timeout: timeout must be shorter than "
@@ -1881,17 +1885,11 @@ def test_memberValueErrors(line: str, message: str) -> None:
             'expected a URL like "tcp://127.0.0.1:6379", got "tcp://127.0.0.1:5432/db"',
         ),
         ('"h2c://127.0.0.1:8081"', "h2c:// members are not supported yet"),
-        ('"ajp://127.0.0.1:8009"', "ajp:// members are not supported yet"),
+        ('"fcgi://127.0.0.1:9000"', "fcgi:// members are not supported yet"),
         ('"http://h/app/"', "a path on a member URL is not supported yet"),
-        (
-            '"ftp://h"',
-            'expected an http://, https://, ws://, wss:// or tcp:// URL, got "ftp://h"',
-        ),
-        (
-            '"h:80"',
-            'expected an http://, https://, ws://, wss:// or tcp:// URL, got "h:80"',
-        ),
-        ("80", "expected an http://, https://, ws://, wss:// or tcp:// URL, got 80"),
+        ('"ftp://h"', f'{MEMBER_URL}, got "ftp://h"'),
+        ('"h:80"', f'{MEMBER_URL}, got "h:80"'),
+        ("80", f"{MEMBER_URL}, got 80"),
     ],
 )
 def test_memberBadURL(url: str, message: str) -> None:

@@ -80,7 +80,8 @@ _FRONTENDS: dict[str, frozenset[str]] = {
     "http1": frozenset({"http1", "http1output", "http1request"}),
     "http2": frozenset({"http2", "http2request"}),
     # The router is the relay's site root: a ReverseProxyResource per route.
-    "httprelay": frozenset({"httprelay", "router", "exchange", "bodies"}),
+    # An ajp:// backend's request packet (ajprequest).
+    "httprelay": frozenset({"httprelay", "router", "exchange", "bodies", "ajprequest"}),
     "websocket": frozenset({"websocket", "wslegs", "wsrelay"}),
     "redirect": frozenset({"redirect"}),
     # CONNECT: the request judged and connected (connect), then the tunnel.

@@ -20,6 +20,7 @@ from twisted_proxy.config.schemes import (
         ("https", "https", 443, True),
         ("ws", "http", 80, False),
         ("wss", "https", 443, True),
+        ("ajp", "ajp", 8009, False),
     ],
 )
 def test_table(name: str, wire: str, port: int, tls: bool) -> None:
@@ -32,6 +33,6 @@ def test_table(name: str, wire: str, port: int, tls: bool) -> None:
 
 def test_onlyBackendSchemes() -> None:
     """Schemes no backend may have are not in the table."""
-    assert set(BACKEND_SCHEMES) == {"http", "https", "ws", "wss"}
+    assert set(BACKEND_SCHEMES) == {"http", "https", "ws", "wss", "ajp"}
     with pytest.raises(KeyError):
         scheme("ftp")

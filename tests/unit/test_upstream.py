@@ -103,7 +103,7 @@ def makePool(**kw: Any) -> tuple[UpstreamPool, FakeEndpoint, Clock]:
 
 
 def acquire(pool: UpstreamPool) -> tuple[UpstreamConnection, bool]:
-    got: list[tuple[UpstreamConnection, bool]] = []
+    got: list[tuple[Any, bool]] = []
     pool.acquire(ADDRESS, lambda c, r: got.append((c, r)), lambda f: None)
     return got[0]
 
@@ -406,7 +406,7 @@ def test_maxAgeReusesOnlyARecentConnection() -> None:
     conn.sendRequest(b"GET / HTTP/1.1\r\n\r\n", b"GET", Sink(), 5.0, False, True)
     conn.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
     clock.advance(0.5)
-    got: list[tuple[UpstreamConnection, bool]] = []
+    got: list[tuple[Any, bool]] = []
     pool.acquire(ADDRESS, lambda c, r: got.append((c, r)), lambda f: None, False, 1.0)
     assert got == [(conn, True)]
     conn.sendRequest(b"GET / HTTP/1.1\r\n\r\n", b"GET", Sink(), 5.0, False, True)

@@ -436,7 +436,7 @@ HTTPS = Address("https", "backend.test", 443, TLSPolicy())
 class Attempt:
     """What one pool.acquire reported."""
 
-    ready: list[tuple[UpstreamConnection, bool]] = field(default_factory=list)
+    ready: list[tuple[Any, bool]] = field(default_factory=list)
     failed: list[Failure] = field(default_factory=list)
     deferred: Any = None
 

@@ -130,6 +130,11 @@ def change(
     return after
 
 
+def _kind(scheme: str) -> str:
+    """What a member speaks, as far as sharing a balancer goes."""
+    return {"tcp": "tcp://", "ajp": "ajp://"}.get(scheme, "HTTP")
+
+
 def addMember(
     service: BalancerService, balancer: str, values: Mapping[str, Any], client: str
 ) -> dict[str, Any]:
@@ -143,14 +148,27 @@ def addMember(
     except InvalidValueError as e:
         raise ChangeError(400, f"url: {e}") from None
     checked = _checked(rest)
-    kinds = {m.member.scheme == "tcp" for m in service.members(balancer)}
-    kinds |= {m.scheme == "tcp" for m in service.config(balancer).members}
-    if kinds and kinds != {scheme == "tcp"}:
-        held = "tcp://" if True in kinds else "HTTP"
+    members = [m.member for m in service.members(balancer)]
+    members += service.config(balancer).members
+    kinds = {_kind(m.scheme) for m in members}
+    if kinds and kinds != {_kind(scheme)}:
+        held = " and ".join(sorted(kinds))
         why = f"balancer://{balancer} has {held} members; {scheme}:// cannot join"
         raise ChangeError(409, f"url: {why}")
     route = checked.pop("route", "") or None
-    new = Member(url=url, scheme=scheme, host=host, port=port, route=route, **checked)
+    # A new AJP member speaks to a container of the same cluster: it takes
+    # the secret its fellow members were given (never one sent over HTTP).
+    secrets = {m.secret for m in members} if scheme == "ajp" else {None}
+    secret = secrets.pop() if len(secrets) == 1 else None
+    new = Member(
+        url=url,
+        scheme=scheme,
+        host=host,
+        port=port,
+        route=route,
+        secret=secret,
+        **checked,
+    )
     for existing in service.members(balancer):
         if route is not None and existing.member.route == route:
             raise ChangeError(409, f"route {route} is {existing.name}'s already")

@@ -56,6 +56,7 @@ from twisted_proxy.balancer.healthprobe import (
     AgentEndpoints,
     BoundedBody,
     CheckConnections,
+    CPingProbe,
     Probe,
     TrackingEndpoint,
     describeFailure,
@@ -426,6 +427,8 @@ class HealthMonitor(Service):
         target = self._watched[member].target
         if target.check.method == "TCP":
             return Deferred.fromCoroutine(self._checkTCP(member))
+        if target.check.method == "CPING":
+            return Deferred.fromCoroutine(self._checkCPING(member))
         return Deferred.fromCoroutine(self._checkHTTP(target.expectation, member))
 
     async def _checkTCP(self, member: MemberState) -> tuple[bool, str]:
@@ -438,6 +441,16 @@ class HealthMonitor(Service):
         probe.transport.loseConnection()  # type: ignore[union-attr]
         await probe.lost
         return True, "connected"
+
+    async def _checkCPING(self, member: MemberState) -> tuple[bool, str]:
+        """An AJP member: connect, send CPING, and it passes on CPONG."""
+        endpoint = TrackingEndpoint(
+            self._endpointFor(member.member.host, member.member.port),
+            self._connections,
+        )
+        probe = await connectProtocol(endpoint, CPingProbe())
+        answer: tuple[bool, str] = await probe.answered
+        return answer
 
     def _client(self) -> HTTPClient:
         """The treq client of the HTTP checks: own pool, no cookies kept."""

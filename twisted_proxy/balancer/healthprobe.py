@@ -2,7 +2,8 @@
 The I/O pieces of the health checks (L{twisted_proxy.balancer.health}): the
 connections they open, counted so that stopping can cut and await them; the
 endpoints of the HTTP checks (TLS for https and wss members); the TCP probe;
-the bounded read of an answer's body; and a failure said in a few words.
+the CPING probe of AJP members; the bounded read of an answer's body; and a
+failure said in a few words.
 """
 
 from __future__ import annotations
@@ -34,11 +35,13 @@ from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from twisted_proxy.config.schemes import isTLS
+from twisted_proxy.core.ajp import CPING, AJPError, CPong, ResponseReader
 from twisted_proxy.tls.backend import CertificateChainError, failureReason
 
 __all__ = [
     "AgentEndpoints",
     "BoundedBody",
+    "CPingProbe",
     "CheckConnections",
     "Probe",
     "TrackingEndpoint",
@@ -200,6 +203,47 @@ class Probe(Protocol):
         """The connection is gone: the check is over."""
         if not self.lost.called:
             self.lost.callback(None)
+
+
+class CPingProbe(Protocol):
+    """
+    An AJP member's check: C{CPING} sent once connected; C{answered} fires
+    with (passed, why) when the answer is in, and the connection is closed.
+    Cancelling it cuts the connection.
+    """
+
+    def __init__(self) -> None:
+        self._reader = ResponseReader()
+        self.answered: Deferred[tuple[bool, str]] = Deferred(lambda _: self._abort())
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def connectionMade(self) -> None:
+        self.transport.write(CPING)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.answered.called:
+            return
+        try:
+            messages = self._reader.feed(data)
+        except AJPError as e:
+            self._answer(False, f"not AJP: {e}")
+            return
+        if messages:
+            if messages == [CPong()]:
+                self._answer(True, "CPONG")
+            else:
+                self._answer(False, f"answered {type(messages[0]).__name__}")
+
+    def _answer(self, passed: bool, why: str) -> None:
+        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.answered.callback((passed, why))
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if not self.answered.called:
+            self.answered.errback(reason)
 
 
 class BoundedBody(Protocol):

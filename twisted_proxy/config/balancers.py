@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from typing import Any
 
 from .checker import Checker
 from .convert import (
     InvalidValueError,
+    ajpSecret,
     array,
     boolean,
     cookieName,
@@ -29,10 +31,10 @@ from .convert import (
     seconds,
     table,
 )
-from .model import Balancer, HealthCheck, Member, Sticky
+from .model import Balancer, HealthCheck, HealthMethod, Member, Route, Sticky
 from .vocabulary import TABLES
 
-__all__ = ["balancers"]
+__all__ = ["ajpChecks", "balancers"]
 
 _BALANCER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _STATUS_CLASS = re.compile(r"[1-5]xx")
@@ -250,9 +252,12 @@ def _member(check: Checker, path: str, item: dict[str, Any]) -> Member | None:
     tlsCA = get("tls_ca", check.file, d.tls_ca)
     tlsVerify = get("tls_verify", boolean, d.tls_verify)
     tls = get("tls", boolean, d.tls)
+    secret = get("secret", ajpSecret, d.secret)
     if url is None:
         return None
     raw, scheme, host, port = url
+    if secret is not None and scheme != "ajp":
+        check.error(f"{path}.secret", f"only for ajp:// members, not {scheme}://")
     if tls and scheme != "tcp":
         check.error(
             f"{path}.tls",
@@ -275,4 +280,84 @@ def _member(check: Checker, path: str, item: dict[str, Any]) -> Member | None:
         tls_ca=tlsCA,
         tls_verify=tlsVerify,
         tls=tls and scheme == "tcp",
+        secret=secret if scheme == "ajp" else None,
     )
+
+
+_AJP_HEALTH = ("CPING", "TCP")
+
+
+def ajpChecks(
+    check: Checker,
+    routes: tuple[Route, ...],
+    balancers: tuple[tuple[str, Balancer], ...],
+    document: dict[str, Any],
+) -> tuple[tuple[str, Balancer], ...]:
+    """
+    A balancer's members are all C{ajp://} or none is (one route speaks one
+    protocol). An AJP balancer checks health by C{CPING} (or by TCP
+    connects), never by HTTP requests, and carries no WebSockets. Returns
+    the balancers, AJP ones with their CPING health check.
+    """
+    raw = document.get("balancer") if isinstance(document, dict) else None
+    raw = raw if isinstance(raw, dict) else {}
+    result = []
+    ajp: set[str] = set()
+    for name, balancer in balancers:
+        path = f"balancer.{name}"
+        kinds = {m.scheme == "ajp" for m in balancer.members}
+        if kinds == {True, False}:
+            for i, member in enumerate(balancer.members):
+                if member.scheme == "ajp":
+                    check.error(
+                        f"{path}.member[{i}].url",
+                        "ajp:// and other members cannot share a balancer",
+                    )
+        if kinds != {True}:
+            result.append((name, balancer))
+            continue
+        ajp.add(name)
+        table = raw.get(name)
+        health = table.get("health") if isinstance(table, dict) else None
+        method = health.get("method", "CPING") if isinstance(health, dict) else None
+        if isinstance(method, str) and method.upper() not in _AJP_HEALTH:
+            check.error(
+                f"{path}.health.method",
+                'ajp:// members are checked by "CPING" (the default) or "TCP"',
+            )
+        elif balancer.health is not None:
+            checked: HealthMethod = (
+                "TCP" if method and method.upper() == "TCP" else "CPING"
+            )
+            balancer = replace(
+                balancer, health=replace(balancer.health, method=checked)
+            )
+        result.append((name, balancer))
+    for route in routes:
+        to = route.to
+        if to is None:
+            continue
+        if to.scheme != "ajp" and not (to.scheme == "balancer" and to.host in ajp):
+            continue
+        item = _routeTable(document, route.index)
+        if item.get("websocket") is True:
+            check.error(f"route[{route.index}].websocket", "AJP carries no WebSockets")
+    for name, balancer in result:
+        if name in ajp or balancer.health is None:
+            continue
+        if balancer.health.method == "CPING":
+            check.error(
+                f"balancer.{name}.health.method",
+                "CPING checks ajp:// members only",
+            )
+    return tuple(result)
+
+
+def _routeTable(document: dict[str, Any], index: int) -> dict[str, Any]:
+    """The C{[[route]]} table at C{index}, as written."""
+    items = document.get("route") if isinstance(document, dict) else None
+    if isinstance(items, list) and 0 <= index < len(items):
+        item = items[index]
+        if isinstance(item, dict):
+            return item
+    return {}

@@ -34,6 +34,7 @@ __all__ = [
     "MAX_WORKERS",
     "TOKEN",
     "InvalidValueError",
+    "ajpSecret",
     "array",
     "boolean",
     "choice",
@@ -88,7 +89,7 @@ _ROUTE_PATH = re.compile(r"/[\x21-\x7e]*")
 
 _HANDLERS = ("balancer-manager", "status", "info", "metrics")
 _HASH_KEYS = ("ip", "uri", "header:NAME", "cookie:NAME")
-_MEMBER_SCHEMES_LATER = ("ajp", "h2", "h2c", "fcgi")
+_MEMBER_SCHEMES_LATER = ("h2", "h2c", "fcgi")
 
 
 class InvalidValueError(Exception):
@@ -164,6 +165,17 @@ def string(path: str, value: Any) -> str:
     """A non-empty string."""
     if not isinstance(value, str) or not value:
         fail("a non-empty string", value)
+    return value
+
+
+def ajpSecret(path: str, value: Any) -> str:
+    """An AJP connector's secret: printable ASCII, no spaces, 1 to 1024 long."""
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= 1024
+        or not all("!" <= c <= "~" for c in value)
+    ):
+        fail("a secret of 1 to 1024 printable ASCII characters, no spaces", value)
     return value
 
 
@@ -417,8 +429,8 @@ def target(value: Any, balancerNames: frozenset[str]) -> Target:
 
 
 def memberURL(path: str, value: Any) -> tuple[str, str, str, int]:
-    """An http(s), ws(s) or tcp member URL: (url, scheme, host, port)."""
-    expected = "an http://, https://, ws://, wss:// or tcp:// URL"
+    """An http(s), ws(s), ajp or tcp member URL: (url, scheme, host, port)."""
+    expected = "an http://, https://, ws://, wss://, ajp:// or tcp:// URL"
     if isinstance(value, str):
         scheme = value.partition("://")[0].lower()
         if scheme in _MEMBER_SCHEMES_LATER:
@@ -465,7 +477,7 @@ def routeId(path: str, value: Any) -> str:
 
 
 def healthMethod(path: str, value: Any) -> HealthMethod:
-    """How a member is checked: TCP, OPTIONS, HEAD or GET (any case)."""
+    """How a member is checked: TCP, CPING, OPTIONS, HEAD or GET (any case)."""
     if isinstance(value, str) and value.upper() in get_args(HealthMethod):
         return cast(HealthMethod, value.upper())
     fail(oneOf(get_args(HealthMethod)), value)

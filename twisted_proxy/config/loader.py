@@ -27,7 +27,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[import-not-found,no-redef,unused-ignore]
 
-from .balancers import balancers
+from .balancers import ajpChecks, balancers
 from .checker import Checker
 from .convert import (
     InvalidValueError,
@@ -180,6 +180,7 @@ def _document(check: Checker, document: dict[str, Any], source: str | None) -> C
     )
     balancerList = get("balancer", lambda p, v: balancers(check, p, v), noBalancers)
     balancerList = streamChecks(check, listen, routeList, balancerList, document)
+    balancerList = ajpChecks(check, routeList, balancerList, document)
     return Config(
         proxy=proxy,
         listen=listen,

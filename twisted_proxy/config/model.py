@@ -18,7 +18,7 @@ ViaMode = Literal["off", "on", "full", "block"]
 BalancerMethod = Literal[
     "byrequests", "bytraffic", "bybusyness", "roundrobin", "random2", "hash"
 ]
-HealthMethod = Literal["TCP", "OPTIONS", "HEAD", "GET"]
+HealthMethod = Literal["TCP", "CPING", "OPTIONS", "HEAD", "GET"]
 ListenerProtocol = Literal["http", "tcp"]
 ProxyProtocolVersion = Literal["v1", "v2"]
 TLSVersion = Literal["1.2", "1.3"]
@@ -238,6 +238,8 @@ class Route:
     # A handler route: a file whose first line is the bearer token its
     # JSON API asks for (besides allow/deny).
     token_file: str | None = None
+    # An ajp:// target: the AJP connector's secret (Tomcat's ``secret``).
+    secret: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -266,6 +268,8 @@ class Member:
     tls_verify: bool = True
     # A tcp:// member reached over TLS (verified as https:// members are).
     tls: bool = False
+    # An ajp:// member: its AJP connector's secret (Tomcat's ``secret``).
+    secret: str | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 from .checker import Checker
 from .convert import (
     InvalidValueError,
+    ajpSecret,
     array,
     boolean,
     fail,
@@ -97,7 +98,13 @@ def _route(
         tls_verify=get("tls_verify", boolean, True),
         trace=get("trace", boolean, False),
         token_file=get("token_file", check.tokenFile, None),
+        secret=get("secret", ajpSecret, None),
     )
+    if route.secret is not None and (to is None or to.scheme != "ajp"):
+        toBalancer = to is not None and to.scheme == "balancer"
+        hint = " (a balancer's ajp:// members take one each)" if toBalancer else ""
+        check.error(f"{path}.secret", f"only for an ajp:// target{hint}")
+
     if handlerName is None and "token_file" in table:
         check.error(f"{path}.token_file", "only a handler route takes a token")
     check.backendTLS(path, table, to.scheme if to is not None else None)

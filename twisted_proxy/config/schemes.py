@@ -4,8 +4,8 @@ default port, and whether it is TLS.
 
 ``ws://`` and ``wss://`` backends are reached over HTTP/1.1 (plain or TLS) for
 the upgrade and for ordinary requests alike, so they map to ``http`` and
-``https``. Every module that needs a default port, a TLS decision or the wire
-scheme asks here.
+``https``; ``ajp://`` backends (servlet containers) speak AJP13. Every module
+that needs a default port, a TLS decision or the wire scheme asks here.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class Scheme:
 
     name: str
     wire: str
-    """What the connection speaks: ``http`` or ``https``."""
+    """What the connection speaks: ``http``, ``https`` or ``ajp``."""
     port: int
     """The port when the URL names none."""
     tls: bool
@@ -50,6 +50,7 @@ BACKEND_SCHEMES: dict[str, Scheme] = {
         Scheme("https", "https", 443, tls=True, websocket=False),
         Scheme("ws", "http", 80, tls=False, websocket=True),
         Scheme("wss", "https", 443, tls=True, websocket=True),
+        Scheme("ajp", "ajp", 8009, tls=False, websocket=False),
     )
 }
 
@@ -76,5 +77,5 @@ def isTLS(name: str | bytes) -> bool:
 
 
 def wireScheme(name: str | bytes) -> str:
-    """What a backend of scheme C{name} speaks: ``http`` or ``https``."""
+    """What a backend of scheme C{name} speaks: ``http``, ``https`` or ``ajp``."""
     return scheme(name).wire

@@ -21,6 +21,7 @@ over; anything else is an L{AJPError} and the connection is not used again.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,13 +33,16 @@ __all__ = [
     "MAX_PACKET",
     "AJPError",
     "BodyChunk",
+    "BodyCount",
     "CPong",
     "EndResponse",
     "ForwardAttributes",
     "GetBodyChunk",
+    "Message",
     "ResponseHead",
     "ResponseReader",
     "bodyPacket",
+    "checkedHead",
     "forwardRequest",
 ]
 
@@ -451,3 +455,66 @@ def _head(fields: _Fields) -> ResponseHead:
             raise AJPError(f"no value for header {name!r}")
         headers.append((name, value))
     return ResponseHead(status, reason, headers)
+
+
+# RFC 9110 5.6.2: token = 1*tchar.
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+# Anything but HTAB, SP, VCHAR and obs-text (RFC 9112 4 and RFC 9110 5.5).
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+@dataclass
+class BodyCount:
+    """
+    What of a response body may still come: its declared length, counted
+    down (None: as much as the container sends, until C{END_RESPONSE}), or
+    none at all (a HEAD request's, a 204's, a 304's).
+    """
+
+    left: int | None
+    allowed: bool = True
+
+    def take(self, size: int) -> None:
+        """C{size} more body bytes arrived; L{AJPError} when more than due."""
+        if not size:
+            return
+        if not self.allowed:
+            raise AJPError("a body chunk in a response that has no body")
+        if self.left is not None:
+            if size > self.left:
+                raise AJPError("a body longer than its Content-Length")
+            self.left -= size
+
+    def end(self) -> None:
+        """C{END_RESPONSE} arrived; L{AJPError} if the body fell short."""
+        if self.allowed and self.left:
+            raise AJPError(f"a body {self.left} bytes short of its Content-Length")
+
+
+def checkedHead(head: ResponseHead, method: bytes) -> BodyCount:
+    """
+    Hold C{SEND_HEADERS} to what an HTTP/1.1 response may say, as a
+    backend's status line and headers are held (a status of 200 to 599, a
+    reason and values with no control byte but HTAB, names that are
+    tokens, one Content-Length of digits), and say what body may follow for
+    a request of C{method}. Raises L{AJPError} at the first fault: these
+    go to the client as they are, so a CR or LF must never pass.
+    """
+    if not 200 <= head.status <= 599:
+        raise AJPError(f"status {head.status} as a final response")
+    if _CONTROL.search(head.reason) is not None:
+        raise AJPError("a control byte in the reason phrase")
+    length: int | None = None
+    for name, value in head.headers:
+        if _TOKEN.fullmatch(name) is None:
+            raise AJPError(f"a header name that is not a token: {name[:40]!r}")
+        if _CONTROL.search(value) is not None:
+            raise AJPError(f"a control byte in the value of {name.decode()}")
+        if name.lower() == b"content-length":
+            if not value.isdigit() or len(value) > 18:
+                raise AJPError(f"Content-Length {value[:40]!r}")
+            if length is not None and int(value) != length:
+                raise AJPError("conflicting Content-Length headers")
+            length = int(value)
+    allowed = method != b"HEAD" and head.status not in (204, 304)
+    return BodyCount(length, allowed)

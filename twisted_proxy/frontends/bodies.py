@@ -22,7 +22,7 @@ from twisted_proxy.frontends.clientinfo import clientScheme
 from twisted_proxy.frontends.context import ProxyContext, RoutePlan
 from twisted_proxy.frontends.pipe import ReadingProducer
 from twisted_proxy.frontends.request import hostHeader
-from twisted_proxy.upstream.client import UpstreamConnection
+from twisted_proxy.upstream.interfaces import IBackendConnection
 
 __all__ = [
     "PENDING_LIMIT",
@@ -109,7 +109,7 @@ class ClientReader(ReadingProducer):
     def __init__(self, transport: Any) -> None:
         super().__init__(transport)
         self.paused = False
-        self.watcher: UpstreamConnection | None = None
+        self.watcher: IBackendConnection | None = None
 
     def pauseProducing(self) -> None:
         if not self.paused:
@@ -169,7 +169,7 @@ class Upload:
         self.pending = list(self._replay)
         self._pendingBytes = sum(map(len, self.pending))
 
-    def data(self, data: bytes, conn: UpstreamConnection | None) -> None:
+    def data(self, data: bytes, conn: IBackendConnection | None) -> None:
         """A piece of the body: to C{conn}, or held until a connection takes it."""
         replay = self._replay
         if replay is not None:
@@ -191,12 +191,13 @@ class Upload:
             self._reader = ClientReader(self._request.channel.transport)
         return self._reader
 
-    def flowTo(self, conn: UpstreamConnection) -> None:
+    def flowTo(self, conn: IBackendConnection) -> None:
         """Read from the client as fast as C{conn} takes the body."""
         reader = self._clientReader()
         reader.watcher = conn
-        conn.transport.registerProducer(reader, True)
-        self._readerOn = conn.transport
+        consumer = conn.uploadConsumer()
+        consumer.registerProducer(reader, True)
+        self._readerOn = consumer
         reader.resumeProducing()
 
     def stop(self) -> None:

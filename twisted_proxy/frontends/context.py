@@ -6,7 +6,7 @@ settings) and each route's L{RoutePlan}, worked out once.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from twisted.logger import Logger
@@ -153,6 +153,14 @@ class RoutePlan:
         self.timeout = route.timeout if route.timeout is not None else settings.timeout
         self.acl = AccessList(route.allow, route.deny)
         self.label = f"route {route.host or '*'}{route.path}"
+        # AJP: the whole route (a balancer's members are all ajp:// or none).
+        self.ajp = target.scheme == "ajp" or (
+            balancer is not None and any(m.scheme == "ajp" for m in balancer.members)
+        )
+        if self.ajp and route.preserve_host is None:
+            # The container sees the Host the client asked for (its
+            # redirects and absolute URLs name it), as with mod_proxy_ajp.
+            route = replace(route, preserve_host=True)
         if target.scheme == "balancer":
             self.address: Address | None = None
             upstreamHost = b""
@@ -162,7 +170,11 @@ class RoutePlan:
             )
             upstreamHost = formatHostPort(target.host, target.port, target.scheme)
         self.requestRewriter = RequestHeaderRewriter(settings, route, upstreamHost)
-        self.websocket = route.websocket or target.scheme in ("ws", "wss")
+        # A WebSocket handshake to an AJP backend is relayed as a plain
+        # request (its Upgrade header dropped): AJP carries no WebSocket.
+        self.websocket = not self.ajp and (
+            route.websocket or target.scheme in ("ws", "wss")
+        )
         self.reverseRewriter = ReverseRewriter(
             routePrefixes(route, balancer),
             frontPath,

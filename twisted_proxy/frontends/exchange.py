@@ -14,6 +14,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_proxy.balancer.lease import Lease, connectFailure
+from twisted_proxy.core.ajp import AJPError
 from twisted_proxy.core.compress import GzipStream
 from twisted_proxy.core.headers import formatHostPort
 from twisted_proxy.core.logformat import (
@@ -24,6 +25,7 @@ from twisted_proxy.core.logformat import (
     END_SHUTDOWN_GRACE,
 )
 from twisted_proxy.core.response import Headers
+from twisted_proxy.frontends.ajprequest import ajpHead
 from twisted_proxy.frontends.bodies import (
     Upload,
     requestFraming,
@@ -38,13 +40,13 @@ from twisted_proxy.frontends.clientinfo import (
 )
 from twisted_proxy.frontends.context import ProxyContext, RoutePlan
 from twisted_proxy.frontends.request import ProxiedRequest, abandon
-from twisted_proxy.upstream.client import UpstreamConnection
 from twisted_proxy.upstream.interfaces import (
     FAIL_CONNECT,
     FAIL_PROTOCOL,
     FAIL_RESET,
     FAIL_TIMEOUT,
     Address,
+    IBackendConnection,
 )
 from twisted_proxy.upstream.trace import UpstreamTrace
 
@@ -86,8 +88,8 @@ class ProxyExchange:
         self._upstreamPath = upstreamPath
         self._context = context
         self._address: Address = plan.address or Address("http", "", 0)
-        self._conn: UpstreamConnection | None = None
-        self._connecting: Deferred[UpstreamConnection] | None = None
+        self._conn: IBackendConnection | None = None
+        self._connecting: Deferred[IBackendConnection] | None = None
         self._responded = False
         self._done = False
         self._gzip: GzipStream | None = None
@@ -115,6 +117,7 @@ class ProxyExchange:
         self._continueTimer: Any = None
         self._continued = False
         # A balancer route builds its head once the member (its Host) is known.
+        self._headError: str | None = None
         self._head = self._headFor(None) if plan.address is not None else b""
         self._upload = Upload(request, buffered)
         balancer = plan.address is None
@@ -136,7 +139,11 @@ class ProxyExchange:
         )
 
     def _headFor(self, upstreamHost: bytes | None) -> bytes:
-        """The request head as the backend (with that Host) is to get it."""
+        """
+        The request head as the backend (with that Host) is to get it; for
+        an AJP backend that cannot be sent it, nothing (and why, in
+        C{_headError}).
+        """
         request = self._request
         headers = self._plan.requestRewriter.rewrite(
             self._raw,
@@ -144,6 +151,24 @@ class ProxyExchange:
             upstreamHost,
             clientVersion=request.clientproto,
         )
+        if self._plan.ajp:
+            member = self._lease.member if upstreamHost is not None else None
+            where: Any = member.member if member is not None else self._plan.route
+            try:
+                return ajpHead(
+                    request,
+                    self._upstreamPath,
+                    headers,
+                    self._buffered,
+                    self._length,
+                    self._chunked,
+                    self._context.settings.server_name.encode(),
+                    where.route if member is not None else None,
+                    where.secret,
+                )
+            except AJPError as e:
+                self._headError = str(e)
+                return b""
         return requestHead(
             request.method,
             self._upstreamPath,
@@ -160,7 +185,22 @@ class ProxyExchange:
             self._request.whenClientGone(self.clientGone)
         else:
             self._request.notifyFinish().addErrback(lambda _: self.clientGone())
+        if self._headError is not None:
+            self._unsendable()
+            return
         self._lease.start()
+
+    def _unsendable(self) -> None:
+        """The head does not fit an AJP packet: 431, and no member is blamed."""
+        _log.warn(
+            "{label}: request not sent: {why}",
+            label=self._plan.label,
+            why=self._headError,
+        )
+        self._finishWith(ok=True)
+        respondError(
+            self._request, 431, "request headers too large for the AJP backend"
+        )
 
     # -- the lease's holder --
 
@@ -170,9 +210,12 @@ class ProxyExchange:
         if member is not None:
             m = member.member
             self._address = address
-            self._head = self._headFor(formatHostPort(m.host, m.port, m.scheme))
             if hasattr(self._request, "logEnv"):
                 self._request.logEnv = self._lease.environment()
+            self._head = self._headFor(formatHostPort(m.host, m.port, m.scheme))
+            if self._headError is not None:
+                self._unsendable()
+                return
         self._connect(fresh=False)
 
     def unavailable(self) -> None:
@@ -185,14 +228,17 @@ class ProxyExchange:
     def _connect(self, fresh: bool) -> None:
         if self._trace is not None:
             self._trace.asking()
-        maxAge = None if self._replayable else self._context.settings.safe_reuse
+        # An AJP connection idle longer than safe_reuse is asked (CPING)
+        # before it carries any request (see UpstreamPool.acquire).
+        safeReuse = self._context.settings.safe_reuse
+        maxAge = None if self._replayable and not self._plan.ajp else safeReuse
         attempt = self._context.pool.acquire(
             self._address, self._connected, self._connectFailed, fresh, maxAge
         )
         if attempt is not None:
             self._connecting = attempt
 
-    def _connected(self, conn: UpstreamConnection, reused: bool) -> None:
+    def _connected(self, conn: IBackendConnection, reused: bool) -> None:
         self._connecting = None
         if self._done:
             conn.abort()
@@ -210,7 +256,11 @@ class ProxyExchange:
         )
         if self._trace is not None:
             self._trace.connected(conn, reused)
-        if self._expectContinue and self._continueTimer is None:
+        if self._expectContinue and self._plan.ajp:
+            # AJP has no interim answers: the body is asked for as the
+            # container reads it, so the client may send it now.
+            self._sendContinue()
+        elif self._expectContinue and self._continueTimer is None:
             # The backend may answer 100 (relayed), or refuse the upload with
             # a final status before the client sends it; if it says nothing
             # for continue_timeout, the client is asked for the body anyway.

@@ -350,6 +350,10 @@ class UpstreamConnection(Protocol):
         if self._timer.purpose == _UPLOAD:
             self._timer.cancel()
 
+    def uploadConsumer(self) -> Any:
+        """The client's reading is paused while our socket to the backend is full."""
+        return self.transport
+
     def abort(self) -> None:
         """Give up on this exchange: the connection is dropped, never reused."""
         self._cancelSplice()

@@ -20,6 +20,7 @@ __all__ = [
     "FAIL_RESET",
     "FAIL_TIMEOUT",
     "Address",
+    "IBackendConnection",
     "IResponseSink",
 ]
 
@@ -32,7 +33,7 @@ class Address(NamedTuple):
     """
 
     scheme: str
-    """C{http} or C{https} (what is spoken on the wire)."""
+    """C{http}, C{https} or C{ajp} (what is spoken on the wire)."""
     host: str
     port: int
     tls: TLSPolicy | None = None
@@ -100,3 +101,76 @@ class IResponseSink(TypingProtocol):
 
     def responseMoved(self, count: int) -> None:
         """C{count} bytes of the body went to the client's socket, spliced."""
+
+
+class IBackendConnection(TypingProtocol):
+    """
+    One pooled connection to a backend, as the pool and an exchange use
+    it: an HTTP/1.1 one (L{twisted_proxy.upstream.client}) or an AJP13 one
+    (L{twisted_proxy.upstream.ajp}).
+    """
+
+    address: Address
+    transport: Any
+    lastUsed: float
+    """When its last response ended (the pool's clock)."""
+    connectedAt: float
+    requestsSent: int
+
+    @property
+    def lost(self) -> bool:
+        """Whether the connection is closed."""
+
+    def whenReady(self) -> Any:
+        """A Deferred firing with the connection once it can carry a request."""
+
+    def whenLost(self) -> Any:
+        """A Deferred firing once the connection is closed."""
+
+    def sendRequest(
+        self,
+        head: bytes,
+        method: bytes,
+        sink: IResponseSink,
+        timeout: float,
+        chunked: bool,
+        bodyDone: bool,
+        body: list[bytes] | None = None,
+    ) -> None:
+        """Send a request's head and the start of its body."""
+
+    def writeBody(self, data: bytes) -> None:
+        """Send a piece of the request body."""
+
+    def finishBody(self) -> None:
+        """The request body is complete."""
+
+    def uploadBlocked(self) -> None:
+        """The client's reading was paused for this connection."""
+
+    def uploadFlowing(self) -> None:
+        """The client's reading was resumed."""
+
+    def uploadConsumer(self) -> Any:
+        """
+        What the client's reading registers with as a streaming producer,
+        to be paused while the connection cannot take more of the body.
+        """
+
+    def abort(self) -> None:
+        """Give up on this exchange: drop the connection."""
+
+    def idleFor(self, seconds: float) -> None:
+        """Pooled: closed after C{seconds} idle."""
+
+    def unpooled(self) -> None:
+        """The pool let go of the connection."""
+
+    def pauseProducing(self) -> None:
+        """The client is full: stop reading the response."""
+
+    def resumeProducing(self) -> None:
+        """The client has room again."""
+
+    def stopProducing(self) -> None:
+        """The client is gone."""

@@ -1,6 +1,7 @@
 """
 The keep-alive pool of backend connections, and the one place they are made:
-TCP (IPv4, IPv6 or a name to resolve), with TLS for https backends.
+TCP (IPv4, IPv6 or a name to resolve), with TLS for https backends; HTTP/1.1
+connections, or AJP13 ones for ajp backends.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import ipaddress
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
@@ -25,8 +26,9 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
 from twisted_proxy.tls.backend import BackendTLS, TLSPolicy
+from twisted_proxy.upstream.ajp import AJPConnection
 from twisted_proxy.upstream.client import UpstreamConnection
-from twisted_proxy.upstream.interfaces import Address
+from twisted_proxy.upstream.interfaces import Address, IBackendConnection
 
 __all__ = ["UpstreamPool"]
 
@@ -38,7 +40,9 @@ class _ConnectionFactory(Factory):
         self._pool = pool
         self._address = address
 
-    def buildProtocol(self, addr: object) -> UpstreamConnection:  # type: ignore[override]
+    def buildProtocol(self, addr: object) -> IBackendConnection:  # type: ignore[override]
+        if self._address.scheme == "ajp":
+            return AJPConnection(self._pool, self._address)
         return UpstreamConnection(self._pool, self._address)
 
 
@@ -72,18 +76,18 @@ class UpstreamPool:
         self.idleTTL = idleTTL
         self._endpointFactory = endpointFactory or self._defaultEndpoint
         self._endpoints: dict[Address, IStreamClientEndpoint] = {}
-        self._idle: dict[Address, list[UpstreamConnection]] = {}
-        self._all: set[UpstreamConnection] = set()
-        self._connecting: set[Deferred[UpstreamConnection]] = set()
+        self._idle: dict[Address, list[IBackendConnection]] = {}
+        self._all: set[IBackendConnection] = set()
+        self._connecting: set[Deferred[Any]] = set()
 
     def acquire(
         self,
         address: Address,
-        onReady: Callable[[UpstreamConnection, bool], object],
+        onReady: Callable[[IBackendConnection, bool], object],
         onFailed: Callable[[Failure], object],
         fresh: bool = False,
         maxAge: float | None = None,
-    ) -> Deferred[UpstreamConnection] | None:
+    ) -> Deferred[Any] | None:
         """
         Call C{onReady(connection, reused)} with an idle connection at once, or
         with a new one once connected (and, for https, its certificate
@@ -94,47 +98,82 @@ class UpstreamPool:
 
         :param maxAge: reuse only a connection whose last response ended less
             than this many seconds ago (one the backend is unlikely to be
-            closing as the request is written); else connect afresh.
+            closing as the request is written); else connect afresh. An
+            older AJP connection is asked first (C{CPING}), and lent if it
+            answers in connectTimeout, else a fresh one is made.
         """
         if not fresh:
             idle = self._idle.get(address)
             # The most recently used is last.
-            if idle and (
-                maxAge is None or self.clock.seconds() - idle[-1].lastUsed < maxAge
-            ):
-                conn = idle.pop()
-                # Its idle timer is re-aimed by sendRequest, not re-created.
-                onReady(conn, True)
-                return None
+            if idle:
+                conn = idle[-1]
+                if maxAge is None or self.clock.seconds() - conn.lastUsed < maxAge:
+                    idle.pop()
+                    # Its idle timer is re-aimed by sendRequest, not re-created.
+                    onReady(conn, True)
+                    return None
+                if isinstance(conn, AJPConnection):
+                    idle.pop()
+                    return self._track(self._pinged(conn, address), onReady, onFailed)
+        try:
+            attempt = self._connect(address)
+        except Exception:
+            # A tls_ca file that went bad since start-up.
+            onFailed(Failure())
+            return None
+        attempt.addCallback(lambda conn: (conn, False))
+        return self._track(attempt, onReady, onFailed)
+
+    def _connect(self, address: Address) -> Deferred[IBackendConnection]:
+        """A new connection to C{address}, fired once it can carry a request."""
         endpoint = self._endpoints.get(address)
         if endpoint is None:
-            try:
-                endpoint = self._endpointFactory(address)
-            except Exception:
-                # A tls_ca file that went bad since start-up.
-                onFailed(Failure())
-                return None
+            endpoint = self._endpointFactory(address)
             self._endpoints[address] = endpoint
         d: Deferred[Any] = endpoint.connect(_ConnectionFactory(self, address))
-        self._connecting.add(d)
 
-        def connected(conn: UpstreamConnection) -> Deferred[UpstreamConnection]:
+        def connected(conn: IBackendConnection) -> Deferred[IBackendConnection]:
             self._all.add(conn)
             # Chained, so cancelling the attempt cancels a handshake too.
-            return conn.whenReady()
+            ready: Deferred[IBackendConnection] = conn.whenReady()
+            return ready
 
-        def ready(conn: UpstreamConnection) -> None:
-            self._connecting.discard(d)
-            onReady(conn, False)
+        return d.addCallback(connected)
+
+    def _pinged(self, conn: AJPConnection, address: Address) -> Deferred[Any]:
+        """C{conn} once it answered a C{CPING}; else a new connection."""
+
+        def answered(conn: AJPConnection) -> tuple[IBackendConnection, bool]:
+            return conn, True
+
+        def unanswered(failure: Failure) -> Deferred[Any] | Failure:
+            if failure.check(CancelledError):
+                return failure
+            return self._connect(address).addCallback(lambda new: (new, False))
+
+        return conn.ping(self.connectTimeout).addCallbacks(answered, unanswered)
+
+    def _track(
+        self,
+        attempt: Deferred[Any],
+        onReady: Callable[[IBackendConnection, bool], object],
+        onFailed: Callable[[Failure], object],
+    ) -> Deferred[Any] | None:
+        """Hand C{attempt}'s (connection, reused) over; kept for closeAll."""
+        self._connecting.add(attempt)
+
+        def ready(result: tuple[IBackendConnection, bool]) -> None:
+            self._connecting.discard(attempt)
+            onReady(*result)
 
         def failed(f: Failure) -> None:
-            self._connecting.discard(d)
+            self._connecting.discard(attempt)
             onFailed(f)
 
-        d.addCallback(connected).addCallbacks(ready, failed)
-        return d if d in self._connecting else None
+        attempt.addCallbacks(ready, failed)
+        return attempt if attempt in self._connecting else None
 
-    def release(self, conn: UpstreamConnection) -> None:
+    def release(self, conn: IBackendConnection) -> None:
         """C{conn} may carry another request: keep it idle (if there is room)."""
         idle = self._idle.setdefault(conn.address, [])
         if len(idle) >= self.maxIdle:
@@ -144,12 +183,12 @@ class UpstreamPool:
         idle.append(conn)
         conn.idleFor(self.idleTTL)
 
-    def expire(self, conn: UpstreamConnection) -> None:
+    def expire(self, conn: IBackendConnection) -> None:
         """C{conn} was idle for idleTTL: close it."""
         self.discard(conn)
         conn.transport.loseConnection()
 
-    def discard(self, conn: UpstreamConnection) -> None:
+    def discard(self, conn: IBackendConnection) -> None:
         """C{conn} is never to be lent again."""
         idle = self._idle.get(conn.address)
         if idle and conn in idle:

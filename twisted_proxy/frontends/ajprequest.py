@@ -1,0 +1,116 @@
+"""
+A client's request as an C{ajp://} backend gets it: one AJP13
+C{FORWARD_REQUEST} packet (L{twisted_proxy.core.ajp}) with what a servlet
+asks of its request: the method, the path and (apart) the query, the
+client's address and port, the listener's address and port, the server
+name the client asked for, whether it came over TLS and with which cipher
+and protocol, the headers as this hop sends them, and the member's route and
+the connector's C{secret}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted_proxy.core.ajp import ForwardAttributes, forwardRequest
+from twisted_proxy.core.response import Headers
+from twisted_proxy.frontends.clientinfo import clientAddress, listenerPort
+
+__all__ = ["ajpHead"]
+
+
+def ajpHead(
+    request: Any,
+    path: bytes,
+    headers: Headers,
+    buffered: bytes | None,
+    length: int | None,
+    chunked: bool,
+    serverName: bytes,
+    route: str | None,
+    secret: str | None,
+) -> bytes:
+    """
+    The C{FORWARD_REQUEST} packet for C{request} to go to C{path} (with its
+    query) with the rewritten C{headers}; C{serverName} when the client sent
+    no Host. Raises L{twisted_proxy.core.ajp.AJPError} when it does not fit
+    a packet (8 KiB, Tomcat's C{packetSize}).
+    """
+    uri, _, query = path.partition(b"?")
+    if buffered is not None:
+        # The length of the body as read, not as the client framed it.
+        headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
+        if buffered or length is not None:
+            headers.append((b"Content-Length", b"%d" % len(buffered)))
+    elif chunked:
+        # Advisory only (the body travels in packets): a servlet container
+        # reads a form's parameters from a body of unknown length only when
+        # it says so, as mod_proxy_ajp passes it on.
+        headers = [*headers, (b"Transfer-Encoding", b"chunked")]
+    host = _hostName(headers) or serverName
+    peer = request.getClientAddress()
+    local = request.getHost()
+    secure = bool(request.isSecure())
+    cipher, bits, protocol = _tlsFacts(request) if secure else (None, None, None)
+    return forwardRequest(
+        request.method,
+        request.clientproto or b"HTTP/1.1",
+        uri,
+        clientAddress(request).encode("ascii", "replace"),
+        host,
+        listenerPort(request),
+        secure,
+        headers,
+        ForwardAttributes(
+            queryString=query if b"?" in path else None,
+            route=route.encode("utf-8") if route else None,
+            secret=secret.encode("utf-8") if secret else None,
+            remotePort=getattr(peer, "port", None),
+            localAddress=_addressBytes(getattr(local, "host", None)),
+            sslCipher=cipher,
+            sslKeySize=bits,
+            sslProtocol=protocol,
+        ),
+    )
+
+
+def _hostName(headers: Headers) -> bytes | None:
+    """The host name of the Host header (without its port), if any."""
+    for name, value in headers:
+        if name.lower() == b"host":
+            if value.startswith(b"["):
+                # An IPv6 literal, bracketed.
+                return value[: value.find(b"]") + 1]
+            name, colon, _ = value.rpartition(b":")
+            return name if colon else value
+    return None
+
+
+def _addressBytes(host: Any) -> bytes | None:
+    return host.encode("ascii") if isinstance(host, str) and host else None
+
+
+def _tlsFacts(request: Any) -> tuple[bytes | None, int | None, bytes | None]:
+    """
+    The client's TLS cipher, its key size and the protocol version, asked
+    of the TLS connection once per client connection.
+    """
+    channel = request.channel
+    facts: tuple[bytes | None, int | None, bytes | None] | None = getattr(
+        channel, "ajpTLSFacts", None
+    )
+    if facts is None:
+        facts = (None, None, None)
+        getHandle = getattr(getattr(channel, "transport", None), "getHandle", None)
+        connection: Any = getHandle() if getHandle is not None else None
+        if connection is not None and hasattr(connection, "get_cipher_name"):
+            cipher = connection.get_cipher_name()
+            bits = connection.get_cipher_bits()
+            version = connection.get_protocol_version_name()
+            facts = (
+                cipher.encode("ascii") if cipher else None,
+                bits if isinstance(bits, int) and 0 <= bits <= 0xFFFF else None,
+                version.encode("ascii") if version else None,
+            )
+        channel.ajpTLSFacts = facts
+    return facts
