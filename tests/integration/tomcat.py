@@ -34,13 +34,33 @@ SERVER_XML = """<?xml version="1.0" encoding="UTF-8"?>
 
 REPORT_JSP = """<%@ page contentType="text/plain; charset=UTF-8" %><%
 java.io.InputStream in = request.getInputStream();
+java.security.MessageDigest sha = java.security.MessageDigest.getInstance("SHA-256");
 byte[] buf = new byte[65536]; long n = 0; int r;
-while ((r = in.read(buf)) > 0) n += r;
+while ((r = in.read(buf)) > 0) { n += r; sha.update(buf, 0, r); }
+StringBuilder digest = new StringBuilder();
+for (byte b : sha.digest()) digest.append(String.format("%02x", b));
+StringBuilder cookies = new StringBuilder();
+if (request.getCookies() != null)
+  for (jakarta.servlet.http.Cookie c : request.getCookies())
+    cookies.append(c.getName()).append("=").append(c.getValue()).append(";");
 response.setHeader("X-Remote-Addr", request.getRemoteAddr());
+response.setHeader("X-Remote-Port", String.valueOf(request.getRemotePort()));
 response.setHeader("X-Secure", String.valueOf(request.isSecure()));
+response.setHeader("X-Scheme", request.getScheme());
+response.setHeader("X-Server", request.getServerName() + ":" + request.getServerPort());
+response.setHeader("X-Local-Addr", request.getLocalAddr());
+response.setHeader("X-Content-Length", String.valueOf(request.getContentLengthLong()));
 response.setHeader("X-Body-Length", String.valueOf(n));
+response.setHeader("X-Body-SHA256", digest.toString());
 response.setHeader("X-Query", String.valueOf(request.getQueryString()));
+response.setHeader("X-Custom", String.valueOf(request.getHeader("X-Custom")));
+response.setHeader("X-Cookies", cookies.toString());
+response.setHeader("X-Cipher", String.valueOf(
+    request.getAttribute("jakarta.servlet.request.cipher_suite")));
 response.setHeader("X-Session", request.getSession().getId());
+response.addCookie(new jakarta.servlet.http.Cookie("fromTomcat", "yes"));
+response.addHeader("X-Many", "one");
+response.addHeader("X-Many", "two");
 %>method=<%= request.getMethod() %> uri=<%= request.getRequestURI() %> body=<%= n %>
 """
 
