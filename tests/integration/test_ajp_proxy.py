@@ -369,7 +369,7 @@ async def sessionOn(stack: Stack, proxy: ProxyService, route: str) -> bytes:
         # A client of its own each time: no cookie kept from the last.
         response = await stack.treq().get(f"http://127.0.0.1:{proxy.port}/index.jsp")
         await response.content()
-        session = response.headers.getRawHeaders(b"x-session")[0]
+        session: bytes = response.headers.getRawHeaders(b"x-session")[0]
         if session.endswith(b"." + route.encode()):
             return session
     raise AssertionError(f"no session on {route} in 20 requests")
