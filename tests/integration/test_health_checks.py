@@ -23,7 +23,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
 
-from tests.integration.support import Stack, deferLater, theReactor
+from tests.integration.support import (
+    RawBackend,
+    RawServerProtocol,
+    Stack,
+    deferLater,
+    theReactor,
+)
 from tests.tlsfiles import ServingTLS, TestCA
 from twisted_proxy.balancer.health import HealthMonitor
 from twisted_proxy.balancer.state import DOWN, UNKNOWN, UP, MemberState
@@ -166,6 +172,32 @@ async def test_tcpCheckDownWhenPortCloses(stack: Stack, monitors: Monitors) -> N
     await defer.maybeDeferred(listening.stopListening)
     assert await watch.becomes(DOWN) == "connect refused"
     assert watch.member.lastCheckResult == "connect refused"
+
+
+@pytest_twisted.ensureDeferred
+async def test_cpingCheckPassesOnCpongOnly(stack: Stack, monitors: Monitors) -> None:
+    """
+    CPING check (AJP members): up on CPONG, down on anything else, an HTTP
+    answer or silence, and up again once CPONG comes back.
+    """
+    answers = {"reply": b"AB\x00\x01\x09"}
+
+    def answer(proto: RawServerProtocol) -> None:
+        if proto.received.endswith(b"\x12\x34\x00\x01\x0a") and answers["reply"]:
+            proto.transport.write(answers["reply"])  # type: ignore[union-attr]
+
+    raw = RawBackend(answer)
+    port = await stack.rawBackend(raw)
+    watch = monitors.watch(port, method="CPING", timeout=0.04)
+    assert await watch.becomes(UP) == "CPONG"
+    answers["reply"] = b"HTTP/1.1 400 Bad Request\r\n\r\n"
+    assert await watch.becomes(DOWN) == (
+        "not AJP: a packet that does not start with AB"
+    )
+    answers["reply"] = b"AB\x00\x01\x09"
+    assert await watch.becomes(UP) == "CPONG"
+    answers["reply"] = b""
+    assert (await watch.becomes(DOWN)).startswith("timed out")
 
 
 @pytest_twisted.ensureDeferred

@@ -31,6 +31,17 @@ path = "/"
 to = "http://127.0.0.1:{port}/"
 [route.request_headers]
 set = {{ "X-Backend-Secret" = "hunter2-value" }}
+[[route]]
+path = "/tomcat/"
+to = "ajp://127.0.0.1:8009/"
+secret = "ajp-route-secret"
+[[route]]
+path = "/tc/"
+to = "balancer://tc/"
+[balancer.tc]
+[[balancer.tc.member]]
+url = "ajp://127.0.0.1:8010"
+secret = "ajp-member-secret"
 """
 
 
@@ -106,6 +117,18 @@ async def test_infoShowsTheConfigurationButNoSecret(
     assert "hunter2" not in page
     assert "manager.token" not in page
     assert "a-token-of-sixteen" not in page
+    assert "ajp://127.0.0.1:8009/" in page
+    assert "ajp-route-secret" not in page
+    assert "ajp-member-secret" not in page
+    for path in ("/balancer-manager", "/balancer-manager/api/balancers/tc/members"):
+        response = await http.get(
+            base + path,
+            headers={b"Authorization": [b"Bearer a-token-of-sixteen-chars"]},
+        )
+        assert response.code == 200
+        text = await response.text()
+        assert "ajp://127.0.0.1:8010" in text
+        assert "ajp-member-secret" not in text
 
 
 @pytest_twisted.ensureDeferred

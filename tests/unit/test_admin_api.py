@@ -68,3 +68,25 @@ def test_aMemberOfTheOtherKindCannotJoin() -> None:
     )
     assert answerAPI(tcp, request, ["balancers", "db", "members"], None).status == 201
     assert len(tcp.members("db")) == 2
+
+
+def test_anAjpMemberJoinsWithItsFellowsSecret() -> None:
+    """An AJP member added at run time takes the secret its fellows share."""
+    member = Member("ajp://127.0.0.1:1", "ajp", "127.0.0.1", 1, secret="s3cret")
+    service = BalancerService([Balancer("tc", members=(member,))], Clock())
+    request = LocalRequest(
+        b"POST", b"/", headers=JSON, body=b'{"url": "http://127.0.0.1:2"}'
+    )
+    response = answerAPI(service, request, ["balancers", "tc", "members"], None)
+    assert response.status == 409
+    assert json.loads(response.body) == {
+        "error": "url: balancer://tc has ajp:// members; http:// cannot join"
+    }
+    request = LocalRequest(
+        b"POST", b"/", headers=JSON, body=b'{"url": "ajp://127.0.0.1:2"}'
+    )
+    response = answerAPI(service, request, ["balancers", "tc", "members"], None)
+    assert response.status == 201
+    assert b"s3cret" not in response.body
+    added = service.members("tc")[1].member
+    assert (added.scheme, added.port, added.secret) == ("ajp", 2, "s3cret")
