@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from tests.integration.support import (
 )
 from tests.integration.tomcat import SECRET, Tomcat
 from twisted_proxy.balancer.state import DOWN, UP
+from twisted_proxy.config import load
 from twisted_proxy.core.ajp import CPING, END_OF_BODY, ForwardAttributes, forwardRequest
 from twisted_proxy.service import ProxyService
 
@@ -437,3 +439,43 @@ async def test_aTomcatStoppedMidTestFailsOver(
         assert members["node1"].health == UP
     finally:
         await deferToThread(three.stop)
+
+
+@pytest_twisted.ensureDeferred
+async def test_shippedTomcatExample(stack: Stack, tmp_path: Path) -> None:
+    """
+    etc/tomcat-ajp.toml as shipped (listening on a free port, its members'
+    ports the test Tomcats'): two Tomcats configured as its comment says
+    answer through it, each session staying on its Tomcat.
+    """
+    etc = Path(__file__).resolve().parents[2] / "etc" / "tomcat-ajp.toml"
+    config = load(str(etc))
+    [(name, tomcat)] = config.balancers
+    secrets = {m.secret for m in tomcat.members}
+    assert secrets == {"change-this-secret"}
+    one = Tomcat(tmp_path / "node1", "node1", secret="change-this-secret")
+    two = Tomcat(tmp_path / "node2", "node2", secret="change-this-secret")
+    one.start()
+    two.start()
+    try:
+        await started(one, two)
+        members = tuple(
+            replace(m, url=f"ajp://127.0.0.1:{t.port}", port=t.port)
+            for m, t in zip(tomcat.members, (one, two), strict=True)
+        )
+        [listener] = config.listen
+        config = replace(
+            config,
+            listen=(replace(listener, endpoint="tcp:0:interface=127.0.0.1"),),
+            balancers=((name, replace(tomcat, members=members)),),
+        )
+        proxy = ProxyService(config, stack.reactor)
+        proxy.startService()
+        stack.services.append(proxy)
+        for route in ("node1", "node2"):
+            session = await sessionOn(stack, proxy, route)
+            for _ in range(3):
+                assert await sessionSeen(stack, proxy, session) == session
+    finally:
+        await deferToThread(one.stop)
+        await deferToThread(two.stop)

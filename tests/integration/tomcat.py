@@ -74,7 +74,9 @@ def freePort() -> int:
 class Tomcat:
     """One Tomcat, started by L{start} and stopped by L{stop}."""
 
-    def __init__(self, folder: Path, route: str = "node1") -> None:
+    def __init__(
+        self, folder: Path, route: str = "node1", secret: str = SECRET
+    ) -> None:
         self.folder = folder
         self.route = route
         self.port = freePort()
@@ -84,7 +86,7 @@ class Tomcat:
         for name in ("web.xml", "catalina.properties"):
             shutil.copy(Path("/etc/tomcat10") / name, folder / "conf" / name)
         (folder / "conf" / "server.xml").write_text(
-            SERVER_XML.format(port=self.port, secret=SECRET, route=route)
+            SERVER_XML.format(port=self.port, secret=secret, route=route)
         )
         (folder / "webapps" / "ROOT" / "index.jsp").write_text(REPORT_JSP)
 

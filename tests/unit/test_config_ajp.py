@@ -57,6 +57,9 @@ def test_anAjpRouteWithItsSecret() -> None:
     )
     assert route.secret == "a!b~c"
     assert "a!b~c" not in repr(route)
+    assert route.preserve_host is True, "the client's Host, unless it says not"
+    text = ROUTE.format(to="ajp://h/", extra="preserve_host = false")
+    assert loadString(text).routes[0].preserve_host is False
 
 
 def test_ajpMembersWithSecretsAndACpingCheck() -> None:
@@ -69,6 +72,7 @@ def test_ajpMembersWithSecretsAndACpingCheck() -> None:
     ]
     assert tc.health is not None
     assert tc.health.method == "CPING"
+    assert config.routes[0].preserve_host is True
     assert "s3cret" not in repr(tc)
     config = loadString(
         balancer(health='[balancer.tc.health]\nmethod = "tcp"\ninterval = 10')

@@ -292,12 +292,14 @@ def ajpChecks(
     routes: tuple[Route, ...],
     balancers: tuple[tuple[str, Balancer], ...],
     document: dict[str, Any],
-) -> tuple[tuple[str, Balancer], ...]:
+) -> tuple[tuple[Route, ...], tuple[tuple[str, Balancer], ...]]:
     """
     A balancer's members are all C{ajp://} or none is (one route speaks one
     protocol). An AJP balancer checks health by C{CPING} (or by TCP
-    connects), never by HTTP requests, and carries no WebSockets. Returns
-    the balancers, AJP ones with their CPING health check.
+    connects), never by HTTP requests, and carries no WebSockets. A route
+    to AJP passes the client's Host unless it says otherwise. Returns the
+    routes, AJP ones with preserve_host set, and the balancers, AJP ones
+    with their CPING health check.
     """
     raw = document.get("balancer") if isinstance(document, dict) else None
     raw = raw if isinstance(raw, dict) else {}
@@ -333,15 +335,20 @@ def ajpChecks(
                 balancer, health=replace(balancer.health, method=checked)
             )
         result.append((name, balancer))
+    resolved = []
     for route in routes:
         to = route.to
-        if to is None:
-            continue
-        if to.scheme != "ajp" and not (to.scheme == "balancer" and to.host in ajp):
+        if to is None or (
+            to.scheme != "ajp" and not (to.scheme == "balancer" and to.host in ajp)
+        ):
+            resolved.append(route)
             continue
         item = _routeTable(document, route.index)
         if item.get("websocket") is True:
             check.error(f"route[{route.index}].websocket", "AJP carries no WebSockets")
+        if route.preserve_host is None:
+            route = replace(route, preserve_host=True)
+        resolved.append(route)
     for name, balancer in result:
         if name in ajp or balancer.health is None:
             continue
@@ -350,7 +357,7 @@ def ajpChecks(
                 f"balancer.{name}.health.method",
                 "CPING checks ajp:// members only",
             )
-    return tuple(result)
+    return tuple(resolved), tuple(result)
 
 
 def _routeTable(document: dict[str, Any], index: int) -> dict[str, Any]:

@@ -180,7 +180,7 @@ def _document(check: Checker, document: dict[str, Any], source: str | None) -> C
     )
     balancerList = get("balancer", lambda p, v: balancers(check, p, v), noBalancers)
     balancerList = streamChecks(check, listen, routeList, balancerList, document)
-    balancerList = ajpChecks(check, routeList, balancerList, document)
+    routeList, balancerList = ajpChecks(check, routeList, balancerList, document)
     return Config(
         proxy=proxy,
         listen=listen,
