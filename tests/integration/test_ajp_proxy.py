@@ -205,6 +205,24 @@ async def test_aMebibyteUpload(
 
 
 @pytest_twisted.ensureDeferred
+async def test_aMebibyteDownload(
+    stack: Stack, tomcats: tuple[Tomcat, Tomcat], tmp_path: Path
+) -> None:
+    """1 MiB (and a HEAD of it) from Tomcat, byte for byte, with its framing."""
+    one, _ = tomcats
+    await started(one)
+    proxy, _ = await routeTo(stack, one, tmp_path)
+    url = f"http://127.0.0.1:{proxy.port}/app/big.jsp?size=1048576"
+    response = await stack.treq().get(url)
+    assert response.code == 200
+    body = await response.content()
+    assert body == (bytes(range(256)) * 4096)
+    response = await stack.treq().head(url)
+    assert response.code == 200
+    assert await response.content() == b""
+
+
+@pytest_twisted.ensureDeferred
 async def test_overTLSTheServletSeesASecureRequest(
     stack: Stack, tomcats: tuple[Tomcat, Tomcat], tmp_path: Path
 ) -> None:

@@ -65,6 +65,18 @@ response.addHeader("X-Many", "two");
 """
 
 
+BIG_JSP = """<%@ page contentType="application/octet-stream"
+    trimDirectiveWhitespaces="true" %><%
+int size = Integer.parseInt(request.getParameter("size"));
+byte[] block = new byte[4096];
+for (int k = 0; k < block.length; k++) block[k] = (byte) k;
+java.io.OutputStream stream = response.getOutputStream();
+for (int sent = 0; sent < size; sent += block.length)
+  stream.write(block, 0, Math.min(block.length, size - sent));
+%>"""
+"""Answers C{?size=N} with N bytes: 0, 1, ..., 255 over and over."""
+
+
 def freePort() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -89,6 +101,7 @@ class Tomcat:
             SERVER_XML.format(port=self.port, secret=secret, route=route)
         )
         (folder / "webapps" / "ROOT" / "index.jsp").write_text(REPORT_JSP)
+        (folder / "webapps" / "ROOT" / "big.jsp").write_text(BIG_JSP)
 
     def start(self) -> None:
         """Start it (see L{whenListening})."""
