@@ -205,6 +205,28 @@ async def test_aMebibyteUpload(
 
 
 @pytest_twisted.ensureDeferred
+async def test_aWebSocketHandshakeIsAPlainRequest(
+    stack: Stack, tomcats: tuple[Tomcat, Tomcat], tmp_path: Path
+) -> None:
+    """AJP carries no WebSocket: the handshake reaches Tomcat as a plain GET."""
+    one, _ = tomcats
+    await started(one)
+    proxy, _ = await routeTo(stack, one, tmp_path)
+    out, err, code = await curl(
+        "-i",
+        "-H", "Connection: Upgrade",
+        "-H", "Upgrade: websocket",
+        "-H", "Sec-WebSocket-Version: 13",
+        "-H", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        f"http://127.0.0.1:{proxy.port}/app/index.jsp",
+    )  # fmt: skip
+    assert code == 0, err
+    status, pairs, body = headersOf(out)
+    assert status == b"HTTP/1.1 200 OK"
+    assert body == b"method=GET uri=/index.jsp body=0\n"
+
+
+@pytest_twisted.ensureDeferred
 async def test_aMebibyteDownload(
     stack: Stack, tomcats: tuple[Tomcat, Tomcat], tmp_path: Path
 ) -> None:

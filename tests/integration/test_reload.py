@@ -115,7 +115,7 @@ async def test_twentyReloadsUnderLoadLoseNothing(
         assert answer["generation"] == 21
         assert answer["errors"] == [
             f"{site}: balancer.web.member[0].url: expected an http://, https://, "
-            "ws://, wss:// or tcp:// URL, got 12"
+            "ws://, wss://, ajp:// or tcp:// URL, got 12"
         ]
         await some(20)
     finally:
