@@ -169,7 +169,7 @@ system-tools:
 		esac; \
 	fi
 
-bench: $(STAMP)
+bench: $(STAMP) system-tools
 	$(PY) -m bench
 
 # Autobahn|Testsuite's fuzzingclient against an echo backend, directly and

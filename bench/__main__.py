@@ -46,6 +46,13 @@
    second through the tcp listener and through Twisted's C{portforward}, and
    the proxy's RSS per idle tunnel with 5,000 open.
    ``--tunnel-only`` runs just this part; ``--no-tunnel`` skips it.
+8. AJP (L{bench.ajp}): one Tomcat (Debian's tomcat10) with an AJP and an
+   HTTP/1.1 connector, serving a 100-byte static file; Tomcat and wrk on
+   CPU 1, twisted-proxy alone on CPU 0 with an C{ajp://} and an C{http://}
+   route to it: requests/s, p99 and the proxy's (and Tomcat's) CPU per
+   request over AJP, over HTTP and directly (the ceiling), with the AJP/HTTP
+   ratio. Skipped, saying so, without Tomcat.
+   ``--ajp-only`` runs just this part; ``--no-ajp`` skips it.
 
 A summary is printed and written to ``bench/results/latest.json``; each child's
 output goes to ``bench/results/logs/``. Every child is stopped at the end, also on
@@ -75,6 +82,7 @@ from types import FrameType
 from typing import Any
 
 from bench import (
+    ajp,
     backend,
     bigresponses,
     compress,
@@ -133,6 +141,7 @@ WS_JSON = RESULTS / "websocket.json"
 COMPRESS_JSON = RESULTS / "compress.json"
 WORKERS_JSON = RESULTS / "workers.json"
 TUNNEL_JSON = RESULTS / "tunnel.json"
+AJP_JSON = RESULTS / "ajp.json"
 
 
 def twistd() -> Path:
@@ -280,6 +289,9 @@ class Settings:
     tunnel: bool = True
     tunnelOnly: bool = False
     tunnelIdle: int = 5000
+    ajp: bool = True
+    ajpOnly: bool = False
+    ajpRounds: int = 2
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -1148,6 +1160,13 @@ def _parseArgs(argv: list[str] | None) -> Settings:
         "--no-tunnel", action="store_true", help="skip the CONNECT tunnel part"
     )
     parser.add_argument(
+        "--ajp-only",
+        action="store_true",
+        help="only the AJP part (twisted-proxy to Tomcat over AJP and over HTTP); "
+        f"figures in {AJP_JSON.relative_to(ROOT)}",
+    )
+    parser.add_argument("--no-ajp", action="store_true", help="skip the AJP part")
+    parser.add_argument(
         "--tunnel-idle",
         type=int,
         help="idle tunnels opened for the RSS per tunnel "
@@ -1189,6 +1208,10 @@ def _parseArgs(argv: list[str] | None) -> Settings:
         parser.error(
             "--tunnel-only goes with none of the other --*-only flags, --no-tunnel"
         )
+    if args.ajp_only and (
+        any(others) or args.workers_only or args.tunnel_only or args.no_ajp
+    ):
+        parser.error("--ajp-only goes with none of the other --*-only flags, --no-ajp")
     return Settings(
         quick=quick,
         seconds=args.seconds or (3.0 if quick else 10.0),
@@ -1221,6 +1244,10 @@ def _parseArgs(argv: list[str] | None) -> Settings:
         tunnel=not args.no_tunnel or bool(args.tunnel_only),
         tunnelOnly=bool(args.tunnel_only),
         tunnelIdle=args.tunnel_idle or (2000 if quick else 5000),
+        ajp=not args.no_ajp or bool(args.ajp_only),
+        ajpOnly=bool(args.ajp_only),
+        # As the throughput part: the AJP/HTTP ratio moves with the machine.
+        ajpRounds=max(1, args.rounds or (1 if quick else 2)),
     )
 
 
@@ -1242,6 +1269,8 @@ def main(argv: list[str] | None = None) -> int:
         return _workersOnly(settings)
     if settings.tunnelOnly:
         return _tunnelOnly(settings, pin, why)
+    if settings.ajpOnly:
+        return _ajpOnly(settings, pin, why)
     logDir = RESULTS / "logs"
     jsonPath = RESULTS / "latest.json"
     report: dict[str, Any] = {
@@ -1267,6 +1296,7 @@ def main(argv: list[str] | None = None) -> int:
             "workers": settings.workers,
             "tunnel": settings.tunnel,
             "tunnel_idle": settings.tunnelIdle,
+            "ajp": settings.ajp,
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -1314,6 +1344,8 @@ def main(argv: list[str] | None = None) -> int:
                 report["websocket"] = _wsPart(settings, children, Path(tmp))
             if settings.tunnel:
                 report["tunnel"] = _tunnelPart(settings, children, Path(tmp))
+            if settings.ajp:
+                report["ajp"] = _ajpPart(settings, children, Path(tmp))
             if settings.tlsTargets:
                 report["tls"] = _tlsPart(settings, children, Path(tmp))
             report["compress"] = _compressPart(settings, children)
@@ -1346,6 +1378,9 @@ def main(argv: list[str] | None = None) -> int:
     if report.get("tunnel"):
         TUNNEL_JSON.write_text(json.dumps(report["tunnel"], indent=2) + "\n")
         print(tunnel.summariseTunnel(report["tunnel"]))
+    if report.get("ajp"):
+        AJP_JSON.write_text(json.dumps(report["ajp"], indent=2) + "\n")
+        print(ajp.summariseAJP(report["ajp"]))
     if report.get("tls"):
         TLS_JSON.write_text(json.dumps(report["tls"], indent=2) + "\n")
         print(tls.summariseTLS(report["tls"]))
@@ -1422,6 +1457,40 @@ def _tunnelOnly(settings: Settings, pin: bool, why: str) -> int:
         settings,
         pin,
         f"proxy on CPU {PROXY_CPU}; destination and clients on CPU {LOAD_CPU}"
+        if pin
+        else f"none ({why})",
+        "settings",
+    )
+
+
+def _ajpPart(settings: Settings, children: Children, workDir: Path) -> dict[str, Any]:
+    """The AJP part (L{bench.ajp}), on the same CPUs as the others."""
+    return ajp.AJPBench(
+        ajp.AJPSettings(
+            seconds=settings.seconds,
+            warmup=settings.warmup,
+            jitWarmup=2.0 if settings.quick else 5.0,
+            connections=settings.connections,
+            rounds=settings.ajpRounds,
+        ),
+        children,
+        workDir,
+        proxyCPU=PROXY_CPU,
+        loadCPU=LOAD_CPU,
+        log=lambda m: print(f"bench: {m}", flush=True),
+    ).run()
+
+
+def _ajpOnly(settings: Settings, pin: bool, why: str) -> int:
+    """C{--ajp-only}: the AJP part alone, saved to L{AJP_JSON}."""
+    return _partAlone(
+        "AJP",
+        AJP_JSON,
+        lambda children, folder: _ajpPart(settings, children, folder),
+        ajp.summariseAJP,
+        settings,
+        pin,
+        f"proxy on CPU {PROXY_CPU}; Tomcat and wrk on CPU {LOAD_CPU}"
         if pin
         else f"none ({why})",
         "settings",
