@@ -129,7 +129,8 @@ def test_aGetAnsweredAndPooled() -> None:
         + END
     )
     assert sink.status == 200
-    assert sink.headers == [(b"Content-Length", b"5"), (b"X-A", b"b")]
+    date = (b"Date", b"Thu, 01 Jan 1970 00:00:00 GMT")
+    assert sink.headers == [(b"Content-Length", b"5"), (b"X-A", b"b"), date]
     assert sink.body == b"hello"
     assert sink.finished
     assert sink.failed is None
@@ -138,6 +139,22 @@ def test_aGetAnsweredAndPooled() -> None:
     again, reused = acquire(pool)
     assert again is conn
     assert reused
+
+
+def test_aDateIsAddedOnlyWhenTheContainerSentNone() -> None:
+    """Tomcat leaves Date to the proxy over AJP (RFC 9110 6.6.1)."""
+    pool, _, clock = makePool()
+    clock.advance(86400 * 365)
+    conn, _ = acquire(pool)
+    sink = Sink()
+    conn.sendRequest(FORWARD, b"GET", sink, 5.0, False, True)
+    conn.dataReceived(headers(204, b"No Content") + END)
+    assert sink.headers == [(b"Date", b"Fri, 01 Jan 1971 00:00:00 GMT")]
+    conn, _ = acquire(pool)
+    sink = Sink()
+    conn.sendRequest(FORWARD, b"GET", sink, 5.0, False, True)
+    conn.dataReceived(headers(204, b"No Content", (b"date", b"then")) + END)
+    assert sink.headers == [(b"date", b"then")]
 
 
 def test_tomcatsNumericReasonGivesTheStandardPhrase() -> None:

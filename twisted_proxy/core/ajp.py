@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -166,7 +166,7 @@ class AJPError(ValueError):
     """Bytes or values that are not AJP13 as this proxy speaks it."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ForwardAttributes:
     """
     The attributes of a request. Tomcat answers 403 to request attributes
@@ -188,20 +188,45 @@ class ForwardAttributes:
     sslCertificate: bytes | None = None
 
 
+_pack16 = struct.Struct("!H").pack
+_NONE = b"\xff\xff"
+"""A string that is absent (its length 0xFFFF, no bytes)."""
+
+# Each header name seen, as it goes on the wire (its code, or the string),
+# by the name as written: a bounded cache.
+_HEADER_NAMES: dict[bytes, bytes] = {}
+_HEADER_NAMES_KEPT = 512
+
+
+def _headerName(name: bytes) -> bytes:
+    """C{name} as a request header's name goes on the wire (and cached)."""
+    code = _REQUEST_HEADERS.get(name.lower())
+    if code is not None:
+        wire = _pack16(code)
+    elif len(name) >= 0xA000 or 0 in name or not name:
+        raise AJPError(f"a header name AJP cannot carry: {name[:40]!r}")
+    else:
+        wire = _pack16(len(name)) + name + b"\x00"
+    if len(_HEADER_NAMES) >= _HEADER_NAMES_KEPT:
+        _HEADER_NAMES.clear()
+    _HEADER_NAMES[name] = wire
+    return wire
+
+
 def _string(value: bytes | None) -> bytes:
     if value is None:
-        return b"\xff\xff"
-    if b"\x00" in value:
+        return _NONE
+    if 0 in value:
         raise AJPError("a NUL byte in an AJP string")
     if len(value) >= 0xFFFF:
         raise AJPError("an AJP string longer than 65534 bytes")
-    return struct.pack("!H", len(value)) + value + b"\x00"
+    return _pack16(len(value)) + value + b"\x00"
 
 
 def _integer(value: int) -> bytes:
     if not 0 <= value <= 0xFFFF:
         raise AJPError(f"{value} does not fit an AJP integer")
-    return struct.pack("!H", value)
+    return _pack16(value)
 
 
 def _packet(body: bytes) -> bytes:
@@ -209,7 +234,7 @@ def _packet(body: bytes) -> bytes:
         raise AJPError(
             f"an AJP packet of {len(body) + 4} bytes, more than {MAX_PACKET}"
         )
-    return _TO_CONTAINER + struct.pack("!H", len(body)) + body
+    return _TO_CONTAINER + _pack16(len(body)) + body
 
 
 def forwardRequest(
@@ -221,7 +246,7 @@ def forwardRequest(
     serverPort: int,
     secure: bool,
     headers: Sequence[tuple[bytes, bytes]],
-    attributes: ForwardAttributes = ForwardAttributes(),
+    attributes: ForwardAttributes | None = None,
 ) -> bytes:
     """
     The C{FORWARD_REQUEST} packet: C{uri} without its query (that goes in
@@ -240,38 +265,60 @@ def forwardRequest(
         b"\x01" if secure else b"\x00",
         _integer(len(headers)),
     ]
+    append = parts.append
+    known = _HEADER_NAMES.get
+    pack = _pack16
+    # Each header's name and value written out here rather than by
+    # _string: this loop is most of a request's packet.
     for name, value in headers:
-        coded = _REQUEST_HEADERS.get(name.lower())
-        parts.append(_integer(coded) if coded is not None else _string(name))
-        parts.append(_string(value))
-    parts.extend(_attributes(attributes, method if code is None else None))
-    parts.append(bytes((_ARE_DONE,)))
+        wire = known(name)
+        if wire is None:
+            wire = _headerName(name)
+        size = len(value)
+        if size >= 0xFFFF or 0 in value:
+            raise AJPError(f"a header value AJP cannot carry: {name[:40]!r}")
+        append(wire + pack(size) + value + b"\x00")
+    if attributes is not None:
+        _attributes(append, attributes, method if code is None else None)
+    elif code is None:
+        append(bytes((_STORED_METHOD_ATTRIBUTE,)) + _string(method))
+    append(bytes((_ARE_DONE,)))
     return _packet(b"".join(parts))
 
 
-def _attributes(a: ForwardAttributes, storedMethod: bytes | None) -> Iterable[bytes]:
-    def coded(code: int, value: bytes | None) -> Iterable[bytes]:
-        if value is not None:
-            yield bytes((code,)) + _string(value)
-
-    def named(name: bytes, value: bytes | None) -> Iterable[bytes]:
-        if value is not None:
-            yield bytes((_REQ_ATTRIBUTE,)) + _string(name) + _string(value)
-
-    yield from coded(_REMOTE_USER, a.remoteUser)
-    yield from coded(_AUTH_TYPE, a.authType)
-    yield from coded(_QUERY_STRING, a.queryString)
-    yield from coded(_JVM_ROUTE, a.route)
-    yield from coded(_SSL_CERT, a.sslCertificate)
-    yield from coded(_SSL_CIPHER, a.sslCipher)
+def _attributes(
+    append: Callable[[bytes], None], a: ForwardAttributes, storedMethod: bytes | None
+) -> None:
+    if a.remoteUser is not None:
+        append(bytes((_REMOTE_USER,)) + _string(a.remoteUser))
+    if a.authType is not None:
+        append(bytes((_AUTH_TYPE,)) + _string(a.authType))
+    if a.queryString is not None:
+        append(bytes((_QUERY_STRING,)) + _string(a.queryString))
+    if a.route is not None:
+        append(bytes((_JVM_ROUTE,)) + _string(a.route))
+    if a.sslCertificate is not None:
+        append(bytes((_SSL_CERT,)) + _string(a.sslCertificate))
+    if a.sslCipher is not None:
+        append(bytes((_SSL_CIPHER,)) + _string(a.sslCipher))
     if a.sslKeySize is not None:
-        yield bytes((_SSL_KEY_SIZE,)) + _integer(a.sslKeySize)
+        append(bytes((_SSL_KEY_SIZE,)) + _integer(a.sslKeySize))
     if a.remotePort is not None:
-        yield from named(b"AJP_REMOTE_PORT", b"%d" % a.remotePort)
-    yield from named(b"AJP_LOCAL_ADDR", a.localAddress)
-    yield from named(b"AJP_SSL_PROTOCOL", a.sslProtocol)
-    yield from coded(_SECRET, a.secret)
-    yield from coded(_STORED_METHOD_ATTRIBUTE, storedMethod)
+        append(_REMOTE_PORT + _string(b"%d" % a.remotePort))
+    if a.localAddress is not None:
+        append(_LOCAL_ADDR + _string(a.localAddress))
+    if a.sslProtocol is not None:
+        append(_SSL_PROTOCOL + _string(a.sslProtocol))
+    if a.secret is not None:
+        append(bytes((_SECRET,)) + _string(a.secret))
+    if storedMethod is not None:
+        append(bytes((_STORED_METHOD_ATTRIBUTE,)) + _string(storedMethod))
+
+
+# The named attributes' code and name, as they go on the wire.
+_REMOTE_PORT = bytes((_REQ_ATTRIBUTE,)) + _string(b"AJP_REMOTE_PORT")
+_LOCAL_ADDR = bytes((_REQ_ATTRIBUTE,)) + _string(b"AJP_LOCAL_ADDR")
+_SSL_PROTOCOL = bytes((_REQ_ATTRIBUTE,)) + _string(b"AJP_SSL_PROTOCOL")
 
 
 def bodyPacket(data: bytes) -> bytes:
@@ -280,13 +327,13 @@ def bodyPacket(data: bytes) -> bytes:
         raise AJPError("an empty body packet ends the body: use END_OF_BODY")
     if len(data) > MAX_BODY_CHUNK:
         raise AJPError(f"{len(data)} body bytes, more than one packet carries")
-    return _packet(struct.pack("!H", len(data)) + data)
+    return _packet(_pack16(len(data)) + data)
 
 
 # -- what the container sends --
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ResponseHead:
     """C{SEND_HEADERS}: the status, its reason and the headers."""
 
@@ -295,81 +342,33 @@ class ResponseHead:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class BodyChunk:
     """C{SEND_BODY_CHUNK}: a piece of the response body."""
 
     data: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class GetBodyChunk:
     """C{GET_BODY_CHUNK}: the container wants up to C{size} more body bytes."""
 
     size: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class EndResponse:
     """C{END_RESPONSE}: the response is over; C{reuse} the connection or not."""
 
     reuse: bool
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CPong:
     """C{CPONG}: the container answered a C{CPING}."""
 
 
 Message = ResponseHead | BodyChunk | GetBodyChunk | EndResponse | CPong
-
-
-class _Fields:
-    """Reads one packet's fields, each to its length and no further."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._at = 0
-
-    def byte(self) -> int:
-        if self._at >= len(self._data):
-            raise AJPError("a packet shorter than its fields")
-        value = self._data[self._at]
-        self._at += 1
-        return value
-
-    def integer(self) -> int:
-        end = self._at + 2
-        if end > len(self._data):
-            raise AJPError("a packet shorter than its fields")
-        value = int.from_bytes(self._data[self._at : end], "big")
-        self._at = end
-        return value
-
-    def string(self) -> bytes | None:
-        return self.stringOf(self.integer())
-
-    def stringOf(self, size: int) -> bytes | None:
-        """A string whose 2-byte length, C{size}, was read already."""
-        if size == 0xFFFF:
-            return None
-        end = self._at + size
-        if end + 1 > len(self._data) or self._data[end] != 0:
-            raise AJPError("an AJP string that does not end where it says")
-        value = self._data[self._at : end]
-        self._at = end + 1
-        return value
-
-    def raw(self, size: int) -> bytes:
-        end = self._at + size
-        if end > len(self._data):
-            raise AJPError("a body chunk longer than its packet")
-        value = self._data[self._at : end]
-        self._at = end
-        return value
-
-    def rest(self) -> int:
-        return len(self._data) - self._at
 
 
 class ResponseReader:
@@ -383,19 +382,22 @@ class ResponseReader:
 
     def feed(self, data: bytes) -> list[Message]:
         """The whole messages C{data} completes, in order."""
-        buffer = self._buffer + data
+        buffer = self._buffer + data if self._buffer else data
         messages: list[Message] = []
-        while len(buffer) >= 4:
-            if buffer[:2] != _FROM_CONTAINER:
+        at = 0
+        total = len(buffer)
+        while total - at >= 4:
+            if buffer[at] != 0x41 or buffer[at + 1] != 0x42:
                 raise AJPError("a packet that does not start with AB")
-            size = int.from_bytes(buffer[2:4], "big")
+            size = buffer[at + 2] << 8 | buffer[at + 3]
             if size == 0 or size + 4 > MAX_PACKET:
                 raise AJPError(f"a packet of {size} bytes")
-            if len(buffer) < size + 4:
+            end = at + 4 + size
+            if end > total:
                 break
-            messages.append(_message(buffer[4 : size + 4]))
-            buffer = buffer[size + 4 :]
-        self._buffer = buffer
+            messages.append(_message(buffer, at + 4, end))
+            at = end
+        self._buffer = buffer[at:] if at < total else b""
         return messages
 
     @property
@@ -404,63 +406,120 @@ class ResponseReader:
         return len(self._buffer)
 
 
-def _message(packet: bytes) -> Message:
-    fields = _Fields(packet)
-    kind = fields.byte()
-    message: Message
+def _short() -> AJPError:
+    return AJPError("a packet shorter than its fields")
+
+
+def _leftover(count: int) -> AJPError:
+    return AJPError(f"{count} bytes after a message's fields")
+
+
+def _message(data: bytes, at: int, end: int) -> Message:
+    """The message in C{data[at:end]}, each field read to its length."""
+    kind = data[at]
+    size = end - at
     if kind == _SEND_BODY_CHUNK:
-        size = fields.integer()
-        message = BodyChunk(fields.raw(size))
+        if size < 3:
+            raise _short()
+        length = data[at + 1] << 8 | data[at + 2]
+        stop = at + 3 + length
+        if stop > end:
+            raise AJPError("a body chunk longer than its packet")
         # Tomcat ends a chunk with a NUL that its length does not count.
-        if fields.rest() == 1 and fields.byte() != 0:
-            raise AJPError("a body chunk followed by a byte that is not NUL")
-    elif kind == _SEND_HEADERS:
-        message = _head(fields)
-    elif kind == _END_RESPONSE:
-        reuse = fields.byte()
+        if end - stop == 1:
+            if data[stop] != 0:
+                raise AJPError("a body chunk followed by a byte that is not NUL")
+        elif end != stop:
+            raise _leftover(end - stop)
+        return BodyChunk(data[at + 3 : stop])
+    if kind == _SEND_HEADERS:
+        return _head(data, at + 1, end)
+    if kind == _END_RESPONSE:
+        if size < 2:
+            raise _short()
+        if size > 2:
+            raise _leftover(size - 2)
+        reuse = data[at + 1]
         if reuse not in (0, 1):
             raise AJPError(f"END_RESPONSE with reuse {reuse}")
-        message = EndResponse(reuse == 1)
-    elif kind == _GET_BODY_CHUNK:
-        message = GetBodyChunk(fields.integer())
-    elif kind == _CPONG:
-        message = CPong()
-    else:
-        raise AJPError(f"an unknown message {kind} from the container")
-    if fields.rest():
-        raise AJPError(f"{fields.rest()} bytes after a message's fields")
-    return message
+        return EndResponse(reuse == 1)
+    if kind == _GET_BODY_CHUNK:
+        if size < 3:
+            raise _short()
+        if size > 3:
+            raise _leftover(size - 3)
+        return GetBodyChunk(data[at + 1] << 8 | data[at + 2])
+    if kind == _CPONG:
+        if size > 1:
+            raise _leftover(size - 1)
+        return CPong()
+    raise AJPError(f"an unknown message {kind} from the container")
 
 
-def _head(fields: _Fields) -> ResponseHead:
-    status = fields.integer()
+def _stringAt(data: bytes, at: int, end: int, size: int) -> tuple[bytes | None, int]:
+    """
+    The string whose 2-byte length C{size} was read, its bytes from C{at}
+    on (no further than C{end}), and where the next field starts.
+    """
+    if size == 0xFFFF:
+        return None, at
+    stop = at + size
+    if stop >= end or data[stop] != 0:
+        raise AJPError("an AJP string that does not end where it says")
+    return data[at:stop], stop + 1
+
+
+def _head(data: bytes, at: int, end: int) -> ResponseHead:
+    if end - at < 4:
+        raise _short()
+    status = data[at] << 8 | data[at + 1]
     if not 100 <= status <= 999:
         raise AJPError(f"status {status}")
-    reason = fields.string() or b""
+    reason, at = _stringAt(data, at + 4, end, data[at + 2] << 8 | data[at + 3])
+    if at + 2 > end:
+        raise _short()
+    count = data[at] << 8 | data[at + 1]
+    at += 2
     headers = []
-    for _ in range(fields.integer()):
-        peek = fields.integer()
+    responseHeaders = _RESPONSE_HEADERS
+    for _ in range(count):
+        if at + 2 > end:
+            raise _short()
+        peek = data[at] << 8 | data[at + 1]
+        at += 2
         if peek >= 0xA000:
-            name = _RESPONSE_HEADERS.get(peek)
+            name = responseHeaders.get(peek)
             if name is None:
                 raise AJPError(f"an unknown coded header {peek:#x}")
         else:
             # A header name as a string: its length was the integer read.
-            named = fields.stringOf(peek)
+            named, at = _stringAt(data, at, end, peek)
             if not named:
                 raise AJPError("an empty header name")
             name = named
-        value = fields.string()
-        if value is None:
+        if at + 2 > end:
+            raise _short()
+        size = data[at] << 8 | data[at + 1]
+        if size == 0xFFFF:
             raise AJPError(f"no value for header {name!r}")
-        headers.append((name, value))
-    return ResponseHead(status, reason, headers)
+        stop = at + 2 + size
+        if stop >= end or data[stop] != 0:
+            raise AJPError("an AJP string that does not end where it says")
+        headers.append((name, data[at + 2 : stop]))
+        at = stop + 1
+    if at != end:
+        raise _leftover(end - at)
+    return ResponseHead(status, reason or b"", headers)
 
 
 # RFC 9110 5.6.2: token = 1*tchar.
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
 # Anything but HTAB, SP, VCHAR and obs-text (RFC 9112 4 and RFC 9110 5.5).
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# Header names joined by LF: each one a token.
+_TOKENS = re.compile(
+    rb"(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+(?:\n[-!#$%&'*+.^_`|~0-9A-Za-z]+)*)?"
+)
 
 
 @dataclass
@@ -473,6 +532,8 @@ class BodyCount:
 
     left: int | None
     allowed: bool = True
+    dated: bool = True
+    """Whether the container sent a Date (Tomcat does not over AJP)."""
 
     def take(self, size: int) -> None:
         """C{size} more body bytes arrived; L{AJPError} when more than due."""
@@ -497,24 +558,34 @@ def checkedHead(head: ResponseHead, method: bytes) -> BodyCount:
     backend's status line and headers are held (a status of 200 to 599, a
     reason and values with no control byte but HTAB, names that are
     tokens, one Content-Length of digits), and say what body may follow for
-    a request of C{method}. Raises L{AJPError} at the first fault: these
-    go to the client as they are, so a CR or LF must never pass.
+    a request of C{method}, and whether the container sent a Date. Raises
+    L{AJPError} at the first fault: these go to the client as they are, so
+    a CR or LF must never pass.
     """
     if not 200 <= head.status <= 599:
         raise AJPError(f"status {head.status} as a final response")
     if _CONTROL.search(head.reason) is not None:
         raise AJPError("a control byte in the reason phrase")
+    headers = head.headers
+    # All names and all values checked at once; one by one only to say
+    # which is at fault.
+    names = b"\n".join([name for name, _ in headers])
+    values = b"\t".join([value for _, value in headers])
+    if _TOKENS.fullmatch(names) is None or _CONTROL.search(values) is not None:
+        for name, value in headers:
+            if _TOKEN.fullmatch(name) is None:
+                raise AJPError(f"a header name that is not a token: {name[:40]!r}")
+            if _CONTROL.search(value) is not None:
+                raise AJPError(f"a control byte in the value of {name.decode()}")
+    lowered = b"\n" + names.lower() + b"\n"
     length: int | None = None
-    for name, value in head.headers:
-        if _TOKEN.fullmatch(name) is None:
-            raise AJPError(f"a header name that is not a token: {name[:40]!r}")
-        if _CONTROL.search(value) is not None:
-            raise AJPError(f"a control byte in the value of {name.decode()}")
-        if name.lower() == b"content-length":
-            if not value.isdigit() or len(value) > 18:
-                raise AJPError(f"Content-Length {value[:40]!r}")
-            if length is not None and int(value) != length:
-                raise AJPError("conflicting Content-Length headers")
-            length = int(value)
+    if lowered.find(b"\ncontent-length\n") >= 0:
+        for name, value in headers:
+            if name.lower() == b"content-length":
+                if not value.isdigit() or len(value) > 18:
+                    raise AJPError(f"Content-Length {value[:40]!r}")
+                if length is not None and int(value) != length:
+                    raise AJPError("conflicting Content-Length headers")
+                length = int(value)
     allowed = method != b"HEAD" and head.status not in (204, 304)
-    return BodyCount(length, allowed)
+    return BodyCount(length, allowed, lowered.find(b"\ndate\n") >= 0)

@@ -36,7 +36,7 @@ def ajpHead(
     no Host. Raises L{twisted_proxy.core.ajp.AJPError} when it does not fit
     a packet (8 KiB, Tomcat's C{packetSize}).
     """
-    uri, _, query = path.partition(b"?")
+    uri, mark, query = path.partition(b"?")
     if buffered is not None:
         # The length of the body as read, not as the client framed it.
         headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
@@ -48,8 +48,7 @@ def ajpHead(
         # it says so, as mod_proxy_ajp passes it on.
         headers = [*headers, (b"Transfer-Encoding", b"chunked")]
     host = _hostName(headers) or serverName
-    peer = request.getClientAddress()
-    local = request.getHost()
+    peerPort, localAddress = _ends(request)
     secure = bool(request.isSecure())
     cipher, bits, protocol = _tlsFacts(request) if secure else (None, None, None)
     return forwardRequest(
@@ -62,11 +61,11 @@ def ajpHead(
         secure,
         headers,
         ForwardAttributes(
-            queryString=query if b"?" in path else None,
+            queryString=query if mark else None,
             route=route.encode("utf-8") if route else None,
             secret=secret.encode("utf-8") if secret else None,
-            remotePort=getattr(peer, "port", None),
-            localAddress=_addressBytes(getattr(local, "host", None)),
+            remotePort=peerPort,
+            localAddress=localAddress,
             sslCipher=cipher,
             sslKeySize=bits,
             sslProtocol=protocol,
@@ -86,8 +85,21 @@ def _hostName(headers: Headers) -> bytes | None:
     return None
 
 
-def _addressBytes(host: Any) -> bytes | None:
-    return host.encode("ascii") if isinstance(host, str) and host else None
+def _ends(request: Any) -> tuple[int | None, bytes | None]:
+    """
+    The client's port and the listener's address, asked of the client
+    connection once.
+    """
+    channel = request.channel
+    ends: tuple[int | None, bytes | None] | None = getattr(channel, "ajpEnds", None)
+    if ends is None:
+        port = getattr(request.getClientAddress(), "port", None)
+        host = getattr(request.getHost(), "host", None)
+        local = host.encode("ascii") if isinstance(host, str) and host else None
+        ends = (port if isinstance(port, int) else None, local)
+        if channel is not None:
+            channel.ajpEnds = ends
+    return ends
 
 
 def _tlsFacts(request: Any) -> tuple[bytes | None, int | None, bytes | None]:

@@ -30,6 +30,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
+from twisted.web.http import datetimeToString
 from zope.interface import implementer
 
 from twisted_proxy._twisted_internals import sendNow
@@ -66,6 +67,18 @@ BODY_HELD = 65536
 _RESPONSE = "response"
 _IDLE = "idle"
 _PING = "ping"
+
+
+_lastDate: list[Any] = [None, b""]
+
+
+def _httpDate(now: float) -> bytes:
+    """C{now} as an HTTP date, made once per second."""
+    second = int(now)
+    if _lastDate[0] != second:
+        _lastDate[:] = [second, datetimeToString(second)]
+    date: bytes = _lastDate[1]
+    return date
 
 
 class PingError(Exception):
@@ -206,7 +219,13 @@ class AJPConnection(Protocol):
         sink = self._sink
         if sink is None:
             raise AJPError(f"{type(message).__name__} while no request was sent")
-        if isinstance(message, GetBodyChunk):
+        if isinstance(message, BodyChunk):
+            if self._count is None:
+                raise AJPError("SEND_BODY_CHUNK before SEND_HEADERS")
+            self._count.take(len(message.data))
+            if message.data:
+                sink.responseData(message.data)
+        elif isinstance(message, GetBodyChunk):
             if self._owed:
                 raise AJPError("GET_BODY_CHUNK before the last one was answered")
             self._owed = min(message.size, MAX_BODY_CHUNK) or MAX_BODY_CHUNK
@@ -220,13 +239,12 @@ class AJPConnection(Protocol):
             reason = message.reason
             if reason == b"%d" % message.status:
                 reason = b""
-            sink.responseStarted(message.status, reason, message.headers)
-        elif isinstance(message, BodyChunk):
-            if self._count is None:
-                raise AJPError("SEND_BODY_CHUNK before SEND_HEADERS")
-            self._count.take(len(message.data))
-            if message.data:
-                sink.responseData(message.data)
+            headers = message.headers
+            if not self._count.dated:
+                # Tomcat leaves Date to the web server in front over AJP:
+                # the proxy adds it (RFC 9110 6.6.1), as Apache does.
+                headers.append((b"Date", _httpDate(self._pool.clock.seconds())))
+            sink.responseStarted(message.status, reason, headers)
         elif isinstance(message, EndResponse):
             if self._count is None:
                 raise AJPError("END_RESPONSE before SEND_HEADERS")
