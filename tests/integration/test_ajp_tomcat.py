@@ -21,15 +21,17 @@ from twisted_proxy.core.ajp import (
     CPING,
     END_OF_BODY,
     MAX_BODY_CHUNK,
+    ForwardAttributes,
+    bodyPacket,
+    forwardRequest,
+)
+from twisted_proxy.core.ajpreply import (
     BodyChunk,
     CPong,
     EndResponse,
-    ForwardAttributes,
     GetBodyChunk,
     ResponseHead,
     ResponseReader,
-    bodyPacket,
-    forwardRequest,
 )
 
 

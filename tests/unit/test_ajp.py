@@ -17,15 +17,17 @@ from twisted_proxy.core.ajp import (
     MAX_BODY_CHUNK,
     MAX_PACKET,
     AJPError,
+    ForwardAttributes,
+    bodyPacket,
+    forwardRequest,
+)
+from twisted_proxy.core.ajpreply import (
     BodyChunk,
     CPong,
     EndResponse,
-    ForwardAttributes,
     GetBodyChunk,
     ResponseHead,
     ResponseReader,
-    bodyPacket,
-    forwardRequest,
 )
 
 

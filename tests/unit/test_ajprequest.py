@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from twisted.internet.address import IPv4Address, IPv6Address
 
+from twisted_proxy.config.model import Member, Route
 from twisted_proxy.core.ajp import AJPError, ForwardAttributes, forwardRequest
 from twisted_proxy.frontends.ajprequest import ajpHead
 
@@ -32,6 +33,12 @@ class Handle:
 
     def get_protocol_version_name(self) -> str:
         return "TLSv1.3"
+
+
+ROUTE = Route(path="/")
+"""A route to one backend, without a secret."""
+PLAIN = (None, None, False)
+"""No body."""
 
 
 class Request:
@@ -62,9 +69,7 @@ class Request:
 def test_aPlainGet() -> None:
     """Path and query apart, the client's address and port, the Host's name."""
     headers = [(b"Host", b"www.example.test:8443"), (b"Accept", b"*/*")]
-    packet = ajpHead(
-        Request(), b"/app/x?a=1&b", headers, None, None, False, b"proxy", None, None
-    )
+    packet = ajpHead(Request(), b"/app/x?a=1&b", headers, PLAIN, b"proxy", ROUTE)
     assert packet == forwardRequest(
         b"GET",
         b"HTTP/1.1",
@@ -89,9 +94,7 @@ def test_aPlainGet() -> None:
     ],
 )
 def test_theServerNameIsTheHostsName(host: bytes, name: bytes) -> None:
-    packet = ajpHead(
-        Request(), b"/", [(b"Host", host)], None, None, False, b"proxy", None, None
-    )
+    packet = ajpHead(Request(), b"/", [(b"Host", host)], PLAIN, b"proxy", ROUTE)
     assert packet == forwardRequest(
         b"GET", b"HTTP/1.1", b"/", b"192.0.2.7", name, 8443, False, [(b"Host", host)],
         ForwardAttributes(remotePort=50123, localAddress=b"127.0.0.1"),
@@ -99,10 +102,22 @@ def test_theServerNameIsTheHostsName(host: bytes, name: bytes) -> None:
 
 
 def test_noHostGivesTheProxysName() -> None:
-    packet = ajpHead(Request(), b"/", [], None, None, False, b"proxy.test", None, None)
+    packet = ajpHead(Request(), b"/", [], PLAIN, b"proxy.test", ROUTE)
     assert packet == forwardRequest(
         b"GET", b"HTTP/1.1", b"/", b"192.0.2.7", b"proxy.test", 8443, False, [],
         ForwardAttributes(remotePort=50123, localAddress=b"127.0.0.1"),
+    )  # fmt: skip
+
+
+def test_aRoutesSecret() -> None:
+    """One backend's route: its secret, no member route."""
+    route = Route(path="/", secret="s3cret")
+    packet = ajpHead(Request(), b"/", [], PLAIN, b"p", route)
+    assert packet == forwardRequest(
+        b"GET", b"HTTP/1.1", b"/", b"192.0.2.7", b"p", 8443, False, [],
+        ForwardAttributes(
+            secret=b"s3cret", remotePort=50123, localAddress=b"127.0.0.1"
+        ),
     )  # fmt: skip
 
 
@@ -114,9 +129,8 @@ def test_aSecureRequestFromAMemberWithASecret() -> None:
         host=IPv6Address("TCP", "::1", 443),
         secure=True,
     )
-    packet = ajpHead(
-        request, b"/dav/", [(b"Host", b"h")], None, None, False, b"p", "node2", "s3"
-    )
+    member = Member("ajp://h", "ajp", "h", 8009, route="node2", secret="s3")
+    packet = ajpHead(request, b"/dav/", [(b"Host", b"h")], PLAIN, b"p", member)
     assert packet == forwardRequest(
         b"PROPFIND",
         b"HTTP/1.1",
@@ -145,10 +159,10 @@ def test_bodyFraming() -> None:
     """
     headers = [(b"Host", b"h"), (b"Content-Length", b"99")]
     buffered = ajpHead(
-        Request(b"POST"), b"/", headers, b"abc", 99, False, b"p", None, None
+        Request(b"POST"), b"/", headers, (b"abc", 99, False), b"p", ROUTE
     )
     chunked = ajpHead(
-        Request(b"POST"), b"/", [(b"Host", b"h")], None, None, True, b"p", None, None
+        Request(b"POST"), b"/", [(b"Host", b"h")], (None, None, True), b"p", ROUTE
     )
     facts = ForwardAttributes(remotePort=50123, localAddress=b"127.0.0.1")
     assert buffered == forwardRequest(
@@ -163,7 +177,4 @@ def test_bodyFraming() -> None:
 
 def test_aHeadLargerThanAPacketIsRefused() -> None:
     with pytest.raises(AJPError, match="more than 8192"):
-        ajpHead(
-            Request(), b"/", [(b"X-Big", b"x" * 9000)], None, None, False, b"p",
-            None, None,
-        )  # fmt: skip
+        ajpHead(Request(), b"/", [(b"X-Big", b"x" * 9000)], PLAIN, b"p", ROUTE)

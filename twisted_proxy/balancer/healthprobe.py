@@ -35,7 +35,14 @@ from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from twisted_proxy.config.schemes import isTLS
-from twisted_proxy.core.ajp import CPING, AJPError, CPong, ResponseReader
+from twisted_proxy.core.ajp import (
+    CPING,
+    AJPError,
+)
+from twisted_proxy.core.ajpreply import (
+    CPong,
+    ResponseReader,
+)
 from twisted_proxy.tls.backend import CertificateChainError, failureReason
 
 __all__ = [

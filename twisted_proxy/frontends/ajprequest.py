@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted_proxy.config.model import Member, Route
 from twisted_proxy.core.ajp import ForwardAttributes, forwardRequest
 from twisted_proxy.core.response import Headers
 from twisted_proxy.frontends.clientinfo import clientAddress, listenerPort
@@ -23,19 +24,22 @@ def ajpHead(
     request: Any,
     path: bytes,
     headers: Headers,
-    buffered: bytes | None,
-    length: int | None,
-    chunked: bool,
+    framing: tuple[bytes | None, int | None, bool],
     serverName: bytes,
-    route: str | None,
-    secret: str | None,
+    backend: Member | Route,
 ) -> bytes:
     """
     The C{FORWARD_REQUEST} packet for C{request} to go to C{path} (with its
     query) with the rewritten C{headers}; C{serverName} when the client sent
-    no Host. Raises L{twisted_proxy.core.ajp.AJPError} when it does not fit
-    a packet (8 KiB, Tomcat's C{packetSize}).
+    no Host. C{framing} is the body's: already read (its bytes), its
+    Content-Length, sent chunked. C{backend}, a balancer member or the
+    route of one backend, has the C{secret} and (a member) the route.
+    Raises L{twisted_proxy.core.ajp.AJPError} when it does not fit a packet
+    (8 KiB, Tomcat's C{packetSize}).
     """
+    buffered, length, chunked = framing
+    route = backend.route if isinstance(backend, Member) else None
+    secret = backend.secret
     uri, mark, query = path.partition(b"?")
     if buffered is not None:
         # The length of the body as read, not as the client framed it.

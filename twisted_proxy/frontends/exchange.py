@@ -153,18 +153,15 @@ class ProxyExchange:
         )
         if self._plan.ajp:
             member = self._lease.member if upstreamHost is not None else None
-            where: Any = member.member if member is not None else self._plan.route
+            backend = member.member if member is not None else self._plan.route
             try:
                 return ajpHead(
                     request,
                     self._upstreamPath,
                     headers,
-                    self._buffered,
-                    self._length,
-                    self._chunked,
+                    (self._buffered, self._length, self._chunked),
                     self._context.settings.server_name.encode(),
-                    where.route if member is not None else None,
-                    where.secret,
+                    backend,
                 )
             except AJPError as e:
                 self._headError = str(e)
@@ -192,11 +189,8 @@ class ProxyExchange:
 
     def _unsendable(self) -> None:
         """The head does not fit an AJP packet: 431, and no member is blamed."""
-        _log.warn(
-            "{label}: request not sent: {why}",
-            label=self._plan.label,
-            why=self._headError,
-        )
+        label, why = self._plan.label, self._headError
+        _log.warn("{label}: request not sent: {why}", label=label, why=why)
         self._finishWith(ok=True)
         respondError(
             self._request, 431, "request headers too large for the AJP backend"

@@ -39,6 +39,9 @@ from twisted_proxy.core.ajp import (
     END_OF_BODY,
     MAX_BODY_CHUNK,
     AJPError,
+    bodyPacket,
+)
+from twisted_proxy.core.ajpreply import (
     BodyChunk,
     BodyCount,
     CPong,
@@ -47,7 +50,6 @@ from twisted_proxy.core.ajp import (
     Message,
     ResponseHead,
     ResponseReader,
-    bodyPacket,
     checkedHead,
 )
 from twisted_proxy.core.timer import PurposeTimer
