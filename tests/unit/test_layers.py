@@ -46,6 +46,8 @@ _MAY_IMPORT: dict[str, frozenset[str]] = {
     ),
     # Log I/O, wired by the service: of the front ends, only the shared modules.
     "accesslog": frozenset({"config", "core", "internals", "accesslog", "frontends"}),
+    # Apache's configuration read and turned into ours: the config model.
+    "apache": frozenset({"config", "core", "apache"}),
     # The admin pages: the balancer and the config model, never a front end.
     "admin": frozenset({"config", "core", "balancer", "admin"}),
     # Worker processes: the pieces the service runs them with (the processes
