@@ -1,5 +1,6 @@
 """
-The C{twisted-proxy} command: check a configuration, show its routes, run it.
+The C{twisted-proxy} command: check a configuration, show its routes, run it,
+import an Apache one.
 
 C{check FILE} works like C{nginx -t}: every check start-up makes, short of
 binding ports; C{routes FILE} prints the route table in the order matching
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         return _check(options.file, sys.stdout, sys.stderr)
     if options.command == "routes":
         return _routes(options.file, sys.stdout, sys.stderr)
+    if options.command == "import":
+        return _import(options, sys.stdout, sys.stderr)
     path = options.file or options.config
     if path is None or (options.file and options.config):
         why = "the configuration FILE is required (run FILE, or run --config FILE)"
@@ -73,6 +76,25 @@ def _parser() -> argparse.ArgumentParser:
         description="Print FILE's routes in the order matching considers them.",
     )
     routes.add_argument("file", metavar="FILE")
+    imported = commands.add_parser(
+        "import",
+        help="print an Apache configuration as twisted-proxy's TOML",
+        description="Read the Apache file FILE (and what it includes) and print"
+        " the equivalent TOML, a comment naming the Apache line of each table;"
+        " notices and errors go to standard error, each naming file and line.",
+    )
+    imported.add_argument("file", metavar="FILE")
+    imported.add_argument(
+        "--listen",
+        metavar="ENDPOINT",
+        help="where to listen when FILE has no Listen or VirtualHost"
+        " (default: tcp:80, as Apache)",
+    )
+    imported.add_argument(
+        "--server-root",
+        metavar="DIR",
+        help="relative Include paths start here (default: FILE's folder)",
+    )
     run = commands.add_parser(
         "run",
         help="run the proxy in the foreground",
@@ -122,6 +144,20 @@ def _routes(path: str, out: TextIO, err: TextIO) -> int:
     if config is None:
         return 1
     print(routeTable(config), file=out)
+    return 0
+
+
+def _import(options: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from twisted_proxy.apache.importer import importFile
+
+    result = importFile(options.file, options.listen, options.server_root)
+    for notice in result.notices:
+        print(f"notice: {notice}", file=err)
+    for error in result.errors:
+        print(error, file=err)
+    if result.text is None:
+        return 1
+    out.write(result.text)
     return 0
 
 

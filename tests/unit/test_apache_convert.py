@@ -1,0 +1,321 @@
+"""
+Apache directives turned into this proxy's configuration: the tables made,
+Apache's defaults written out, the notices and the errors (each naming file,
+line and directive), the TOML text and that it loads; and the import command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from twisted_proxy.apache.convert import Imported, convert
+from twisted_proxy.apache.emit import toml
+from twisted_proxy.apache.importer import importFile, knownModule
+from twisted_proxy.apache.parse import parse
+from twisted_proxy.cli import main
+from twisted_proxy.config.loader import loadString
+
+
+def imported(text: str, listen: str | None = None) -> Imported:
+    return convert(parse(text, "site.conf"), listen)
+
+
+def said(messages: list[Any]) -> list[str]:
+    return [str(m) for m in messages]
+
+
+BALANCED = """\
+LoadModule proxy_module modules/mod_proxy.so
+<VirtualHost *:8080>
+ServerName app.example.test
+ProxyPreserveHost On
+<Proxy balancer://cluster>
+BalancerMember http://127.0.0.1:9001 route=one loadfactor=2
+BalancerMember http://127.0.0.1:9002 route=two lbset=1 status=+H
+BalancerMember http://127.0.0.1:9003 status=+D-H+N
+ProxySet lbmethod=bybusyness stickysession=ROUTEID|routeid nofailover=On
+ProxySet maxattempts=2 failonstatus=500,503
+</Proxy>
+ProxyPass /balancer-manager !
+ProxyPass / balancer://cluster/ timeout=30
+ProxyPassReverse / balancer://cluster/
+<Location "/balancer-manager">
+SetHandler balancer-manager
+Require local
+</Location>
+</VirtualHost>
+"""
+
+
+def test_aBalancedVirtualHost() -> None:
+    """Every parameter lands on its key; Apache's retry of 60 s is written out."""
+    out = imported(BALANCED)
+    assert said(out.errors) == []
+    assert out.document() == {
+        "listen": [{"endpoint": "tcp:8080"}],
+        "route": [
+            {
+                "path": "/",
+                "to": "balancer://cluster/",
+                "timeout": 30.0,
+                "host": "app.example.test",
+                "preserve_host": True,
+            },
+            {
+                "path": "/balancer-manager",
+                "handler": "balancer-manager",
+                "allow": ["127.0.0.0/8", "::1/128"],
+                "host": "app.example.test",
+            },
+        ],
+        "balancer": {
+            "cluster": {
+                "retry": 60.0,
+                "member": [
+                    {"url": "http://127.0.0.1:9001", "route": "one", "weight": 2},
+                    {
+                        "url": "http://127.0.0.1:9002",
+                        "route": "two",
+                        "tier": 1,
+                        "standby": True,
+                    },
+                    {
+                        "url": "http://127.0.0.1:9003",
+                        "disabled": True,
+                        "standby": False,
+                        "drain": True,
+                    },
+                ],
+                "method": "bybusyness",
+                "sticky": {"name": "ROUTEID", "failover": False},
+                "max_attempts": 2,
+                "fail_on_status": [500, 503],
+            }
+        },
+    }
+    assert said(out.notices) == [
+        "site.conf:1: LoadModule: how httpd runs its processes: no meaning here,"
+        " skipped",
+        "site.conf:12: ProxyPass: /balancer-manager is not proxied: its handler"
+        " route serves it",
+    ]
+
+
+def test_theTOMLNamesItsLinesAndLoads() -> None:
+    out = imported(BALANCED)
+    text = toml(out, "site.conf")
+    assert (
+        "# site.conf:13 ProxyPass / balancer://cluster/ timeout=30\n[[route]]" in text
+    )
+    assert (
+        "# site.conf:7 BalancerMember http://127.0.0.1:9002 route=two lbset=1"
+        " status=+H\n[[balancer.cluster.member]]" in text
+    )
+    assert "# notice: site.conf:1: LoadModule:" in text
+    config = loadString(text, "imported.toml")
+    [(name, cluster)] = config.balancers
+    assert [m.standby for m in cluster.members] == [False, True, False]
+    assert cluster.sticky is not None
+    assert not cluster.sticky.failover
+
+
+def test_healthOnProxySetIsTakenWithANotice() -> None:
+    """Apache refuses hcmethod/hcuri on ProxySet; the guide means a health check."""
+    out = imported(
+        "<Proxy balancer://b>\nBalancerMember http://127.0.0.1:9001\n"
+        "ProxySet hcmethod=GET\nProxySet hcuri=/health\n</Proxy>\n"
+        "ProxyPass / balancer://b/\n",
+        listen="tcp:8000:interface=127.0.0.1",
+    )
+    assert said(out.errors) == []
+    assert out.balancers["b"]["health"] == {
+        "passes": 1,
+        "fails": 1,
+        "method": "GET",
+        "uri": "/health",
+    }
+    assert said(out.notices)[:2] == [
+        "site.conf:3: ProxySet: hcmethod belongs on BalancerMember (Apache refuses"
+        " it on ProxySet): taken as the balancer's health check",
+        "site.conf:4: ProxySet: hcuri belongs on BalancerMember (Apache refuses it"
+        " on ProxySet): taken as the balancer's health check",
+    ]
+    assert out.listen == [{"endpoint": "tcp:8000:interface=127.0.0.1"}]
+
+
+def test_noListenMeansApachesPort80WithANotice() -> None:
+    out = imported("ProxyPass / http://127.0.0.1:9001/\n")
+    assert out.listen == [{"endpoint": "tcp:80"}]
+    assert said(out.notices) == [
+        "site.conf:1: Listen: no Listen or VirtualHost: listening on port 80,"
+        " Apache's default (import --listen ENDPOINT chooses another)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "endpoint"),
+    [
+        ("Listen 8080", "tcp:8080"),
+        ("Listen 127.0.0.1:8080", "tcp:8080:interface=127.0.0.1"),
+        ("Listen [::1]:8080", "tcp6:8080:interface=::1"),
+        ("<VirtualHost 127.0.0.1:81>\n</VirtualHost>", "tcp:81:interface=127.0.0.1"),
+    ],
+)
+def test_listeners(line: str, endpoint: str) -> None:
+    assert imported(line).listen == [{"endpoint": endpoint}]
+
+
+def test_serverWideSettings() -> None:
+    out = imported(
+        "Listen 80\nProxyTimeout 30\nProxyVia Off\nServerTokens Prod\n"
+        "LogLevel warn proxy:trace2\nHeader always set X-Frame-Options DENY\n"
+        "Header unset X-Powered-By\nProxyPass / http://b:8080/ ttl=60 max=20\n"
+        "ProxyPassReverse / http://elsewhere.example.test/\n"
+        "<Location />\nSetOutputFilter DEFLATE\n</Location>\n"
+    )
+    assert said(out.errors) == []
+    assert out.proxy == {
+        "timeout": 30.0,
+        "connect_timeout": 30.0,
+        "via": "off",
+        "server_tokens": "prod",
+        "log_level": "debug",
+        "response_headers": {
+            "set": {"X-Frame-Options": "DENY"},
+            "unset": ["X-Powered-By"],
+        },
+        "pool_ttl": 60.0,
+        "pool_size": 20,
+        "compress": [
+            "text/html",
+            "text/plain",
+            "text/css",
+            "text/xml",
+            "application/javascript",
+            "application/json",
+            "application/xml",
+        ],
+    }
+    assert out.routes == [
+        {
+            "path": "/",
+            "to": "http://b:8080/",
+            "reverse": ["http://elsewhere.example.test/"],
+        }
+    ]
+    loadString(toml(out, "site.conf"), "imported.toml")
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (
+            "ProxyPass / http://a/\nProxyPass / http://b/ keepalive=On\n",
+            "site.conf:2: ProxyPass: a second ProxyPass for / (site.conf:1 has it;"
+            " Apache ignores this one silently)",
+        ),
+        (
+            "ProxyPass /private !\nProxyPass / http://a/\n",
+            "site.conf:1: ProxyPass: a path left unproxied with no handler: not"
+            " supported yet",
+        ),
+        (
+            "DocumentRoot /var/www/html\n",
+            "site.conf:1: DocumentRoot: this is a proxy, not a web server: nothing"
+            " serves files",
+        ),
+        (
+            '<Directory "/var/www">\n</Directory>\n',
+            "site.conf:1: Directory: this is a proxy, not a web server: nothing"
+            " serves files",
+        ),
+        (
+            "RewriteEngine On\n",
+            "site.conf:1: RewriteEngine: cannot be expressed in twisted-proxy's"
+            " configuration",
+        ),
+        (
+            "<Proxy balancer://b>\nBalancerMember http://a status=+Z\n</Proxy>\n",
+            "site.conf:2: BalancerMember: status flag 'Z' cannot be expressed",
+        ),
+        (
+            "<Proxy balancer://b>\nProxySet lbmethod=heartbeat\n</Proxy>\n",
+            "site.conf:2: ProxySet: lbmethod=heartbeat cannot be expressed",
+        ),
+        (
+            "<Location /x>\nRequire valid-user\n</Location>\n",
+            "site.conf:2: Require: only Require local, ip, all granted or all denied",
+        ),
+        (
+            "ProxyRequests On\n",
+            "site.conf:1: ProxyRequests: a forward proxy is [listen.connect] here,"
+            " not this",
+        ),
+        (
+            "ServerAlias www.example.test\n",
+            "site.conf:1: ServerAlias: a route serves one host name here: not"
+            " supported yet",
+        ),
+    ],
+)
+def test_whatCannotBeExpressedIsAnErrorNamingTheLine(text: str, error: str) -> None:
+    assert error in said(imported(text).errors)
+
+
+def test_processModelLinesAreNotices() -> None:
+    out = imported("ServerLimit 16\nMaxRequestWorkers 400\nThreadsPerChild 25\n")
+    assert said(out.errors) == []
+    assert [n.directive for n in out.notices][:3] == [
+        "ServerLimit",
+        "MaxRequestWorkers",
+        "ThreadsPerChild",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "known"),
+    [
+        ("mod_proxy.c", True),
+        ("proxy_module", True),
+        ("mod_headers.c", True),
+        ("ssl_module", True),
+        ("mod_php.c", False),
+        ("rewrite_module", False),
+    ],
+)
+def test_knownModules(name: str, known: bool) -> None:
+    assert knownModule(name) is known
+
+
+def test_theImportCommand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """TOML on standard output, notices on standard error; errors: exit 1."""
+    site = tmp_path / "site.conf"
+    site.write_text(BALANCED)
+    assert main(["import", str(site)]) == 0
+    out, err = capsys.readouterr()
+    loadString(out, "imported.toml")
+    assert f"notice: {site}:1: LoadModule:" in err
+    site.write_text(BALANCED + "DocumentRoot /var/www\n")
+    assert main(["import", str(site)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"{site}:20: DocumentRoot: this is a proxy, not a web server" in err
+
+
+def test_includedFilesAreNamedInMessages(tmp_path: Path) -> None:
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "proxy.conf").write_text("ProxyPass / http://a/\nFoo bar\n")
+    (tmp_path / "main.conf").write_text(
+        "<IfModule mod_proxy.c>\nInclude conf.d/*.conf\n</IfModule>\n"
+    )
+    result = importFile(str(tmp_path / "main.conf"))
+    assert result.text is None
+    assert result.errors == [
+        f"{tmp_path}/conf.d/proxy.conf:2: Foo: cannot be expressed in"
+        " twisted-proxy's configuration"
+    ]
+    missing = importFile(str(tmp_path / "nothere.conf"))
+    assert missing.errors == [f"{tmp_path}/nothere.conf: No such file or directory"]
