@@ -319,3 +319,122 @@ def test_includedFilesAreNamedInMessages(tmp_path: Path) -> None:
     ]
     missing = importFile(str(tmp_path / "nothere.conf"))
     assert missing.errors == [f"{tmp_path}/nothere.conf: No such file or directory"]
+
+
+TLS = """\
+<VirtualHost 127.0.0.1:8443>
+ServerName secure.example.test
+SSLEngine on
+SSLCertificateFile tls/proxy.pem
+SSLCertificateKeyFile tls/proxy.key
+SSLProtocol all -SSLv3 -TLSv1 -TLSv1.1 -TLSv1.2
+SSLCipherSuite HIGH:!aNULL
+ProxyPass / http://127.0.0.1:9001/
+RequestHeader set X-Forwarded-Proto "https"
+RequestHeader unset X-Debug
+</VirtualHost>
+"""
+
+
+def test_tlsAndRequestHeadersOfAVirtualHost() -> None:
+    """SSL* lines make the host's listener TLS; RequestHeader goes on its routes."""
+    out = imported(TLS)
+    assert said(out.errors) == []
+    assert out.listen == [
+        {
+            "endpoint": "tcp:8443:interface=127.0.0.1",
+            "tls": {
+                "certificate": "tls/proxy.pem",
+                "key": "tls/proxy.key",
+                "min_version": "1.3",
+                "ciphers": "HIGH:!aNULL",
+            },
+        }
+    ]
+    assert out.routes[0]["request_headers"] == {
+        "set": {"X-Forwarded-Proto": "https"},
+        "unset": ["X-Debug"],
+    }
+    text = toml(out, "site.conf")
+    assert "[listen.tls]" in text
+    assert "[route.request_headers]" in text
+    loadString(text, "imported.toml")
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("SSLProtocol +TLSv1 +TLSv1.2", "TLS older than 1.2 cannot be offered here"),
+        ("SSLProtocol all -QUIC", "only +/- and all, TLSv1.2 and TLSv1.3 are read"),
+    ],
+)
+def test_weakOrUnknownProtocols(line: str, error: str) -> None:
+    text = TLS.replace("SSLProtocol all -SSLv3 -TLSv1 -TLSv1.1 -TLSv1.2", line)
+    assert any(error in e for e in said(imported(text).errors))
+
+
+def test_tlsWithoutItsFiles() -> None:
+    out = imported("<VirtualHost *:443>\nSSLEngine on\n</VirtualHost>\n")
+    assert said(out.errors) == [
+        "site.conf:2: SSLEngine: SSLEngine on needs SSLCertificateFile and"
+        " SSLCertificateKeyFile"
+    ]
+
+
+def test_proxyStarGuardsEveryProxiedRoute() -> None:
+    """Apache 2.2's Order deny,allow + Allow from: an allow list, with a notice."""
+    out = imported(
+        "Listen 80\n<Proxy *>\nOrder deny,allow\nDeny from all\n"
+        "Allow from 192.0.2.0/24 198.51.100.7\n</Proxy>\n"
+        "ProxyPass / http://127.0.0.1:9001/\n"
+        "<Location /server-status>\nSetHandler server-status\nRequire local\n"
+        "</Location>\n"
+    )
+    assert said(out.errors) == []
+    assert out.routes[0]["allow"] == ["192.0.2.0/24", "198.51.100.7"]
+    assert out.routes[1]["allow"] == ["127.0.0.0/8", "::1/128"]
+    assert (
+        "site.conf:2: Proxy: Order deny,allow with Deny from all: only Allow from"
+        " is let in" in said(out.notices)
+    )
+    reverse = imported(
+        "Listen 80\n<Proxy *>\nOrder allow,deny\nAllow from all\n"
+        "Deny from 203.0.113.0/24\n</Proxy>\nProxyPass / http://127.0.0.1:9001/\n"
+    )
+    assert reverse.routes[0]["deny"] == ["203.0.113.0/24"]
+    alone = imported("<Proxy *>\nRequire ip 192.0.2.1\n</Proxy>\n")
+    assert "site.conf:1: Proxy: no ProxyPass here for these rules to guard" in said(
+        alone.notices
+    )
+
+
+def test_theRouteCookieHeaderIsStickyInsert() -> None:
+    """Header add Set-Cookie ROUTEID=.%{BALANCER_WORKER_ROUTE}e: insert = true."""
+    out = imported(
+        'Header add Set-Cookie "ROUTEID=.%{BALANCER_WORKER_ROUTE}e; path=/"\n'
+        "<Proxy balancer://b>\nBalancerMember http://127.0.0.1:9001 route=1\n"
+        "ProxySet stickysession=ROUTEID\n</Proxy>\nProxyPass / balancer://b/\n"
+    )
+    assert said(out.errors) == []
+    assert out.balancers["b"]["sticky"] == {"name": "ROUTEID", "insert": True}
+    assert "proxy" not in out.document()
+    orphan = imported('Header add Set-Cookie "X=.%{BALANCER_WORKER_ROUTE}e"\n')
+    assert said(orphan.errors) == [
+        "site.conf:1: Header: no balancer has stickysession=X for this cookie"
+    ]
+
+
+def test_logFormatsByNickname() -> None:
+    out = imported(
+        'LogFormat "%h %>s backend:%{BALANCER_WORKER_NAME}e %D" proxy\n'
+        "CustomLog /var/log/proxy.log proxy\n"
+    )
+    assert out.proxy == {
+        "access_log": "/var/log/proxy.log",
+        "access_log_format": "%h %>s backend:%{BALANCER_WORKER_NAME}e %D",
+    }
+    assert said(imported('CustomLog "|/usr/bin/rotatelogs x" common\n').errors) == [
+        "site.conf:1: CustomLog: piped logs cannot be expressed: log to a file or to -"
+    ]
+    named = imported("CustomLog - combined\n")
+    assert named.proxy == {"access_log": "-", "access_log_format": "combined"}

@@ -120,6 +120,12 @@ class _Host:
     routes: list[dict[str, Any]] = field(default_factory=list)
     excluded: dict[str, Directive] = field(default_factory=dict)
     seen: dict[str, Directive] = field(default_factory=dict)
+    # The listener tables this host is served on, and its TLS and request
+    # header directives.
+    listeners: list[dict[str, Any]] = field(default_factory=list)
+    tls: dict[str, Any] = field(default_factory=dict)
+    tlsOn: Directive | None = None
+    requestHeaders: dict[str, Any] = field(default_factory=dict)
 
 
 class _Converter:
@@ -128,6 +134,16 @@ class _Converter:
         self.defaultListen = listen
         self.ports: list[tuple[str, Directive]] = []
         self.declared: dict[str, Directive] = {}
+        self.tables: dict[str, dict[str, Any]] = {}
+        # Server-wide: <Proxy *> access rules, a route cookie set by Header,
+        # LogFormat nicknames.
+        self.access: dict[str, list[str]] = {}
+        self.accessAt: Directive | None = None
+        self.insertCookie: tuple[str, Directive] | None = None
+        self.formats: dict[str, str] = {
+            "common": "common",
+            "combined": "combined",
+        }
 
     # -- messages --
 
@@ -184,12 +200,35 @@ class _Converter:
                 self.error(
                     d, "a path left unproxied with no handler: not supported yet"
                 )
+        if host.tlsOn is not None:
+            self.terminateTLS(host)
         for route in host.routes:
             if host.names:
                 route["host"] = host.names[0]
-            if host.preserveHost is not None and "to" in route:
-                route.setdefault("preserve_host", host.preserveHost)
+            if "to" in route:
+                if host.preserveHost is not None:
+                    route.setdefault("preserve_host", host.preserveHost)
+                if host.requestHeaders:
+                    route["request_headers"] = host.requestHeaders
             self.out.routes.append(route)
+
+    def terminateTLS(self, host: _Host) -> None:
+        d = host.tlsOn
+        assert d is not None
+        tls = host.tls
+        missing = [k for k in ("certificate", "key") if k not in tls]
+        if missing:
+            self.error(
+                d, "SSLEngine on needs SSLCertificateFile and SSLCertificateKeyFile"
+            )
+            return
+        if not host.listeners:
+            self.error(
+                d, "SSLEngine on outside a <VirtualHost>: no listener to put it on"
+            )
+            return
+        for listener in host.listeners:
+            listener["tls"] = tls
 
     def addDefaultListen(self, directives: tuple[Directive, ...]) -> None:
         endpoint = self.defaultListen or "tcp:80"
@@ -222,25 +261,30 @@ class _Converter:
                 continue
             self.listenOn(hostPart, port, d)
         host = _Host(preserveHost=outer.preserveHost)
+        for address in d.args:
+            hostPart, _, port = address.rpartition(":")
+            table = self.tables.get(_endpoint(hostPart, port))
+            if table is not None:
+                host.listeners.append(table)
         for child in d.children:
             self.directive(child, host, inVirtualHost=True)
         self.finishHost(host)
 
     def listenOn(self, address: str, port: str, d: Directive) -> None:
-        if address in ("", "*", "_default_", "0.0.0.0"):
-            endpoint = f"tcp:{port}"
-        elif ":" in address.strip("[]"):
-            endpoint = f"tcp6:{port}:interface={address.strip('[]')}"
-        else:
-            endpoint = f"tcp:{port}:interface={address}"
-        if any(existing == endpoint for existing, _ in self.ports):
+        endpoint = _endpoint(address, port)
+        if endpoint in self.tables:
             return
         self.ports.append((endpoint, d))
-        self.out.listen.append(self.mark({"endpoint": endpoint}, d))
+        table = self.mark({"endpoint": endpoint}, d)
+        self.tables[endpoint] = table
+        self.out.listen.append(table)
 
     def s_proxy(self, d: Section, host: _Host) -> None:
+        if d.args == ("*",):
+            self.proxyAccess(d)
+            return
         if len(d.args) != 1 or not d.args[0].lower().startswith("balancer://"):
-            self.error(d, "only <Proxy balancer://NAME> sections can be expressed")
+            self.error(d, "only <Proxy *> and <Proxy balancer://NAME> can be expressed")
             return
         name = d.args[0][len("balancer://") :].strip("/")
         balancer = self.balancer(name, d)
@@ -285,6 +329,42 @@ class _Converter:
             if allow is not None:
                 route["allow"] = allow
             host.routes.append(self.mark(route, d))
+
+    def proxyAccess(self, d: Section) -> None:
+        """
+        <Proxy *>: who may use any proxied route. Apache 2.2's Order, Deny
+        and Allow are read as the guide means them.
+        """
+        self.accessAt = d
+        order: str | None = None
+        allows: list[str] = []
+        denies: list[str] = []
+        for child in d.children:
+            args = [a.lower() for a in child.args]
+            if child.key == "order" and len(args) == 1:
+                order = args[0].replace(" ", "")
+            elif child.key in ("allow", "deny") and args[:1] == ["from"]:
+                (allows if child.key == "allow" else denies).extend(child.args[1:])
+            elif child.key == "require":
+                allowed = self.require(child)
+                if allowed is not None:
+                    self.access["allow"] = allowed
+            else:
+                self.error(child, "not expressible inside <Proxy *>")
+        if order is None and not allows and not denies:
+            return
+        if order == "deny,allow" and [x.lower() for x in denies] == ["all"]:
+            self.access["allow"] = allows
+            self.notice(
+                d, "Order deny,allow with Deny from all: only Allow from is let in"
+            )
+        elif order == "allow,deny" and [x.lower() for x in allows] == ["all"]:
+            self.access["deny"] = denies
+            self.notice(
+                d, "Order allow,deny with Allow from all: Deny from is kept out"
+            )
+        else:
+            self.error(d, "only Deny from all with Allow from, or the reverse")
 
     def require(self, d: Directive) -> list[str] | None:
         args = [a.lower() for a in d.args]
@@ -534,32 +614,140 @@ class _Converter:
         self.notice(d, "no ProxyPass for this path: nothing to rewrite")
 
     def d_header(self, d: Directive, host: _Host) -> None:
-        self.headers(d, self.out.proxy, "response_headers")
+        args = [a.lower() for a in d.args]
+        if args[:2] in (["add", "set-cookie"], ["always", "add"]) and len(d.args) >= 3:
+            value = d.args[-1]
+            cookie = re.match(
+                r"([!#$%&'*+.^_`|~0-9A-Za-z-]+)=\.%\{BALANCER_WORKER_ROUTE\}e", value
+            )
+            if cookie is not None:
+                self.insertCookie = (cookie.group(1), d)
+                return
+        self.headers(d, self.out.proxy.setdefault("response_headers", {}))
 
     def d_requestheader(self, d: Directive, host: _Host) -> None:
-        if host.routes:
-            self.error(d, "RequestHeader for the whole server cannot be expressed yet")
-            return
-        self.error(d, "RequestHeader outside a route cannot be expressed yet")
+        self.headers(d, host.requestHeaders)
 
-    def headers(self, d: Directive, table: dict[str, Any], key: str) -> None:
+    def d_sslengine(self, d: Directive, host: _Host) -> None:
+        if _onOff(self, d):
+            host.tlsOn = d
+
+    def d_sslcertificatefile(self, d: Directive, host: _Host) -> None:
+        if len(d.args) == 1:
+            host.tls["certificate"] = d.args[0]
+        else:
+            self.error(d, "takes one file")
+
+    def d_sslcertificatekeyfile(self, d: Directive, host: _Host) -> None:
+        if len(d.args) == 1:
+            host.tls["key"] = d.args[0]
+        else:
+            self.error(d, "takes one file")
+
+    def d_sslprotocol(self, d: Directive, host: _Host) -> None:
+        enabled = _protocols(d.args)
+        if enabled is None:
+            self.error(d, "only +/- and all, TLSv1.2 and TLSv1.3 are read here")
+        elif min(enabled, default="1.3") < "1.2":
+            self.error(d, "TLS older than 1.2 cannot be offered here")
+        elif enabled:
+            host.tls["min_version"] = min(enabled)
+
+    def d_sslciphersuite(self, d: Directive, host: _Host) -> None:
+        if len(d.args) == 1:
+            host.tls["ciphers"] = d.args[0]
+        else:
+            self.error(d, "takes one cipher string (TLS 1.2)")
+
+    def d_logformat(self, d: Directive, host: _Host) -> None:
+        if len(d.args) == 2:
+            self.formats[d.args[1]] = d.args[0]
+        elif len(d.args) == 1:
+            self.out.proxy["access_log_format"] = d.args[0]
+        else:
+            self.error(d, "LogFormat takes a format and a nickname")
+
+    def d_customlog(self, d: Directive, host: _Host) -> None:
+        if len(d.args) != 2:
+            self.error(d, "CustomLog takes a file and a format or nickname")
+            return
+        where, form = d.args
+        if where.startswith("|"):
+            self.error(d, "piped logs cannot be expressed: log to a file or to -")
+            return
+        if "access_log" in self.out.proxy:
+            self.error(d, "one access log here: a second CustomLog cannot be kept")
+            return
+        self.out.proxy["access_log"] = where
+        self.out.proxy["access_log_format"] = self.formats.get(form, form)
+
+    def headers(self, d: Directive, directives: dict[str, Any]) -> None:
+        """Header or RequestHeader set/unset, into a header-directive table."""
         args = list(d.args)
         if args and args[0].lower() == "always":
             args = args[1:]
-        if len(args) >= 2 and args[0].lower() == "unset":
-            directives = table.setdefault(key, {})
+        if len(args) == 2 and args[0].lower() == "unset":
             directives.setdefault("unset", []).append(args[1])
         elif len(args) == 3 and args[0].lower() == "set" and "%{" not in args[2]:
-            directives = table.setdefault(key, {})
             directives.setdefault("set", {})[args[1]] = args[2]
         else:
-            self.error(d, "only Header set and unset of plain values so far")
+            self.error(d, "only set and unset of plain values so far")
+
+    def finish(self) -> None:
+        """What applies across the file: <Proxy *> rules, the route cookie."""
+        proxied = [route for route in self.out.routes if "to" in route]
+        for route in proxied:
+            for key, nets in self.access.items():
+                route.setdefault(key, nets)
+        if self.access and not proxied and self.accessAt is not None:
+            self.notice(self.accessAt, "no ProxyPass here for these rules to guard")
+        if self.insertCookie is not None:
+            name, d = self.insertCookie
+            matched = [
+                b
+                for b in self.out.balancers.values()
+                if b.get("sticky", {}).get("name") == name
+            ]
+            if not matched:
+                self.error(d, f"no balancer has stickysession={name} for this cookie")
+            for balancer in matched:
+                balancer["sticky"]["insert"] = True
+            if matched:
+                self.notice(d, f"the balancer hands out {name}=.ROUTE itself (insert)")
 
     def d_loglevel(self, d: Directive, host: _Host) -> None:
         if any(re.fullmatch(r"proxy[a-z_]*:trace[1-8]", a) for a in d.args):
             self.out.proxy["log_level"] = "debug"
         else:
             self.notice(d, "only proxy:traceN changes the proxy's logging")
+
+
+def _protocols(args: tuple[str, ...]) -> set[str] | None:
+    """SSLProtocol's words: the TLS versions left on ("1.2", "1.3")."""
+    versions = {"tlsv1": "1.0", "tlsv1.1": "1.1", "tlsv1.2": "1.2", "tlsv1.3": "1.3"}
+    on: set[str] = set()
+    for word in args:
+        sign, name = (word[0], word[1:]) if word[:1] in "+-" else ("+", word)
+        name = name.lower()
+        if name == "all":
+            chosen = {"1.2", "1.3"}
+        elif name == "sslv3":
+            chosen = set() if sign == "-" else {"0.3"}
+        elif name in versions:
+            chosen = {versions[name]}
+        else:
+            return None
+        on = on | chosen if sign == "+" else on - chosen
+    return on
+
+
+def _endpoint(address: str, port: str) -> str:
+    """A Twisted endpoint for an Apache ADDRESS:PORT."""
+    if address in ("", "*", "_default_", "0.0.0.0"):
+        return f"tcp:{port}"
+    if ":" in address.strip("[]"):
+        return f"tcp6:{port}:interface={address.strip('[]')}"
+    return f"tcp:{port}:interface={address}"
 
 
 def _onOff(converter: _Converter, d: Directive) -> bool:
@@ -594,4 +782,5 @@ def convert(directives: tuple[Directive, ...], listen: str | None = None) -> Imp
     for name, d in converter.declared.items():
         if name not in used:
             converter.notice(d, f"balancer://{name} is used by no ProxyPass")
+    converter.finish()
     return out
