@@ -16,7 +16,8 @@ import sys
 from typing import TextIO
 
 from twisted_proxy import __version__
-from twisted_proxy.config.loader import ConfigError, load
+from twisted_proxy.apache.importer import configFromText, importFile
+from twisted_proxy.config.loader import ConfigError, readConfig
 from twisted_proxy.config.model import Config
 from twisted_proxy.core.describe import routeTable
 from twisted_proxy.preflight import startupProblems
@@ -112,13 +113,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(path: str, err: TextIO) -> Config | None:
-    """Load C{path}, printing every error to C{err} when it is invalid."""
+    """
+    Load C{path} (TOML, or an Apache file through the importer), printing
+    the importer's notices, and every error when it is invalid, to C{err}.
+    """
     try:
-        return load(path)
+        config, notices = configFromText(readConfig(path), path)
     except ConfigError as e:
         for error in e.errors:
             print(error, file=err)
         return None
+    for notice in notices:
+        print(f"notice: {notice}", file=err)
+    return config
 
 
 def _check(path: str, out: TextIO, err: TextIO) -> int:
@@ -148,8 +155,6 @@ def _routes(path: str, out: TextIO, err: TextIO) -> int:
 
 
 def _import(options: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from twisted_proxy.apache.importer import importFile
-
     result = importFile(options.file, options.listen, options.server_root)
     for notice in result.notices:
         print(f"notice: {notice}", file=err)

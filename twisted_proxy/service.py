@@ -27,8 +27,9 @@ from twisted_proxy.admin.metrics import Metrics
 from twisted_proxy.admin.statefile import StateFile, StateFileError
 from twisted_proxy.admin.status import ServerStatus
 from twisted_proxy.admin.view import PROTOCOLS, AdminContext, ReloadResult
+from twisted_proxy.apache.importer import configFromText
 from twisted_proxy.balancer.service import BalancerService
-from twisted_proxy.config.loader import ConfigError, loadString, readConfig
+from twisted_proxy.config.loader import ConfigError, readConfig
 from twisted_proxy.config.model import Config
 from twisted_proxy.core.traffic import Traffic, TrafficSnapshot
 from twisted_proxy.frontends.context import ProxyContext, UpgradeHandler
@@ -269,7 +270,8 @@ class ProxyService(MultiService):
             try:
                 if text is None:
                     text = readConfig(source)
-                fresh = loadString(text, source)
+                # An Apache file's notices were said when it was first read.
+                fresh, _ = configFromText(text, source)
             except ConfigError as e:
                 errors.extend(e.errors)
             else:

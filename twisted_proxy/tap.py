@@ -20,7 +20,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from twisted_proxy._twisted_internals import forgetExitSignal
-from twisted_proxy.config.loader import ConfigError, load, loadString, readConfig
+from twisted_proxy.apache.importer import configFromText
+from twisted_proxy.config.loader import ConfigError, readConfig
 from twisted_proxy.config.model import Config, LogLevel
 from twisted_proxy.preflight import startupProblems
 
@@ -66,7 +67,11 @@ def loadForStart(
 
     :raise ConfigError: one message per problem, each naming C{path}.
     """
-    config = load(path) if text is None else loadString(text, path)
+    if text is None:
+        text = readConfig(path)
+    config, notices = configFromText(text, path)
+    for notice in notices:
+        print(f"notice: {notice}", file=sys.stderr)
     errors = startupProblems(config).errors
     if errors:
         raise ConfigError([f"{path}: {error}" for error in errors])

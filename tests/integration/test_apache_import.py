@@ -17,6 +17,7 @@ from tests.integration.support import RecordingBackend, Stack
 from twisted_proxy.apache.importer import importFile
 from twisted_proxy.config.loader import loadString
 from twisted_proxy.service import ProxyService
+from twisted_proxy.tap import loadForStart
 
 SITE = """\
 # Two servers and a hot standby, as the guide's balancer block has them.
@@ -114,3 +115,33 @@ async def test_stickyByRouteAndTheManagerHere(stack: Stack, tmp_path: Path) -> N
     response = await http.get(base + "/x", headers={b"Host": [b"other.test"]})
     assert response.code == 404
     await response.content()
+
+
+@pytest_twisted.ensureDeferred
+async def test_anApacheFileRunsAndReloadsAsIs(stack: Stack, tmp_path: Path) -> None:
+    """
+    The Apache file itself as the configuration (as run --config site.conf
+    loads it): it serves, and a reload reads the edited file again.
+    """
+    one, two = RecordingBackend("one"), RecordingBackend("two")
+    first, second = await stack.backend(one), await stack.backend(two)
+    site = tmp_path / "site.conf"
+    site.write_text(f"Listen 127.0.0.1:0\nProxyPass /app/ http://127.0.0.1:{first}/\n")
+    config = loadForStart(str(site))
+    proxy = ProxyService(config, stack.reactor)
+    proxy.startService()
+    stack.services.append(proxy)
+    http = stack.treq()
+    response = await http.get(f"http://127.0.0.1:{proxy.port}/app/x")
+    assert await response.text() == "one saw GET /x"
+    site.write_text(f"Listen 127.0.0.1:0\nProxyPass /app/ http://127.0.0.1:{second}/\n")
+    assert proxy.reload().ok
+    response = await http.get(f"http://127.0.0.1:{proxy.port}/app/x")
+    assert await response.text() == "two saw GET /x"
+    site.write_text("Listen 127.0.0.1:0\nRewriteEngine On\n")
+    result = proxy.reload()
+    assert not result.ok
+    assert result.errors == (
+        f"{site}:2: RewriteEngine: cannot be expressed in twisted-proxy's"
+        " configuration",
+    )

@@ -438,3 +438,46 @@ def test_logFormatsByNickname() -> None:
     ]
     named = imported("CustomLog - combined\n")
     assert named.proxy == {"access_log": "-", "access_log_format": "combined"}
+
+
+@pytest.mark.parametrize(
+    ("text", "source", "apache"),
+    [
+        ("ProxyPass / http://a/\n", "site.toml", True),
+        ("# a comment\n\n<VirtualHost *:80>\n</VirtualHost>\n", "x", True),
+        ("[proxy]\ntimeout = 5\n", "site.conf", True),
+        ("[proxy]\ntimeout = 5\n", "site.toml", False),
+        ("# only\nserver_name = 'x'\n", "site", False),
+        ('"quoted key" = 1\n', "site", False),
+        ("[[route]]\n", "site", False),
+        ("", "site", False),
+    ],
+)
+def test_apacheFilesAreToldApart(text: str, source: str, apache: bool) -> None:
+    """By the .conf extension, else by the first line: a directive, not a key."""
+    from twisted_proxy.apache.importer import isApache
+
+    assert isApache(text, source) is apache
+
+
+def test_checkAndRoutesReadAnApacheFile(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = tmp_path / "site.conf"
+    site.write_text(
+        "LoadModule proxy_module x.so\nListen 8080\nProxyPass / http://a:1/\n"
+    )
+    assert main(["check", str(site)]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"{site}: ok\n"
+    assert err == (
+        f"notice: {site}:1: LoadModule: how httpd runs its processes: no meaning"
+        " here, skipped\n"
+    )
+    site.write_text("Listen 8080\nProxyPass / http://a:1/\nRewriteEngine On\n")
+    assert main(["check", str(site)]) == 1
+    out, err = capsys.readouterr()
+    assert err == (
+        f"{site}:3: RewriteEngine: cannot be expressed in twisted-proxy's"
+        " configuration\n"
+    )

@@ -6,6 +6,7 @@ disk, converted, written as TOML and checked as the proxy would load it.
 from __future__ import annotations
 
 import glob
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,8 +14,16 @@ from twisted_proxy.apache.convert import Message, convert
 from twisted_proxy.apache.emit import toml
 from twisted_proxy.apache.parse import ApacheSyntaxError, Files, parse
 from twisted_proxy.config.loader import ConfigError, loadString
+from twisted_proxy.config.model import Config
 
-__all__ = ["DISK", "KNOWN_MODULES", "Result", "importFile"]
+__all__ = [
+    "DISK",
+    "KNOWN_MODULES",
+    "Result",
+    "configFromText",
+    "importFile",
+    "isApache",
+]
 
 KNOWN_MODULES = frozenset(
     {
@@ -96,6 +105,49 @@ def importFile(
     except ConfigError as e:
         return Result(None, notices, list(e.errors))
     return Result(document, notices)
+
+
+# An Apache line: a directive name, blanks, then anything but TOML's "=".
+_DIRECTIVE = re.compile(r"(?:<|[A-Za-z][A-Za-z0-9_]*[ \t]+(?!=))")
+
+
+def isApache(text: str, source: str) -> bool:
+    """
+    Whether C{text} (the file C{source}) is an Apache configuration: by its
+    extension (.conf), else by its first line that is not blank or a
+    comment (a directive or a section, where TOML has keys and tables).
+    """
+    if source.lower().endswith(".conf"):
+        return True
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            return _DIRECTIVE.match(line) is not None and not line.startswith("[")
+    return False
+
+
+def configFromText(
+    text: str, source: str, files: Files = DISK
+) -> tuple[Config, list[str]]:
+    """
+    The configuration in C{text} (the file C{source}): TOML as it is, an
+    Apache file through the importer. Returns it and the importer's
+    notices.
+
+    :raise ConfigError: the file's errors, each naming its file and line.
+    """
+    if not isApache(text, source):
+        return loadString(text, source), []
+    try:
+        tree = parse(text, source, files, knownModule)
+    except ApacheSyntaxError as e:
+        raise ConfigError([str(e)]) from None
+    imported = convert(tree)
+    if imported.errors:
+        raise ConfigError([str(m) for m in _sorted(imported.errors)])
+    return loadString(toml(imported, source), source), [
+        str(m) for m in imported.notices
+    ]
 
 
 def _sorted(messages: list[Message]) -> list[Message]:
