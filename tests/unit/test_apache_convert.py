@@ -481,3 +481,40 @@ def test_checkAndRoutesReadAnApacheFile(
         f"{site}:3: RewriteEngine: cannot be expressed in twisted-proxy's"
         " configuration\n"
     )
+
+
+def test_cookiesHeadersCompressionAndAjp() -> None:
+    """ProxyPassReverseCookie*, ProxyAddHeaders, AddOutputFilterByType, AJP secrets."""
+    out = imported(
+        "Listen 80\nProxyAddHeaders Off\n"
+        "AddOutputFilterByType DEFLATE text/html application/json\n"
+        "ProxyPass /app/ http://127.0.0.1:9001/\n"
+        "ProxyPassReverseCookieDomain backend.internal example.test\n"
+        "ProxyPassReverseCookiePath / /app/\n"
+        "ProxyPass /tc/ ajp://127.0.0.1:8009/ secret=s3cret\n"
+        "<Proxy balancer://tomcats>\n"
+        "BalancerMember ajp://127.0.0.1:8010 route=node1 secret=s3cret\n"
+        "</Proxy>\nProxyPass / balancer://tomcats/\n"
+    )
+    assert said(out.errors) == []
+    assert out.proxy == {
+        "forwarded_headers": False,
+        "compress": ["text/html", "application/json"],
+    }
+    assert out.routes[0]["cookie_domain"] == {"backend.internal": "example.test"}
+    assert out.routes[0]["cookie_path"] == {"/": "/app/"}
+    assert out.routes[1] == {
+        "path": "/tc/",
+        "to": "ajp://127.0.0.1:8009/",
+        "secret": "s3cret",
+    }
+    assert out.balancers["tomcats"]["member"] == [
+        {"url": "ajp://127.0.0.1:8010", "route": "node1", "secret": "s3cret"}
+    ]
+    config = loadString(toml(out, "site.conf"), "imported.toml")
+    assert config.routes[1].secret == "s3cret"
+    lone = imported("ProxyPassReverseCookiePath / /app/\n")
+    assert said(lone.errors) == [
+        "site.conf:1: ProxyPassReverseCookiePath: no ProxyPass before it in this"
+        " host to rewrite for"
+    ]

@@ -426,6 +426,8 @@ class _Converter:
                 self.status(d, value, member)
             elif key == "retry":
                 balancer["retry"] = _seconds(value)
+            elif key == "secret" and url.lower().startswith("ajp://"):
+                member["secret"] = value
             elif key in ("hcmethod", "hcuri", "hcinterval", "hcpasses", "hcfails"):
                 self.health(d, key, value, balancer)
             else:
@@ -595,6 +597,8 @@ class _Converter:
                 self.notice(d, "retry on a single backend: it is always tried")
             elif key == "flushpackets":
                 self.notice(d, "flushpackets: every backend read is sent on at once")
+            elif key == "secret" and url.lower().startswith("ajp://"):
+                route["secret"] = value
             else:
                 self.error(d, f"{key}= cannot be expressed on a route here")
         host.routes.append(self.mark(route, d))
@@ -612,6 +616,33 @@ class _Converter:
                     route.setdefault("reverse", []).append(url)
                     return
         self.notice(d, "no ProxyPass for this path: nothing to rewrite")
+
+    def d_proxypassreversecookiedomain(self, d: Directive, host: _Host) -> None:
+        self.cookieRewrite(d, host, "cookie_domain")
+
+    def d_proxypassreversecookiepath(self, d: Directive, host: _Host) -> None:
+        self.cookieRewrite(d, host, "cookie_path")
+
+    def cookieRewrite(self, d: Directive, host: _Host, key: str) -> None:
+        if len(d.args) != 2:
+            self.error(d, "takes the backend's value and the public one")
+            return
+        proxied = [route for route in host.routes if "to" in route]
+        if not proxied:
+            self.error(d, "no ProxyPass before it in this host to rewrite for")
+            return
+        for route in proxied:
+            route.setdefault(key, {})[d.args[0]] = d.args[1]
+
+    def d_proxyaddheaders(self, d: Directive, host: _Host) -> None:
+        self.out.proxy["forwarded_headers"] = _onOff(self, d)
+
+    def d_addoutputfilterbytype(self, d: Directive, host: _Host) -> None:
+        if len(d.args) < 2 or d.args[0].upper() != "DEFLATE":
+            self.error(d, "only AddOutputFilterByType DEFLATE TYPE...")
+            return
+        types = self.out.proxy.setdefault("compress", [])
+        types.extend(t for t in d.args[1:] if t not in types)
 
     def d_header(self, d: Directive, host: _Host) -> None:
         args = [a.lower() for a in d.args]
