@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from twisted_proxy.apache.convert import Imported, convert
+from twisted_proxy.apache.convert import convert
 from twisted_proxy.apache.emit import toml
 from twisted_proxy.apache.importer import importFile, knownModule
+from twisted_proxy.apache.lines import Imported
 from twisted_proxy.apache.parse import parse
 from twisted_proxy.cli import main
 from twisted_proxy.config.loader import loadString

@@ -10,7 +10,7 @@ import json
 import re
 from typing import Any
 
-from twisted_proxy.apache.convert import Imported
+from twisted_proxy.apache.lines import Imported
 
 __all__ = ["toml"]
 

@@ -10,8 +10,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from twisted_proxy.apache.convert import Message, convert
+from twisted_proxy.apache.convert import convert
 from twisted_proxy.apache.emit import toml
+from twisted_proxy.apache.lines import Message
 from twisted_proxy.apache.parse import ApacheSyntaxError, Files, parse
 from twisted_proxy.config.loader import ConfigError, loadString
 from twisted_proxy.config.model import Config

@@ -1,0 +1,150 @@
+"""
+Apache's balancers: C{<Proxy balancer://NAME>} with its C{BalancerMember}
+and C{ProxySet} lines, into C{[balancer.NAME]} tables (members, method,
+stickiness, health check), Apache's defaults written out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted_proxy.apache.lines import Lines, seconds
+from twisted_proxy.apache.parse import Directive, Section
+
+__all__ = ["BalancerLines"]
+
+_LBMETHODS = {
+    "byrequests": "byrequests",
+    "bytraffic": "bytraffic",
+    "bybusyness": "bybusyness",
+    "heartbeat": None,
+}
+
+_HEALTH_METHODS = {"GET", "HEAD", "OPTIONS", "TCP", "CPING"}
+
+
+class BalancerLines(Lines):
+    """The balancer directives."""
+
+    def balancerSection(self, d: Section) -> None:
+        """C{<Proxy balancer://NAME>}: its members and settings."""
+        name = d.args[0][len("balancer://") :].strip("/")
+        balancer = self.balancer(name, d)
+        self.declared.setdefault(name, d)
+        for child in d.children:
+            if child.key == "balancermember":
+                self.member(child, balancer, name)
+            elif child.key == "proxyset":
+                self.proxySet(child, balancer)
+            else:
+                self.error(child, "not expressible inside <Proxy balancer://>")
+
+    def balancer(self, name: str, d: Directive) -> dict[str, Any]:
+        table = self.out.balancers.get(name)
+        if table is None:
+            # Apache's: a member in error is tried again after 60 s.
+            table = self.mark({"retry": 60.0, "member": []}, d)
+            self.out.balancers[name] = table
+        return table
+
+    def member(self, d: Directive, balancer: dict[str, Any], name: str) -> None:
+        if not d.args:
+            self.error(d, "BalancerMember needs a URL")
+            return
+        url = d.args[0]
+        if url.lower().startswith("balancer://"):
+            # BalancerMember balancer://NAME URL, outside <Proxy>.
+            self.error(d, "give members inside <Proxy balancer://NAME>")
+            return
+        member: dict[str, Any] = {"url": url.rstrip("/")}
+        for param in d.args[1:]:
+            key, eq, value = param.partition("=")
+            key = key.lower()
+            if not eq:
+                self.error(d, f"expected key=value, got {param!r}")
+            elif key == "route":
+                member["route"] = value
+            elif key in ("loadfactor", "lbfactor"):
+                member["weight"] = int(value) if value.isdigit() else 1
+            elif key == "lbset":
+                member["tier"] = int(value) if value.isdigit() else 0
+            elif key == "status":
+                self.status(d, value, member)
+            elif key == "retry":
+                balancer["retry"] = seconds(value)
+            elif key == "secret" and url.lower().startswith("ajp://"):
+                member["secret"] = value
+            elif key in ("hcmethod", "hcuri", "hcinterval", "hcpasses", "hcfails"):
+                self.health(d, key, value, balancer)
+            else:
+                self.error(d, f"{key}= cannot be expressed on a member here")
+        balancer["member"].append(self.mark(member, d))
+
+    def status(self, d: Directive, value: str, member: dict[str, Any]) -> None:
+        flags = {"H": "standby", "D": "disabled", "N": "drain", "I": "ignore_errors"}
+        sign = "+"
+        for char in value:
+            if char in "+-":
+                sign = char
+            elif char.upper() in flags:
+                member[flags[char.upper()]] = sign == "+"
+            elif char.upper() == "E":
+                self.notice(d, "status=+E (in error at start): starts in service here")
+            else:
+                self.error(d, f"status flag {char!r} cannot be expressed")
+
+    def proxySet(self, d: Directive, balancer: dict[str, Any]) -> None:
+        for param in d.args:
+            key, eq, value = param.partition("=")
+            key = key.lower()
+            if not eq:
+                self.error(d, f"expected key=value, got {param!r}")
+            elif key == "lbmethod":
+                method = _LBMETHODS.get(value.lower())
+                if method is None:
+                    self.error(d, f"lbmethod={value} cannot be expressed")
+                else:
+                    balancer["method"] = method
+            elif key == "stickysession":
+                balancer["sticky"] = {"name": value.split("|")[0]}
+            elif key == "nofailover":
+                sticky = balancer.setdefault("sticky", {})
+                sticky["failover"] = value.lower() != "on"
+            elif key == "maxattempts":
+                balancer["max_attempts"] = int(value) if value.isdigit() else 1
+            elif key == "failonstatus":
+                balancer["fail_on_status"] = [
+                    int(v) for v in value.split(",") if v.strip().isdigit()
+                ]
+            elif key in ("hcmethod", "hcuri", "hcinterval", "hcpasses", "hcfails"):
+                self.notice(
+                    d,
+                    f"{key} belongs on BalancerMember (Apache refuses it on "
+                    "ProxySet): taken as the balancer's health check",
+                )
+                self.health(d, key, value, balancer)
+            elif key == "timeout":
+                self.error(d, "a balancer's own timeout cannot be expressed yet")
+            else:
+                self.error(d, f"{key}= cannot be expressed on a balancer here")
+
+    def health(
+        self, d: Directive, key: str, value: str, balancer: dict[str, Any]
+    ) -> None:
+        # mod_proxy_hcheck's defaults: one pass or one failure decides.
+        health = balancer.setdefault("health", {"passes": 1, "fails": 1})
+        if key == "hcmethod":
+            if value.upper() not in _HEALTH_METHODS:
+                self.error(d, f"hcmethod={value} cannot be expressed")
+            else:
+                health["method"] = value.upper()
+        elif key == "hcuri":
+            health["uri"] = value
+        elif key == "hcinterval":
+            health["interval"] = seconds(value)
+        elif key == "hcpasses":
+            health["passes"] = int(value) if value.isdigit() else 1
+        elif key == "hcfails":
+            health["fails"] = int(value) if value.isdigit() else 1
+
+    # -- directives --
