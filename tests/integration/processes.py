@@ -6,6 +6,7 @@ twisted-proxy): their output, their end, and waiting until they listen.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import sys
 from pathlib import Path
@@ -75,8 +76,26 @@ class Child(ProcessProtocol):
         return d
 
 
+# Ports handed out below the kernel's ephemeral range (32768 and up on
+# Linux), where no client connection's source port and no port-0 listener
+# can take them between the test choosing one and binding it.
+_CHOSEN = range(20000, 32000)
+
+
 def freePort() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """
+    A TCP port on 127.0.0.1 that nothing listens on right now, chosen at
+    random below the ephemeral range (so nothing else is handed it before
+    the caller binds it); one the kernel picks if none is found.
+    """
+    for _ in range(200):
+        port = random.choice(_CHOSEN)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

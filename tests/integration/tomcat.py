@@ -16,6 +16,8 @@ from typing import Any
 
 from twisted.internet.task import deferLater
 
+from tests.integration.processes import freePort
+
 CATALINA_HOME = Path("/usr/share/tomcat10")
 SECRET = "s3cret-for-tests"
 
@@ -75,12 +77,6 @@ for (int sent = 0; sent < size; sent += block.length)
   stream.write(block, 0, Math.min(block.length, size - sent));
 %>"""
 """Answers C{?size=N} with N bytes: 0, 1, ..., 255 over and over."""
-
-
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Tomcat:
