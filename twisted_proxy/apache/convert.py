@@ -77,12 +77,12 @@ class _Converter(BalancerLines, ServerLines):
     def server(self, directives: tuple[Directive, ...]) -> None:
         main = Host()
         for d in directives:
-            self.directive(d, main, inVirtualHost=False)
+            self.directive(d, main)
         self.finishHost(main)
         if not self.ports:
             self.addDefaultListen(directives)
 
-    def directive(self, d: Directive, host: Host, inVirtualHost: bool) -> None:
+    def directive(self, d: Directive, host: Host) -> None:
         key = d.key
         handler = getattr(self, "d_" + key.replace("-", "_"), None)
         if isinstance(d, Section):
@@ -164,7 +164,7 @@ class _Converter(BalancerLines, ServerLines):
             if table is not None:
                 host.listeners.append(table)
         for child in d.children:
-            self.directive(child, host, inVirtualHost=True)
+            self.directive(child, host)
         self.finishHost(host)
 
     def listenOn(self, address: str, port: str, d: Directive) -> None:
