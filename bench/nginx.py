@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Mozilla's "intermediate" configuration, the same as twisted-proxy's defaults.
-from twisted_proxy.tls.server import INTERMEDIATE_CIPHERS, INTERMEDIATE_GROUPS
+from twisted_proxy.tls.profile import INTERMEDIATE_CIPHERS, INTERMEDIATE_GROUPS
 
 PROBE_BODY = b"probe\n"
 

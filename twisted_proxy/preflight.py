@@ -235,13 +235,17 @@ def stateFileProblem(path: str) -> str | None:
 
 
 def _tlsProblems(config: Config, problems: Problems) -> None:
-    """Listeners' certificates and keys, backends' CA files, unchecked backends."""
+    """
+    Listeners' certificates, keys and handshake settings weaker than the
+    defaults, backends' CA files, unchecked backends.
+    """
     from twisted_proxy.tls.backend import (
         BackendCAError,
         BackendTLS,
         tlsBackends,
         unverifiedWarnings,
     )
+    from twisted_proxy.tls.profile import weakTLSWarnings
     from twisted_proxy.tls.server import ServerTLS, TLSFilesError, inspectFiles
 
     for listener in config.listen:
@@ -257,6 +261,7 @@ def _tlsProblems(config: Config, problems: Problems) -> None:
             except TLSFilesError as e:
                 errors = [str(p) for p in e.problems]
         problems.errors.extend(errors)
+    problems.warnings.extend(weakTLSWarnings(config))
     backends = tlsBackends(config.routes, [b for _, b in config.balancers])
     contexts = BackendTLS()
     for backend in backends:

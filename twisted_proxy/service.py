@@ -39,6 +39,7 @@ from twisted_proxy.frontends.local import Handler, LocalResource
 from twisted_proxy.frontends.router import RouterResource
 from twisted_proxy.listening import Listeners
 from twisted_proxy.preflight import StartupError, accessLogProblem, startupProblems
+from twisted_proxy.tls.profile import weakTLSWarnings
 from twisted_proxy.tls.server import ServerTLS, inspectFiles
 from twisted_proxy.workers.role import WorkerRole
 from twisted_proxy.workers.sync import WorkerCounts
@@ -138,7 +139,7 @@ class ProxyService(MultiService):
             config.proxy,
             reactor,
             router,
-            [r.host for r in config.routes if r.host],
+            [name for r in config.routes for name in r.hosts],
             self.traffic,
             role.endpoint if role is not None else None,
             balancer=self.balancer,
@@ -244,6 +245,10 @@ class ProxyService(MultiService):
             for problem in inspectFiles(listener.tls):
                 if problem.severity == "warning":
                     self._log.warn("{problem}", problem=str(problem))
+        if self.role is None or not self.role.follower:
+            # Said once: worker processes serve what the owner already said.
+            for warning in weakTLSWarnings(self.config):
+                self._log.warn("{warning}", warning=warning)
 
     def reload(self, text: str | None = None) -> ReloadResult:
         """
@@ -286,7 +291,7 @@ class ProxyService(MultiService):
             errors, changes = self.listeners.update(
                 taken.listen,
                 router,
-                [r.host for r in taken.routes if r.host],
+                [name for r in taken.routes for name in r.hosts],
                 self._listening,
             )
         if errors:

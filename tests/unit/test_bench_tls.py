@@ -32,11 +32,8 @@ from bench.tls import (
 )
 from bench.wrk import WrkError
 from twisted_proxy.config import loadString
-from twisted_proxy.tls.server import (
-    INTERMEDIATE_CIPHERS,
-    INTERMEDIATE_GROUPS,
-    inspectFiles,
-)
+from twisted_proxy.tls.profile import INTERMEDIATE_CIPHERS, INTERMEDIATE_GROUPS
+from twisted_proxy.tls.server import inspectFiles
 
 AB_TLS = """\
 This is ApacheBench, Version 2.3 <$Revision$>

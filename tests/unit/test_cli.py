@@ -180,6 +180,47 @@ tls_verify = false
     assert capsys.readouterr().out == f"{path}: ok (1 warning)\n"
 
 
+def test_checkWarnsAboutWeakerTLSAndSaysOk(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """min_version "1.0" and extra ciphers are warnings on stderr; check exits 0."""
+    (tmp_path / "tls").mkdir()
+    TestCA(tmp_path / "tls").issue("localhost", stem="proxy")
+    path = writeConfig(
+        tmp_path,
+        TLS_LISTENER + 'min_version = "1.0"\nciphers = "ECDHE-ECDSA-AES128-SHA"\n',
+    )
+    assert main(["check", path]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"{path}: ok (2 warnings)\n"
+    assert captured.err.splitlines() == [
+        f'{path}: warning: listen[0].tls.min_version: "1.0" is weaker than the'
+        ' default "1.2": TLS 1.0 and 1.1 are let in (deprecated by RFC 8996), at'
+        " OpenSSL security level 0",
+        f"{path}: warning: listen[0].tls.ciphers: enables ciphers outside the"
+        " default list: ECDHE-ECDSA-AES128-SHA",
+    ]
+
+
+def test_checkNamesBadChainAndCipherString(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing chain file and a cipher string OpenSSL refuses are errors."""
+    (tmp_path / "tls").mkdir()
+    TestCA(tmp_path / "tls").issue("localhost", stem="proxy")
+    path = writeConfig(
+        tmp_path, TLS_LISTENER + 'chain = "tls/chain.pem"\nciphers = "NOPE"\n'
+    )
+    assert main(["check", path]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        f"{path}: listen[0].tls.chain: {tmp_path}/tls/chain.pem: no such file",
+        f'{path}: listen[0].tls.ciphers: "NOPE": OpenSSL enables no cipher suite'
+        " with this string (no cipher match)",
+    ]
+
+
 def test_checkSyntaxError(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """check reports a TOML syntax error with its line and exits 1."""
     path = writeConfig(tmp_path, "[proxy\n")
@@ -248,6 +289,38 @@ def test_routesHostBeforePath(
         ["*", "/api/v1/"],
     ]
     assert lines[2].endswith("trace=true")
+
+
+def test_routesAliasesMatchExclude(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """
+    A route is listed once per name (aliases where matching tries them), a
+    match route by ~PATTERN before the prefixes, an exclude route as such,
+    and a route's own connect_timeout.
+    """
+    path = writeConfig(
+        tmp_path,
+        '[[route]]\npath = "/"\nto = "http://h/"\n'
+        '[[route]]\nhost = "a.test"\naliases = ["*.a.org", "www.a.test"]\n'
+        'path = "/"\nto = "http://a/"\nconnect_timeout = 2.5\n'
+        '[[route]]\nmatch = "\\\\.gif$"\nto = "http://img/$0"\n'
+        '[[route]]\npath = "/static/"\nexclude = true\n',
+    )
+    assert main(["routes", path]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "HOST        PATH      TARGET         OPTIONS",
+        "www.a.test  /         http://a/      preserve_host=false timeout=60"
+        " connect_timeout=2.5 alias_of=a.test",
+        "a.test      /         http://a/      preserve_host=false timeout=60"
+        " connect_timeout=2.5 aliases=*.a.org,www.a.test",
+        "*.a.org     /         http://a/      preserve_host=false timeout=60"
+        " connect_timeout=2.5 alias_of=a.test",
+        "*           ~\\.gif$   http://img/$0  preserve_host=false timeout=60",
+        "*           /static/  exclude",
+        "*           /         http://h/      preserve_host=false timeout=60",
+    ]
 
 
 def test_routesEmpty(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -440,7 +440,7 @@ def test_proxyValueErrors(line: str, message: str) -> None:
             'set = { "X-A" = "1" }\nunset = ["x-a"]',
             'proxy.response_headers.unset[0]: "x-a" is also in set',
         ),
-        ('add = { "X-A" = "1" }', "proxy.response_headers.add: unknown key"),
+        ('merge = [["X-A", "1"]]', "proxy.response_headers.merge: unknown key"),
     ],
 )
 def test_headerDirectiveErrors(table: str, message: str) -> None:
@@ -546,6 +546,7 @@ def test_listenTLS() -> None:
         [listen.tls]
         certificate = "tls/proxy.pem"
         key = "tls/proxy.key"
+        chain = "tls/intermediates.pem"
         min_version = "1.3"
         alpn = ["h2", "http/1.1"]
         hsts = 31536000
@@ -555,6 +556,7 @@ def test_listenTLS() -> None:
         hosts = ["API.example.test", "*.apps.example.test"]
         certificate = "tls/api.pem"
         key = "tls/api.key"
+        chain = "/etc/ssl/api-chain.pem"
         """,
         "/srv/proxy/site.toml",
     )
@@ -562,6 +564,7 @@ def test_listenTLS() -> None:
     assert tls == ListenerTLS(
         certificate="/srv/proxy/tls/proxy.pem",
         key="/srv/proxy/tls/proxy.key",
+        chain="/srv/proxy/tls/intermediates.pem",
         min_version="1.3",
         alpn=("h2", "http/1.1"),
         hsts=31536000,
@@ -572,6 +575,7 @@ def test_listenTLS() -> None:
                 hosts=("api.example.test", "*.apps.example.test"),
                 certificate="/srv/proxy/tls/api.pem",
                 key="/srv/proxy/tls/api.key",
+                chain="/etc/ssl/api-chain.pem",
             ),
         ),
         where="listen[0].tls",
@@ -593,6 +597,21 @@ def test_listenTLSDefaults() -> None:
     )
 
 
+@pytest.mark.parametrize("version", ["1.0", "1.1"])
+def test_listenTLSOlderVersionsAndAnyCipherString(version: str) -> None:
+    """min_version "1.0" and "1.1" load, as does a cipher string kept as given."""
+    text = '[[listen]]\nendpoint = "tcp:8443"\n[listen.tls]\n'
+    text += 'certificate = "a.pem"\nkey = "a.key"\n'
+    text += f'min_version = "{version}"\nciphers = "HIGH:!aNULL:@SECLEVEL=0"\n'
+    tls = loadString(text, "/etc/p/site.toml").listen[0].tls
+    assert tls is not None
+    assert (tls.min_version, tls.ciphers, tls.chain) == (
+        version,
+        "HIGH:!aNULL:@SECLEVEL=0",
+        None,
+    )
+
+
 @pytest.mark.parametrize(
     ("body", "error"),
     [
@@ -601,8 +620,18 @@ def test_listenTLSDefaults() -> None:
             "listen[0].tls.key: missing, expected a PEM file path",
         ),
         (
-            'certificate = "a.pem"\nkey = "a.key"\nmin_version = "1.1"',
-            'listen[0].tls.min_version: expected one of "1.2", "1.3", got "1.1"',
+            'certificate = "a.pem"\nkey = "a.key"\nchain = 5',
+            "listen[0].tls.chain: expected a non-empty string, got 5",
+        ),
+        (
+            'certificate = "a.pem"\nkey = "a.key"\n[[listen.tls.sni]]\n'
+            'hosts = ["x.test"]\ncertificate = "b.pem"\nkey = "b.key"\nchain = ""',
+            'listen[0].tls.sni[0].chain: expected a non-empty string, got ""',
+        ),
+        (
+            'certificate = "a.pem"\nkey = "a.key"\nmin_version = "1.4"',
+            'listen[0].tls.min_version: expected one of "1.0", "1.1", "1.2", "1.3",'
+            ' got "1.4"',
         ),
         (
             'certificate = "a.pem"\nkey = "a.key"\nalpn = ["spdy/3"]',
@@ -981,17 +1010,19 @@ def test_badTarget(value: str, message: str) -> None:
 
 
 def test_routeBothToAndHandler() -> None:
-    """A route needs exactly one of to and handler: both is an error."""
+    """A route needs exactly one of to, handler and exclude: both is an error."""
     text = '[[route]]\npath = "/"\nto = "http://h/"\nhandler = "status"\n'
     assert errorsOf(text) == [
-        'site.toml: route[0]: expected exactly one of "to" or "handler"',
+        'site.toml: route[0]: expected exactly one of "to", "handler"'
+        ' or "exclude = true"',
     ]
 
 
 def test_routeNeitherToNorHandler() -> None:
-    """A route needs exactly one of to and handler: neither is an error."""
+    """A route needs exactly one of to, handler and exclude: none is an error."""
     assert errorsOf('[[route]]\npath = "/"\n') == [
-        'site.toml: route[0]: expected exactly one of "to" or "handler"'
+        'site.toml: route[0]: expected exactly one of "to", "handler"'
+        ' or "exclude = true"'
     ]
 
 
@@ -1063,7 +1094,7 @@ def test_routeBadPath(path: str) -> None:
 def test_routeMissingPath() -> None:
     """A route without a path is reported."""
     assert errorsOf('[[route]]\nto = "http://h/"\n') == [
-        'site.toml: route[0].path: missing, expected a path like "/app/"'
+        'site.toml: route[0].path: missing, expected a path like "/app/" (or a match)'
     ]
 
 

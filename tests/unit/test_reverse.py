@@ -773,6 +773,67 @@ def test_tableMakesPrefixlessRouteActive() -> None:
     )
 
 
+def test_tableAliasesReachAsTheHost() -> None:
+    """A route's aliases reach its mappings (and its host's) as its host does."""
+    _, anyHost = tabled(
+        route(
+            "/a/",
+            "http://a.internal/",
+            host="a.test",
+            aliases=("www.a.test", "*.a.org"),
+        ),
+        route("/", "http://main.internal/"),
+    )
+    for host in (b"a.test", b"WWW.a.test:8443", b"x.a.org"):
+        assert anyHost.rewriteLocation(b"http://a.internal/x", "https", host) == (
+            b"https://" + host + b"/a/x"
+        )
+    value = b"http://a.internal/x"
+    assert anyHost.rewriteLocation(value, "https", b"a.org") is value
+
+
+def test_tableMatchRouteMapsNothing() -> None:
+    """
+    A match route's backend has no public prefix to map back to: its URLs
+    are kept, unless another route lists them; its own responses still get
+    the other routes' mappings.
+    """
+    images = Route(
+        path="",
+        match="^/img/(.*)$",
+        to=parseTarget("http://img.internal/static/$1"),
+    )
+    assert routePrefixes(images) == ()
+    mine, users = tabled(images, USERS)
+    value = b"http://img.internal/static/x.gif"
+    assert location(mine, value) is value
+    assert location(users, value) is value
+    assert location(mine, b"http://127.0.0.1:9131/7") == (
+        b"https://api.example.test/api/users/7"
+    )
+    internal = ("http://img.internal/static/",)
+    [_, listing] = tabled(images, route("/img/", "http://a/", reverse=internal))
+    assert location(listing, value) == b"https://api.example.test/img/x.gif"
+
+
+def test_tableExcludeRouteShadowsAndMapsNothing() -> None:
+    """
+    An exclude route maps nothing, but it answers its paths for its host:
+    a host-less route it covers is not reached for that host.
+    """
+    closed = Route(path="/", host="closed.test", exclude=True)
+    _, _, other = tabled(
+        closed,
+        route("/api/payments/", "http://payments.internal/"),
+        route("/x/", "http://x.internal/"),
+    )
+    value = b"http://payments.internal/pay"
+    assert other.rewriteLocation(value, "http", b"closed.test") is value
+    assert other.rewriteLocation(value, "http", b"other.test") == (
+        b"http://other.test/api/payments/pay"
+    )
+
+
 # -- building from a route -----------------------------------------------------------
 
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from twisted_proxy.config.model import Route
 from twisted_proxy.core.requesttarget import normalizeTarget
-from twisted_proxy.core.routing import RouteTable, normalizeHost, upstreamTarget
+from twisted_proxy.core.routing import (
+    PathPattern,
+    RouteTable,
+    normalizeHost,
+    upstreamTarget,
+)
 
 
 def table(*routes: Route) -> RouteTable:
@@ -228,3 +235,147 @@ def test_upstreamTargetOutsideRoute() -> None:
         upstreamTarget("/api/", "/", normalizeTarget(b"/other"))
     with pytest.raises(ValueError, match="not under"):
         upstreamTarget("/api/", "/", normalizeTarget(b"/api"))
+
+
+# -- aliases, match and exclude routes --------------------------------------------
+
+
+def numbered(*routes: Route) -> RouteTable:
+    """Build a table of C{routes} as given, numbered in file order."""
+    return RouteTable([replace(r, index=i) for i, r in enumerate(routes)])
+
+
+def test_aliasMatchedAsTheHost() -> None:
+    """Each alias answers as the host does; other names do not."""
+    t = numbered(
+        Route("/", host="example.test", aliases=("www.example.test", "*.example.org"))
+    )
+    for name in (b"example.test", b"WWW.example.test:8080", b"a.b.example.org"):
+        assert matched(t, name, b"/x") == 0
+    assert t.match(b"example.org", b"/x") is None
+    assert t.match(b"mail.example.test", b"/x") is None
+
+
+def test_aliasTakesItsOwnTier() -> None:
+    """
+    A wildcard alias sits among the wildcards: an exact host's route wins
+    over it, and it wins over a shorter wildcard and over host-less routes.
+    """
+    t = numbered(
+        Route("/", host="a.test", aliases=("*.apps.example.test",)),
+        Route("/", host="x.apps.example.test"),
+        Route("/", host="*.example.test"),
+        Route("/api/"),
+    )
+    assert matched(t, b"x.apps.example.test", b"/api/1") == 1
+    assert matched(t, b"y.apps.example.test", b"/api/1") == 0
+    assert matched(t, b"y.example.test", b"/api/1") == 2
+    assert matched(t, b"other.test", b"/api/1") == 3
+
+
+def test_namesListEachAlias() -> None:
+    """names gives a route once per name, in matching order; routes once."""
+    t = numbered(Route("/"), Route("/", host="a.test", aliases=("*.b.test", "c.test")))
+    assert [(name, r.index) for name, r in t.names] == [
+        ("a.test", 1),
+        ("c.test", 1),
+        ("*.b.test", 1),
+        (None, 0),
+    ]
+    assert [r.index for r in t.routes] == [1, 0]
+
+
+def test_matchRouteIsSearched() -> None:
+    """A pattern is searched for, not anchored unless it says so."""
+    t = numbered(Route("", match="\\.gif$"), Route("", match="^/api/v[0-9]+/"))
+    assert matched(t, None, b"/a/b/c.gif") == 0
+    assert matched(t, None, b"/api/v2/x") == 1
+    assert t.match(None, b"/x/api/v2/x") is None
+    assert t.match(None, b"/c.gifs") is None
+
+
+def test_matchRoutesBeforePrefixesInFileOrder() -> None:
+    """In a host tier the match routes come first, in file order."""
+    t = numbered(
+        Route("/img/"),
+        Route("", match="\\.png$"),
+        Route("", match="^/img/"),
+        Route("", match="^/img/.*\\.png$"),
+    )
+    assert matched(t, None, b"/img/a.png") == 1
+    assert matched(t, None, b"/img/a.gif") == 2
+    assert matched(t, None, b"/other") is None
+
+
+def test_hostBeforeMatch() -> None:
+    """A host's prefix route beats a host-less match route for that host."""
+    t = numbered(Route("", match="^/"), Route("/app/", host="a.test"))
+    assert matched(t, b"a.test", b"/app/x") == 1
+    assert matched(t, b"a.test", b"/other") == 0
+    assert matched(t, b"b.test", b"/app/x") == 0
+
+
+def test_matchSeesTheNormalisedBytes() -> None:
+    """The pattern meets the bytes routing sees: %2F is no slash."""
+    t = numbered(Route("", match="^/a/b$"), Route("", match="^/a%2Fb$"))
+    assert matched(t, None, b"/a%2Fb") == 1
+    assert matched(t, None, b"/a/b") == 0
+
+
+def test_matchOnAHostAndItsAliases() -> None:
+    """A match route with a host answers that host and its aliases only."""
+    t = numbered(Route("", match="^/", host="a.test", aliases=("b.test",)))
+    assert matched(t, b"b.test", b"/x") == 0
+    assert t.match(b"c.test", b"/x") is None
+
+
+def test_excludeRouteIsMatchedLikeAnyOther() -> None:
+    """The longer exclude prefix wins; what it means is the caller's."""
+    t = numbered(Route("/app/", host="a.test"), Route("/app/static/", exclude=True))
+    assert matched(t, None, b"/app/static/x.css") == 1
+    assert matched(t, b"a.test", b"/app/static/x.css") == 0
+    assert t.match(None, b"/app/x") is None
+
+
+@pytest.mark.parametrize(
+    ("pattern", "toPath", "raw", "expected"),
+    [
+        (
+            "^/img/(.*\\.gif)$",
+            "/static/$1",
+            b"/img/a/b.gif?v=2",
+            b"/static/a/b.gif?v=2",
+        ),
+        ("^/(a)/(b)/", "/$2/$1/$2", b"/a/b/c", b"/b/a/b"),
+        ("\\.gif$", "/x$0", b"/a.gif", b"/x.gif"),
+        ("^/(x)?y", "/z$1", b"/y", b"/z"),
+        ("^/(.*)$", "/f/$1", b"/a%20b/c%2Fd", b"/f/a%20b/c%2Fd"),
+        ("^/u/(.*)$", "/f/$1", b"/u/a;p=1/b", b"/f/a/b"),
+        ("^/api/", "/", b"/api/x?q=1", b"/api/x?q=1"),
+        ("^/api/", "/v2", b"/api/x", b"/v2/api/x"),
+        ("^/api/", "/v2/", b"/api/x", b"/v2/api/x"),
+        ("^/api/", "/v2/", b"/api/x;p=1/y?q", b"/v2/api/x;p=1/y?q"),
+        ("^/(.*)$", "/caf\u00e9/$1", b"/x", b"/caf%C3%A9/x"),
+    ],
+)
+def test_pathPattern(pattern: str, toPath: str, raw: bytes, expected: bytes) -> None:
+    """
+    $N is the captured bytes; without any, the request path is appended to
+    the to path (one slash between); the query follows.
+    """
+    target = normalizeTarget(raw)
+    assert PathPattern(pattern, toPath).upstreamTarget(target) == expected
+
+
+def test_pathPatternRefusesADotSegment() -> None:
+    """A capture that would make a dot segment is a ValueError (a 400)."""
+    pattern = PathPattern("^/f/a(.*)$", "/base/$1")
+    assert pattern.upstreamTarget(normalizeTarget(b"/f/a.x")) == b"/base/.x"
+    with pytest.raises(ValueError, match="dot segment"):
+        pattern.upstreamTarget(normalizeTarget(b"/f/a.."))
+
+
+def test_pathPatternOutsideRoute() -> None:
+    """A target the pattern does not match is a programming error."""
+    with pytest.raises(ValueError, match="does not match"):
+        PathPattern("^/a/", "/").upstreamTarget(normalizeTarget(b"/b"))

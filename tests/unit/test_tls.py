@@ -460,3 +460,17 @@ def test_hstsAddsStrictTransportSecurity(ca: TestCA) -> None:
         )
     )
     assert listenerSettings(own, listener) is own
+
+
+def test_hstsKeepsTheOtherHeaderDirectives(ca: TestCA) -> None:
+    """The listener's HSTS joins set; add, append, edit and unset stay as written."""
+    headers = HeaderDirectives(
+        unset=("X-Powered-By",),
+        add=(("Set-Cookie", "a=1"),),
+        append=(("Cache-Control", "private"),),
+    )
+    listener = Listener("tcp:8443", tls=listenerTLS(ca, hsts=60))
+    applied = listenerSettings(ProxySettings(response_headers=headers), listener)
+    assert applied.response_headers == replace(
+        headers, set=(("Strict-Transport-Security", "max-age=60"),)
+    )

@@ -8,7 +8,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -106,6 +106,23 @@ def acquire(pool: UpstreamPool) -> tuple[UpstreamConnection, bool]:
     got: list[tuple[Any, bool]] = []
     pool.acquire(ADDRESS, lambda c, r: got.append((c, r)), lambda f: None)
     return got[0]
+
+
+def test_eachConnectionConnectsInItsOwnTimeout() -> None:
+    """
+    Without an endpoint factory, a connection is made with the timeout it
+    was asked with (a route's connect_timeout), else with the pool's.
+    """
+    reactor = MemoryReactorClock()
+    pool = UpstreamPool(reactor, reactor, connectTimeout=5.0)
+    for timeout in (2.5, None, 2.5):
+        pool.acquire(ADDRESS, lambda c, r: None, lambda f: None, True, None, timeout)
+    assert [(host, port, t) for host, port, _, t, _ in reactor.tcpClients] == [
+        ("127.0.0.1", 9000, 2.5),
+        ("127.0.0.1", 9000, 5.0),
+        ("127.0.0.1", 9000, 2.5),
+    ]
+    pool.closeAll()
 
 
 def test_requestAndResponseThenPooled() -> None:

@@ -462,6 +462,24 @@ def test_anUnansweredCpingMeansAFreshConnection(how: str) -> None:
     assert conn.lost or conn.transport.disconnecting or conn.transport.disconnected
 
 
+def test_theCpingWaitIsTheAskersConnectTimeout() -> None:
+    """A route's connect_timeout bounds the CPING it asks, not the pool's."""
+    pool, endpoint, clock = makePool(connectTimeout=30.0)
+    conn = _idleConnection(pool)
+    clock.advance(30)
+    got: list[tuple[Any, bool]] = []
+    pool.acquire(
+        ADDRESS, lambda c, r: got.append((c, r)), lambda f: None, False, 1.0, 2.0
+    )
+    assert sent(conn) == CPING
+    clock.advance(1.9)
+    assert got == []
+    clock.advance(0.2)
+    [(fresh, reused)] = got
+    assert (fresh, reused) == (endpoint.connected[-1], False)
+    assert fresh is not conn
+
+
 def test_aCpingGivenUpDropsTheConnection() -> None:
     """The exchange gave up while the CPING was out: the connection is cut."""
     pool, _, clock = makePool()

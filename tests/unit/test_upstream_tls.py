@@ -509,6 +509,36 @@ def test_stalledHandshakeTimesOut() -> None:
     assert clock.getDelayedCalls() == []
 
 
+def test_aRouteConnectTimeoutBoundsItsHandshake() -> None:
+    """
+    A connection asked for with its own connect timeout (a route's
+    connect_timeout) gives up its handshake then; others keep the pool's.
+    """
+    pool, endpoint, clock = makePool()
+    quick = Attempt()
+    pool.acquire(
+        HTTPS,
+        lambda c, r: quick.ready.append((c, r)),
+        quick.failed.append,
+        False,
+        None,
+        0.5,
+    )
+    slow = acquire(pool)
+    clock.advance(0.5)
+    [failure] = quick.failed
+    assert failure.getErrorMessage() == "no handshake within 0.5s"
+    assert slow.failed == []
+    clock.advance(4.5)
+    [failure] = slow.failed
+    assert failure.getErrorMessage() == "no handshake within 5s"
+    assert [conn.transport.disconnecting for conn in endpoint.connected] == [
+        True,
+        True,
+    ]
+    assert clock.getDelayedCalls() == []
+
+
 def test_cancelledDuringHandshake() -> None:
     """Giving up on the attempt mid-handshake drops the connection."""
     pool, endpoint, clock = makePool()

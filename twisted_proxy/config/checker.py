@@ -25,6 +25,7 @@ from .convert import (
     string,
     table,
 )
+from .headeredit import compileEdit
 from .model import HeaderDirectives, Network
 from .schemes import BACKEND_SCHEMES
 from .vocabulary import HEADER_DIRECTIVES, TableKeys
@@ -202,7 +203,10 @@ class Checker:
         return tuple(result)
 
     def headerDirectives(self, path: str, value: Any) -> HeaderDirectives:
-        """A C{set}/C{unset} header table."""
+        """
+        A header-directive table (C{[proxy.response_headers]},
+        C{[route.request_headers]}): C{set} a table, the other keys arrays.
+        """
         directives = self.table(path, value, HEADER_DIRECTIVES).values
         setPath = keyPath(path, "set")
         toSet: list[tuple[str, str]] = []
@@ -249,7 +253,83 @@ class Checker:
                     self.error(itemPath, f"{json.dumps(name)} is also in set")
                 else:
                     unset.append(name)
-        return HeaderDirectives(set=tuple(toSet), unset=tuple(unset))
+        return HeaderDirectives(
+            set=tuple(toSet),
+            unset=tuple(unset),
+            add=self._headerPairs(path, "add", directives),
+            append=self._headerPairs(path, "append", directives),
+            edit=self._headerEdits(path, "edit", directives),
+            edit_all=self._headerEdits(path, "edit_all", directives),
+        )
+
+    def _headerPairs(
+        self, path: str, key: str, directives: Mapping[str, Any]
+    ) -> tuple[tuple[str, str], ...]:
+        """C{add} or C{append}: an array of [name, value] pairs, in order."""
+        result: list[tuple[str, str]] = []
+        for itemPath, item in self._items(
+            keyPath(path, key), directives.get(key, []), "[name, value]", "pairs"
+        ):
+            try:
+                name = headerName(itemPath, item[0])
+            except InvalidValueError as e:
+                self.error(itemPath, str(e))
+                continue
+            if any(c in item[1] for c in "\r\n\0"):
+                self.error(itemPath, "expected a header value without line breaks")
+            else:
+                result.append((name, item[1]))
+        return tuple(result)
+
+    def _headerEdits(
+        self, path: str, key: str, directives: Mapping[str, Any]
+    ) -> tuple[tuple[str, str, str], ...]:
+        """C{edit} or C{edit_all}: an array of [name, regex, replacement]."""
+        result: list[tuple[str, str, str]] = []
+        for itemPath, item in self._items(
+            keyPath(path, key),
+            directives.get(key, []),
+            "[name, regex, replacement]",
+            "triples",
+        ):
+            try:
+                name = headerName(itemPath, item[0])
+                compileEdit(item[1], item[2])
+            except InvalidValueError as e:
+                self.error(itemPath, str(e))
+                continue
+            result.append((name, item[1], item[2]))
+        return tuple(result)
+
+    def _items(
+        self, path: str, value: Any, shape: str, plural: str
+    ) -> Iterator[tuple[str, list[str]]]:
+        """
+        The key path and value of each item of the array C{value} that is an
+        array of strings of C{shape} (C{"[name, value]"}); the others, and a
+        C{value} that is no array, reported.
+        """
+        size = shape.count(",") + 1
+        try:
+            items = array(path, value, f"{shape} {plural}")
+        except InvalidValueError as e:
+            self.error(path, str(e))
+            return
+        for index, item in enumerate(items):
+            itemPath = f"{path}[{index}]"
+            if (
+                isinstance(item, list)
+                and len(item) == size
+                and all(isinstance(part, str) for part in item)
+            ):
+                yield itemPath, item
+            else:
+                got = (
+                    json.dumps(item, ensure_ascii=False, default=str)
+                    if isinstance(item, list)
+                    else describe(item)
+                )
+                self.error(itemPath, f"expected {shape}, got {got}")
 
     # -- values relative to the file --
 

@@ -283,7 +283,10 @@ def logLevel(path: str, value: Any) -> LogLevel:
 
 
 def tlsVersion(path: str, value: Any) -> TLSVersion:
-    """The oldest TLS version accepted."""
+    """
+    The oldest TLS version accepted; below "1.2" it is honoured with a
+    warning (twisted_proxy.tls.profile).
+    """
     return cast(TLSVersion, choice(get_args(TLSVersion))(path, value))
 
 

@@ -21,16 +21,29 @@ BalancerMethod = Literal[
 HealthMethod = Literal["TCP", "CPING", "OPTIONS", "HEAD", "GET"]
 ListenerProtocol = Literal["http", "tcp"]
 ProxyProtocolVersion = Literal["v1", "v2"]
-TLSVersion = Literal["1.2", "1.3"]
+TLSVersion = Literal["1.0", "1.1", "1.2", "1.3"]
 LogLevel = Literal["info", "debug"]
 
 
 @dataclass(frozen=True)
 class HeaderDirectives:
-    """``Header set``/``unset`` (or ``RequestHeader``): set wins over the original."""
+    """
+    ``Header`` (or ``RequestHeader``) directives. One list per kind, applied
+    in this order whatever the file's: edit, edit_all, unset, set, append, add.
+    """
 
+    # (name, value): replaces every field of that name.
     set: tuple[tuple[str, str], ...] = ()
     unset: tuple[str, ...] = ()
+    # (name, value): one more field, whatever is there (a second Set-Cookie).
+    add: tuple[tuple[str, str], ...] = ()
+    # (name, value): the fields of that name merged into one, ", value" after
+    # them; added when there is none.
+    append: tuple[tuple[str, str], ...] = ()
+    # (name, regex, replacement): in each field of that name the first match
+    # replaced (edit_all: every match); the replacement in Apache's syntax.
+    edit: tuple[tuple[str, str, str], ...] = ()
+    edit_all: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,6 +123,8 @@ class SNICertificate:
     hosts: tuple[str, ...]
     certificate: str
     key: str
+    # PEM intermediates sent after the certificate (SSLCertificateChainFile).
+    chain: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +138,9 @@ class ListenerTLS:
 
     certificate: str
     key: str
+    # PEM intermediates sent after the certificate (SSLCertificateChainFile).
+    chain: str | None = None
+    # Below "1.2": honoured with a warning (tls/profile.py).
     min_version: TLSVersion = "1.2"
     # ALPN protocols offered, in preference order; "h2" turns HTTP/2 on.
     alpn: tuple[str, ...] = ("http/1.1",)
@@ -133,7 +151,8 @@ class ListenerTLS:
     # Pass the verified client subject to the backend in this header; a
     # client-supplied header of that name is always removed first.
     client_cert_header: str | None = None
-    # OpenSSL cipher string for TLS 1.2; None: Mozilla's intermediate list.
+    # OpenSSL cipher string for TLS 1.2 and older; None: Mozilla's
+    # intermediate list (its "old" one below min_version "1.2").
     ciphers: str | None = None
     sni: tuple[SNICertificate, ...] = ()
     where: str = "tls"
@@ -240,6 +259,26 @@ class Route:
     token_file: str | None = None
     # An ajp:// target: the AJP connector's secret (Tomcat's ``secret``).
     secret: str | None = field(default=None, repr=False)
+    # Other names matched as ``host`` is (Apache's ServerAlias); only with
+    # ``host``.
+    aliases: tuple[str, ...] = ()
+    # A regular expression searched for in the request's normalised path
+    # instead of the ``path`` prefix (ProxyPassMatch); ``path`` is then "".
+    match: str | None = None
+    # Matching requests are not proxied: 404 (``ProxyPass PATH !``).
+    exclude: bool = False
+    # None: [proxy] connect_timeout.
+    connect_timeout: float | None = None
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """The names this route answers: its C{host}, then its C{aliases}."""
+        return () if self.host is None else (self.host, *self.aliases)
+
+    @property
+    def location(self) -> str:
+        """Its C{path}, or C{~PATTERN} for a C{match} route, for labels and logs."""
+        return self.path if self.match is None else "~" + self.match
 
 
 @dataclass(frozen=True)

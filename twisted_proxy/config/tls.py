@@ -42,6 +42,7 @@ def listenerTLS(
                 check.error(f"{path}.{key}", 'HTTP only: not for protocol = "tcp"')
     certificate = get("certificate", check.file, "", required="a PEM file path")
     key = get("key", check.file, "", required="a PEM file path")
+    chain = get("chain", check.file, None)
     clientCA = get("client_ca", check.file, None)
     header = get("client_cert_header", headerName, None)
     if header is not None and clientCA is None and "client_ca" not in tls:
@@ -52,6 +53,7 @@ def listenerTLS(
     return ListenerTLS(
         certificate=certificate,
         key=key,
+        chain=chain,
         min_version=get("min_version", tlsVersion, d.min_version),
         alpn=get(
             "alpn",
@@ -110,12 +112,13 @@ def _sniCertificates(
         )
         certificate = get("certificate", check.file, "", required="a PEM file")
         key = get("key", check.file, "", required="a PEM file path")
+        chain = get("chain", check.file, None)
         for host in hosts:
             if host in seen:
                 check.error(f"{itemPath}.hosts", f"{host!r} is also in {seen[host]}")
             seen[host] = itemPath
         if hosts and certificate and key:
-            result.append(SNICertificate(hosts, certificate, key))
+            result.append(SNICertificate(hosts, certificate, key, chain))
     return tuple(result)
 
 

@@ -17,8 +17,11 @@ __all__ = ["describeConfig", "routeRow", "routeTable"]
 def routeTable(config: Config) -> str:
     """The route table: HOST, PATH, TARGET and OPTIONS, aligned."""
     rows = [("HOST", "PATH", "TARGET", "OPTIONS")]
-    # In the order matching tries them: the host first, then the longest prefix.
-    rows += [routeRow(config, route) for route in RouteTable(config.routes).routes]
+    # In the order matching tries them: the host first, then the match routes,
+    # then the longest prefix; a route with aliases once for each name.
+    rows += [
+        routeRow(config, route, name) for name, route in RouteTable(config.routes).names
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = []
     for row in rows:
@@ -27,8 +30,16 @@ def routeTable(config: Config) -> str:
     return "\n".join(lines)
 
 
-def routeRow(config: Config, route: Route) -> tuple[str, str, str, str]:
-    """One line of the route table, with the route's effective options."""
+def routeRow(
+    config: Config, route: Route, alias: str | None = None
+) -> tuple[str, str, str, str]:
+    """
+    One line of the route table, with the route's effective options; C{alias}
+    is the name the line is for (C{None}: the route's C{host}).
+    """
+    host = alias or route.host or "*"
+    if route.exclude:
+        return (host, route.location, "exclude", _aliasOption(route, alias))
     target = route.to.url if route.to is not None else f"handler:{route.handler}"
     preserveHost = route.preserve_host
     if preserveHost is None:
@@ -38,6 +49,8 @@ def routeRow(config: Config, route: Route) -> tuple[str, str, str, str]:
         f"preserve_host={'true' if preserveHost else 'false'}",
         f"timeout={timeout:g}",
     ]
+    if route.connect_timeout is not None:
+        options.append(f"connect_timeout={route.connect_timeout:g}")
     if not route.websocket:
         options.append("websocket=false")
     if route.trace:
@@ -59,7 +72,27 @@ def routeRow(config: Config, route: Route) -> tuple[str, str, str, str]:
         options.append(f"set={names}")
     if route.request_headers.unset:
         options.append("unset=" + ",".join(route.request_headers.unset))
-    return (route.host or "*", route.path, target, " ".join(options))
+    headers = route.request_headers
+    for kind, named in (
+        ("add", headers.add),
+        ("append", headers.append),
+        ("edit", headers.edit),
+        ("edit_all", headers.edit_all),
+    ):
+        if named:
+            names = ",".join(dict.fromkeys(entry[0] for entry in named))
+            options.append(f"{kind}={names}")
+    aliases = _aliasOption(route, alias)
+    if aliases:
+        options.append(aliases)
+    return (host, route.location, target, " ".join(options))
+
+
+def _aliasOption(route: Route, alias: str | None) -> str:
+    """On the host's line its aliases; on an alias's line the host."""
+    if alias is not None and alias != route.host:
+        return f"alias_of={route.host}"
+    return "aliases=" + ",".join(route.aliases) if route.aliases else ""
 
 
 def _listener(listener: Listener) -> str:

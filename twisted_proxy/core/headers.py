@@ -24,6 +24,7 @@ from twisted_proxy.config.model import (
     Route,
 )
 from twisted_proxy.config.schemes import BACKEND_SCHEMES
+from twisted_proxy.core.headeractions import headerActions
 from twisted_proxy.core.version import VERSION
 from twisted_proxy.core.via import viaFor, viaValues
 
@@ -235,12 +236,14 @@ class RequestHeaderRewriter:
     names with an underscore, sets C{Host}, replaces C{X-Forwarded-*} (and
     drops an untrusted client's C{Forwarded} and C{X-Real-IP}), adds C{Via},
     then applies the route's C{RequestHeader} directives (which win over
-    everything the proxy added).
+    everything the proxy added) in the order edit, edit_all, unset, set,
+    append, add.
 
     The headers the proxy adds come after the client's C{Connection} tokens
     have been applied, so C{Connection: X-Forwarded-For} cannot strip them.
     Output order: C{Host}, the client's surviving headers in order, the
-    C{X-Forwarded-*} headers, C{Via}, the C{set} directives.
+    C{X-Forwarded-*} headers, C{Via}, the C{set} directives, a new field of
+    an C{append}, the C{add} directives.
     """
 
     def __init__(
@@ -264,9 +267,9 @@ class RequestHeaderRewriter:
         self._trustedProxies: tuple[Network, ...] = settings.trusted_proxies
         self._trustCache: dict[str, bool] = {}
 
-        removed, self._setHeaders = _directives(
-            route.request_headers, f"route[{route.index}].request_headers"
-        )
+        what = f"route[{route.index}].request_headers"
+        removed, self._setHeaders = _directives(route.request_headers, what)
+        self._actions = headerActions(route.request_headers, self._setHeaders, what)
         self._emitHost = b"host" not in removed
         self._forwarded = settings.forwarded_headers
         self._emitForwarded = {
@@ -356,6 +359,8 @@ class RequestHeaderRewriter:
 
         if self._via is not None:
             out.append((b"Via", viaFor(self._via, clientVersion)))
+        if self._actions is not None:
+            return self._actions.apply(out)
         out.extend(self._setHeaders)
         return out
 
@@ -406,9 +411,10 @@ class ResponseHeaderRewriter:
 
     Built once from the C{[proxy]} settings. L{rewrite} removes hop-by-hop
     headers, replaces the backend's C{Server} per C{server_tokens}, appends or
-    blocks C{Via}, then applies C{[proxy.response_headers]} (unset, then set).
-    Output order: the backend's surviving headers in order, C{Server},
-    C{Via}, the C{set} directives.
+    blocks C{Via}, then applies C{[proxy.response_headers]} in the order
+    edit, edit_all, unset, set, append, add. Output order: the backend's
+    surviving headers in order, C{Server}, C{Via}, the C{set} directives, a
+    new field of an C{append}, the C{add} directives.
 
     The caller handles C{101 Switching Protocols} itself: there C{Upgrade} and
     C{Connection} must reach the client.
@@ -425,9 +431,9 @@ class ResponseHeaderRewriter:
         serverName = _checkValue(
             "proxy.server_name", settings.server_name.encode("utf-8")
         )
-        removed, self._setHeaders = _directives(
-            settings.response_headers, "proxy.response_headers"
-        )
+        what = "proxy.response_headers"
+        removed, self._setHeaders = _directives(settings.response_headers, what)
+        self._actions = headerActions(settings.response_headers, self._setHeaders, what)
         drop = set(HOP_BY_HOP) | {b"server"} | removed
         if settings.via == "block":
             drop.add(b"via")
@@ -465,5 +471,7 @@ class ResponseHeaderRewriter:
             kept.append((b"Server", self._server))
         if self._via is not None:
             kept.append((b"Via", viaFor(self._via, clientVersion)))
+        if self._actions is not None:
+            return self._actions.apply(kept)
         kept.extend(self._setHeaders)
         return kept

@@ -173,8 +173,11 @@ def routePrefixes(route: Route, balancer: Balancer | None = None) -> tuple[str, 
 
     Those are the route's C{to} URL (for a C{balancer://} target, each
     member's URL joined with the target's path, since a balancer's name never
-    appears in a backend's headers) and each C{reverse} URL.
+    appears in a backend's headers) and each C{reverse} URL; none for a
+    C{match} route, which has no path prefix to map them back to.
     """
+    if route.match is not None:
+        return ()
     prefixes: list[str] = []
     target = route.to
     if target is not None:
@@ -202,9 +205,11 @@ class HostMap:
 class _Mount:
     """One route, parsed once for L{ReverseTable}."""
 
-    __slots__ = ("exact", "prefixes", "public", "under")
+    __slots__ = ("exact", "excluded", "prefixes", "public", "under")
 
     def __init__(self, route: Route, balancers: Mapping[str, Balancer]) -> None:
+        # An exclude route answers its paths (with a 404) but maps nothing.
+        self.excluded = route.exclude
         balancer = None
         if route.to is not None and route.to.scheme == "balancer":
             balancer = balancers.get(route.to.host)
@@ -231,7 +236,7 @@ def _hostMap(tiers: Iterable[Sequence[_Mount]]) -> HostMap:
 
     A route whose every path a route of a more specific host answers is never
     reached for this host (routing tries the more specific host first), so it
-    adds nothing.
+    adds nothing; nor does an exclude route, which only shadows others.
     """
     reachable: list[_Mount] = []
     before: list[_Mount] = []
@@ -239,7 +244,8 @@ def _hostMap(tiers: Iterable[Sequence[_Mount]]) -> HostMap:
         reachable.extend(
             mount
             for mount in tier
-            if not any(mount.coveredBy(other) for other in before)
+            if not mount.excluded
+            and not any(mount.coveredBy(other) for other in before)
         )
         before.extend(tier)
     return HostMap(
@@ -266,9 +272,11 @@ class ReverseTable:
     A response's absolute URLs are checked against the routes its request's
     C{Host} could be routed to: the routes of that exact host, those of each
     C{*.domain} matching it, and the routes without C{host}, leaving out a
-    route that a more specific host's route shadows entirely. The combined
-    mapping of each configured host is built here, once; a response costs one
-    dictionary lookup of its C{Host}.
+    route that a more specific host's route shadows entirely; a route's
+    C{aliases} reach it as its C{host} does. A C{match} route has no place
+    here: it has no path prefix to map back to, nor one to shadow by. The
+    combined mapping of each configured host is built here, once; a response
+    costs one dictionary lookup of its C{Host}.
 
     :param routes: the routes, in the order of the file (earlier wins ties).
     :param balancers: the balancers by name, for their members' URLs.
@@ -281,14 +289,17 @@ class ReverseTable:
         exact: dict[bytes, list[_Mount]] = {}
         wildcard: dict[bytes, list[_Mount]] = {}
         for route in routes:
+            if route.match is not None:
+                continue
             mount = _Mount(route, balancers or {})
-            name = _routeHost(route.host) if route.host else None
-            if name is None:
-                anyHost.append(mount)
-            elif name.startswith(b"*."):
-                wildcard.setdefault(name[1:], []).append(mount)
-            else:
-                exact.setdefault(name, []).append(mount)
+            for host in route.hosts or (None,):
+                name = _routeHost(host) if host else None
+                if name is None:
+                    anyHost.append(mount)
+                elif name.startswith(b"*."):
+                    wildcard.setdefault(name[1:], []).append(mount)
+                else:
+                    exact.setdefault(name, []).append(mount)
         # Most specific first, as routing tries them.
         suffixes = sorted(wildcard, key=len, reverse=True)
 

@@ -3,11 +3,14 @@ Route matching: which ``[[route]]`` answers a request, and what the upstream see
 
 Pure and per request: the table is sorted once, and matching compares the
 request's normalised path (L{twisted_proxy.core.requesttarget}) with the routes'
-prefixes, byte for byte: ``%2F`` in a path is never mistaken for a ``/``.
+prefixes, byte for byte: ``%2F`` in a path is never mistaken for a ``/``. A
+C{match} route's regular expression is searched for in the same bytes
+(L{PathPattern}).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 from urllib.parse import quote
@@ -15,7 +18,7 @@ from urllib.parse import quote
 from twisted_proxy.config.model import Route
 from twisted_proxy.core.requesttarget import RequestTarget
 
-__all__ = ["RouteTable", "normalizeHost", "upstreamTarget"]
+__all__ = ["PathPattern", "RouteTable", "normalizeHost", "upstreamTarget"]
 
 # Everything printable in ASCII stays as written; only non-ASCII, spaces and
 # controls in a configured path are percent-encoded, as a client would send them.
@@ -24,6 +27,12 @@ _PATH_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
 _HOST_NONE = 0
 _HOST_WILDCARD = 1
 _HOST_EXACT = 2
+
+# No request path starts with a NUL: a match route's entry is never taken for
+# a prefix, only its regular expression decides.
+_NO_PREFIX = b"\0"
+
+_BACKREFERENCE = re.compile(rb"\$([0-9])")
 
 
 def _encodePath(path: str) -> bytes:
@@ -63,24 +72,40 @@ def _encodeHost(host: str) -> bytes:
 
 
 class _Entry:
-    """One route, precomputed for matching."""
+    """One route under one of its names, precomputed for matching."""
 
-    __slots__ = ("exact", "host", "hostKind", "prefix", "route", "under")
+    __slots__ = (
+        "exact",
+        "host",
+        "hostKind",
+        "name",
+        "prefix",
+        "regex",
+        "route",
+        "under",
+    )
 
-    def __init__(self, route: Route) -> None:
+    def __init__(self, route: Route, name: str | None) -> None:
         self.route = route
-        prefix = _encodePath(route.path) or b"/"
-        self.prefix = prefix
-        if prefix.endswith(b"/"):
-            # As Apache's ProxyPass: "/api/users/" answers "/api/users/..."
-            # only, never the bare "/api/users".
-            self.exact: bytes | None = None
-            self.under = prefix
+        self.name = name
+        self.regex: re.Pattern[bytes] | None = None
+        self.exact: bytes | None = None
+        if route.match is not None:
+            self.regex = re.compile(route.match.encode("ascii"))
+            self.prefix = b""
+            self.under = _NO_PREFIX
         else:
-            # Like Apache, "/api" matches "/api" and "/api/..." but not "/apix".
-            self.exact = prefix
-            self.under = prefix + b"/"
-        host = normalizeHost(_encodeHost(route.host)) if route.host else None
+            prefix = _encodePath(route.path) or b"/"
+            self.prefix = prefix
+            if prefix.endswith(b"/"):
+                # As Apache's ProxyPass: "/api/users/" answers "/api/users/..."
+                # only, never the bare "/api/users".
+                self.under = prefix
+            else:
+                # Like Apache, "/api" matches "/api" and "/api/..." but not "/apix".
+                self.exact = prefix
+                self.under = prefix + b"/"
+        host = normalizeHost(_encodeHost(name)) if name else None
         if host is None:
             self.hostKind = _HOST_NONE
             self.host = b""
@@ -91,12 +116,18 @@ class _Entry:
             self.hostKind = _HOST_EXACT
             self.host = host
 
-    def sortKey(self) -> tuple[int, int, int, int]:
+    def sortKey(self) -> tuple[int, int, int, int, int]:
         """
-        The host first (exact, then the longest wildcard, then none), then the
-        longest prefix, then file order.
+        The host first (exact, then the longest wildcard, then none), then
+        the match routes, then the longest prefix, then file order.
         """
-        return (-self.hostKind, -len(self.host), -len(self.prefix), self.route.index)
+        return (
+            -self.hostKind,
+            -len(self.host),
+            0 if self.regex is not None else 1,
+            -len(self.prefix),
+            self.route.index,
+        )
 
 
 class RouteTable:
@@ -104,22 +135,34 @@ class RouteTable:
     The routes of one configuration, ready for per-request matching.
 
     The host is chosen first: among the routes of the request's host (an
-    exact name, else the most specific C{*.domain}), the longest matching
-    path prefix wins; the routes of a less specific host, and last the
-    host-less ones, are tried only when none of those matches the path. Ties
-    keep the order of the file.
+    exact name, else the most specific C{*.domain}; a route's C{aliases}
+    count as its C{host}), the C{match} routes are tried in file order, then
+    the longest matching path prefix wins; the routes of a less specific
+    host, and last the host-less ones, are tried only when none of those
+    matches the path. Ties keep the order of the file. An C{exclude} route is
+    matched like any other: what to do with it is the caller's.
     """
 
     def __init__(self, routes: Sequence[Route]) -> None:
-        entries = [_Entry(route) for route in routes]
+        entries = [
+            _Entry(route, name) for route in routes for name in route.hosts or (None,)
+        ]
         entries.sort(key=_Entry.sortKey)
         self._entries = tuple(entries)
         self._anyHost = all(e.hostKind == _HOST_NONE for e in entries)
 
     @property
     def routes(self) -> tuple[Route, ...]:
-        """The routes in the order matching tries them."""
-        return tuple(e.route for e in self._entries)
+        """The routes in the order matching first tries them."""
+        return tuple(dict.fromkeys(e.route for e in self._entries))
+
+    @property
+    def names(self) -> tuple[tuple[str | None, Route], ...]:
+        """
+        (name, route) in the order matching tries them: a route once per
+        name it answers (its C{host}, then each alias; C{None}: any host).
+        """
+        return tuple((e.name, e.route) for e in self._entries)
 
     def match(self, host: bytes | None, path: bytes) -> Route | None:
         """
@@ -132,7 +175,9 @@ class RouteTable:
         name = None if self._anyHost else normalizeHost(host)
         for entry in self._entries:
             if path != entry.exact and not path.startswith(entry.under):
-                continue
+                regex = entry.regex
+                if regex is None or regex.search(path) is None:
+                    continue
             kind = entry.hostKind
             if kind == _HOST_NONE:
                 return entry.route
@@ -144,6 +189,52 @@ class RouteTable:
             elif name.endswith(entry.host):
                 return entry.route
         return None
+
+
+class PathPattern:
+    """
+    A C{match} route's regular expression and its C{to} URL's path: what the
+    backend is asked for (Apache's ProxyPassMatch).
+
+    Each C{$0} to C{$9} of the path is the text the pattern's group captured
+    in the request's normalised path, as the client sent it (percent-encoded
+    bytes stay encoded). A path without any has the request's path appended,
+    one slash between. The query follows either way.
+    """
+
+    __slots__ = ("_base", "_groups", "_pieces", "regex")
+
+    def __init__(self, pattern: str, targetPath: str) -> None:
+        self.regex = re.compile(pattern.encode("ascii"))
+        template = _encodePath(targetPath) or b"/"
+        parts = _BACKREFERENCE.split(template)
+        self._pieces = tuple(parts[0::2])
+        self._groups = tuple(int(n) for n in parts[1::2])
+        self._base = template[:-1] if template.endswith(b"/") else template
+
+    def upstreamTarget(self, target: RequestTarget) -> bytes:
+        """
+        The request-target for the backend.
+
+        :raise ValueError: C{target} does not match, or a backreference made
+            a C{.} or C{..} segment (a backend would climb out of the path).
+        """
+        found = self.regex.search(target.match)
+        if found is None:
+            raise ValueError(
+                f"{target.path!r} does not match {self.regex.pattern.decode()!r}"
+            )
+        if not self._groups:
+            return self._base + target.path + target.query
+        pieces = self._pieces
+        out = [pieces[0]]
+        for group, piece in zip(self._groups, pieces[1:], strict=True):
+            out.append(found.group(group) or b"")
+            out.append(piece)
+        path = b"".join(out)
+        if b"/." in path and not {b".", b".."}.isdisjoint(path.split(b"/")):
+            raise ValueError(f"a backreference made a dot segment in {path!r}")
+        return path + target.query
 
 
 @lru_cache(maxsize=1024)

@@ -17,8 +17,10 @@ from twisted_proxy.config.model import Balancer, ProxySettings, Route
 from twisted_proxy.config.schemes import scheme as backendScheme
 from twisted_proxy.core.acl import AccessList
 from twisted_proxy.core.headers import RequestHeaderRewriter, formatHostPort
+from twisted_proxy.core.requesttarget import RequestTarget
 from twisted_proxy.core.reverse import ReverseRewriter
 from twisted_proxy.core.reversemap import ReverseTable, routePrefixes
+from twisted_proxy.core.routing import PathPattern, upstreamTarget
 from twisted_proxy.core.traffic import Traffic
 from twisted_proxy.tls.backend import (
     BackendCAError,
@@ -151,8 +153,20 @@ class RoutePlan:
         self.frontPath = frontPath
         self.targetPath = target.path
         self.timeout = route.timeout if route.timeout is not None else settings.timeout
+        # For each connection opened for this route's requests (pooled
+        # connections are shared by every route to the same backend).
+        self.connectTimeout = (
+            route.connect_timeout
+            if route.connect_timeout is not None
+            else settings.connect_timeout
+        )
+        # A match route's regular expression and backreferences; None: the
+        # route's path prefix is swapped for the target's (upstreamTarget).
+        self.pattern = (
+            PathPattern(route.match, target.path) if route.match is not None else None
+        )
         self.acl = AccessList(route.allow, route.deny)
-        self.label = f"route {route.host or '*'}{route.path}"
+        self.label = f"route {route.host or '*'}{route.location}"
         # AJP: the whole route (a balancer's members are all ajp:// or none).
         self.ajp = target.scheme == "ajp" or (
             balancer is not None and any(m.scheme == "ajp" for m in balancer.members)
@@ -182,6 +196,15 @@ class RoutePlan:
             route.cookie_path,
             reverseTable,
         )
+
+    def upstreamPath(self, target: RequestTarget) -> bytes:
+        """
+        What the backend is asked for (path and query) for the request's
+        normalised target; L{ValueError} when the route does not answer it.
+        """
+        if self.pattern is not None:
+            return self.pattern.upstreamTarget(target)
+        return upstreamTarget(self.frontPath, self.targetPath, target)
 
 
 def backendAddress(

@@ -226,8 +226,9 @@ class ProxyExchange:
         # before it carries any request (see UpstreamPool.acquire).
         safeReuse = self._context.settings.safe_reuse
         maxAge = None if self._replayable and not self._plan.ajp else safeReuse
+        timeout = self._plan.connectTimeout
         attempt = self._context.pool.acquire(
-            self._address, self._connected, self._connectFailed, fresh, maxAge
+            self._address, self._connected, self._connectFailed, fresh, maxAge, timeout
         )
         if attempt is not None:
             self._connecting = attempt

@@ -31,6 +31,8 @@ class RouterResource(Resource):
 
     The routes share one L{ReverseTable}, built here once, so a response's
     backend URLs are rewritten by whichever route of its host fronts them.
+    A request an C{exclude} route matches is answered 404, as one that no
+    route matches.
     """
 
     isLeaf = True
@@ -57,8 +59,13 @@ class RouterResource(Resource):
             if route.to is not None
         }
         self._resources.update(handlers or {})
+        notProxied = NotProxiedResource()
+        self._resources.update(
+            (route.index, notProxied) for route in config.routes if route.exclude
+        )
+        # By the route, whichever of its names (host or alias) the request used.
         self._labels = {
-            route.index: (route.host or "") + route.path for route in config.routes
+            route.index: (route.host or "") + route.location for route in config.routes
         }
 
     def _resourceFor(self, request: Any) -> Any:
@@ -85,3 +92,21 @@ class RouterResource(Resource):
             request.respondError(404, "no route for this request")
             return NOT_DONE_YET
         return resource.render(request)
+
+
+@implementer(IStreamingResource)
+class NotProxiedResource(Resource):
+    """What an C{exclude} route answers (Apache's C{ProxyPass PATH !}): 404."""
+
+    isLeaf = True
+    streaming = True
+
+    def startStream(self, request: ProxiedRequest) -> IBodyConsumer | None:
+        """A request whose body is still arriving: 404 at once."""
+        request.respondError(404, "not proxied")
+        return None
+
+    def render(self, request: Any) -> Any:
+        """A request without a body, or with one read already: 404."""
+        request.respondError(404, "not proxied")
+        return NOT_DONE_YET

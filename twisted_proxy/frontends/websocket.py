@@ -35,7 +35,6 @@ from twisted.python.failure import Failure
 from twisted_proxy.balancer.lease import Lease, endpointFailure, upgradeFailure
 from twisted_proxy.config.schemes import isTLS
 from twisted_proxy.core.headers import formatHostPort
-from twisted_proxy.core.routing import upstreamTarget
 from twisted_proxy.core.wsrules import (
     CLOSE_GOING_AWAY,
     backendHandshake,
@@ -156,7 +155,9 @@ class WebSocketBridge:
         factory.protocols = offeredProtocols(self._pairs)
         leg.factory = factory
         handover = self._handover = Handover(leg)
-        endpoint: IStreamClientEndpoint = self._context.pool.endpointFor(self._address)
+        endpoint: IStreamClientEndpoint = self._context.pool.endpointFor(
+            self._address, self._plan.connectTimeout
+        )
         d = endpoint.connect(OneLeg(handover))
         self._connecting = d
         d.addCallbacks(self._tcpConnected, self._connectFailed)
@@ -188,7 +189,7 @@ class WebSocketBridge:
             or (hostName.endswith("]") is False and ":" in hostName)
         ):
             hostName, portText = hostHeader, str(port)
-        target = upstreamTarget(plan.frontPath, plan.targetPath, targetOf(request))
+        target = plan.upstreamPath(targetOf(request))
         return ConnectingRequest(
             host=hostName,
             port=int(portText),

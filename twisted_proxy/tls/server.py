@@ -4,16 +4,19 @@ TLS termination: what a C{[listen.tls]} table becomes.
 L{ServerTLS} gives every new handshake an OpenSSL context built from the
 table: Mozilla's "intermediate" profile by default (TLS 1.2 and 1.3, ECDHE
 with AES-GCM or ChaCha20 for 1.2, the X25519/P-256/P-384 groups, no
-compression, no renegotiation), a certificate chosen by SNI, ALPN limited to
-what the listener lists (so HTTP/2 is on only when asked), and client
-certificates checked against C{client_ca}. L{ServerTLS.reload} reads the
-files again: new handshakes get the new certificate, open connections keep
-theirs, and a broken file leaves the old one serving.
+compression, no renegotiation; what a table may loosen is
+L{twisted_proxy.tls.profile}'s), a certificate chosen by SNI and sent with
+its intermediates (those after it in its file, then the C{chain} file's),
+ALPN limited to what the listener lists (so HTTP/2 is on only when asked),
+and client certificates checked against C{client_ca}. L{ServerTLS.reload}
+reads the files again: new handshakes get the new certificate, open
+connections keep theirs, and a broken file leaves the old one serving.
 
 L{inspectFiles} is what C{twisted-proxy check} and start-up say about the
-files: missing or unreadable files and keys that do not match their
-certificate are errors; an expired certificate or a key readable by everyone
-is a warning.
+files: missing or unreadable files, keys that do not match their
+certificate and a cipher string OpenSSL takes nothing from are errors; an
+expired certificate, a key readable by everyone or a chain that does not
+issue the certificate is a warning.
 """
 
 from __future__ import annotations
@@ -33,28 +36,18 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from twisted_proxy.config.model import (
-    HeaderDirectives,
     Listener,
     ListenerTLS,
     ProxySettings,
 )
 from twisted_proxy.tls._openssl import setGroups
-
-# Mozilla's "intermediate" configuration (version 5.7): the TLS 1.2 suites.
-# TLS 1.3 suites are OpenSSL's defaults, which are the profile's.
-INTERMEDIATE_CIPHERS = ":".join(
-    (
-        "ECDHE-ECDSA-AES128-GCM-SHA256",
-        "ECDHE-RSA-AES128-GCM-SHA256",
-        "ECDHE-ECDSA-AES256-GCM-SHA384",
-        "ECDHE-RSA-AES256-GCM-SHA384",
-        "ECDHE-ECDSA-CHACHA20-POLY1305",
-        "ECDHE-RSA-CHACHA20-POLY1305",
-    )
+from twisted_proxy.tls.profile import (
+    INTERMEDIATE_GROUPS,
+    VERSIONS,
+    cipherProblem,
+    cipherString,
 )
-INTERMEDIATE_GROUPS = "X25519:prime256v1:secp384r1"
 
-_VERSIONS = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
 _OPTIONS = (
     SSL.OP_NO_COMPRESSION
     | SSL.OP_NO_RENEGOTIATION
@@ -142,9 +135,28 @@ def _checkPair(
     key: str,
     now: datetime.datetime,
     problems: list[FileProblem],
+    chainFile: str | None = None,
 ) -> None:
-    """One certificate file (leaf first, then its chain) and its key file."""
+    """
+    One certificate file (leaf first, then its chain), its key file and
+    the C{chain} file of intermediates sent after them.
+    """
     chain = _loadChain(f"{where}.certificate", certificate, problems)
+    if chainFile is not None:
+        more = _loadChain(f"{where}.chain", chainFile, problems)
+        new = [c for c in more if c not in chain]
+        if chain and new and new[0].subject != chain[-1].issuer:
+            problems.append(
+                FileProblem(
+                    "warning",
+                    f"{where}.chain",
+                    chainFile,
+                    f"its first certificate ({new[0].subject.rfc4514_string()})"
+                    f" is not the issuer ({chain[-1].issuer.rfc4514_string()})"
+                    f" of the last one in {certificate}, so clients may not"
+                    " verify the chain",
+                )
+            )
     keyWhere = f"{where}.key"
     keyData = _read(keyWhere, key, problems)
     privateKey = None
@@ -222,17 +234,23 @@ def inspectFiles(
     tls: ListenerTLS, now: datetime.datetime | None = None
 ) -> list[FileProblem]:
     """
-    Read every file C{tls} names; return what is wrong with them (errors
-    first, in file order, then warnings).
+    Read every file C{tls} names; return what is wrong with them, and with
+    its cipher string (errors first, in file order, then warnings).
     """
     if now is None:
         now = datetime.datetime.now(datetime.timezone.utc)
     problems: list[FileProblem] = []
-    _checkPair(tls.where, tls.certificate, tls.key, now, problems)
+    _checkPair(tls.where, tls.certificate, tls.key, now, problems, tls.chain)
     for index, sni in enumerate(tls.sni):
-        _checkPair(f"{tls.where}.sni[{index}]", sni.certificate, sni.key, now, problems)
+        where = f"{tls.where}.sni[{index}]"
+        _checkPair(where, sni.certificate, sni.key, now, problems, sni.chain)
     if tls.client_ca is not None:
         _loadChain(f"{tls.where}.client_ca", tls.client_ca, problems)
+    problem = cipherProblem(tls)
+    if problem is not None:
+        # The "path" is the string itself, quoted.
+        ciphers = f'"{tls.ciphers}"'
+        problems.append(FileProblem("error", f"{tls.where}.ciphers", ciphers, problem))
     return sorted(problems, key=lambda p: p.severity != "error")
 
 
@@ -253,23 +271,47 @@ def _alpnChooser(
     return select
 
 
+def _useCertificates(context: SSL.Context, certificate: str, chain: str | None) -> None:
+    """
+    The leaf, then the intermediates after it in its file, then those of
+    C{chain} (each certificate once). Raises L{ValueError} for a file
+    without PEM certificates.
+    """
+    if chain is None:
+        context.use_certificate_chain_file(certificate.encode())
+        return
+    sent: list[x509.Certificate] = []
+    for path in (certificate, chain):
+        with open(path, "rb") as f:
+            found = x509.load_pem_x509_certificates(f.read())
+        sent.extend(c for c in found if c not in sent)
+    context.use_certificate(sent[0])
+    # The context's extra chain certificates: OpenSSL sends them when the
+    # leaf has no chain of its own, which one set by use_certificate has not
+    # (pyOpenSSL does not bind SSL_CTX_add0_chain_cert).
+    for intermediate in sent[1:]:
+        context.add_extra_chain_cert(intermediate)
+
+
 def buildContext(
     tls: ListenerTLS,
     certificate: str,
     key: str,
     onServerName: Callable[[SSL.Connection], None] | None = None,
+    chain: str | None = None,
 ) -> SSL.Context:
     """
-    An OpenSSL context for one certificate of a listener: Mozilla's
-    intermediate profile unless C{tls} says otherwise. Raises L{SSL.Error}
-    or L{OSError} when a file cannot be used.
+    An OpenSSL context for one certificate of a listener (C{chain}: its
+    file of intermediates): Mozilla's intermediate profile unless C{tls}
+    says otherwise. Raises L{SSL.Error}, L{OSError} or L{ValueError} when a
+    file cannot be used.
     """
     context = SSL.Context(SSL.TLS_METHOD)
-    context.set_min_proto_version(_VERSIONS[tls.min_version])
+    context.set_min_proto_version(VERSIONS[tls.min_version])
     context.set_options(_OPTIONS)
-    context.set_cipher_list((tls.ciphers or INTERMEDIATE_CIPHERS).encode("ascii"))
+    context.set_cipher_list(cipherString(tls).encode("ascii"))
     setGroups(context, INTERMEDIATE_GROUPS)
-    context.use_certificate_chain_file(certificate.encode())
+    _useCertificates(context, certificate, chain)
     context.use_privatekey_file(key.encode())
     context.check_privatekey()
     # Needed for client certificates with session resumption.
@@ -331,17 +373,19 @@ class ServerTLS:
         if problems:
             raise TLSFilesError(problems)
         try:
-            default = buildContext(tls, tls.certificate, tls.key, self._serverName)
+            default = buildContext(
+                tls, tls.certificate, tls.key, self._serverName, tls.chain
+            )
             exact: dict[str, SSL.Context] = {}
             wildcard: dict[str, SSL.Context] = {}
             for sni in tls.sni:
-                context = buildContext(tls, sni.certificate, sni.key)
+                context = buildContext(tls, sni.certificate, sni.key, chain=sni.chain)
                 for host in sni.hosts:
                     if host.startswith("*."):
                         wildcard[host[2:]] = context
                     else:
                         exact[host] = context
-        except (SSL.Error, OSError) as e:
+        except (SSL.Error, OSError, ValueError) as e:
             raise TLSFilesError(
                 [FileProblem("error", tls.where, tls.certificate, _describe(e))]
             ) from e
@@ -428,15 +472,11 @@ def listenerSettings(
     hsts = ("Strict-Transport-Security", f"max-age={tls.hsts}")
     return replace(
         settings,
-        response_headers=HeaderDirectives(
-            set=(*headers.set, hsts), unset=headers.unset
-        ),
+        response_headers=replace(headers, set=(*headers.set, hsts)),
     )
 
 
 __all__ = [
-    "INTERMEDIATE_CIPHERS",
-    "INTERMEDIATE_GROUPS",
     "FileProblem",
     "ServerTLS",
     "TLSFilesError",

@@ -80,9 +80,18 @@ class UpstreamConnection(Protocol):
 
     _log = Logger()
 
-    def __init__(self, pool: IConnectionPool, address: Address) -> None:
+    def __init__(
+        self,
+        pool: IConnectionPool,
+        address: Address,
+        connectTimeout: float | None = None,
+    ) -> None:
         self._pool = pool
         self.address = address
+        # The TLS handshake's too (None: the pool's).
+        self._connectTimeout = (
+            pool.connectTimeout if connectTimeout is None else connectTimeout
+        )
         self._parser = ResponseParser(
             self._onHead, self._onData, self._onEnd, self._onInterim
         )
@@ -120,7 +129,7 @@ class UpstreamConnection(Protocol):
         if self.address.overTLS:
             # The connect timeout covers the handshake too, as nginx's does.
             self.handshaking = True
-            self._timer.arm(self._pool.connectTimeout, _HANDSHAKE)
+            self._timer.arm(self._connectTimeout, _HANDSHAKE)
 
     def handshakeCompleted(self) -> None:
         """The TLS handshake is done and the certificate accepted."""
@@ -466,7 +475,7 @@ class UpstreamConnection(Protocol):
         elif purpose == _IDLE:
             self._pool.expire(self)
         elif purpose == _HANDSHAKE:
-            seconds = self._pool.connectTimeout
+            seconds = self._connectTimeout
             self._handshakeFailed(
                 Failure(HandshakeTimeoutError(f"no handshake within {seconds:g}s"))
             )

@@ -36,14 +36,17 @@ __all__ = ["UpstreamPool"]
 class _ConnectionFactory(Factory):
     noisy = False
 
-    def __init__(self, pool: UpstreamPool, address: Address) -> None:
+    def __init__(
+        self, pool: UpstreamPool, address: Address, connectTimeout: float
+    ) -> None:
         self._pool = pool
         self._address = address
+        self._connectTimeout = connectTimeout
 
     def buildProtocol(self, addr: object) -> IBackendConnection:  # type: ignore[override]
         if self._address.scheme == "ajp":
             return AJPConnection(self._pool, self._address)
-        return UpstreamConnection(self._pool, self._address)
+        return UpstreamConnection(self._pool, self._address, self._connectTimeout)
 
 
 class UpstreamPool:
@@ -53,7 +56,8 @@ class UpstreamPool:
     :param maxIdle: idle connections kept per backend (more are closed).
     :param idleTTL: an idle connection is closed after this many seconds.
     :param connectTimeout: seconds to connect, and then to finish a TLS
-        handshake.
+        handshake, unless the one asking for a connection says otherwise (a
+        route's C{connect_timeout}).
     :param tls: the client TLS creators for https backends.
     """
 
@@ -74,8 +78,8 @@ class UpstreamPool:
         self.connectTimeout = connectTimeout
         self.maxIdle = maxIdle if keepalive else 0
         self.idleTTL = idleTTL
-        self._endpointFactory = endpointFactory or self._defaultEndpoint
-        self._endpoints: dict[Address, IStreamClientEndpoint] = {}
+        self._endpointFactory = endpointFactory
+        self._endpoints: dict[tuple[Address, float], IStreamClientEndpoint] = {}
         self._idle: dict[Address, list[IBackendConnection]] = {}
         self._all: set[IBackendConnection] = set()
         self._connecting: set[Deferred[Any]] = set()
@@ -87,6 +91,7 @@ class UpstreamPool:
         onFailed: Callable[[Failure], object],
         fresh: bool = False,
         maxAge: float | None = None,
+        connectTimeout: float | None = None,
     ) -> Deferred[Any] | None:
         """
         Call C{onReady(connection, reused)} with an idle connection at once, or
@@ -100,8 +105,12 @@ class UpstreamPool:
             than this many seconds ago (one the backend is unlikely to be
             closing as the request is written); else connect afresh. An
             older AJP connection is asked first (C{CPING}), and lent if it
-            answers in connectTimeout, else a fresh one is made.
+            answers in the connect timeout, else a fresh one is made.
+        :param connectTimeout: the connect (and TLS handshake) timeout of a
+            connection made now (None: the pool's). Idle connections are
+            lent whatever timeout they were made with.
         """
+        timeout = self.connectTimeout if connectTimeout is None else connectTimeout
         if not fresh:
             idle = self._idle.get(address)
             # The most recently used is last.
@@ -114,9 +123,10 @@ class UpstreamPool:
                     return None
                 if isinstance(conn, AJPConnection):
                     idle.pop()
-                    return self._track(self._pinged(conn, address), onReady, onFailed)
+                    pinged = self._pinged(conn, address, timeout)
+                    return self._track(pinged, onReady, onFailed)
         try:
-            attempt = self._connect(address)
+            attempt = self._connect(address, timeout)
         except Exception:
             # A tls_ca file that went bad since start-up.
             onFailed(Failure())
@@ -124,13 +134,16 @@ class UpstreamPool:
         attempt.addCallback(lambda conn: (conn, False))
         return self._track(attempt, onReady, onFailed)
 
-    def _connect(self, address: Address) -> Deferred[IBackendConnection]:
+    def _connect(
+        self, address: Address, timeout: float
+    ) -> Deferred[IBackendConnection]:
         """A new connection to C{address}, fired once it can carry a request."""
-        endpoint = self._endpoints.get(address)
+        endpoint = self._endpoints.get((address, timeout))
         if endpoint is None:
-            endpoint = self._endpointFactory(address)
-            self._endpoints[address] = endpoint
-        d: Deferred[Any] = endpoint.connect(_ConnectionFactory(self, address))
+            endpoint = self.endpointFor(address, timeout)
+            self._endpoints[(address, timeout)] = endpoint
+        factory = _ConnectionFactory(self, address, timeout)
+        d: Deferred[Any] = endpoint.connect(factory)
 
         def connected(conn: IBackendConnection) -> Deferred[IBackendConnection]:
             self._all.add(conn)
@@ -140,7 +153,9 @@ class UpstreamPool:
 
         return d.addCallback(connected)
 
-    def _pinged(self, conn: AJPConnection, address: Address) -> Deferred[Any]:
+    def _pinged(
+        self, conn: AJPConnection, address: Address, timeout: float
+    ) -> Deferred[Any]:
         """C{conn} once it answered a C{CPING}; else a new connection."""
 
         def answered(conn: AJPConnection) -> tuple[IBackendConnection, bool]:
@@ -149,9 +164,9 @@ class UpstreamPool:
         def unanswered(failure: Failure) -> Deferred[Any] | Failure:
             if failure.check(CancelledError):
                 return failure
-            return self._connect(address).addCallback(lambda new: (new, False))
+            return self._connect(address, timeout).addCallback(lambda new: (new, False))
 
-        return conn.ping(self.connectTimeout).addCallbacks(answered, unanswered)
+        return conn.ping(timeout).addCallbacks(answered, unanswered)
 
     def _track(
         self,
@@ -213,14 +228,23 @@ class UpstreamPool:
         self._idle.clear()
         return gatherResults(waits)  # type: ignore[return-value]
 
-    def endpointFor(self, address: Address) -> IStreamClientEndpoint:
-        """Where a connection to C{address} is made (TLS added for https)."""
-        endpoint: IStreamClientEndpoint = self._endpointFactory(address)
-        return endpoint
+    def endpointFor(
+        self, address: Address, connectTimeout: float | None = None
+    ) -> IStreamClientEndpoint:
+        """
+        Where a connection to C{address} is made (TLS added for https), in
+        C{connectTimeout} seconds (None: the pool's); an C{endpointFactory}
+        given to the pool makes it instead, timeout and all.
+        """
+        if self._endpointFactory is not None:
+            return self._endpointFactory(address)
+        timeout = self.connectTimeout if connectTimeout is None else connectTimeout
+        return self._defaultEndpoint(address, timeout)
 
-    def _defaultEndpoint(self, address: Address) -> IStreamClientEndpoint:
+    def _defaultEndpoint(
+        self, address: Address, timeout: float
+    ) -> IStreamClientEndpoint:
         _, host, port, policy = address
-        timeout = self.connectTimeout
         endpoint: IStreamClientEndpoint
         try:
             ip = ipaddress.ip_address(host)
