@@ -56,12 +56,15 @@ def test_aBalancedVirtualHost() -> None:
     out = imported(BALANCED)
     assert said(out.errors) == []
     assert out.document() == {
+        # Apache's connect timeout: the timeout, 60 s unless set.
+        "proxy": {"connect_timeout": 60.0},
         "listen": [{"endpoint": "tcp:8080"}],
         "route": [
             {
                 "path": "/",
                 "to": "balancer://cluster/",
                 "timeout": 30.0,
+                "connect_timeout": 30.0,
                 "host": "app.example.test",
                 "preserve_host": True,
             },
@@ -100,6 +103,10 @@ def test_aBalancedVirtualHost() -> None:
     assert said(out.notices) == [
         "site.conf:1: LoadModule: how httpd runs its processes: no meaning here,"
         " skipped",
+        "site.conf:9: ProxySet: the route is read from the ROUTEID cookie; the"
+        " URL's ;routeid= is not read here",
+        "site.conf:14: ProxyPassReverse: the route's own target: rewritten unasked"
+        " here",
         "site.conf:12: ProxyPass: /balancer-manager is not proxied: its handler"
         " route serves it",
     ]
@@ -219,9 +226,62 @@ def test_serverWideSettings() -> None:
             " Apache ignores this one silently)",
         ),
         (
-            "ProxyPass /private !\nProxyPass / http://a/\n",
-            "site.conf:1: ProxyPass: a path left unproxied with no handler: not"
-            " supported yet",
+            "ProxyPass / http://a/\nProxyPass /private !\n",
+            "site.conf:2: ProxyPass: never reached in Apache: ProxyPass / at"
+            " site.conf:1 matches these URLs first (put the longer path first, as"
+            " Apache's manual says)",
+        ),
+        (
+            "ProxyPass /api http://a/\nProxyPassMatch ^/api/(.*)$ http://b/$1\n",
+            "site.conf:2: ProxyPassMatch: never reached in Apache: ProxyPass /api at"
+            " site.conf:1 matches these URLs first (put the longer path first, as"
+            " Apache's manual says)",
+        ),
+        (
+            "ProxyPassMatch ^/(.*)\\.gif$ http://a/$1\n"
+            "ProxyPassMatch ^/(.*)\\.gif$ http://b/$1\n",
+            "site.conf:2: ProxyPassMatch: a second ProxyPassMatch for ^/(.*)\\.gif$"
+            " (site.conf:1 has it; Apache ignores this one silently)",
+        ),
+        (
+            "ProxyPassMatch ^/(unclosed http://a/\n",
+            "site.conf:1: ProxyPassMatch: the regex '^/(unclosed' cannot be read"
+            " here: missing ), unterminated subpattern at position 2",
+        ),
+        (
+            "ProxyErrorOverride On\n",
+            "site.conf:1: ProxyErrorOverride: the proxy's own error pages for a"
+            " backend's errors: not supported",
+        ),
+        (
+            "<Proxy balancer://b>\nProxySet timeout=15\n</Proxy>\n",
+            "site.conf:2: ProxySet: timeout= on a balancer is Apache's wait for a"
+            " usable member; here a request finds none at once (503): leave it out,"
+            " or put timeout= on the ProxyPass",
+        ),
+        (
+            "Header merge Cache-Control no-cache\n",
+            "site.conf:1: Header: only set, add, append, unset, edit and edit* here",
+        ),
+        (
+            "Header set X-A 1 env=HTTPS\n",
+            "site.conf:1: Header: a condition (env=HTTPS) cannot be expressed",
+        ),
+        (
+            "JkMount /app/* worker1\n",
+            "site.conf:1: JkMount: mod_jk: write ProxyPass PATH ajp://HOST:8009/PATH"
+            " instead",
+        ),
+        (
+            "ProxyPass / http://a/\n<Location /api>\nRequestHeader set X 1\n"
+            "</Location>\n",
+            "site.conf:2: Location: RequestHeader here applies to a path that is not"
+            " a whole ProxyPass route: give the path a ProxyPass of its own",
+        ),
+        (
+            "CustomLog ${LOGS}/access.log combined\n",
+            "site.conf:1: CustomLog: ${LOGS}/access.log holds a variable that is not"
+            " defined: Define it, or export it as httpd's envvars file does",
         ),
         (
             "DocumentRoot /var/www/html\n",
@@ -254,11 +314,6 @@ def test_serverWideSettings() -> None:
             "ProxyRequests On\n",
             "site.conf:1: ProxyRequests: a forward proxy is [listen.connect] here,"
             " not this",
-        ),
-        (
-            "ServerAlias www.example.test\n",
-            "site.conf:1: ServerAlias: a route serves one host name here: not"
-            " supported yet",
         ),
     ],
 )
@@ -365,8 +420,16 @@ def test_tlsAndRequestHeadersOfAVirtualHost() -> None:
 @pytest.mark.parametrize(
     ("line", "error"),
     [
-        ("SSLProtocol +TLSv1 +TLSv1.2", "TLS older than 1.2 cannot be offered here"),
-        ("SSLProtocol all -QUIC", "only +/- and all, TLSv1.2 and TLSv1.3 are read"),
+        (
+            "SSLProtocol +TLSv1 +TLSv1.2",
+            "only a lowest version and everything above it here",
+        ),
+        (
+            "SSLProtocol all -QUIC",
+            "only +/- with all, TLSv1, TLSv1.1, TLSv1.2, TLSv1.3 here",
+        ),
+        ("SSLProtocol +SSLv3", "SSLv3 cannot be offered here"),
+        ("SSLProtocol -all", "leaves no TLS version on"),
     ],
 )
 def test_weakOrUnknownProtocols(line: str, error: str) -> None:
@@ -418,7 +481,7 @@ def test_theRouteCookieHeaderIsStickyInsert() -> None:
     )
     assert said(out.errors) == []
     assert out.balancers["b"]["sticky"] == {"name": "ROUTEID", "insert": True}
-    assert "proxy" not in out.document()
+    assert "response_headers" not in out.proxy
     orphan = imported('Header add Set-Cookie "X=.%{BALANCER_WORKER_ROUTE}e"\n')
     assert said(orphan.errors) == [
         "site.conf:1: Header: no balancer has stickysession=X for this cookie"
@@ -433,12 +496,17 @@ def test_logFormatsByNickname() -> None:
     assert out.proxy == {
         "access_log": "/var/log/proxy.log",
         "access_log_format": "%h %>s backend:%{BALANCER_WORKER_NAME}e %D",
+        "connect_timeout": 60.0,
     }
     assert said(imported('CustomLog "|/usr/bin/rotatelogs x" common\n').errors) == [
         "site.conf:1: CustomLog: piped logs cannot be expressed: log to a file or to -"
     ]
     named = imported("CustomLog - combined\n")
-    assert named.proxy == {"access_log": "-", "access_log_format": "combined"}
+    assert named.proxy == {
+        "access_log": "-",
+        "access_log_format": "combined",
+        "connect_timeout": 60.0,
+    }
 
 
 @pytest.mark.parametrize(
@@ -501,6 +569,7 @@ def test_cookiesHeadersCompressionAndAjp() -> None:
     assert out.proxy == {
         "forwarded_headers": False,
         "compress": ["text/html", "application/json"],
+        "connect_timeout": 60.0,
     }
     assert out.routes[0]["cookie_domain"] == {"backend.internal": "example.test"}
     assert out.routes[0]["cookie_path"] == {"/": "/app/"}
@@ -519,3 +588,177 @@ def test_cookiesHeadersCompressionAndAjp() -> None:
         "site.conf:1: ProxyPassReverseCookiePath: no ProxyPass before it in this"
         " host to rewrite for"
     ]
+
+
+def test_aliasesExclusionsAndRegexRoutes() -> None:
+    """ServerAlias, ProxyPass PATH ! without a handler, and ProxyPassMatch."""
+    out = imported(
+        "<VirtualHost *:80>\nServerName a.example.test\n"
+        "ServerAlias www.a.example.test *.a.example.org\n"
+        "ProxyPass /static/ !\n"
+        'ProxyPassMatch "^/(.*\\.gif)$" "http://127.0.0.1:9002/img/$1"\n'
+        "ProxyPassMatch ^/private/ !\n"
+        "ProxyPass / http://127.0.0.1:9001/ connectiontimeout=3 timeout=9\n"
+        "</VirtualHost>\n"
+    )
+    assert said(out.errors) == []
+    names = {
+        "host": "a.example.test",
+        "aliases": ["www.a.example.test", "*.a.example.org"],
+    }
+    assert out.routes == [
+        {"match": "^/(.*\\.gif)$", "to": "http://127.0.0.1:9002/img/$1", **names},
+        {"match": "^/private/", "exclude": True, **names},
+        {
+            "path": "/",
+            "to": "http://127.0.0.1:9001/",
+            "connect_timeout": 3.0,
+            "timeout": 9.0,
+            **names,
+        },
+        {"path": "/static/", "exclude": True, **names},
+    ]
+    config = loadString(toml(out, "site.conf"), "imported.toml")
+    assert [r.exclude for r in config.routes] == [False, True, False, True]
+
+
+def test_aLocationsProxyPassAndRequestHeaders() -> None:
+    """ProxyPass's one-argument form and RequestHeader inside <Location>."""
+    out = imported(
+        "RequestHeader set X-Site main\n"
+        "<Location /api/>\nProxyPass http://127.0.0.1:9001/v1/ timeout=5\n"
+        "ProxyPassReverse http://127.0.0.1:9001/v1/\n"
+        "RequestHeader set X-Api yes\nRequestHeader unset Cookie\n"
+        "Require ip 127.0.0.1\n</Location>\n"
+        "ProxyPass / http://127.0.0.1:9002/\n"
+    )
+    assert said(out.errors) == []
+    api, rest = out.routes
+    assert api == {
+        "path": "/api/",
+        "to": "http://127.0.0.1:9001/v1/",
+        "timeout": 5.0,
+        "connect_timeout": 5.0,
+        "allow": ["127.0.0.1"],
+        "request_headers": {
+            "set": {"X-Site": "main", "X-Api": "yes"},
+            "unset": ["Cookie"],
+        },
+    }
+    assert rest["request_headers"] == {"set": {"X-Site": "main"}}
+
+
+def test_headerAddAppendEdit() -> None:
+    """Header add, append, edit and edit*, as the header tables' keys."""
+    out = imported(
+        "Header always add Link </style.css>;rel=preload\n"
+        "Header append Cache-Control no-transform\n"
+        'Header edit Set-Cookie "^(.*)$" "$1; Secure"\n'
+        'Header edit* X-Trace "a" "b"\n'
+        "RequestHeader append X-Chain proxy\n"
+        "ProxyPass / http://127.0.0.1:9001/\n"
+    )
+    assert said(out.errors) == []
+    assert out.proxy["response_headers"] == {
+        "add": [["Link", "</style.css>;rel=preload"]],
+        "append": [["Cache-Control", "no-transform"]],
+        "edit": [["Set-Cookie", "^(.*)$", "$1; Secure"]],
+        "edit_all": [["X-Trace", "a", "b"]],
+    }
+    assert out.routes[0]["request_headers"] == {"append": [["X-Chain", "proxy"]]}
+    loadString(toml(out, "site.conf"), "imported.toml")
+
+
+def test_healthExpressions() -> None:
+    """ProxyHCExpr status tests become expect_status; body tests expect_body."""
+    out = imported(
+        "ProxyHCExpr ok234 {%{REQUEST_STATUS} =~ /^[234]/}\n"
+        "ProxyHCExpr alive {hc('body') =~ /alive/ && %{REQUEST_STATUS} -lt 300}\n"
+        "ProxyHCExpr gone {hc('body') !~ /Maintenance/}\n"
+        "<Proxy balancer://a>\n"
+        "BalancerMember http://127.0.0.1:9001 hcmethod=GET hcexpr=ok234\n</Proxy>\n"
+        "<Proxy balancer://b>\n"
+        "BalancerMember http://127.0.0.1:9002 hcexpr=alive hcuri=/up\n</Proxy>\n"
+        "<Proxy balancer://c>\n"
+        "BalancerMember http://127.0.0.1:9003 hcexpr=gone\n</Proxy>\n"
+        "<Proxy balancer://d>\n"
+        "BalancerMember http://127.0.0.1:9004 hcexpr=nowhere\n</Proxy>\n"
+    )
+    assert out.balancers["a"]["health"] == {
+        "passes": 1,
+        "fails": 1,
+        "method": "GET",
+        "expect_status": ["2xx", "3xx", "4xx"],
+    }
+    assert out.balancers["b"]["health"] == {
+        "passes": 1,
+        "fails": 1,
+        "expect_status": ["1xx", "2xx"],
+        "expect_body": "alive",
+        "uri": "/up",
+    }
+    assert said(out.errors) == [
+        "site.conf:11: BalancerMember: ProxyHCExpr gone (site.conf:3): of the"
+        " body, only one hc('body') =~ /text/ can be expressed",
+        "site.conf:14: BalancerMember: no ProxyHCExpr nowhere before it",
+    ]
+
+
+def test_membersTimeoutsBecomeTheirRoutes() -> None:
+    """BalancerMember timeout= and connectiontimeout=: the routes' own."""
+    out = imported(
+        "<Proxy balancer://a>\n"
+        "BalancerMember http://127.0.0.1:9001 timeout=20 connectiontimeout=2\n"
+        "BalancerMember http://127.0.0.1:9002 timeout=20 connectiontimeout=2\n"
+        "</Proxy>\nProxyPass /a/ balancer://a/\n"
+        "<Proxy balancer://b>\n"
+        "BalancerMember http://127.0.0.1:9003 timeout=5\n"
+        "BalancerMember http://127.0.0.1:9004 timeout=6\n"
+        "</Proxy>\nProxyPass /b/ balancer://b/\n"
+    )
+    assert out.routes[0] == {
+        "path": "/a/",
+        "to": "balancer://a/",
+        "timeout": 20.0,
+        "connect_timeout": 2.0,
+    }
+    assert said(out.errors) == [
+        "site.conf:7: BalancerMember: timeout= differs between members: one per"
+        " balancer here"
+    ]
+
+
+def test_weakerTLSIsHonouredWithANotice() -> None:
+    """An explicit +TLSv1.1 is kept, with a notice; the chain file too."""
+    text = TLS.replace(
+        "SSLProtocol all -SSLv3 -TLSv1 -TLSv1.1 -TLSv1.2",
+        "SSLProtocol -all +TLSv1.1 +TLSv1.2 +TLSv1.3\n"
+        "SSLCertificateChainFile tls/chain.pem",
+    )
+    out = imported(text)
+    assert said(out.errors) == []
+    tls = out.listen[0]["tls"]
+    assert (tls["min_version"], tls["chain"]) == ("1.1", "tls/chain.pem")
+    assert (
+        "site.conf:6: SSLProtocol: TLS 1.1 is weaker than the default 1.2: offered"
+        " as asked, with a warning when the proxy starts"
+    ) in said(out.notices)
+
+
+def test_timeoutsAsApacheHasThem() -> None:
+    """Timeout is the default of ProxyTimeout and of connecting; the rest mapped."""
+    out = imported(
+        "Timeout 300\nKeepAliveTimeout 5\nRequestReadTimeout header=20-40,minrate=500\n"
+        "TraceEnable On\nProxyErrorOverride Off\nProxyPass / http://127.0.0.1:9001/\n"
+    )
+    assert said(out.errors) == []
+    assert out.proxy == {
+        "send_timeout": 300.0,
+        "idle_timeout": 5.0,
+        "header_timeout": 40.0,
+        "timeout": 300.0,
+        "connect_timeout": 300.0,
+    }
+    assert out.routes[0]["trace"] is True
+    proxied = imported("Timeout 300\nProxyTimeout 30\n")
+    assert (proxied.proxy["timeout"], proxied.proxy["connect_timeout"]) == (30.0, 30.0)

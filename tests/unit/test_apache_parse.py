@@ -159,7 +159,7 @@ def test_continuationsAndComments() -> None:
         ),
         ("<Location /x\n</Location>\n", "a.conf:1: '<Location /x' lacks its '>'"),
         ("<>\n", "a.conf:1: a section without a name"),
-        ("<IfModule a b>\n</IfModule>\n", "a.conf:1: <IfModule> takes one module name"),
+        ("<IfModule a b>\n</IfModule>\n", "a.conf:1: <IfModule> takes one name"),
         ("Include\n", "a.conf:1: Include takes one path or glob"),
     ],
 )
@@ -190,7 +190,39 @@ def test_ifModuleKeepsItsLinesOnlyWhenTheModuleIsThere() -> None:
 """
     known = {"mod_proxy.c", "ssl_module"}
     got = parse(text, "a.conf", inMemory({}), modules=lambda name: name in known)
-    assert shape(got) == [("ProxyRequests", ("Off",), 2), ("Listen", ("443",), 8)]
+    assert shape(got) == [
+        ("ProxyRequests", ("Off",), 2),
+        ("IfModule", ("!ssl_module",), 3, []),
+        ("Listen", ("443",), 8),
+        ("IfModule", ("mod_php.c",), 11, []),
+    ]
+    skipped = [d for d in got if isinstance(d, Section)]
+    assert [d.children for d in skipped] == [(), ()]
+
+
+def test_defineNamesWhatDollarBracesStandFor() -> None:
+    """Define and the caller's variables fill ${NAME}; undefined stays."""
+    text = """\
+Define PORT 8080
+Listen ${PORT}
+CustomLog ${APACHE_LOG_DIR}/access.log combined
+ErrorLog ${NOT_SET}/error.log
+<IfDefine PORT>
+    ServerName kept
+</IfDefine>
+<IfDefine !PORT>
+    ServerName skipped
+</IfDefine>
+"""
+    got = parse(text, "a.conf", variables={"APACHE_LOG_DIR": "/var/log/apache2"})
+    assert shape(got) == [
+        ("Define", ("PORT", "8080"), 1),
+        ("Listen", ("8080",), 2),
+        ("CustomLog", ("/var/log/apache2/access.log", "combined"), 3),
+        ("ErrorLog", ("${NOT_SET}/error.log",), 4),
+        ("ServerName", ("kept",), 6),
+        ("IfDefine", ("!PORT",), 8, []),
+    ]
 
 
 def test_includeReadsFilesInNameOrder() -> None:

@@ -13,7 +13,7 @@ from tests.tlsfiles import TestCA
 from twisted_proxy.cli import main
 
 ETC = Path(__file__).resolve().parents[2] / "etc"
-EXAMPLES = sorted(ETC.glob("*.toml"))
+EXAMPLES = sorted([*ETC.glob("*.toml"), *ETC.glob("apache-*.conf")])
 
 
 def test_examplesShipped() -> None:
@@ -30,6 +30,7 @@ def test_examplesShipped() -> None:
         "scenario-7-tuning.toml",
         "scenario-8-backend-down.toml",
         "scenario-9-sticky.toml",
+        "apache-cluster.conf",
     } <= names
 
 

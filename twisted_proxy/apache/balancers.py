@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted_proxy.apache.lines import Lines, seconds
+from twisted_proxy.apache.healthexpr import HealthExpressionError, healthExpectation
+from twisted_proxy.apache.lines import Host, Lines, seconds
 from twisted_proxy.apache.parse import Directive, Section
 
 __all__ = ["BalancerLines"]
@@ -21,6 +22,15 @@ _LBMETHODS = {
 }
 
 _HEALTH_METHODS = {"GET", "HEAD", "OPTIONS", "TCP", "CPING"}
+_HEALTH_KEYS = ("hcmethod", "hcuri", "hcinterval", "hcpasses", "hcfails", "hcexpr")
+
+
+_MEMBER_NOTICES = {
+    "keepalive": "TCP keep-alive probes are the system's",
+    "flushpackets": "every backend read is sent on at once",
+    "flushwait": "every backend read is sent on at once",
+    "ping": "an idle connection is checked before reuse (safe_reuse)",
+}
 
 
 class BalancerLines(Lines):
@@ -74,8 +84,16 @@ class BalancerLines(Lines):
                 balancer["retry"] = seconds(value)
             elif key == "secret" and url.lower().startswith("ajp://"):
                 member["secret"] = value
-            elif key in ("hcmethod", "hcuri", "hcinterval", "hcpasses", "hcfails"):
+            elif key in _HEALTH_KEYS:
                 self.health(d, key, value, balancer)
+            elif key in ("timeout", "connectiontimeout"):
+                self.memberTimeouts.setdefault((name, key), []).append(
+                    (seconds(value), d)
+                )
+            elif key in ("ttl", "max"):
+                self.poolSetting(d, key, value)
+            elif key in ("keepalive", "flushpackets", "flushwait", "ping"):
+                self.notice(d, f"{key}: {_MEMBER_NOTICES[key]}")
             else:
                 self.error(d, f"{key}= cannot be expressed on a member here")
         balancer["member"].append(self.mark(member, d))
@@ -106,7 +124,14 @@ class BalancerLines(Lines):
                 else:
                     balancer["method"] = method
             elif key == "stickysession":
-                balancer["sticky"] = {"name": value.split("|")[0]}
+                cookie, _, inURL = value.partition("|")
+                balancer["sticky"] = {"name": cookie}
+                if inURL:
+                    self.notice(
+                        d,
+                        f"the route is read from the {cookie} cookie; the URL's"
+                        f" ;{inURL}= is not read here",
+                    )
             elif key == "nofailover":
                 sticky = balancer.setdefault("sticky", {})
                 sticky["failover"] = value.lower() != "on"
@@ -116,7 +141,7 @@ class BalancerLines(Lines):
                 balancer["fail_on_status"] = [
                     int(v) for v in value.split(",") if v.strip().isdigit()
                 ]
-            elif key in ("hcmethod", "hcuri", "hcinterval", "hcpasses", "hcfails"):
+            elif key in _HEALTH_KEYS:
                 self.notice(
                     d,
                     f"{key} belongs on BalancerMember (Apache refuses it on "
@@ -124,7 +149,12 @@ class BalancerLines(Lines):
                 )
                 self.health(d, key, value, balancer)
             elif key == "timeout":
-                self.error(d, "a balancer's own timeout cannot be expressed yet")
+                self.error(
+                    d,
+                    "timeout= on a balancer is Apache's wait for a usable member;"
+                    " here a request finds none at once (503): leave it out, or"
+                    " put timeout= on the ProxyPass",
+                )
             else:
                 self.error(d, f"{key}= cannot be expressed on a balancer here")
 
@@ -142,9 +172,56 @@ class BalancerLines(Lines):
             health["uri"] = value
         elif key == "hcinterval":
             health["interval"] = seconds(value)
+            if health["interval"] <= 5:
+                # A check must end before the next: httpd's waits on the
+                # worker's timeouts, ours on its own (5 s unless shorter).
+                health["timeout"] = health["interval"] / 2
         elif key == "hcpasses":
             health["passes"] = int(value) if value.isdigit() else 1
         elif key == "hcfails":
             health["fails"] = int(value) if value.isdigit() else 1
+        elif key == "hcexpr":
+            found = self.healthExpressions.get(value)
+            if found is None:
+                self.error(d, f"no ProxyHCExpr {value} before it")
+                return
+            expression, defined = found
+            try:
+                health.update(healthExpectation(expression))
+            except HealthExpressionError as e:
+                self.error(d, f"ProxyHCExpr {value} ({defined.where}): {e}")
+
+    def poolSetting(self, d: Directive, key: str, value: str) -> None:
+        if key == "ttl":
+            self.out.proxy["pool_ttl"] = seconds(value)
+        else:
+            self.out.proxy["pool_size"] = int(value) if value.isdigit() else 64
+        self.notice(d, f"{key}: the pools of every backend keep it here")
+
+    def d_proxyhcexpr(self, d: Directive, host: Host) -> None:
+        if len(d.args) < 2:
+            self.error(d, "ProxyHCExpr takes a name and an {expression}")
+            return
+        expression = " ".join(d.args[1:]).strip()
+        if expression.startswith("{") and expression.endswith("}"):
+            expression = expression[1:-1]
+        self.healthExpressions[d.args[0]] = (expression, d)
+
+    def memberTimeoutsOntoRoutes(self) -> None:
+        """A balancer's members' timeout=: the timeout of the routes to it."""
+        for (name, key), found in self.memberTimeouts.items():
+            values = {value for value, _ in found}
+            d = found[0][1]
+            if len(values) > 1:
+                self.error(d, f"{key}= differs between members: one per balancer here")
+                continue
+            routeKey = "timeout" if key == "timeout" else "connect_timeout"
+            value = next(iter(values))
+            target = f"balancer://{name}".lower()
+            for route in self.out.routes:
+                to = str(route.get("to", "")).lower()
+                if to.rstrip("/") == target or to.startswith(target + "/"):
+                    route.setdefault(routeKey, value)
+            self.notice(d, f"{key}: taken as the {routeKey} of the routes to {name}")
 
     # -- directives --

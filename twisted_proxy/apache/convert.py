@@ -16,44 +16,15 @@ from __future__ import annotations
 from typing import Any
 
 from twisted_proxy.apache.balancers import BalancerLines
-from twisted_proxy.apache.lines import Host, Imported, Message, onOff, seconds
+from twisted_proxy.apache.lines import Host, Imported, Message, onOff
 from twisted_proxy.apache.parse import Directive, Section
-from twisted_proxy.apache.serverlines import ServerLines
+from twisted_proxy.apache.proxylines import ProxyLines
+from twisted_proxy.apache.skipped import FILE_SERVING, NO_MEANING
 
 __all__ = ["convert"]
 
-# Lines about how httpd itself runs: nothing to do with proxying here.
-_PROCESS_MODEL = frozenset(
-    {
-        "loadmodule",
-        "serverlimit",
-        "maxrequestworkers",
-        "maxclients",
-        "threadsperchild",
-        "startservers",
-        "minsparethreads",
-        "maxsparethreads",
-        "minspareservers",
-        "maxspareservers",
-        "maxconnectionsperchild",
-        "maxrequestsperchild",
-        "threadlimit",
-        "user",
-        "group",
-        "pidfile",
-        "mutex",
-        "serveradmin",
-        "errorlog",
-    }
-)
 
-# What a DocumentRoot-like line asks of a web server this is not.
-_FILE_SERVING = frozenset(
-    {"documentroot", "alias", "scriptalias", "directory", "directorymatch", "files"}
-)
-
-
-class _Converter(BalancerLines, ServerLines):
+class _Converter(ProxyLines, BalancerLines):
     def __init__(self, listen: str | None) -> None:
         self.out = Imported()
         self.defaultListen = listen
@@ -65,6 +36,13 @@ class _Converter(BalancerLines, ServerLines):
         self.access: dict[str, list[str]] = {}
         self.accessAt: Directive | None = None
         self.insertCookie: tuple[str, Directive] | None = None
+        self.serverTimeout: float | None = None
+        self.formatLines: list[tuple[str, Directive]] = []
+        self.usedFormats: set[str] = set()
+        self.inlineLog: Directive | None = None
+        self.healthExpressions: dict[str, tuple[str, Directive]] = {}
+        self.memberTimeouts: dict[tuple[str, str], list[tuple[float, Directive]]] = {}
+        self.traceOn: Directive | None = None
         self.formats: dict[str, str] = {
             "common": "common",
             "combined": "combined",
@@ -85,12 +63,27 @@ class _Converter(BalancerLines, ServerLines):
     def directive(self, d: Directive, host: Host) -> None:
         key = d.key
         handler = getattr(self, "d_" + key.replace("-", "_"), None)
+        if key in NO_MEANING:
+            self.notice(d, NO_MEANING[key])
+            return
+        undefined = [arg for arg in d.args if "${" in arg]
+        if undefined:
+            self.error(
+                d,
+                f"{undefined[0]} holds a variable that is not defined: Define it,"
+                " or export it as httpd's envvars file does",
+            )
+            return
         if isinstance(d, Section):
             section = getattr(self, "s_" + key, None)
             if section is not None:
                 section(d, host)
                 return
-            if key in _FILE_SERVING:
+            if key in ("ifmodule", "ifdefine"):
+                # Only the conditions that do not hold are left in the tree.
+                self.notice(d, _skippedBlock(d))
+                return
+            if key in FILE_SERVING:
                 self.error(d, "this is a proxy, not a web server: nothing serves files")
                 return
             self.error(d, f"<{d.name}> sections cannot be expressed here")
@@ -98,11 +91,11 @@ class _Converter(BalancerLines, ServerLines):
         if handler is not None:
             handler(d, host)
             return
-        if key in _PROCESS_MODEL:
-            self.notice(d, "how httpd runs its processes: no meaning here, skipped")
-            return
-        if key in _FILE_SERVING:
+        if key in FILE_SERVING:
             self.error(d, "this is a proxy, not a web server: nothing serves files")
+            return
+        if key.startswith("jk"):
+            self.error(d, "mod_jk: write ProxyPass PATH ajp://HOST:8009/PATH instead")
             return
         self.error(d, "cannot be expressed in twisted-proxy's configuration")
 
@@ -112,19 +105,22 @@ class _Converter(BalancerLines, ServerLines):
             if path in handlers:
                 self.notice(d, f"{path} is not proxied: its handler route serves it")
             else:
-                self.error(
-                    d, "a path left unproxied with no handler: not supported yet"
-                )
+                host.routes.append(self.mark({"path": path, "exclude": True}, d))
         if host.tlsOn is not None:
             self.terminateTLS(host)
+        self.locationRequestHeaders(host)
         for route in host.routes:
             if host.names:
                 route["host"] = host.names[0]
+                if host.names[1:]:
+                    route["aliases"] = host.names[1:]
             if "to" in route:
                 if host.preserveHost is not None:
                     route.setdefault("preserve_host", host.preserveHost)
                 if host.requestHeaders:
-                    route["request_headers"] = host.requestHeaders
+                    route["request_headers"] = _merged(
+                        host.requestHeaders, route.get("request_headers", {})
+                    )
             self.out.routes.append(route)
 
     def addDefaultListen(self, directives: tuple[Directive, ...]) -> None:
@@ -157,7 +153,13 @@ class _Converter(BalancerLines, ServerLines):
                 self.error(d, f"expected ADDRESS:PORT, got {address!r}")
                 continue
             self.listenOn(hostPart, port, d)
-        host = Host(preserveHost=outer.preserveHost)
+        # What the main server says of TLS and request headers holds in
+        # each virtual host, as in httpd.
+        host = Host(
+            preserveHost=outer.preserveHost,
+            tls=dict(outer.tls),
+            requestHeaders={k: _copy(v) for k, v in outer.requestHeaders.items()},
+        )
         for address in d.args:
             hostPart, _, port = address.rpartition(":")
             table = self.tables.get(_endpoint(hostPart, port))
@@ -185,39 +187,6 @@ class _Converter(BalancerLines, ServerLines):
             return
         self.balancerSection(d)
 
-    def s_location(self, d: Section, host: Host) -> None:
-        if len(d.args) != 1:
-            self.error(d, "<Location> takes one path")
-            return
-        path = d.args[0]
-        handler: str | None = None
-        allow: list[str] | None = None
-        for child in d.children:
-            if child.key == "sethandler" and len(child.args) == 1:
-                handler = {
-                    "balancer-manager": "balancer-manager",
-                    "server-status": "status",
-                    "server-info": "info",
-                }.get(child.args[0].lower())
-                if handler is None:
-                    self.error(child, f"no handler {child.args[0]!r} here")
-            elif child.key == "require":
-                allow = self.require(child)
-            elif child.key == "setoutputfilter" and [a.upper() for a in child.args] == [
-                "DEFLATE"
-            ]:
-                if path != "/":
-                    self.error(child, "compression is for the whole server here")
-                else:
-                    self.compress(child)
-            else:
-                self.error(child, "not expressible inside <Location>")
-        if handler is not None:
-            route: dict[str, Any] = {"path": path, "handler": handler}
-            if allow is not None:
-                route["allow"] = allow
-            host.routes.append(self.mark(route, d))
-
     def d_listen(self, d: Directive, host: Host) -> None:
         if not d.args:
             self.error(d, "Listen needs a port")
@@ -237,7 +206,11 @@ class _Converter(BalancerLines, ServerLines):
         host.names.insert(0, d.args[0].split(":")[0])
 
     def d_serveralias(self, d: Directive, host: Host) -> None:
-        self.error(d, "a route serves one host name here: not supported yet")
+        if not d.args:
+            self.error(d, "ServerAlias takes host names")
+        if not host.names:
+            self.notice(d, "no ServerName before it: the first alias names the host")
+        host.names.extend(name.split(":")[0] for name in d.args)
 
     def d_proxypreservehost(self, d: Directive, host: Host) -> None:
         host.preserveHost = onOff(self, d)
@@ -255,89 +228,6 @@ class _Converter(BalancerLines, ServerLines):
             return
         self.out.proxy["via"] = value
 
-    def d_proxytimeout(self, d: Directive, host: Host) -> None:
-        if len(d.args) != 1:
-            self.error(d, "ProxyTimeout takes seconds")
-            return
-        self.out.proxy["timeout"] = seconds(d.args[0])
-        # Apache's connect timeout is the timeout unless set.
-        self.out.proxy.setdefault("connect_timeout", seconds(d.args[0]))
-
-    def d_proxypass(self, d: Directive, host: Host) -> None:
-        if len(d.args) < 2:
-            self.error(d, "ProxyPass takes a path and a URL (or !)")
-            return
-        path, url, *params = d.args
-        earlier = host.seen.get(path)
-        if earlier is not None:
-            self.error(
-                d,
-                f"a second ProxyPass for {path} ({earlier.where} has it; Apache "
-                "ignores this one silently)",
-            )
-            return
-        host.seen[path] = d
-        if url == "!":
-            host.excluded[path] = d
-            return
-        route: dict[str, Any] = {"path": path, "to": url}
-        for param in params:
-            key, eq, value = param.partition("=")
-            key = key.lower()
-            if not eq:
-                self.error(d, f"expected key=value, got {param!r}")
-            elif key == "timeout":
-                route["timeout"] = seconds(value)
-            elif key in ("connectiontimeout",):
-                self.out.proxy["connect_timeout"] = seconds(value)
-                self.notice(d, "connectiontimeout applies to every backend here")
-            elif key == "ttl":
-                self.out.proxy["pool_ttl"] = seconds(value)
-            elif key == "keepalive":
-                self.notice(d, "keepalive: TCP keep-alive probes are the system's")
-            elif key == "max":
-                self.out.proxy["pool_size"] = int(value) if value.isdigit() else 64
-            elif key == "retry":
-                self.notice(d, "retry on a single backend: it is always tried")
-            elif key == "flushpackets":
-                self.notice(d, "flushpackets: every backend read is sent on at once")
-            elif key == "secret" and url.lower().startswith("ajp://"):
-                route["secret"] = value
-            else:
-                self.error(d, f"{key}= cannot be expressed on a route here")
-        host.routes.append(self.mark(route, d))
-
-    def d_proxypassreverse(self, d: Directive, host: Host) -> None:
-        if len(d.args) != 2:
-            self.error(d, "ProxyPassReverse takes a path and a URL")
-            return
-        path, url = d.args
-        for route in host.routes:
-            if route.get("path") == path and "to" in route:
-                if route["to"].rstrip("/") == url.rstrip("/"):
-                    return
-                if url.lower().startswith(("http://", "https://")):
-                    route.setdefault("reverse", []).append(url)
-                    return
-        self.notice(d, "no ProxyPass for this path: nothing to rewrite")
-
-    def d_proxypassreversecookiedomain(self, d: Directive, host: Host) -> None:
-        self.cookieRewrite(d, host, "cookie_domain")
-
-    def d_proxypassreversecookiepath(self, d: Directive, host: Host) -> None:
-        self.cookieRewrite(d, host, "cookie_path")
-
-    def cookieRewrite(self, d: Directive, host: Host, key: str) -> None:
-        if len(d.args) != 2:
-            self.error(d, "takes the backend's value and the public one")
-            return
-        proxied = [route for route in host.routes if "to" in route]
-        if not proxied:
-            self.error(d, "no ProxyPass before it in this host to rewrite for")
-            return
-        for route in proxied:
-            route.setdefault(key, {})[d.args[0]] = d.args[1]
-
     def d_proxyaddheaders(self, d: Directive, host: Host) -> None:
         self.out.proxy["forwarded_headers"] = onOff(self, d)
 
@@ -347,6 +237,37 @@ class _Converter(BalancerLines, ServerLines):
             return
         types = self.out.proxy.setdefault("compress", [])
         types.extend(t for t in d.args[1:] if t not in types)
+
+
+def _copy(value: Any) -> Any:
+    return dict(value) if isinstance(value, dict) else list(value)
+
+
+def _skippedBlock(d: Directive) -> str:
+    """Why the lines of an <IfModule> or <IfDefine> were skipped."""
+    name = d.args[0] if d.args else ""
+    if d.key == "ifdefine":
+        if name.startswith("!"):
+            return f"{name[1:]} is defined: the lines inside are skipped"
+        return f"{name} is not defined: the lines inside are skipped"
+    if name.startswith("!"):
+        return f"{name[1:]} is a module understood here: the lines inside are skipped"
+    return (
+        f"{name} is not a module understood here: the lines inside are skipped,"
+        " as in an httpd without it"
+    )
+
+
+def _merged(outer: dict[str, Any], inner: dict[str, Any]) -> dict[str, Any]:
+    """Header directives of a host, then of a <Location> (which win)."""
+    merged: dict[str, Any] = {}
+    for directives in (outer, inner):
+        for kind, value in directives.items():
+            if isinstance(value, dict):
+                merged.setdefault(kind, {}).update(value)
+            else:
+                merged.setdefault(kind, []).extend(value)
+    return merged
 
 
 def _endpoint(address: str, port: str) -> str:
@@ -368,7 +289,7 @@ def convert(directives: tuple[Directive, ...], listen: str | None = None) -> Imp
     converter.server(directives)
     out = converter.out
     used = {
-        route["to"][len("balancer://") :].strip("/")
+        route["to"][len("balancer://") :].split("/")[0]
         for route in out.routes
         if str(route.get("to", "")).lower().startswith("balancer://")
     }
@@ -376,4 +297,6 @@ def convert(directives: tuple[Directive, ...], listen: str | None = None) -> Imp
         if name not in used:
             converter.notice(d, f"balancer://{name} is used by no ProxyPass")
     converter.finish()
+    converter.memberTimeoutsOntoRoutes()
+    converter.timeouts()
     return out

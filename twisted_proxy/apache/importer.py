@@ -6,7 +6,9 @@ disk, converted, written as TOML and checked as the proxy would load it.
 from __future__ import annotations
 
 import glob
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,11 +89,18 @@ def importFile(
     listen: str | None = None,
     serverRoot: str | None = None,
     files: Files = DISK,
+    variables: Mapping[str, str] | None = None,
 ) -> Result:
-    """Import the Apache file at C{path}: its TOML, notices and errors."""
+    """
+    Import the Apache file at C{path}: its TOML, notices and errors.
+    C{${NAME}} is read from C{variables} (None: this process's environment,
+    as httpd reads its own).
+    """
+    if variables is None:
+        variables = os.environ
     try:
         text = files.read(path)
-        tree = parse(text, path, files, knownModule, serverRoot)
+        tree = parse(text, path, files, knownModule, serverRoot, variables)
     except ApacheSyntaxError as e:
         return Result(None, errors=[str(e)])
     except OSError as e:
@@ -140,7 +149,7 @@ def configFromText(
     if not isApache(text, source):
         return loadString(text, source), []
     try:
-        tree = parse(text, source, files, knownModule)
+        tree = parse(text, source, files, knownModule, variables=os.environ)
     except ApacheSyntaxError as e:
         raise ConfigError([str(e)]) from None
     imported = convert(tree)

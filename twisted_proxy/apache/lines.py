@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted_proxy.apache.parse import Directive
+from twisted_proxy.apache.parse import Directive, Section
 
 __all__ = ["Host", "Imported", "Lines", "Message", "onOff", "origin", "seconds"]
 
@@ -80,6 +80,10 @@ class Host:
     tls: dict[str, Any] = field(default_factory=dict)
     tlsOn: Directive | None = None
     requestHeaders: dict[str, Any] = field(default_factory=dict)
+    # Each <Location>'s RequestHeader lines: its path, the directives.
+    locationHeaders: list[tuple[str, dict[str, Any], Section]] = field(
+        default_factory=list
+    )
 
 
 class Lines:
@@ -95,6 +99,13 @@ class Lines:
     accessAt: Directive | None
     insertCookie: tuple[str, Directive] | None
     formats: dict[str, str]
+    formatLines: list[tuple[str, Directive]]
+    usedFormats: set[str]
+    inlineLog: Directive | None
+    serverTimeout: float | None
+    healthExpressions: dict[str, tuple[str, Directive]]
+    memberTimeouts: dict[tuple[str, str], list[tuple[float, Directive]]]
+    traceOn: Directive | None
 
     def notice(self, d: Directive, text: str) -> None:
         self.out.notices.append(Message(d.file, d.line, d.name, text))

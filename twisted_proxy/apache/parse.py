@@ -9,15 +9,20 @@ keeping blanks and a backslash before a quote keeping it; C{<Name args>}
 opening a section that C{</Name>} closes, names compared without case.
 C{Include} and C{IncludeOptional} read other files (globs sorted, relative
 paths against C{ServerRoot} or the first file's folder), C{<IfModule>} keeps
-its lines when the module is one the caller says is there (C{!} negates),
-and every directive remembers the file and line it came from, so whatever
-is made of it, and every error, can name them.
+its lines when the module is one the caller says is there (C{!} negates;
+one that does not hold stays in the tree as an empty section, so its
+skipped lines can be spoken of), C{Define} names a variable that
+C{${NAME}} stands for in later lines (as do the variables the caller
+hands in: httpd's environment) and C{<IfDefine>} tests, and every
+directive remembers the file and line it came from, so whatever is made of
+it, and every error, can name them.
 """
 
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -30,6 +35,8 @@ __all__ = [
 ]
 
 _MAX_INCLUDE_DEPTH = 16
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z0-9_.:-]+)\}")
 
 
 class ApacheSyntaxError(ValueError):
@@ -160,6 +167,17 @@ class _Open:
     line: int
     children: list[Directive] = field(default_factory=list)
     keep: bool = True
+    conditional: bool = False
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """What every file of one parse shares."""
+
+    files: Files | None
+    modules: Callable[[str], bool]
+    root: str
+    variables: dict[str, str]
 
 
 def parse(
@@ -168,23 +186,42 @@ def parse(
     files: Files | None = None,
     modules: Callable[[str], bool] = lambda name: True,
     serverRoot: str | None = None,
+    variables: Mapping[str, str] | None = None,
 ) -> tuple[Directive, ...]:
     """
     The directives of C{text} (the file C{file}), in order, sections with
     their children. C{Include} reads through C{files} (without one it is an
     error); C{<IfModule>} keeps its lines when C{modules(name)} says the
-    module is there. Raises L{ApacheSyntaxError} at the first fault.
+    module is there; C{${NAME}} is C{Define}'s value or C{variables}' (an
+    undefined one is left as written, as httpd does). Raises
+    L{ApacheSyntaxError} at the first fault.
     """
     root = serverRoot or posixpath.dirname(file) or "."
-    return tuple(_parse(text, file, files, modules, root, (file,)))
+    reading = _Reading(files, modules, root, dict(variables or {}))
+    return tuple(_parse(text, file, reading, (file,)))
+
+
+def _substitute(line: str, variables: Mapping[str, str]) -> str:
+    """C{${NAME}} replaced by its value where it has one."""
+    if "${" not in line:
+        return line
+    return _VARIABLE.sub(lambda m: variables.get(m.group(1), m.group(0)), line)
+
+
+def _holds(name: str, args: tuple[str, ...], reading: _Reading) -> bool:
+    """Whether an C{<IfModule>} or C{<IfDefine>} keeps its lines."""
+    wanted = args[0]
+    negated = wanted.startswith("!")
+    bare = wanted[1:] if negated else wanted
+    if name == "ifmodule":
+        return reading.modules(bare) != negated
+    return (bare in reading.variables) != negated
 
 
 def _parse(
     text: str,
     file: str,
-    files: Files | None,
-    modules: Callable[[str], bool],
-    root: str,
+    reading: _Reading,
     chain: tuple[str, ...],
 ) -> list[Directive]:
     top: list[Directive] = []
@@ -194,6 +231,7 @@ def _parse(
         (stack[-1].children if stack else top).append(directive)
 
     for number, line in _lines(text):
+        line = _substitute(line, reading.variables)
         if line.startswith("</"):
             if not line.endswith(">"):
                 raise ApacheSyntaxError(file, number, f"{line!r} lacks its '>'")
@@ -216,10 +254,13 @@ def _parse(
                 opened.line,
                 tuple(opened.children),
             )
-            if opened.name.lower() == "ifmodule":
+            if opened.conditional:
                 if opened.keep:
                     for child in opened.children:
                         add(child)
+                elif not stack or stack[-1].keep:
+                    # Skipped whole: kept empty, for a word about it.
+                    add(Section(opened.name, opened.args, file, opened.line))
             else:
                 add(section)
             continue
@@ -233,27 +274,27 @@ def _parse(
             # Lines under an <IfModule> that does not hold are skipped
             # whole, sections and includes among them.
             keep = not stack or stack[-1].keep
-            if name.lower() == "ifmodule":
+            conditional = name.lower() in ("ifmodule", "ifdefine")
+            if conditional:
                 if len(args) != 1:
-                    raise ApacheSyntaxError(
-                        file, number, "<IfModule> takes one module name"
-                    )
-                wanted = args[0]
-                negated = wanted.startswith("!")
-                holds = modules(wanted[1:] if negated else wanted) != negated
-                keep = keep and holds
-            stack.append(_Open(name, args, file, number, keep=keep))
+                    raise ApacheSyntaxError(file, number, f"<{name}> takes one name")
+                keep = keep and _holds(name.lower(), args, reading)
+            stack.append(
+                _Open(name, args, file, number, keep=keep, conditional=conditional)
+            )
             continue
         if stack and not stack[-1].keep:
             continue
         name, rest = _split(line)
         args = words(rest, file, number)
         if name.lower() in ("include", "includeoptional"):
-            for directive in _include(
-                name, args, file, number, files, modules, root, chain
-            ):
+            for directive in _include(name, args, file, number, reading, chain):
                 add(directive)
             continue
+        if name.lower() == "define" and args:
+            reading.variables[args[0]] = args[1] if len(args) > 1 else ""
+        elif name.lower() == "undefine" and args:
+            reading.variables.pop(args[0], None)
         add(Directive(name, args, file, number))
     if stack:
         opened = stack[-1]
@@ -268,21 +309,20 @@ def _include(
     args: tuple[str, ...],
     file: str,
     number: int,
-    files: Files | None,
-    modules: Callable[[str], bool],
-    root: str,
+    reading: _Reading,
     chain: tuple[str, ...],
 ) -> list[Directive]:
     """The directives of the files an C{Include} names, in name order."""
     if len(args) != 1:
         raise ApacheSyntaxError(file, number, f"{name} takes one path or glob")
+    files = reading.files
     if files is None:
         raise ApacheSyntaxError(file, number, f"{name}: no files can be read here")
     if len(chain) > _MAX_INCLUDE_DEPTH:
         raise ApacheSyntaxError(file, number, f"{name}: includes nested too deep")
     pattern = args[0]
     if not posixpath.isabs(pattern):
-        pattern = posixpath.join(root, pattern)
+        pattern = posixpath.join(reading.root, pattern)
     optional = name.lower() == "includeoptional"
     if any(char in pattern for char in "*?["):
         paths = sorted(files.glob(pattern))
@@ -301,5 +341,5 @@ def _include(
                 continue
             why = e.strerror or str(e)
             raise ApacheSyntaxError(file, number, f"{name}: {path}: {why}") from None
-        found.extend(_parse(text, path, files, modules, root, (*chain, path)))
+        found.extend(_parse(text, path, reading, (*chain, path)))
     return found

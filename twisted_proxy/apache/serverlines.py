@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from twisted_proxy.apache.lines import Host, Lines, onOff
+from twisted_proxy.apache.lines import Host, Lines, onOff, seconds
 from twisted_proxy.apache.parse import Directive, Section
 
 __all__ = ["ServerLines"]
@@ -142,14 +142,40 @@ class ServerLines(Lines):
         else:
             self.error(d, "takes one file")
 
+    def d_sslcertificatechainfile(self, d: Directive, host: Host) -> None:
+        if len(d.args) == 1:
+            host.tls["chain"] = d.args[0]
+        else:
+            self.error(d, "takes one file")
+
     def d_sslprotocol(self, d: Directive, host: Host) -> None:
         enabled = _protocols(d.args)
         if enabled is None:
-            self.error(d, "only +/- and all, TLSv1.2 and TLSv1.3 are read here")
-        elif min(enabled, default="1.3") < "1.2":
-            self.error(d, "TLS older than 1.2 cannot be offered here")
-        elif enabled:
-            host.tls["min_version"] = min(enabled)
+            self.error(d, "only +/- with all, TLSv1, TLSv1.1, TLSv1.2, TLSv1.3 here")
+            return
+        if "0.3" in enabled:
+            self.error(d, "SSLv3 cannot be offered here")
+            return
+        if not enabled:
+            self.error(d, "leaves no TLS version on")
+            return
+        lowest = min(enabled)
+        if set(enabled) != {v for v in ("1.0", "1.1", "1.2", "1.3") if v >= lowest}:
+            self.error(d, "only a lowest version and everything above it here")
+            return
+        host.tls["min_version"] = lowest
+        if lowest < "1.2":
+            self.notice(
+                d,
+                f"TLS {lowest} is weaker than the default 1.2: offered as asked,"
+                " with a warning when the proxy starts",
+            )
+        elif any(w.lower().lstrip("+-") == "all" for w in d.args):
+            self.notice(
+                d,
+                "all: TLS 1.2 and 1.3 here, as OpenSSL builds offer today (name"
+                " +TLSv1 or +TLSv1.1 to offer those too)",
+            )
 
     def d_sslciphersuite(self, d: Directive, host: Host) -> None:
         if len(d.args) == 1:
@@ -160,6 +186,7 @@ class ServerLines(Lines):
     def d_logformat(self, d: Directive, host: Host) -> None:
         if len(d.args) == 2:
             self.formats[d.args[1]] = d.args[0]
+            self.formatLines.append((d.args[1], d))
         elif len(d.args) == 1:
             self.out.proxy["access_log_format"] = d.args[0]
         else:
@@ -173,26 +200,75 @@ class ServerLines(Lines):
         if where.startswith("|"):
             self.error(d, "piped logs cannot be expressed: log to a file or to -")
             return
+        form = self.formats.get(form, form)
+        self.usedFormats.add(d.args[1])
+        kept = (
+            self.out.proxy.get("access_log"),
+            self.out.proxy.get("access_log_format"),
+        )
+        if kept == (where, form):
+            self.notice(d, "the same log as an earlier CustomLog: one log here")
+            return
         if "access_log" in self.out.proxy:
             self.error(d, "one access log here: a second CustomLog cannot be kept")
             return
         self.out.proxy["access_log"] = where
-        self.out.proxy["access_log_format"] = self.formats.get(form, form)
+        self.out.proxy["access_log_format"] = form
+        if d.args[1] not in self.formats and d.args[1] not in ("common", "combined"):
+            self.inlineLog = d
 
     def headers(self, d: Directive, directives: dict[str, Any]) -> None:
-        """Header or RequestHeader set/unset, into a header-directive table."""
+        """Header or RequestHeader lines, into a header-directive table."""
         args = list(d.args)
-        if args and args[0].lower() == "always":
+        if args and args[0].lower() in ("always", "onsuccess"):
             args = args[1:]
-        if len(args) == 2 and args[0].lower() == "unset":
+        action = args[0].lower() if args else ""
+        values = args[2:]
+        if any("%{" in v for v in values):
+            self.error(d, "values made of %{...} variables cannot be expressed")
+        elif action == "unset" and len(args) == 2:
             directives.setdefault("unset", []).append(args[1])
-        elif len(args) == 3 and args[0].lower() == "set" and "%{" not in args[2]:
+        elif action == "set" and len(args) == 3:
             directives.setdefault("set", {})[args[1]] = args[2]
+        elif action in ("add", "append") and len(args) == 3:
+            directives.setdefault(action, []).append([args[1], args[2]])
+        elif action in ("edit", "edit*") and len(args) == 4:
+            kind = "edit" if action == "edit" else "edit_all"
+            directives.setdefault(kind, []).append(args[1:])
+        elif len(args) > 3 and action in ("set", "add", "append", "unset"):
+            self.error(d, f"a condition ({args[-1]}) cannot be expressed")
         else:
-            self.error(d, "only set and unset of plain values so far")
+            self.error(d, "only set, add, append, unset, edit and edit* here")
+
+    def unusedFormat(self, name: str, d: Directive) -> None:
+        """
+        A LogFormat nickname no CustomLog names. When it logs every field of
+        the one CustomLog's own format and more, the file means it for that
+        log (the guide defines one to log the backend, then never names it).
+        """
+        inline = self.out.proxy.get("access_log_format")
+        nicknamed = self.formats[name]
+        if (
+            self.inlineLog is not None
+            and isinstance(inline, str)
+            and _fields(inline) < _fields(nicknamed)
+        ):
+            self.out.proxy["access_log_format"] = nicknamed
+            extra = " ".join(sorted(_fields(nicknamed) - _fields(inline)))
+            self.notice(
+                d,
+                f"no CustomLog names {name}, yet it logs all of the fields of"
+                f" {self.inlineLog.where}'s format and more ({extra}): taken as"
+                " that log's format, as the file means",
+            )
+            return
+        self.notice(d, f"no CustomLog uses the nickname {name}")
 
     def finish(self) -> None:
         """What applies across the file: <Proxy *> rules, the route cookie."""
+        for name, d in self.formatLines:
+            if name not in self.usedFormats:
+                self.unusedFormat(name, d)
         proxied = [route for route in self.out.routes if "to" in route]
         for route in proxied:
             for key, nets in self.access.items():
@@ -213,6 +289,58 @@ class ServerLines(Lines):
             if matched:
                 self.notice(d, f"the balancer hands out {name}=.ROUTE itself (insert)")
 
+    def d_timeout(self, d: Directive, host: Host) -> None:
+        if len(d.args) != 1:
+            self.error(d, "Timeout takes seconds")
+            return
+        self.serverTimeout = seconds(d.args[0])
+        self.out.proxy["send_timeout"] = self.serverTimeout
+
+    def d_proxytimeout(self, d: Directive, host: Host) -> None:
+        if len(d.args) != 1:
+            self.error(d, "ProxyTimeout takes seconds")
+            return
+        self.out.proxy["timeout"] = seconds(d.args[0])
+
+    def d_keepalivetimeout(self, d: Directive, host: Host) -> None:
+        if len(d.args) != 1:
+            self.error(d, "KeepAliveTimeout takes seconds")
+            return
+        self.out.proxy["idle_timeout"] = seconds(d.args[0])
+
+    def d_requestreadtimeout(self, d: Directive, host: Host) -> None:
+        for arg in d.args:
+            key, _, value = arg.partition("=")
+            if key.lower() == "header":
+                limit = value.split(",")[0].split("-")[-1]
+                self.out.proxy["header_timeout"] = seconds(limit)
+                self.notice(d, f"header: the whole head must come within {limit} s")
+            elif key.lower() == "body":
+                self.notice(d, "body: uploads are timed by the timeout while moving")
+            elif key.lower() != "handshake":
+                self.error(d, f"{arg} cannot be expressed")
+
+    def d_traceenable(self, d: Directive, host: Host) -> None:
+        value = (d.args or ("",))[0].lower()
+        if value == "off":
+            self.notice(d, "TRACE is refused (405) unless a route has trace = true")
+        elif value == "on":
+            self.traceOn = d
+        else:
+            self.error(d, "TraceEnable extended cannot be expressed")
+
+    def timeouts(self) -> None:
+        """Apache's: ProxyTimeout, else Timeout; connecting, the same."""
+        proxy = self.out.proxy
+        if "timeout" not in proxy and self.serverTimeout is not None:
+            proxy["timeout"] = self.serverTimeout
+        proxy.setdefault("connect_timeout", proxy.get("timeout", 60.0))
+        if self.traceOn is not None:
+            for route in self.out.routes:
+                if "to" in route:
+                    route["trace"] = True
+            self.notice(self.traceOn, "TRACE is passed to the backends")
+
     def d_loglevel(self, d: Directive, host: Host) -> None:
         if any(re.fullmatch(r"proxy[a-z_]*:trace[1-8]", a) for a in d.args):
             self.out.proxy["log_level"] = "debug"
@@ -220,9 +348,15 @@ class ServerLines(Lines):
             self.notice(d, "only proxy:traceN changes the proxy's logging")
 
 
+def _fields(form: str) -> frozenset[str]:
+    """The %-fields of an Apache log format."""
+    return frozenset(re.findall(r"%[<>]?(?:\{[^}]*\})?[a-zA-Z]", form))
+
+
 def _protocols(args: tuple[str, ...]) -> set[str] | None:
     """SSLProtocol's words: the TLS versions left on ("1.2", "1.3")."""
     versions = {"tlsv1": "1.0", "tlsv1.1": "1.1", "tlsv1.2": "1.2", "tlsv1.3": "1.3"}
+    # "all" is what an httpd on today's OpenSSL offers: 1.2 and 1.3.
     on: set[str] = set()
     for word in args:
         sign, name = (word[0], word[1:]) if word[:1] in "+-" else ("+", word)
