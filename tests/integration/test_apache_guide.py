@@ -297,13 +297,17 @@ class Health(Resource):
 async def test_theHealthCheckPutsTheHotStandbyInService(
     stack: Stack, tmp_path: Path
 ) -> None:
-    """08: hcmethod/hcuri on ProxySet check /health; a failed member gives way."""
+    """
+    08 and 10: hcmethod/hcuri on ProxySet check /health, a failed member
+    gives way to the hot standby; the process-model lines are only noticed.
+    """
     port = freePort()
     spare, main = Health("server1"), Health("server2")
     one, two = await stack.backend(spare), await stack.backend(main)
     proxy = await runApache(
         stack,
         tmp_path,
+        "ServerLimit 16\nMaxRequestWorkers 400\nThreadsPerChild 25\n"
         f"Listen 127.0.0.1:{port}\n<Proxy balancer://backend>\n"
         f"BalancerMember http://127.0.0.1:{one} status=+H\n"
         f"BalancerMember http://127.0.0.1:{two} hcinterval=0.2\n"
