@@ -7,6 +7,7 @@ raw TCP client, and a L{Stack} that starts a proxy in front of them on
 from __future__ import annotations
 
 import os
+import socket
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -226,6 +227,7 @@ class Stack:
     rawBackends: list[RawBackend] = field(default_factory=list)
     served: list[Served] = field(default_factory=list)
     pool: HTTPConnectionPool | None = None
+    held: list[socket.socket] = field(default_factory=list)
 
     async def listen(self, factory: Any, port: int = 0) -> int:
         """Listen on 127.0.0.1 (port 0: any free port); return the port."""
@@ -242,6 +244,16 @@ class Stack:
         served = Served(site)
         self.served.append(served)
         return await self.listen(served, port)
+
+    def refusingPort(self) -> int:
+        """
+        A loopback port that refuses connections until the end of the test:
+        bound and never listening, so no other listener can be handed it.
+        """
+        held = socket.socket()
+        held.bind(("127.0.0.1", 0))
+        self.held.append(held)
+        return int(held.getsockname()[1])
 
     async def rawBackend(self, backend: RawBackend, port: int = 0) -> int:
         """Serve a hand-driven TCP backend; return its port."""
@@ -284,6 +296,8 @@ class Stack:
 
     async def close(self) -> None:
         """Stop everything this stack started."""
+        for held in self.held:
+            held.close()
         for client in self.clients:
             if client.transport is not None and client.transport.connected:  # type: ignore[attr-defined]
                 client.transport.abortConnection()  # type: ignore[attr-defined]

@@ -18,6 +18,7 @@ from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from tests.integration.processes import freePort
 from tests.integration.streampeers import (
     Pump,
     destination,
@@ -80,10 +81,8 @@ def logged(proxy: ProxyService, log: Path) -> list[dict[str, Any]]:
 
 
 async def closedPort(stack: Stack) -> int:
-    """A loopback port nothing listens on (it was bound, then let go)."""
-    port, _ = await destination(stack)
-    await defer.maybeDeferred(stack.ports.pop().stopListening)
-    return port
+    """A loopback port that refuses connections (bound, never listening)."""
+    return stack.refusingPort()
 
 
 @pytest_twisted.ensureDeferred
@@ -268,7 +267,7 @@ class Redis:
 @pytest_twisted.ensureDeferred
 async def test_redisThroughATcpListener(stack: Stack, tmp_path: Path) -> None:
     """redis-cli talks to a real Redis through the listener, health-checked."""
-    port = await closedPort(stack)
+    port = freePort()
     redis = Redis(tmp_path / "redis", port)
     try:
         for _ in range(100):

@@ -322,12 +322,16 @@ def test_whatCannotBeExpressedIsAnErrorNamingTheLine(text: str, error: str) -> N
 
 
 def test_processModelLinesAreNotices() -> None:
-    out = imported("ServerLimit 16\nMaxRequestWorkers 400\nThreadsPerChild 25\n")
+    out = imported(
+        "ServerLimit 16\nMaxRequestWorkers 400\nThreadsPerChild 25\n"
+        "a2enmod proxy proxy_http\n"
+    )
     assert said(out.errors) == []
-    assert [n.directive for n in out.notices][:3] == [
+    assert [n.directive for n in out.notices][:4] == [
         "ServerLimit",
         "MaxRequestWorkers",
         "ThreadsPerChild",
+        "a2enmod",
     ]
 
 

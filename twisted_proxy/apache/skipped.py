@@ -87,6 +87,11 @@ NO_MEANING: dict[str, str] = {
         " here reads them",
     ),
     "sslrandomseed": "OpenSSL seeds itself from the system here",
+    **dict.fromkeys(
+        ("a2enmod", "a2dismod", "a2ensite", "a2dissite", "a2enconf", "a2disconf"),
+        "a shell command (Debian's module and site switches), not a directive:"
+        " the modules whose lines are read here are always on",
+    ),
     "hostnamelookups": "client addresses are logged as numbers here",
     "keepalive": "clients' connections are kept alive here (idle_timeout)",
     "maxkeepaliverequests": "a kept-alive connection serves any number of requests",
