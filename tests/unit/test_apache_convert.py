@@ -254,12 +254,6 @@ def test_serverWideSettings() -> None:
             " backend's errors: not supported",
         ),
         (
-            "<Proxy balancer://b>\nProxySet timeout=15\n</Proxy>\n",
-            "site.conf:2: ProxySet: timeout= on a balancer is Apache's wait for a"
-            " usable member; here a request finds none at once (503): leave it out,"
-            " or put timeout= on the ProxyPass",
-        ),
-        (
             "Header merge Cache-Control no-cache\n",
             "site.conf:1: Header: only set, add, append, unset, edit and edit* here",
         ),
@@ -709,11 +703,15 @@ def test_healthExpressions() -> None:
 
 
 def test_membersTimeoutsBecomeTheirRoutes() -> None:
-    """BalancerMember timeout= and connectiontimeout=: the routes' own."""
+    """
+    BalancerMember timeout= and connectiontimeout=: the routes' own;
+    ProxySet timeout= (Apache's wait for a usable member): the balancer's wait.
+    """
     out = imported(
         "<Proxy balancer://a>\n"
         "BalancerMember http://127.0.0.1:9001 timeout=20 connectiontimeout=2\n"
         "BalancerMember http://127.0.0.1:9002 timeout=20 connectiontimeout=2\n"
+        "ProxySet timeout=15\n"
         "</Proxy>\nProxyPass /a/ balancer://a/\n"
         "<Proxy balancer://b>\n"
         "BalancerMember http://127.0.0.1:9003 timeout=5\n"
@@ -726,8 +724,9 @@ def test_membersTimeoutsBecomeTheirRoutes() -> None:
         "timeout": 20.0,
         "connect_timeout": 2.0,
     }
+    assert out.balancers["a"]["wait"] == 15.0
     assert said(out.errors) == [
-        "site.conf:7: BalancerMember: timeout= differs between members: one per"
+        "site.conf:8: BalancerMember: timeout= differs between members: one per"
         " balancer here"
     ]
 

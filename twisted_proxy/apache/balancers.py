@@ -149,12 +149,9 @@ class BalancerLines(Lines):
                 )
                 self.health(d, key, value, balancer)
             elif key == "timeout":
-                self.error(
-                    d,
-                    "timeout= on a balancer is Apache's wait for a usable member;"
-                    " here a request finds none at once (503): leave it out, or"
-                    " put timeout= on the ProxyPass",
-                )
+                # Apache's balancer timeout: how long a request waits for a
+                # usable member (not the backend's timeout).
+                balancer["wait"] = seconds(value)
             else:
                 self.error(d, f"{key}= cannot be expressed on a balancer here")
 

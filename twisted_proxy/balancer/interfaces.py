@@ -82,5 +82,11 @@ class IBalancer(Interface):
     def whenCapacity(balancerName: str, timeout: float) -> Deferred[bool]:
         """Fire True when a member is released, False after C{timeout}."""
 
+    def memberWait(balancerName: str) -> float:
+        """
+        Seconds a request that finds no usable member waits for one (the
+        balancer's C{wait}); 0: none.
+        """
+
 
 __all__ = ["IBalancer", "Outcome"]

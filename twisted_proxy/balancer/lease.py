@@ -6,10 +6,11 @@ hands that to its holder to connect to and try. The holder reports how the
 try went, its failure sorted into a kind (L{connectFailure},
 L{upgradeFailure}); the lease decides whether another member is tried (up to
 the balancer's max_attempts, never once a request that cannot run twice has
-gone out), waits briefly when every member is at its max_connections, and
-releases each member it picked exactly once, with the bytes and time of the
-exchange. A route to one fixed backend has a lease too: it never fails over
-and has nothing to release.
+gone out), waits briefly when every member is at its max_connections, waits
+up to the balancer's C{wait} when no member can take the request (asking
+again every L{WAIT_STEP} seconds on its clock), and releases each member it
+picked exactly once, with the bytes and time of the exchange. A route to one
+fixed backend has a lease too: it never fails over and has nothing to release.
 
 The holder supplies "connect to this address and try" (L{ILeaseHolder});
 HTTP requests and WebSocket handshakes use it, and a CONNECT tunnel or a TCP
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectingCancelledError, TimeoutError
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -57,6 +58,7 @@ _COUNTED = frozenset(
 
 __all__ = [
     "CAPACITY_WAIT",
+    "WAIT_STEP",
     "ILeaseHolder",
     "Lease",
     "connectFailure",
@@ -68,6 +70,9 @@ _log = Logger()
 
 CAPACITY_WAIT = 5.0
 """How long a request waits when every member is at its max_connections."""
+
+WAIT_STEP = 0.1
+"""How often a request waiting for a usable member (a balancer's C{wait}) asks."""
 
 
 class ILeaseHolder(Protocol):
@@ -102,7 +107,8 @@ class Lease:
     release.
 
     :param holder: what connects and tries (L{ILeaseHolder}).
-    :param clock: times the exchange, for the member's response time.
+    :param clock: times the exchange, for the member's response time, and
+        the waits for a member.
     :param label: the route, for the log.
     :param address: a fixed backend; then C{balancer} is not asked.
     :param balancer: the balancer service, for a route to C{balancerName}.
@@ -119,12 +125,14 @@ class Lease:
         "_holder",
         "_label",
         "_memberAddress",
+        "_missedAt",
         "_over",
         "_pickedAt",
         "_retriedFresh",
         "_statusFailure",
         "_traffic",
         "_tried",
+        "_waitTimer",
         "_waited",
         "address",
         "balancerName",
@@ -155,6 +163,9 @@ class Lease:
         self._capacityWait = capacityWait
         self._tried: list[MemberState] = []
         self._waited = False
+        # When a pick first found no member, and the next ask (balancer wait).
+        self._missedAt: float | None = None
+        self._waitTimer: IDelayedCall | None = None
         self._over = False
         self._retriedFresh = False
         self._statusFailure: str | None = None
@@ -178,12 +189,25 @@ class Lease:
     def _pick(self) -> None:
         balancer = self._balancer
         name = self.balancerName
-        member = (
-            balancer.pick(name, self.facts, self._tried)
-            if balancer is not None
-            else None
-        )
+        try:
+            member = (
+                balancer.pick(name, self.facts, self._tried)
+                if balancer is not None
+                else None
+            )
+        except KeyError:
+            # A reload took the balancer away while the request waited.
+            _log.error(
+                "{label}: balancer {name} is no longer configured",
+                label=self._label,
+                name=name,
+            )
+            self._over = True
+            self._holder.unavailable()
+            return
         if member is None:
+            if self._missedAt is None:
+                self._missedAt = self._clock.seconds()
             if (
                 balancer is not None
                 and self._capacityWait is not None
@@ -195,10 +219,15 @@ class Lease:
                 waiting = balancer.whenCapacity(name, self._capacityWait)
                 waiting.addCallback(self._capacityWaitOver)
                 return
+            if balancer is not None and self._waitForMember(balancer, name):
+                return
+            waited = self._clock.seconds() - self._missedAt
             _log.error(
-                "{label}: no usable member in balancer {name}",
+                "{label}: no usable member in balancer {name}{after}",
                 label=self._label,
                 name=name,
+                after=f" after waiting {waited:.1f} s" if self._waited else "",
+                waited=waited if self._waited else 0.0,
             )
             self._over = True
             self._holder.unavailable()
@@ -211,6 +240,32 @@ class Lease:
         self._holder.attempt(address)
 
     def _capacityWaitOver(self, released: bool) -> None:
+        if not self._over:
+            self._pick()
+
+    def _waitForMember(self, balancer: IBalancer, name: str) -> bool:
+        """
+        No member can take the request now: ask again in L{WAIT_STEP}
+        seconds, unless the balancer's C{wait}, counted from the first miss
+        (a wait for capacity included), is over or is 0. Return whether the
+        request waits.
+        """
+        wait = balancer.memberWait(name)
+        if wait <= 0:
+            return False
+        assert self._missedAt is not None
+        remaining = self._missedAt + wait - self._clock.seconds()
+        if remaining <= 1e-9:
+            return False
+        # Waiting already: no separate wait for capacity on top of this one.
+        self._waited = True
+        self._waitTimer = self._clock.callLater(
+            min(WAIT_STEP, remaining), self._askAgain
+        )
+        return True
+
+    def _askAgain(self) -> None:
+        self._waitTimer = None
         if not self._over:
             self._pick()
 
@@ -306,6 +361,10 @@ class Lease:
         # The holder holds the lease: letting go of it leaves no cycle, so
         # the exchange is freed as soon as its last reference goes.
         self._holder = _RELEASED
+        if self._waitTimer is not None:
+            # Gone while waiting for a usable member: stop asking.
+            self._waitTimer.cancel()
+            self._waitTimer = None
         if self.member is None:
             return
         if ok and self._statusFailure is not None:

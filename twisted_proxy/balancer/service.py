@@ -280,6 +280,15 @@ class BalancerService(MultiService):
         """
         return self._balancers[balancerName].whenCapacity(self._clock, timeout)
 
+    def memberWait(self, balancerName: str) -> float:
+        """
+        Seconds a request that finds no usable member waits for one (the
+        balancer's C{wait}, Apache's C{timeout=}); 0: none, or no such
+        balancer any more (a reload took it away).
+        """
+        balancer = self._balancers.get(balancerName)
+        return balancer.config.wait if balancer is not None else 0.0
+
     # -- hearing back --
 
     def release(

@@ -29,6 +29,7 @@ from .convert import (
     positiveInt,
     routeId,
     seconds,
+    secondsOrOff,
     table,
 )
 from .model import Balancer, HealthCheck, HealthMethod, Member, Route, Sticky
@@ -78,6 +79,7 @@ def _balancer(check: Checker, path: str, name: str, value: Any) -> Balancer:
             "fail_on_status", lambda p, v: _statuses(check, p, v), d.fail_on_status
         ),
         retry=get("retry", seconds, d.retry),
+        wait=get("wait", secondsOrOff, d.wait),
         sticky=get("sticky", lambda p, v: _sticky(check, p, v), d.sticky),
         health=get("health", lambda p, v: _health(check, p, v), d.health),
         members=get(

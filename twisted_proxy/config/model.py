@@ -358,6 +358,9 @@ class Balancer:
     fail_on_status: tuple[int, ...] = ()
     # A member in error is tried again after this many seconds.
     retry: float = 60.0
+    # Seconds a request with no usable member waits for one (Apache's
+    # ProxySet timeout=); 0: it is answered 503 at once.
+    wait: float = 0.0
     sticky: Sticky | None = None
     health: HealthCheck | None = None
 

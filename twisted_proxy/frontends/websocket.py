@@ -103,7 +103,8 @@ class WebSocketBridge:
             balancerName=plan.target.host,
             memberAddress=context.memberAddress,
             traffic=context.traffic,
-            # A handshake is answered 503 at once when every member is full.
+            # A handshake is answered 503 at once when every member is full
+            # (or waits for its balancer's wait, which covers that too).
             capacityWait=None,
         )
         self._connecting: Deferred[Any] | None = None
