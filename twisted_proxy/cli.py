@@ -174,7 +174,8 @@ def _run(path: str, logLevel: str | None, err: TextIO) -> int:
     from twisted.scripts import twistd
 
     try:
-        loadForStart(path)
+        # twistd loads the file again and says the importer's notices then.
+        loadForStart(path, notices=False)
     except ConfigError as e:
         for error in e.errors:
             print(error, file=err)

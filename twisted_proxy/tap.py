@@ -58,19 +58,23 @@ class Options(usage.Options):
 
 
 def loadForStart(
-    path: str, logLevel: LogLevel | None = None, text: str | None = None
+    path: str,
+    logLevel: LogLevel | None = None,
+    text: str | None = None,
+    notices: bool = True,
 ) -> Config:
     """
     Load C{path} (C{text}: its text, already read) and run every start-up
     check on it (L{startupProblems}); C{logLevel} overrides the file's
-    ``[proxy] log_level``.
+    ``[proxy] log_level``. An Apache file's importer notices go to standard
+    error unless C{notices} is false (a check before the real start).
 
     :raise ConfigError: one message per problem, each naming C{path}.
     """
     if text is None:
         text = readConfig(path)
-    config, notices = configFromText(text, path)
-    for notice in notices:
+    config, said = configFromText(text, path)
+    for notice in said if notices else ():
         print(f"notice: {notice}", file=sys.stderr)
     errors = startupProblems(config).errors
     if errors:

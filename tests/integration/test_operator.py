@@ -85,6 +85,25 @@ async def test_portInUseIsOneLine(
 
 
 @pytest_twisted.ensureDeferred
+async def test_anApacheFilesNoticesComeOnce(tmp_path: Path, taken: int) -> None:
+    """run on an Apache file: each importer notice once, then the one error."""
+    config = tmp_path / "site.conf"
+    config.write_text(
+        "LoadModule proxy_module modules/mod_proxy.so\n"
+        f"Listen 127.0.0.1:{taken}\nProxyPass / http://127.0.0.1:9/\n"
+    )
+    out, err, code = await run("twisted-proxy", "run", str(config), cwd=tmp_path)
+    assert code == 1, out + err
+    assert err.splitlines() == [
+        f"notice: {config}:1: LoadModule: how httpd runs its processes: no meaning"
+        " here, skipped",
+        f"{config}: listen[0].endpoint: cannot listen on"
+        f" tcp:{taken}:interface=127.0.0.1: Address already in use"
+        " (is another server running on it?)",
+    ]
+
+
+@pytest_twisted.ensureDeferred
 async def test_debugShowsTheTraceback(tmp_path: Path, taken: int) -> None:
     """--log-level debug shows where start-up failed."""
     config = siteConfig(tmp_path, taken, 9)
