@@ -765,3 +765,46 @@ def test_timeoutsAsApacheHasThem() -> None:
     assert out.routes[0]["trace"] is True
     proxied = imported("Timeout 300\nProxyTimeout 30\n")
     assert (proxied.proxy["timeout"], proxied.proxy["connect_timeout"]) == (30.0, 30.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (
+            "ProxyPass / http://127.0.0.1:9001/ timeout=soon\n",
+            "site.conf:1: ProxyPass: 'soon': expected a time like 30, 500ms or 2mi",
+        ),
+        (
+            "ProxyTimeout 30x\n",
+            "site.conf:1: ProxyTimeout: '30x': expected a time like 30, 500ms or 2mi",
+        ),
+        (
+            "<Location /a/>\nProxyPass http://127.0.0.1:9001/ max=many\n</Location>\n",
+            "site.conf:2: ProxyPass: 'many': expected a whole number",
+        ),
+        (
+            "<Proxy balancer://b>\nProxySet failonstatus=500,5xx\n</Proxy>\n",
+            "site.conf:2: ProxySet: '5xx': expected a whole number",
+        ),
+    ],
+)
+def test_aBadValueIsAnErrorNamingItsLine(text: str, error: str) -> None:
+    """A value a directive cannot take is refused, never replaced by a default."""
+    assert said(imported(text).errors) == [error]
+
+
+def test_aBadMemberLeavesTheOthersRead() -> None:
+    """One member's bad value is its line's error; the members after it are read."""
+    out = imported(
+        "<Proxy balancer://b>\n"
+        "BalancerMember http://127.0.0.1:9001 loadfactor=heavy\n"
+        "BalancerMember http://127.0.0.1:9002 loadfactor=2 hcinterval=1mi\n"
+        "</Proxy>\nProxyPass / balancer://b/\n"
+    )
+    assert said(out.errors) == [
+        "site.conf:2: BalancerMember: 'heavy': expected a whole number"
+    ]
+    assert out.balancers["b"]["member"] == [
+        {"url": "http://127.0.0.1:9002", "weight": 2}
+    ]
+    assert out.balancers["b"]["health"]["interval"] == 60.0

@@ -6,10 +6,11 @@ stickiness, health check), Apache's defaults written out.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from twisted_proxy.apache.healthexpr import HealthExpressionError, healthExpectation
-from twisted_proxy.apache.lines import Host, Lines, seconds
+from twisted_proxy.apache.lines import Host, Lines, count, seconds
 from twisted_proxy.apache.parse import Directive, Section
 
 __all__ = ["BalancerLines"]
@@ -43,9 +44,9 @@ class BalancerLines(Lines):
         self.declared.setdefault(name, d)
         for child in d.children:
             if child.key == "balancermember":
-                self.member(child, balancer, name)
+                self.reading(child, partial(self.member, child, balancer, name))
             elif child.key == "proxyset":
-                self.proxySet(child, balancer)
+                self.reading(child, partial(self.proxySet, child, balancer))
             else:
                 self.error(child, "not expressible inside <Proxy balancer://>")
 
@@ -75,9 +76,9 @@ class BalancerLines(Lines):
             elif key == "route":
                 member["route"] = value
             elif key in ("loadfactor", "lbfactor"):
-                member["weight"] = int(value) if value.isdigit() else 1
+                member["weight"] = count(value)
             elif key == "lbset":
-                member["tier"] = int(value) if value.isdigit() else 0
+                member["tier"] = count(value)
             elif key == "status":
                 self.status(d, value, member)
             elif key == "retry":
@@ -136,11 +137,9 @@ class BalancerLines(Lines):
                 sticky = balancer.setdefault("sticky", {})
                 sticky["failover"] = value.lower() != "on"
             elif key == "maxattempts":
-                balancer["max_attempts"] = int(value) if value.isdigit() else 1
+                balancer["max_attempts"] = count(value)
             elif key == "failonstatus":
-                balancer["fail_on_status"] = [
-                    int(v) for v in value.split(",") if v.strip().isdigit()
-                ]
+                balancer["fail_on_status"] = [count(v) for v in value.split(",")]
             elif key in _HEALTH_KEYS:
                 self.notice(
                     d,
@@ -174,9 +173,9 @@ class BalancerLines(Lines):
                 # worker's timeouts, ours on its own (5 s unless shorter).
                 health["timeout"] = health["interval"] / 2
         elif key == "hcpasses":
-            health["passes"] = int(value) if value.isdigit() else 1
+            health["passes"] = count(value)
         elif key == "hcfails":
-            health["fails"] = int(value) if value.isdigit() else 1
+            health["fails"] = count(value)
         elif key == "hcexpr":
             found = self.healthExpressions.get(value)
             if found is None:
@@ -192,7 +191,7 @@ class BalancerLines(Lines):
         if key == "ttl":
             self.out.proxy["pool_ttl"] = seconds(value)
         else:
-            self.out.proxy["pool_size"] = int(value) if value.isdigit() else 64
+            self.out.proxy["pool_size"] = count(value)
         self.notice(d, f"{key}: the pools of every backend keep it here")
 
     def d_proxyhcexpr(self, d: Directive, host: Host) -> None:

@@ -89,7 +89,7 @@ class _Converter(ProxyLines, BalancerLines):
             self.error(d, f"<{d.name}> sections cannot be expressed here")
             return
         if handler is not None:
-            handler(d, host)
+            self.reading(d, lambda: handler(d, host))
             return
         if key in FILE_SERVING:
             self.error(d, "this is a proxy, not a web server: nothing serves files")

@@ -8,12 +8,23 @@ read each family of directives (L{Lines}).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from twisted_proxy.apache.parse import Directive, Section
 
-__all__ = ["Host", "Imported", "Lines", "Message", "onOff", "origin", "seconds"]
+__all__ = [
+    "BadValueError",
+    "Host",
+    "Imported",
+    "Lines",
+    "Message",
+    "count",
+    "onOff",
+    "origin",
+    "seconds",
+]
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,13 @@ class Lines:
     def error(self, d: Directive, text: str) -> None:
         self.out.errors.append(Message(d.file, d.line, d.name, text))
 
+    def reading(self, d: Directive, read: Callable[[], object]) -> None:
+        """Run C{read} for C{d}; a value it cannot take is an error naming C{d}."""
+        try:
+            read()
+        except BadValueError as e:
+            self.error(d, str(e))
+
     def mark(self, table: dict[str, Any], d: Directive) -> dict[str, Any]:
         """Remember that C{table} came from C{d} (for its comment)."""
         self.out.sources[id(table)] = origin(d)
@@ -126,9 +144,28 @@ def onOff(converter: Lines, d: Directive) -> bool:
     return value == "on"
 
 
+class BadValueError(ValueError):
+    """A directive's value that is not what the directive takes."""
+
+
+# Apache's time units (ap_timeout_parameter_parse), in seconds.
+_UNITS = {"": 1.0, "s": 1.0, "ms": 0.001, "mi": 60.0, "h": 3600.0}
+
+
 def seconds(value: str) -> float:
-    number = re.fullmatch(r"(\d+(?:\.\d+)?)(ms)?", value.strip())
+    """A time as Apache writes it: 30, 1.5, 500ms, 2mi, 1h.
+
+    :raise BadValueError: when it is not one."""
+    number = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|mi|h)?", value.strip())
     if number is None:
-        return 0.0
-    seconds = float(number.group(1))
-    return seconds / 1000 if number.group(2) else seconds
+        raise BadValueError(f"{value!r}: expected a time like 30, 500ms or 2mi")
+    return float(number.group(1)) * _UNITS[number.group(2) or ""]
+
+
+def count(value: str) -> int:
+    """A whole number of at least 0.
+
+    :raise BadValueError: when it is not one."""
+    if not value.strip().isdigit():
+        raise BadValueError(f"{value!r}: expected a whole number")
+    return int(value)

@@ -14,9 +14,10 @@ never reaches, is an error naming both.
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Any
 
-from twisted_proxy.apache.lines import Host, seconds
+from twisted_proxy.apache.lines import Host, count, seconds
 from twisted_proxy.apache.parse import Directive, Section
 from twisted_proxy.apache.serverlines import ServerLines
 
@@ -143,7 +144,7 @@ class ProxyLines(ServerLines):
                 self.out.proxy["pool_ttl"] = seconds(value)
                 self.notice(d, "ttl: the pools of every backend keep it here")
             elif key == "max":
-                self.out.proxy["pool_size"] = int(value) if value.isdigit() else 64
+                self.out.proxy["pool_size"] = count(value)
                 self.notice(d, "max: the pools of every backend keep it here")
             elif key == "status":
                 self.workerStatus(d, value)
@@ -234,7 +235,7 @@ class ProxyLines(ServerLines):
                 moved = Directive(
                     child.name, (path, *child.args), child.file, child.line
                 )
-                getattr(self, "d_" + key)(moved, host)
+                self.reading(moved, partial(getattr(self, "d_" + key), moved, host))
             elif key == "requestheader":
                 self.headers(child, headers)
             else:
