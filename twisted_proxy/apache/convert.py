@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted_proxy.apache.balancers import BalancerLines
-from twisted_proxy.apache.lines import Host, Imported, Message, onOff
+from twisted_proxy.apache.lines import Host, Imported, Message, mergedHeaders, onOff
 from twisted_proxy.apache.parse import Directive, Section
 from twisted_proxy.apache.proxylines import ProxyLines
 from twisted_proxy.apache.skipped import FILE_SERVING, NO_MEANING
@@ -118,7 +118,7 @@ class _Converter(ProxyLines, BalancerLines):
                 if host.preserveHost is not None:
                     route.setdefault("preserve_host", host.preserveHost)
                 if host.requestHeaders:
-                    route["request_headers"] = _merged(
+                    route["request_headers"] = mergedHeaders(
                         host.requestHeaders, route.get("request_headers", {})
                     )
             self.out.routes.append(route)
@@ -158,7 +158,7 @@ class _Converter(ProxyLines, BalancerLines):
         host = Host(
             preserveHost=outer.preserveHost,
             tls=dict(outer.tls),
-            requestHeaders={k: _copy(v) for k, v in outer.requestHeaders.items()},
+            requestHeaders=mergedHeaders(outer.requestHeaders),
         )
         for address in d.args:
             hostPart, _, port = address.rpartition(":")
@@ -239,10 +239,6 @@ class _Converter(ProxyLines, BalancerLines):
         types.extend(t for t in d.args[1:] if t not in types)
 
 
-def _copy(value: Any) -> Any:
-    return dict(value) if isinstance(value, dict) else list(value)
-
-
 def _skippedBlock(d: Directive) -> str:
     """Why the lines of an <IfModule> or <IfDefine> were skipped."""
     name = d.args[0] if d.args else ""
@@ -256,18 +252,6 @@ def _skippedBlock(d: Directive) -> str:
         f"{name} is not a module understood here: the lines inside are skipped,"
         " as in an httpd without it"
     )
-
-
-def _merged(outer: dict[str, Any], inner: dict[str, Any]) -> dict[str, Any]:
-    """Header directives of a host, then of a <Location> (which win)."""
-    merged: dict[str, Any] = {}
-    for directives in (outer, inner):
-        for kind, value in directives.items():
-            if isinstance(value, dict):
-                merged.setdefault(kind, {}).update(value)
-            else:
-                merged.setdefault(kind, []).extend(value)
-    return merged
 
 
 def _endpoint(address: str, port: str) -> str:

@@ -21,6 +21,7 @@ __all__ = [
     "Lines",
     "Message",
     "count",
+    "mergedHeaders",
     "onOff",
     "origin",
     "seconds",
@@ -169,3 +170,18 @@ def count(value: str) -> int:
     if not value.strip().isdigit():
         raise BadValueError(f"{value!r}: expected a whole number")
     return int(value)
+
+
+def mergedHeaders(*tables: dict[str, Any]) -> dict[str, Any]:
+    """
+    Header-directive tables as one, a copy: later tables' C{set} names win,
+    their lists (C{unset}, C{add}, ...) come after the earlier ones'.
+    """
+    merged: dict[str, Any] = {}
+    for directives in tables:
+        for kind, value in directives.items():
+            if isinstance(value, dict):
+                merged.setdefault(kind, {}).update(value)
+            else:
+                merged.setdefault(kind, []).extend(value)
+    return merged

@@ -17,7 +17,7 @@ import re
 from functools import partial
 from typing import Any
 
-from twisted_proxy.apache.lines import Host, count, seconds
+from twisted_proxy.apache.lines import Host, count, mergedHeaders, seconds
 from twisted_proxy.apache.parse import Directive, Section
 from twisted_proxy.apache.serverlines import ServerLines
 
@@ -160,7 +160,13 @@ class ProxyLines(ServerLines):
         host.routes.append(self.mark(route, d))
 
     def workerStatus(self, d: Directive, value: str) -> None:
-        if any(c in "Dd" for c in value.replace("-D", "").replace("-d", "")):
+        sign, disabled = "+", False
+        for char in value:
+            if char in "+-":
+                sign = char
+            elif char in "Dd":
+                disabled = sign == "+"
+        if disabled:
             self.error(d, "status=+D on a single backend: leave the ProxyPass out")
         else:
             self.notice(d, f"status={value} on a single backend: it is always tried")
@@ -280,9 +286,6 @@ class ProxyLines(ServerLines):
                 )
                 continue
             for route in under:
-                merged = route.setdefault("request_headers", {})
-                for kind, value in headers.items():
-                    if isinstance(value, dict):
-                        merged.setdefault(kind, {}).update(value)
-                    else:
-                        merged.setdefault(kind, []).extend(value)
+                route["request_headers"] = mergedHeaders(
+                    route.get("request_headers", {}), headers
+                )

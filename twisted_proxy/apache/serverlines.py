@@ -214,7 +214,7 @@ class ServerLines(Lines):
             return
         self.out.proxy["access_log"] = where
         self.out.proxy["access_log_format"] = form
-        if d.args[1] not in self.formats and d.args[1] not in ("common", "combined"):
+        if d.args[1] not in self.formats:
             self.inlineLog = d
 
     def headers(self, d: Directive, directives: dict[str, Any]) -> None:
